@@ -1,0 +1,289 @@
+"""BERT + CNN dual encoder: a BERT-family text tower and a small residual CNN, aligned in one embedding space.
+
+Imports only its own configuration (plus transformers/peft/torch) so the file can later travel to the Hub and
+load with `trust_remote_code`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_dual_encoder import DualEncoderConfig
+
+
+@dataclass
+class DualEncoderOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss=True`):
+        Symmetric InfoNCE loss, plus the weighted auxiliary attribute loss when targets are given.
+    logits_per_image (`torch.FloatTensor` of shape `(image_batch_size, text_batch_size)`):
+        Scaled cosine similarities between image and text embeddings.
+    logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, image_batch_size)`):
+        The transpose of `logits_per_image`.
+    text_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`): L2-normalised text embeddings.
+    image_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`): L2-normalised image embeddings.
+    attribute_logits (`dict[str, torch.FloatTensor]`, *optional*): per attribute, `(batch_size, num_values)`.
+    contrastive_loss / attribute_loss (`torch.FloatTensor`, *optional*): the two parts of `loss`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits_per_image: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    attribute_logits: dict[str, torch.FloatTensor] | None = None
+    contrastive_loss: torch.FloatTensor | None = None
+    attribute_loss: torch.FloatTensor | None = None
+
+
+def contrastive_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against soft targets: each row's probability mass spread over its positives."""
+    return -(targets * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+
+
+def dual_encoder_loss(logits_per_text: torch.Tensor, positive_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE. `positive_mask[i, j]` marks text i and image j as a match (identical texts are
+    positives of one another); without it the diagonal is the only positive."""
+    if positive_mask is None:
+        positive_mask = torch.eye(logits_per_text.shape[0], device=logits_per_text.device)
+    positive_mask = positive_mask.to(logits_per_text.dtype)
+    text_loss = contrastive_loss(logits_per_text, positive_mask / positive_mask.sum(-1, keepdim=True))
+    mask_t = positive_mask.t()
+    image_loss = contrastive_loss(logits_per_text.t(), mask_t / mask_t.sum(-1, keepdim=True))
+    return (text_loss + image_loss) / 2.0
+
+
+class ResidualBlock(nn.Module):
+    """Basic ResNet block (two 3x3 convolutions) with a projected shortcut when the shape changes."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x), inplace=True)
+
+
+class DualEncoderVisionModel(nn.Module):
+    """A small ResNet for low-resolution product photos (80x64 by default).
+
+    The stem downsamples once and every later stage but the first halves the resolution again; at 80x64 that is
+    40x32 -> 20x16 -> 10x8 -> 5x4, cheap enough to train on two CPU cores. Average- and max-pooled features are
+    concatenated: max pooling keeps small, distinctive parts (a watch face, a logo) that averaging washes out.
+    """
+
+    def __init__(self, config: DualEncoderConfig):
+        super().__init__()
+        stem = config.cnn_stem_channels
+        self.stem = nn.Sequential(
+            nn.Conv2d(config.num_channels, stem, 3, 2, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU(inplace=True)
+        )
+        stages, in_channels = [], stem
+        for index, (channels, blocks) in enumerate(zip(config.cnn_channels, config.cnn_blocks_per_stage)):
+            layers = []
+            for block in range(blocks):
+                stride = 2 if (block == 0 and index > 0) else 1
+                layers.append(ResidualBlock(in_channels, channels, stride))
+                in_channels = channels
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.Sequential(*stages)
+        self.output_size = 2 * in_channels
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        hidden = self.stages(self.stem(pixel_values))
+        return torch.cat([hidden.mean(dim=(2, 3)), hidden.amax(dim=(2, 3))], dim=1)
+
+
+class CosineClassifier(nn.Module):
+    """Linear head on normalised features with normalised class weights: classes become directions of the
+    embedding space, so cosine neighbours (what retrieval uses) share attributes."""
+
+    def __init__(self, in_features: int, num_classes: int, scale: float = 16.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_classes, in_features) * 0.02)
+        self.scale = scale
+
+    def forward(self, normalised: torch.Tensor) -> torch.Tensor:
+        return self.scale * normalised @ F.normalize(self.weight, dim=-1).t()
+
+
+class DualEncoderPreTrainedModel(PreTrainedModel):
+    config_class = DualEncoderConfig
+    config: DualEncoderConfig
+    base_model_prefix = "dual_encoder"
+    input_modalities = ("image", "text")
+    main_input_name = "pixel_values"
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, CosineClassifier):
+            nn.init.normal_(module.weight, std=0.02)
+        elif isinstance(module, DualEncoderModel):
+            module.logit_scale.fill_(self.config.logit_scale_init_value)
+
+
+class DualEncoderModel(DualEncoderPreTrainedModel):
+    def __init__(self, config: DualEncoderConfig):
+        super().__init__(config)
+        try:
+            self.text_model = AutoModel.from_config(config.text_config, add_pooling_layer=False)
+        except TypeError:  # BERT-family models without a pooler argument (e.g. DistilBERT)
+            self.text_model = AutoModel.from_config(config.text_config)
+        self.vision_model = DualEncoderVisionModel(config)
+
+        text_hidden, dim = config.text_config.hidden_size, config.projection_dim
+        if config.text_projection_hidden_size:
+            self.text_projection = nn.Sequential(
+                nn.Linear(text_hidden, config.text_projection_hidden_size),
+                nn.GELU(),
+                nn.Linear(config.text_projection_hidden_size, dim),
+            )
+        else:
+            self.text_projection = nn.Linear(text_hidden, dim)
+        self.visual_projection = nn.Sequential(
+            nn.Dropout(config.image_dropout), nn.Linear(self.vision_model.output_size, dim)
+        )
+        self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
+        self.attribute_heads = nn.ModuleDict(
+            {name: CosineClassifier(dim, len(values)) for name, values in config.attribute_labels.items()}
+        )
+        self.post_init()
+        # Adapters go in after post_init so the generic init never overwrites LoRA's zero-initialised B matrices.
+        if config.text_lora_rank > 0:
+            from peft import LoraConfig, inject_adapter_in_model
+
+            lora = LoraConfig(
+                r=config.text_lora_rank,
+                lora_alpha=config.text_lora_alpha,
+                lora_dropout=config.text_lora_dropout,
+                target_modules=list(config.text_lora_target_modules),
+            )
+            self.text_model = inject_adapter_in_model(lora, self.text_model)
+        self._set_text_trainable()
+
+    def _set_text_trainable(self):
+        frozen = self.config.freeze_text_model or self.config.text_lora_rank > 0
+        for name, param in self.text_model.named_parameters():
+            param.requires_grad = (not frozen) or "lora_" in name
+
+    @classmethod
+    def from_text_pretrained(cls, text_model_name_or_path: str, **config_kwargs) -> "DualEncoderModel":
+        """A new model for training: pretrained text tower (Hub id or local folder), fresh CNN and projections."""
+        text_config = AutoConfig.from_pretrained(text_model_name_or_path)
+        config_kwargs.setdefault("text_model_name_or_path", str(text_model_name_or_path))
+        config = DualEncoderConfig(text_config=text_config.to_dict(), **config_kwargs)
+        model = cls(config)
+        pretrained = AutoModel.from_pretrained(text_model_name_or_path)
+        missing, unexpected = model.text_model.load_state_dict(pretrained.state_dict(), strict=False)
+        # Only LoRA weights (new) may be missing; the pooler (unused) may be unexpected.
+        missing = [k for k in missing if "lora_" not in k]
+        unexpected = [k for k in unexpected if not k.startswith("pooler.")]
+        if missing or unexpected:
+            raise ValueError(f"text tower mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        return model
+
+    def pool_text(self, last_hidden_state: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        if self.config.text_pooling == "cls":
+            return last_hidden_state[:, 0]
+        if attention_mask is None:
+            return last_hidden_state.mean(dim=1)
+        mask = attention_mask.unsqueeze(-1).to(last_hidden_state.dtype)
+        return (last_hidden_state * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+    def encode_text_backbone(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        """Pooled text-tower output before projection (what a frozen tower lets training cache)."""
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        outputs = self.text_model(**kwargs)
+        return self.pool_text(outputs.last_hidden_state, attention_mask)
+
+    def get_text_features(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        text_pooled_output: torch.Tensor | None = None,
+    ) -> torch.FloatTensor:
+        """Projected, unnormalised text embeddings `(batch, projection_dim)`. `text_pooled_output` (from
+        `encode_text_backbone`) skips the text tower."""
+        if text_pooled_output is None:
+            if input_ids is None:
+                raise ValueError("get_text_features needs input_ids or text_pooled_output")
+            text_pooled_output = self.encode_text_backbone(input_ids, attention_mask, token_type_ids)
+        return self.text_projection(text_pooled_output)
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.FloatTensor:
+        """Projected, unnormalised image embeddings `(batch, projection_dim)`."""
+        return self.visual_projection(self.vision_model(pixel_values))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        text_pooled_output: torch.Tensor | None = None,
+        positive_mask: torch.Tensor | None = None,
+        attribute_targets: torch.Tensor | None = None,
+        return_loss: bool | None = None,
+        **kwargs,
+    ) -> DualEncoderOutput:
+        r"""
+        positive_mask (`torch.Tensor` of shape `(batch, batch)`, *optional*):
+            `[i, j]` true when text i describes image j (defaults to the diagonal).
+        attribute_targets (`torch.LongTensor` of shape `(batch, num_attributes)`, *optional*):
+            Class index per attribute head, in `config.attribute_labels` order; -100 where unknown.
+        """
+        image_embeds = F.normalize(self.get_image_features(pixel_values), dim=-1)
+        text_embeds = F.normalize(
+            self.get_text_features(input_ids, attention_mask, token_type_ids, text_pooled_output), dim=-1
+        )
+        logits_per_text = self.logit_scale.exp() * text_embeds @ image_embeds.t()
+        attribute_logits = {name: head(image_embeds) for name, head in self.attribute_heads.items()}
+
+        loss = contrastive = attribute_loss = None
+        if return_loss:
+            contrastive = dual_encoder_loss(logits_per_text, positive_mask)
+            loss = contrastive
+            if attribute_targets is not None and attribute_logits:
+                losses = [
+                    F.cross_entropy(logits, attribute_targets[:, i], ignore_index=-100)
+                    for i, logits in enumerate(attribute_logits.values())
+                    if (attribute_targets[:, i] != -100).any()
+                ]
+                if losses:
+                    attribute_loss = torch.stack(losses).mean()
+                    loss = loss + self.config.attribute_loss_weight * attribute_loss
+        return DualEncoderOutput(
+            loss=loss,
+            logits_per_image=logits_per_text.t(),
+            logits_per_text=logits_per_text,
+            text_embeds=text_embeds,
+            image_embeds=image_embeds,
+            attribute_logits=attribute_logits or None,
+            contrastive_loss=contrastive,
+            attribute_loss=attribute_loss,
+        )
+
+
+__all__ = ["DualEncoderModel", "DualEncoderPreTrainedModel", "DualEncoderOutput", "dual_encoder_loss"]
