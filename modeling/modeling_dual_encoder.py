@@ -186,13 +186,16 @@ class DualEncoderModel(DualEncoderPreTrainedModel):
             param.requires_grad = (not frozen) or "lora_" in name
 
     @classmethod
-    def from_text_pretrained(cls, text_model_name_or_path: str, **config_kwargs) -> "DualEncoderModel":
-        """A new model for training: pretrained text tower (Hub id or local folder), fresh CNN and projections."""
-        text_config = AutoConfig.from_pretrained(text_model_name_or_path)
-        config_kwargs.setdefault("text_model_name_or_path", str(text_model_name_or_path))
+    def from_text_pretrained(cls, pretrained_text_model: str, **config_kwargs) -> "DualEncoderModel":
+        """A new model for training: pretrained text tower (Hub id or local folder), fresh CNN and projections.
+
+        `config_kwargs` go to [`DualEncoderConfig`] (`text_model_name_or_path` defaults to `pretrained_text_model`).
+        """
+        text_config = AutoConfig.from_pretrained(pretrained_text_model)
+        config_kwargs.setdefault("text_model_name_or_path", str(pretrained_text_model))
         config = DualEncoderConfig(text_config=text_config.to_dict(), **config_kwargs)
         model = cls(config)
-        pretrained = AutoModel.from_pretrained(text_model_name_or_path)
+        pretrained = AutoModel.from_pretrained(pretrained_text_model)
         missing, unexpected = model.text_model.load_state_dict(pretrained.state_dict(), strict=False)
         # Only LoRA weights (new) may be missing; the pooler (unused) may be unexpected.
         missing = [k for k in missing if "lora_" not in k]

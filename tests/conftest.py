@@ -1,0 +1,51 @@
+"""Shared fixtures: offline environment, tiny random text tower (the transformers ModelTester way), catalog path."""
+
+import os
+
+for _key, _value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                     "HF_HUB_DISABLE_TELEMETRY": "1", "GRADIO_ANALYTICS_ENABLED": "False"}.items():
+    os.environ.setdefault(_key, _value)
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CATALOG = Path(os.environ.get("FASHION_CATALOG", REPO.parent / "shared" / "data"))
+
+# Words of the shared catalog's titles/captions, enough for a tiny word-level vocabulary.
+_WORDS = ("men women boys girls unisex black white blue navy red green pink grey brown yellow purple "
+          "shirt shirts tshirts t-shirt dress dresses shoes casual formal sports watch watches kurta kurtas jeans "
+          "for summer winter the a and , . - ' s").split()
+
+
+def tiny_bert_config_dict(vocab_size: int = 99) -> dict:
+    return {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "intermediate_size": 37, "vocab_size": vocab_size, "max_position_embeddings": 64}
+
+
+@pytest.fixture(scope="session")
+def catalog_dir() -> Path:
+    if not (CATALOG / "metadata.csv").exists():
+        pytest.skip(f"shared catalog not found at {CATALOG} (set FASHION_CATALOG)")
+    return CATALOG
+
+
+@pytest.fixture(scope="session")
+def tiny_text_model(tmp_path_factory) -> Path:
+    """A random 2-layer BERT (hidden 32) with a word-level tokenizer, saved like a Hub checkpoint."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(_WORDS))]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"))
+    tokenizer.save_pretrained(folder)
+    BertModel(BertConfig(**tiny_bert_config_dict(len(vocab)))).save_pretrained(folder)
+    return folder
+
+
+def tiny_model_kwargs() -> dict:
+    """Config kwargs of a tiny dual encoder (fast CNN at 20x16)."""
+    return {"projection_dim": 16, "text_projection_hidden_size": 24, "image_size": [20, 16],
+            "cnn_stem_channels": 8, "cnn_channels": [8, 16], "cnn_blocks_per_stage": [1, 1]}
