@@ -226,7 +226,8 @@ def plot_curves(history: list[dict], path: Path) -> None:
         if any(v is not None for v in values):
             ax2.plot(epochs, values, marker="o", label=f"val {key}")
     ax2.set_xlabel("epoch"), ax2.set_ylabel("validation retrieval"), ax2.set_ylim(0, 1), ax2.grid(alpha=0.3)
-    ax2.legend()
+    if ax2.lines:
+        ax2.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,0 +1,38 @@
+# Two commands on a fresh machine:
+#   make demo   install, train the offline default model if absent, build the index if absent, serve the app
+#   make test   install, run the test suite (what CI runs)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CATALOG ?= ../shared/data
+MODEL ?= runs/dual-encoder
+OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 \
+	GRADIO_ANALYTICS_ENABLED=False
+
+.PHONY: install demo train test clean
+
+install: $(VENV)/.installed
+
+# torch first from its CPU wheel; everything else constrained to it so pip never pulls a CUDA build.
+$(VENV)/.installed: requirements.txt constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
+	touch $@
+
+$(MODEL)/model.safetensors: | install
+	@echo "No model at $(MODEL): training the default dual encoder on $(CATALOG)."
+	@echo "This takes about 25 minutes on 2 CPU cores (progress bars below); it happens once."
+	$(OFFLINE) $(PY) train.py --model dual-encoder --catalog $(CATALOG) --output $(MODEL)
+
+train: $(MODEL)/model.safetensors
+
+demo: install train
+	$(OFFLINE) $(PY) app.py --model $(MODEL) --catalog $(CATALOG)
+
+test: install
+	$(OFFLINE) $(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache

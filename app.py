@@ -1,0 +1,131 @@
+"""Fashion search: a Gradio Blocks app over the search engine (text and image search).
+
+    python app.py --model runs/dual-encoder --catalog ../shared/data
+
+Configuration by flags or environment variables: FASHION_MODEL (model folder), FASHION_INDEX (index folder,
+default MODEL/index), FASHION_CATALOG (catalog folder, metadata file or Hub dataset; used to build a missing
+index), FASHION_TEXT_WEIGHT. The engine loads once; handlers only translate between the UI and the engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+from pathlib import Path
+
+import gradio as gr
+
+from modeling.data import ImageError
+from modeling.search import DEFAULT_TEXT_WEIGHT, FashionSearchEngine, QueryError, SearchResult
+
+logger = logging.getLogger("app")
+
+DEFAULT_MODEL = os.environ.get("FASHION_MODEL", "runs/dual-encoder")
+DEFAULT_CATALOG = os.environ.get("FASHION_CATALOG", str(Path(__file__).resolve().parent.parent / "shared" / "data"))
+FILTER_COLUMNS = {"gender": "Gender", "articleType": "Category", "baseColour": "Colour"}
+ANY = "Any"
+TEXT_EXAMPLES = ["red summer dress", "white polo t-shirts", "watches for men", "men formal black shoes"]
+
+
+@functools.lru_cache(maxsize=1)
+def get_engine(model_dir: str = DEFAULT_MODEL, index_dir: str | None = None,
+               catalog: str | None = DEFAULT_CATALOG) -> FashionSearchEngine:
+    """The engine, loaded once per process (the index is built on first start when absent)."""
+    index_dir = index_dir or os.environ.get("FASHION_INDEX") or str(Path(model_dir) / "index")
+    weight = float(os.environ.get("FASHION_TEXT_WEIGHT", DEFAULT_TEXT_WEIGHT))
+    return FashionSearchEngine.load(model_dir, index_dir, catalog=catalog, text_weight=weight)
+
+
+def _filters(gender: str | None, category: str | None, colour: str | None) -> dict:
+    chosen = {"gender": gender, "articleType": category, "baseColour": colour}
+    return {key: value for key, value in chosen.items() if value and value != ANY}
+
+
+def _caption(result: SearchResult) -> str:
+    attrs = " · ".join(result.attributes.get(a, "") for a in ("gender", "articleType", "baseColour")
+                       if result.attributes.get(a))
+    return f"{result.title}\n{attrs}\nscore {result.score:.3f} · cosine {result.visual_score:.3f}"
+
+
+def _outputs(results: list[SearchResult]):
+    if not results:
+        gr.Warning("No products match this query and these filters. Try removing a filter.")
+    gallery = [(r.image_path, _caption(r)) for r in results if r.image_path]
+    return gallery, {"results": [r.to_dict() for r in results]}
+
+
+def search_text(query: str, k: float = 10, gender: str = ANY, category: str = ANY, colour: str = ANY,
+                engine: FashionSearchEngine | None = None):
+    """Text -> products. Returns (gallery items, structured results)."""
+    engine = engine or get_engine()
+    try:
+        results = engine.search_text(query, k=int(k), filters=_filters(gender, category, colour))
+    except QueryError as err:
+        raise gr.Error(str(err)) from None
+    return _outputs(results)
+
+
+def search_image(image, k: float = 10, gender: str = ANY, category: str = ANY, colour: str = ANY,
+                 engine: FashionSearchEngine | None = None):
+    """Image -> visually similar products. `image` is a file path (uploads arrive as temp files)."""
+    engine = engine or get_engine()
+    if image is None:
+        raise gr.Error("Upload a photo of a product first.")
+    try:
+        results = engine.search_image(image, k=int(k), filters=_filters(gender, category, colour))
+    except (ImageError, QueryError) as err:
+        raise gr.Error(str(err)) from None
+    return _outputs(results)
+
+
+def build_demo(engine: FashionSearchEngine) -> gr.Blocks:
+    """The Blocks UI bound to one engine (tests pass a small one)."""
+    values = {c: sorted(v for v in engine.index.items[c].unique() if v) if c in engine.index.items else []
+              for c in FILTER_COLUMNS}
+
+    def run_text(query, k, gender, category, colour):
+        return search_text(query, k, gender, category, colour, engine=engine)
+
+    def run_image(image, k, gender, category, colour):
+        return search_image(image, k, gender, category, colour, engine=engine)
+
+    with gr.Blocks(title="Fashion search") as demo:
+        gr.Markdown("# Fashion search\nFind products by describing them or by showing a photo. "
+                    f"{len(engine.index):,} products indexed.")
+        with gr.Row():
+            k = gr.Slider(1, 50, value=10, step=1, label="Results")
+            dropdowns = [gr.Dropdown([ANY, *values[c]], value=ANY, label=label) for c, label in FILTER_COLUMNS.items()]
+        with gr.Tab("Text"):
+            query = gr.Textbox(label="Describe what you want", placeholder="e.g. red summer dress", max_lines=2)
+            text_button = gr.Button("Search", variant="primary")
+            gr.Examples([[e] for e in TEXT_EXAMPLES], inputs=[query])
+        with gr.Tab("Image"):
+            image = gr.Image(type="filepath", label="Product photo", sources=["upload", "clipboard"])
+            image_button = gr.Button("Find similar", variant="primary")
+        gallery = gr.Gallery(label="Results", columns=5, height="auto", object_fit="contain")
+        data = gr.JSON(label="Results (structured)", visible=False)
+
+        gr.on([text_button.click, query.submit], run_text, [query, k, *dropdowns], [gallery, data],
+              api_name="search_text")
+        image_button.click(run_image, [image, k, *dropdowns], [gallery, data], api_name="search_image")
+    return demo
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Serve the fashion search app.")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model folder (env FASHION_MODEL)")
+    p.add_argument("--index", default=os.environ.get("FASHION_INDEX"), help="index folder (default MODEL/index)")
+    p.add_argument("--catalog", default=DEFAULT_CATALOG, help="catalog used to build a missing index")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    args = parse_args()
+    engine = get_engine(args.model, args.index, args.catalog)
+    allowed = sorted({str(Path(p).parent) for p in engine.index.items.get("image_path", []) if p})
+    build_demo(engine).launch(server_name=args.host, server_port=args.port, allowed_paths=allowed)

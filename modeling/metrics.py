@@ -1,0 +1,341 @@
+# coding=utf-8
+"""
+Retrieval metrics.
+
+Every metric is defined on a ranking of the gallery by descending similarity, ties broken by lower gallery
+position, so results are deterministic and can be checked against a brute-force `sorted(...)` reference. The
+implementations are vectorised and process queries in chunks, so a 15k x 15k similarity matrix never exists in
+memory at once.
+
+Conventions:
+
+* precision@k divides by `k` even when the gallery holds fewer than `k` items (missing slots count as
+  non-relevant);
+* "r@k" / hit@k is the share of queries with at least one relevant item in the top `k`;
+* queries without any relevant item count as misses (hit 0, reciprocal rank 0); nDCG is undefined (NaN) for them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _check_k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def _check_scores(scores: np.ndarray, relevance: np.ndarray, exclude_self: bool) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.asarray(scores)
+    relevance = np.asarray(relevance, dtype=bool)
+    if scores.ndim != 2 or relevance.shape != scores.shape:
+        raise ValueError(
+            f"scores and relevance must be 2-D arrays of the same shape, got {scores.shape} and {relevance.shape}"
+        )
+    if scores.shape[0] == 0:
+        raise ValueError("no queries")
+    if exclude_self and scores.shape[0] != scores.shape[1]:
+        raise ValueError(f"exclude_self needs a square score matrix, got {scores.shape}")
+    if np.isnan(scores).any():
+        raise ValueError("scores contain NaN")
+    return scores, relevance
+
+
+def _topk_indices(scores: np.ndarray, k: int, self_index: np.ndarray | None = None) -> np.ndarray:
+    """
+    Gallery positions of the top `min(k, gallery size)` items per row of `scores`, best first, ties broken by
+    lower position. `self_index[i]`, when given, is a column that row `i` must not return.
+    """
+    num_queries, num_items = scores.shape
+    top = min(k, num_items - (self_index is not None))
+    if top <= 0:
+        return np.empty((num_queries, 0), dtype=np.int64)
+    rows = np.arange(num_queries)
+    if self_index is not None:
+        scores = scores.astype(np.result_type(scores.dtype, np.float32), copy=True)
+        scores[rows, self_index] = -np.inf
+
+    # Select exactly `top` columns per row without sorting whole rows: everything above the top-th largest value,
+    # then the lowest-positioned items equal to it.
+    threshold = np.partition(scores, num_items - top, axis=1)[:, num_items - top]
+    selected = scores > threshold[:, None]
+    equal = scores == threshold[:, None]
+    if self_index is not None:
+        # The excluded item is -inf and could only tie with a -inf threshold.
+        equal[rows, self_index] = False
+    need = top - selected.sum(axis=1)
+    tied = equal.sum(axis=1) > need
+    if tied.any():
+        ties = equal[tied]
+        ties &= np.cumsum(ties, axis=1, dtype=np.int32) <= need[tied, None]
+        equal[tied] = ties
+    selected |= equal
+
+    # np.nonzero walks row by row in column order, so each row's `top` positions come out ascending and the
+    # stable sort keeps lower positions first among equal scores.
+    columns = np.nonzero(selected)[1].reshape(num_queries, top)
+    order = np.argsort(-np.take_along_axis(scores, columns, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(columns, order, axis=1)
+
+
+def _pad(rel_topk: np.ndarray, k: int) -> np.ndarray:
+    if rel_topk.shape[1] == k:
+        return rel_topk
+    return np.pad(rel_topk, ((0, 0), (0, k - rel_topk.shape[1])), constant_values=False)
+
+
+def ranked_relevance(
+    scores: np.ndarray, relevance: np.ndarray, k: int, exclude_self: bool = False
+) -> np.ndarray:
+    """
+    Relevance of the top-`k` items of each query's ranking.
+
+    Args:
+        scores (`np.ndarray` of shape `(num_queries, num_items)`):
+            Similarities; higher ranks first, ties broken by lower item position.
+        relevance (`np.ndarray` of shape `(num_queries, num_items)`):
+            Whether each item is relevant to each query.
+        k (`int`):
+            Ranking depth.
+        exclude_self (`bool`, *optional*, defaults to `False`):
+            Queries are the gallery items themselves (square matrices): item `i` is removed from query `i`'s ranking.
+
+    Returns:
+        `np.ndarray` of shape `(num_queries, k)`, bool: relevance at ranks 1..k, `False` past the end of the gallery.
+    """
+    k = _check_k(k)
+    scores, relevance = _check_scores(scores, relevance, exclude_self)
+    self_index = np.arange(len(scores)) if exclude_self else None
+    top = _topk_indices(scores, k, self_index)
+    return _pad(np.take_along_axis(relevance, top, axis=1), k)
+
+
+def _check_rel_topk(rel_topk: np.ndarray, k: int) -> np.ndarray:
+    k = _check_k(k)
+    rel_topk = np.asarray(rel_topk, dtype=bool)
+    if rel_topk.ndim != 2 or rel_topk.shape[0] == 0:
+        raise ValueError(f"rel_topk must be a non-empty (num_queries, depth) array, got shape {rel_topk.shape}")
+    if rel_topk.shape[1] < k:
+        raise ValueError(f"rel_topk holds {rel_topk.shape[1]} ranks, fewer than k={k}")
+    return rel_topk[:, :k]
+
+
+def precision_at_k(rel_topk: np.ndarray, k: int) -> np.ndarray:
+    """Per query: number of relevant items among the first `k` of `rel_topk` (from [`ranked_relevance`]), over `k`."""
+    return _check_rel_topk(rel_topk, k).sum(axis=1) / k
+
+
+def hit_at_k(rel_topk: np.ndarray, k: int) -> np.ndarray:
+    """Per query: 1.0 if any of the first `k` items of `rel_topk` is relevant, else 0.0 (its mean is R@k)."""
+    return _check_rel_topk(rel_topk, k).any(axis=1).astype(np.float64)
+
+
+def ndcg_at_k(rel_topk: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
+    """
+    Per query: binary-gain nDCG@k, `sum(rel_i / log2(i + 1))` over ranks `i = 1..k` divided by the same sum for
+    an ideal ranking with `min(k, n_relevant)` relevant items first. NaN where `n_relevant == 0`, so callers can
+    skip and count those queries.
+    """
+    rel_topk = _check_rel_topk(rel_topk, k)
+    n_relevant = np.asarray(n_relevant)
+    if n_relevant.shape != (len(rel_topk),) or not np.issubdtype(n_relevant.dtype, np.integer):
+        raise ValueError(f"n_relevant must be an integer array of shape ({len(rel_topk)},), got {n_relevant.shape}")
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = rel_topk @ discounts
+    ideal = np.concatenate([[0.0], np.cumsum(discounts)])[np.clip(n_relevant, 0, k)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_relevant > 0, dcg / ideal, np.nan)
+
+
+def _reciprocal_rank(scores: np.ndarray, relevance: np.ndarray, self_index: np.ndarray | None) -> np.ndarray:
+    num_queries, num_items = scores.shape
+    rows = np.arange(num_queries)
+    if self_index is not None:
+        relevance = relevance.copy()
+        relevance[rows, self_index] = False
+    has_relevant = relevance.any(axis=1)
+    # The first relevant item in the ranking is the best-scoring relevant one, lowest position among ties.
+    best = np.where(relevance, scores, -np.inf).max(axis=1)
+    first = np.argmax(relevance & (scores == best[:, None]), axis=1)
+    ahead = (scores > best[:, None]) | ((scores == best[:, None]) & (np.arange(num_items) < first[:, None]))
+    if self_index is not None:
+        ahead[rows, self_index] = False
+    return np.where(has_relevant, 1.0 / (1 + ahead.sum(axis=1)), 0.0)
+
+
+def reciprocal_rank(scores: np.ndarray, relevance: np.ndarray, exclude_self: bool = False) -> np.ndarray:
+    """
+    Per query: `1 / rank` of the first relevant item in the full ranking (see [`ranked_relevance`] for the
+    arguments), 0 when the query has no relevant item.
+    """
+    scores, relevance = _check_scores(scores, relevance, exclude_self)
+    return _reciprocal_rank(scores, relevance, np.arange(len(scores)) if exclude_self else None)
+
+
+def _normalise(x: np.ndarray, name: str) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D array, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+
+
+def _check_chunk(chunk: int) -> int:
+    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+    return int(chunk)
+
+
+def image_to_image_metrics(
+    embeddings: np.ndarray, labels: dict[str, np.ndarray], k: int = 10, chunk: int = 1024
+) -> dict[str, float]:
+    """
+    Every item queries all the others (itself excluded) by cosine similarity.
+
+    Args:
+        embeddings (`np.ndarray` of shape `(num_items, dim)`):
+            Item embeddings; normalised here.
+        labels (`dict[str, np.ndarray]`):
+            Per-item `"articleType"` and `"baseColour"` labels.
+        k (`int`, *optional*, defaults to 10):
+            Ranking depth.
+        chunk (`int`, *optional*, defaults to 1024):
+            Queries scored at once; bounds memory at `chunk * num_items` similarities.
+
+    Returns:
+        `dict[str, float]` with `"p@{k}"` (mean precision@k, relevant = same articleType), `"top1"` (share of
+        queries whose first result has the same articleType) and `"p@{k}_colour"` (mean precision@k, relevant =
+        same articleType and baseColour).
+    """
+    k = _check_k(k)
+    chunk = _check_chunk(chunk)
+    embeddings = _normalise(embeddings, "embeddings")
+    num_items = len(embeddings)
+    if num_items < 2:
+        raise ValueError("image-to-image retrieval needs at least 2 items")
+    codes = {}
+    for key in ("articleType", "baseColour"):
+        if key not in labels:
+            raise ValueError(f"labels must contain {key!r}; got keys {sorted(labels)}")
+        values = np.asarray(labels[key]).astype(str)
+        if values.shape != (num_items,):
+            raise ValueError(f"labels[{key!r}] must have shape ({num_items},), got {values.shape}")
+        # Integer codes compare much faster than strings in the (chunk, k) gathers below.
+        codes[key] = np.unique(values, return_inverse=True)[1].reshape(-1)
+    article, colour = codes["articleType"], codes["baseColour"]
+
+    # Integer counts, divided once at the end, make the result independent of the chunk size.
+    relevant, relevant_colour, top1 = 0, 0, 0
+    for start in range(0, num_items, chunk):
+        stop = min(start + chunk, num_items)
+        top = _topk_indices(embeddings[start:stop] @ embeddings.T, k, np.arange(start, stop))
+        same_article = article[top] == article[start:stop, None]
+        same_colour = same_article & (colour[top] == colour[start:stop, None])
+        relevant += int(same_article.sum())
+        relevant_colour += int(same_colour.sum())
+        top1 += int(same_article[:, 0].sum())
+    return {
+        f"p@{k}": relevant / (k * num_items),
+        "top1": top1 / num_items,
+        f"p@{k}_colour": relevant_colour / (k * num_items),
+    }
+
+
+def _relevance_rows(relevant: list[np.ndarray] | np.ndarray, start: int, stop: int, num_items: int) -> np.ndarray:
+    if isinstance(relevant, np.ndarray) and relevant.dtype == bool:
+        return relevant[start:stop]
+    rows = np.zeros((stop - start, num_items), dtype=bool)
+    for row, positions in enumerate(relevant[start:stop]):
+        rows[row, np.asarray(positions, dtype=np.int64)] = True
+    return rows
+
+
+def text_to_image_metrics(
+    query_embeddings: np.ndarray,
+    gallery_embeddings: np.ndarray,
+    relevant: list[np.ndarray] | np.ndarray,
+    ks: Sequence[int] = (1, 10),
+    chunk: int = 1024,
+) -> dict[str, float]:
+    """
+    Text queries against an image gallery, by cosine similarity.
+
+    Args:
+        query_embeddings (`np.ndarray` of shape `(num_queries, dim)`):
+            Query embeddings; normalised here.
+        gallery_embeddings (`np.ndarray` of shape `(num_items, dim)`):
+            Gallery embeddings; normalised here.
+        relevant (`list[np.ndarray]` or `np.ndarray`):
+            Per query, the gallery positions relevant to it, or a boolean `(num_queries, num_items)` matrix.
+        ks (`Sequence[int]`, *optional*, defaults to `(1, 10)`):
+            Depths at which to report recall.
+        chunk (`int`, *optional*, defaults to 1024):
+            Queries scored at once.
+
+    Returns:
+        `dict[str, float]` with `"r@{k}"` for each k (share of queries with at least one relevant item in the
+        top k) and `"mrr"` (mean reciprocal rank of the first relevant item).
+    """
+    ks = [_check_k(k) for k in ks]
+    if not ks:
+        raise ValueError("ks must not be empty")
+    chunk = _check_chunk(chunk)
+    queries = _normalise(query_embeddings, "query_embeddings")
+    gallery = _normalise(gallery_embeddings, "gallery_embeddings")
+    if queries.shape[1] != gallery.shape[1]:
+        raise ValueError(f"query dim {queries.shape[1]} != gallery dim {gallery.shape[1]}")
+    num_queries, num_items = len(queries), len(gallery)
+    if isinstance(relevant, np.ndarray) and relevant.dtype == bool:
+        if relevant.shape != (num_queries, num_items):
+            raise ValueError(f"a relevance matrix must have shape ({num_queries}, {num_items}), got {relevant.shape}")
+    else:
+        if len(relevant) != num_queries:
+            raise ValueError(f"relevant has {len(relevant)} entries for {num_queries} queries")
+        for positions in relevant:
+            positions = np.asarray(positions)
+            if positions.size and (
+                not np.issubdtype(positions.dtype, np.integer) or positions.min() < 0 or positions.max() >= num_items
+            ):
+                raise ValueError(f"relevant positions must be integers in [0, {num_items})")
+
+    depth = max(ks)
+    hits = dict.fromkeys(ks, 0)
+    reciprocal_ranks = np.empty(num_queries)
+    for start in range(0, num_queries, chunk):
+        stop = min(start + chunk, num_queries)
+        scores = queries[start:stop] @ gallery.T
+        relevance = _relevance_rows(relevant, start, stop, num_items)
+        rel_topk = _pad(np.take_along_axis(relevance, _topk_indices(scores, depth), axis=1), depth)
+        for k in ks:
+            hits[k] += int(rel_topk[:, :k].any(axis=1).sum())
+        reciprocal_ranks[start:stop] = _reciprocal_rank(scores, relevance, None)
+    metrics = {f"r@{k}": hits[k] / num_queries for k in ks}
+    metrics["mrr"] = float(reciprocal_ranks.mean())
+    return metrics
+
+
+def group_by_text(texts: Sequence[str | None]) -> tuple[list[str], list[np.ndarray]]:
+    """
+    Groups positions by normalised text (lower-cased, whitespace collapsed and stripped), e.g. to turn item
+    captions into distinct text queries whose relevant items are all items sharing the caption.
+
+    Empty texts and non-strings (`None`, NaN) are dropped.
+
+    Returns:
+        `tuple[list[str], list[np.ndarray]]`: the distinct normalised texts in first-seen order, and for each the
+        int64 array of positions having it.
+    """
+    groups: dict[str, list[int]] = {}
+    for position, text in enumerate(texts):
+        if not isinstance(text, str):
+            continue
+        normalised = re.sub(r"\s+", " ", text).strip().lower()
+        if normalised:
+            groups.setdefault(normalised, []).append(position)
+    return list(groups), [np.asarray(positions, dtype=np.int64) for positions in groups.values()]
