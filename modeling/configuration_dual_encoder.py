@@ -45,6 +45,9 @@ class DualEncoderConfig(PreTrainedConfig):
             Label vocabularies of the auxiliary attribute heads (e.g. `{"articleType": [...]}`), trained from the
             catalog's attributes on the image embedding. Empty means no heads.
         attribute_loss_weight (`float`, *optional*, defaults to 0.5): weight of the auxiliary attribute loss.
+        image_supcon_weight (`float`, *optional*, defaults to 0.0):
+            Weight of the image-image supervised contrastive loss (positives: images sharing a label, given to
+            `forward` as `image_positive_mask`); 0 disables it.
         initializer_range (`float`, *optional*, defaults to 0.02): std of the projections' init.
     """
 
@@ -70,6 +73,7 @@ class DualEncoderConfig(PreTrainedConfig):
     logit_scale_init_value: float = 2.6592
     attribute_labels: dict[str, list[str]] | None = None
     attribute_loss_weight: float = 0.5
+    image_supcon_weight: float = 0.0
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):

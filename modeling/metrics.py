@@ -31,6 +31,9 @@ def _check_k(k: int) -> int:
 
 def _check_scores(scores: np.ndarray, relevance: np.ndarray, exclude_self: bool) -> tuple[np.ndarray, np.ndarray]:
     scores = np.asarray(scores)
+    if not np.issubdtype(scores.dtype, np.floating):
+        # Rankings negate scores, which wraps around for unsigned integers.
+        scores = scores.astype(np.float64)
     relevance = np.asarray(relevance, dtype=bool)
     if scores.ndim != 2 or relevance.shape != scores.shape:
         raise ValueError(

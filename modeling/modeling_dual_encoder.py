@@ -29,7 +29,7 @@ class DualEncoderOutput(ModelOutput):
     text_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`): L2-normalised text embeddings.
     image_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`): L2-normalised image embeddings.
     attribute_logits (`dict[str, torch.FloatTensor]`, *optional*): per attribute, `(batch_size, num_values)`.
-    contrastive_loss / attribute_loss (`torch.FloatTensor`, *optional*): the two parts of `loss`.
+    contrastive_loss / attribute_loss / supcon_loss (`torch.FloatTensor`, *optional*): the parts of `loss`.
     """
 
     loss: torch.FloatTensor | None = None
@@ -40,6 +40,7 @@ class DualEncoderOutput(ModelOutput):
     attribute_logits: dict[str, torch.FloatTensor] | None = None
     contrastive_loss: torch.FloatTensor | None = None
     attribute_loss: torch.FloatTensor | None = None
+    supcon_loss: torch.FloatTensor | None = None
 
 
 def contrastive_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -57,6 +58,21 @@ def dual_encoder_loss(logits_per_text: torch.Tensor, positive_mask: torch.Tensor
     mask_t = positive_mask.t()
     image_loss = contrastive_loss(logits_per_text.t(), mask_t / mask_t.sum(-1, keepdim=True))
     return (text_loss + image_loss) / 2.0
+
+
+def supervised_contrastive_loss(image_embeds: torch.Tensor, positive_mask: torch.Tensor,
+                                scale: float = 10.0) -> torch.Tensor:
+    """SupCon among images (Khosla et al., 2020): each image pulls in the others that share its label and pushes
+    away the rest of the batch. Rows without any other positive are skipped."""
+    n = image_embeds.shape[0]
+    self_mask = torch.eye(n, dtype=torch.bool, device=image_embeds.device)
+    logits = (scale * image_embeds @ image_embeds.t()).masked_fill(self_mask, float("-inf"))
+    positives = positive_mask.bool() & ~self_mask
+    rows = positives.any(dim=-1)
+    if not rows.any():
+        return logits.new_zeros(())
+    log_prob = F.log_softmax(logits[rows], dim=-1).masked_fill(~positives[rows], 0.0)
+    return -(log_prob.sum(-1) / positives[rows].sum(-1)).mean()
 
 
 class ResidualBlock(nn.Module):
@@ -248,6 +264,7 @@ class DualEncoderModel(DualEncoderPreTrainedModel):
         text_pooled_output: torch.Tensor | None = None,
         positive_mask: torch.Tensor | None = None,
         attribute_targets: torch.Tensor | None = None,
+        image_positive_mask: torch.Tensor | None = None,
         return_loss: bool | None = None,
         **kwargs,
     ) -> DualEncoderOutput:
@@ -256,6 +273,9 @@ class DualEncoderModel(DualEncoderPreTrainedModel):
             `[i, j]` true when text i describes image j (defaults to the diagonal).
         attribute_targets (`torch.LongTensor` of shape `(batch, num_attributes)`, *optional*):
             Class index per attribute head, in `config.attribute_labels` order; -100 where unknown.
+        image_positive_mask (`torch.Tensor` of shape `(batch, batch)`, *optional*):
+            `[i, j]` true when images i and j share a label (e.g. articleType); adds the image-image supervised
+            contrastive loss weighted by `config.image_supcon_weight`.
         """
         image_embeds = F.normalize(self.get_image_features(pixel_values), dim=-1)
         text_embeds = F.normalize(
@@ -264,7 +284,7 @@ class DualEncoderModel(DualEncoderPreTrainedModel):
         logits_per_text = self.logit_scale.exp() * text_embeds @ image_embeds.t()
         attribute_logits = {name: head(image_embeds) for name, head in self.attribute_heads.items()}
 
-        loss = contrastive = attribute_loss = None
+        loss = contrastive = attribute_loss = supcon = None
         if return_loss:
             contrastive = dual_encoder_loss(logits_per_text, positive_mask)
             loss = contrastive
@@ -277,6 +297,9 @@ class DualEncoderModel(DualEncoderPreTrainedModel):
                 if losses:
                     attribute_loss = torch.stack(losses).mean()
                     loss = loss + self.config.attribute_loss_weight * attribute_loss
+            if image_positive_mask is not None and self.config.image_supcon_weight > 0:
+                supcon = supervised_contrastive_loss(image_embeds, image_positive_mask)
+                loss = loss + self.config.image_supcon_weight * supcon
         return DualEncoderOutput(
             loss=loss,
             logits_per_image=logits_per_text.t(),
@@ -286,7 +309,9 @@ class DualEncoderModel(DualEncoderPreTrainedModel):
             attribute_logits=attribute_logits or None,
             contrastive_loss=contrastive,
             attribute_loss=attribute_loss,
+            supcon_loss=supcon,
         )
 
 
-__all__ = ["DualEncoderModel", "DualEncoderPreTrainedModel", "DualEncoderOutput", "dual_encoder_loss"]
+__all__ = ["DualEncoderModel", "DualEncoderPreTrainedModel", "DualEncoderOutput", "dual_encoder_loss",
+           "supervised_contrastive_loss"]

@@ -38,7 +38,7 @@ from .text_encoder import SentenceEncoder
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TEXT_WEIGHT = 0.5
+DEFAULT_TEXT_WEIGHT = 0.7
 MAX_QUERY_CHARS = 500
 # Fused text search scores every allowed item exactly up to this many; above it, candidates come from the top of
 # the visual index and of the text matcher and only those are fused.
