@@ -102,7 +102,9 @@ def build_demo(engine: FashionSearchEngine) -> gr.Blocks:
             text_button = gr.Button("Search", variant="primary")
             gr.Examples([[e] for e in TEXT_EXAMPLES], inputs=[query])
         with gr.Tab("Image"):
-            image = gr.Image(type="filepath", label="Product photo", sources=["upload", "clipboard"])
+            # A File input, not gr.Image: gr.Image decodes uploads before the handler runs, so a corrupt file
+            # would fail inside Gradio with a generic error instead of the engine's clear message.
+            image = gr.File(label="Product photo (JPEG, PNG, WebP...)", file_types=["image"], type="filepath")
             image_button = gr.Button("Find similar", variant="primary")
         gallery = gr.Gallery(label="Results", columns=5, height="auto", object_fit="contain")
         data = gr.JSON(label="Results (structured)", visible=False)

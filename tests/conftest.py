@@ -49,3 +49,33 @@ def tiny_model_kwargs() -> dict:
     """Config kwargs of a tiny dual encoder (fast CNN at 20x16)."""
     return {"projection_dim": 16, "text_projection_hidden_size": 24, "image_size": [20, 16],
             "cnn_stem_channels": 8, "cnn_channels": [8, 16], "cnn_blocks_per_stage": [1, 1]}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_text_model, tmp_path_factory) -> Path:
+    """A saved, untrained tiny dual encoder folder (model, tokenizer, image processor)."""
+    from transformers import AutoTokenizer
+
+    from modeling import DualEncoderImageProcessor, DualEncoderModel
+
+    folder = tmp_path_factory.mktemp("model")
+    model = DualEncoderModel.from_text_pretrained(str(tiny_text_model), **tiny_model_kwargs())
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_text_model).save_pretrained(folder)
+    DualEncoderImageProcessor(image_size=model.config.image_size).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def small_gallery(catalog_dir):
+    from modeling.data import load_catalog
+
+    return load_catalog(catalog_dir, split="val", max_items=300)
+
+
+@pytest.fixture(scope="session")
+def small_engine(tiny_model_dir, small_gallery, tmp_path_factory):
+    """The search engine over 300 real val items with the tiny model and the real MiniLM text matcher."""
+    from modeling.search import FashionSearchEngine
+
+    return FashionSearchEngine.load(tiny_model_dir, tmp_path_factory.mktemp("idx") / "index", catalog=small_gallery)

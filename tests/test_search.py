@@ -5,8 +5,8 @@ import io
 import numpy as np
 import pytest
 
-from modeling import DualEncoderImageProcessor, DualEncoderModel
-from modeling.data import ImageError, load_catalog
+from modeling import DualEncoderModel
+from modeling.data import ImageError
 from modeling.index import IndexMismatchError
 from modeling.search import FashionSearchEngine, QueryError, item_description
 from modeling.text_encoder import SentenceEncoder
@@ -14,29 +14,10 @@ from modeling.text_encoder import SentenceEncoder
 from .conftest import tiny_model_kwargs
 
 
-@pytest.fixture(scope="module")
-def model_dir(tiny_text_model, tmp_path_factory):
-    from transformers import AutoTokenizer
-
-    folder = tmp_path_factory.mktemp("model")
-    model = DualEncoderModel.from_text_pretrained(str(tiny_text_model), **tiny_model_kwargs())
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tiny_text_model).save_pretrained(folder)
-    DualEncoderImageProcessor(image_size=model.config.image_size).save_pretrained(folder)
-    return folder
 
 
-@pytest.fixture(scope="module")
-def gallery(catalog_dir):
-    return load_catalog(catalog_dir, split="val", max_items=300)
-
-
-@pytest.fixture(scope="module")
-def engine(model_dir, gallery, tmp_path_factory):
-    return FashionSearchEngine.load(model_dir, tmp_path_factory.mktemp("idx") / "index", catalog=gallery)
-
-
-def test_text_search_fuses_visual_and_item_text_scores(engine):
+def test_text_search_fuses_visual_and_item_text_scores(small_engine):
+    engine = small_engine
     query, weight = "black casual shoes for men", 0.4
     results = engine.search_text(query, k=10, text_weight=weight)
     assert len(results) == 10 and [r.rank for r in results] == list(range(1, 11))
@@ -54,7 +35,8 @@ def test_text_search_fuses_visual_and_item_text_scores(engine):
     assert all(r.text_score is None and r.score == r.visual_score for r in visual_only)
 
 
-def test_filters_apply_inside_the_search(engine):
+def test_filters_apply_inside_the_search(small_engine):
+    engine = small_engine
     women = (engine.index.items["gender"] == "Women").sum()
     assert women >= 10
     for results in (engine.search_text("shirt", k=10, filters={"gender": "Women"}),
@@ -66,7 +48,8 @@ def test_filters_apply_inside_the_search(engine):
         engine.search_text("shirt", filters={"fabric": "silk"})
 
 
-def test_image_search_excludes_ids_and_finds_the_item_itself(engine):
+def test_image_search_excludes_ids_and_finds_the_item_itself(small_engine):
+    engine = small_engine
     items = engine.index.items
     path, item_id = items["image_path"].iloc[3], items["id"].iloc[3]
     top = engine.search_image(path, k=3)
@@ -75,7 +58,8 @@ def test_image_search_excludes_ids_and_finds_the_item_itself(engine):
     assert item_id not in [r.id for r in engine.search_item(item_id, k=20)]
 
 
-def test_bad_queries_get_clear_errors(engine):
+def test_bad_queries_get_clear_errors(small_engine):
+    engine = small_engine
     for bad in ("", "   "):
         with pytest.raises(QueryError, match="Type what you are looking for"):
             engine.search_text(bad)
@@ -87,7 +71,8 @@ def test_bad_queries_get_clear_errors(engine):
         engine.search_text("dress", k=0)
 
 
-def test_index_is_reused_and_refused_for_another_model(model_dir, gallery, tmp_path, tiny_text_model):
+def test_index_is_reused_and_refused_for_another_model(tiny_model_dir, small_gallery, tmp_path, tiny_text_model):
+    model_dir, gallery = tiny_model_dir, small_gallery
     index_dir = tmp_path / "index"
     FashionSearchEngine.load(model_dir, index_dir, catalog=gallery, text_encoder=None)
     assert (index_dir / "manifest.json").exists()
