@@ -17,7 +17,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import re
 import shutil
 import sys
@@ -34,11 +33,10 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
 
 from modeling import DualEncoderImageProcessor, DualEncoderModel
-from modeling.data import ATTRIBUTES, attribute_caption, load_catalog, normalise_title
+from modeling.data import attribute_caption, load_catalog, normalise_title
 from modeling.metrics import image_to_image_metrics, text_to_image_metrics, group_by_text
 from modeling.text_encoder import resolve_text_model
 
-logger = logging.getLogger("train")
 
 # -- defaults (what the README's offline default model is trained with) ---------------------------------------
 DEFAULT_EPOCHS = 20          # ~70 s per epoch on 2 idle CPU cores: about 25 minutes in all
@@ -200,15 +198,20 @@ def _checkpoints(output: Path) -> list[Path]:
 
 
 def save_checkpoint(accelerator: Accelerator, output: Path, epoch: int, history: list, keep: int) -> None:
+    """Called on every process (each saves its own RNG state); the main process publishes the folder."""
     final = output / "checkpoints" / f"epoch_{epoch}"
     tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
-    (tmp / "state.json").write_text(json.dumps({"epoch": epoch, "history": history}))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)  # a checkpoint either exists whole or not at all
-    for old in _checkpoints(output)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / "state.json").write_text(json.dumps({"epoch": epoch, "history": history}))
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)  # a checkpoint either exists whole or not at all
+        for old in _checkpoints(output)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
@@ -394,8 +397,7 @@ def training_function(args) -> dict:
             record["val"] = validate(accelerator.unwrap_model(model), val, processor)
         history.append(record)
         accelerator.print(json.dumps(record))
-        if accelerator.is_main_process:
-            save_checkpoint(accelerator, output, epoch, history, args.keep_checkpoints)
+        save_checkpoint(accelerator, output, epoch, history, args.keep_checkpoints)
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -414,7 +416,7 @@ def training_function(args) -> dict:
 
 
 def main(argv=None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     Path(args.output).mkdir(parents=True, exist_ok=True)
     return training_function(args)

@@ -82,8 +82,7 @@ class DualEncoderImageProcessor(BaseImageProcessor):
         return self.preprocess(images, return_tensors=return_tensors)
 
     def preprocess(self, images, return_tensors: str | None = "pt") -> BatchFeature:
-        if not isinstance(images, (list, tuple)):
-            images = [images]
+        images = [images] if isinstance(images, (Image.Image, np.ndarray)) else list(images)
         if not images:
             raise ValueError("no images given")
         batch = np.stack([self.resize_and_pad(image) for image in images])

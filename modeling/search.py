@@ -17,7 +17,6 @@ query still returns k results whenever k items match.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,7 +32,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from .data import ATTRIBUTES, attribute_caption, load_image
 from .image_processing_dual_encoder import DualEncoderImageProcessor
-from .index import CatalogIndex, l2_normalise
+from .index import CatalogIndex
 from .text_encoder import SentenceEncoder
 
 logger = logging.getLogger(__name__)
