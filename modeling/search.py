@@ -17,7 +17,6 @@ query still returns k results whenever k items match.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,14 +34,12 @@ from .image_processing_dual_encoder import DualEncoderImageProcessor
 from .index import CatalogIndex
 from .text_encoder import SentenceEncoder
 
-logger = logging.getLogger(__name__)
 
 DEFAULT_TEXT_WEIGHT = 0.7
 MAX_QUERY_CHARS = 500
 # Fused text search scores every allowed item exactly up to this many; above it, candidates come from the top of
 # the visual index and of the text matcher and only those are fused.
 EXACT_FUSION_LIMIT = 200_000
-FILTER_FIELDS = ("gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "usage")
 
 
 class QueryError(ValueError):
