@@ -23,7 +23,7 @@ $(VENV)/.installed: requirements.txt constraints.txt
 
 $(MODEL)/model.safetensors: | install
 	@echo "No model at $(MODEL): training the default dual encoder on $(CATALOG)."
-	@echo "This takes about 25 minutes on 2 CPU cores (progress bars below); it happens once."
+	@echo "This takes about 27 minutes on 2 CPU cores (progress bars below); it happens once."
 	$(OFFLINE) $(PY) train.py --model dual-encoder --catalog $(CATALOG) --output $(MODEL)
 
 train: $(MODEL)/model.safetensors

@@ -39,7 +39,7 @@ from modeling.text_encoder import resolve_text_model
 
 
 # -- defaults (what the README's offline default model is trained with) ---------------------------------------
-DEFAULT_EPOCHS = 20          # ~70 s per epoch on 2 idle CPU cores: about 25 minutes in all
+DEFAULT_EPOCHS = 20          # ~70 s per epoch on 2 idle CPU cores: about 27 minutes in all
 DEFAULT_BATCH_SIZE = 128     # in-batch negatives for the contrastive losses
 DEFAULT_LR = 2e-3            # AdamW, cosine schedule with 1 epoch of warm-up
 DEFAULT_WEIGHT_DECAY = 0.05
