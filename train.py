@@ -68,7 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--attribute-loss-weight", type=float, default=1.0)
     p.add_argument("--supcon-attribute", default="articleType",
                    help="images sharing this attribute are positives of an image-image loss ('' to disable)")
-    p.add_argument("--supcon-weight", type=float, default=0.5)
+    p.add_argument("--supcon-weight", type=float, default=1.0)
     p.add_argument("--title-prob", type=float, default=DEFAULT_TITLE_PROB)
     p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
