@@ -159,11 +159,10 @@ class FashionSearchEngine:
     # -- search --------------------------------------------------------------------------------------------------
     def allowed_mask(self, filters: Mapping | None = None, exclude_ids: Iterable[str] | None = None):
         """Boolean mask of searchable items (None when everything is allowed)."""
-        if filters:
-            unknown = sorted(set(k for k, v in filters.items() if v) - set(self.index.items.columns))
-            if unknown:
-                raise QueryError(f"Unknown filter {unknown}; use one of {list(self._attributes)}.")
-        mask = self.index.mask(dict(filters) if filters else None)
+        try:
+            mask = self.index.mask(dict(filters) if filters else None)
+        except ValueError:  # an unknown key: name only the filters a user can set
+            raise QueryError(f"Unknown filter in {sorted(filters)}; use one of {list(self._attributes)}.") from None
         excluded = [self._position[i] for i in (exclude_ids or ()) if str(i) in self._position]
         if excluded:
             mask = np.ones(len(self._ids), dtype=bool) if mask is None else mask.copy()
