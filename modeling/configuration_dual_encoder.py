@@ -49,6 +49,12 @@ class DualEncoderConfig(PreTrainedConfig):
             Weight of the image-image supervised contrastive loss (positives: images sharing a label, given to
             `forward` as `image_positive_mask`); 0 disables it.
         initializer_range (`float`, *optional*, defaults to 0.02): std of the projections' init.
+        combiner_hidden_size (`int`, *optional*, defaults to 0):
+            Width of the learned image+text `Combiner` for composed queries (reference image + modification
+            text); 0 means no combiner (composition by weighted sum only). Trained by `train.py --stage composed`.
+        combiner_dropout (`float`, *optional*, defaults to 0.1): dropout inside the combiner.
+        composition_text_weight (`float`, *optional*, defaults to 0.5):
+            Text influence of the weighted-sum composition when none is given.
     """
 
     model_type = "fashion_dual_encoder"
@@ -75,6 +81,9 @@ class DualEncoderConfig(PreTrainedConfig):
     attribute_loss_weight: float = 0.5
     image_supcon_weight: float = 0.0
     initializer_range: float = 0.02
+    combiner_hidden_size: int = 0
+    combiner_dropout: float = 0.1
+    composition_text_weight: float = 0.5
 
     def __post_init__(self, **kwargs):
         # Mutable defaults are filled here rather than as dataclass defaults, so configs never share a list.

@@ -342,3 +342,47 @@ def group_by_text(texts: Sequence[str | None]) -> tuple[list[str], list[np.ndarr
         if normalised:
             groups.setdefault(normalised, []).append(position)
     return list(groups), [np.asarray(positions, dtype=np.int64) for positions in groups.values()]
+
+
+def composed_metrics(
+    relevance: np.ndarray,
+    exact_relevance: np.ndarray | None = None,
+    ks: Sequence[int] = (1, 10, 50),
+    scores: np.ndarray | None = None,
+) -> dict[str, float]:
+    """
+    Recall of composed retrieval (reference image + modification text -> target), for two definitions of a hit.
+
+    Args:
+        relevance (`np.ndarray`):
+            "Any matching item" relevance (e.g. from `modeling.composed_data.composed_relevance_matrix`): without
+            `scores`, the relevance of each query's top-K ranked results, shape `(num_queries, K)` (from
+            [`ranked_relevance`]); with `scores`, the full `(num_queries, num_items)` matrix.
+        exact_relevance (`np.ndarray`, *optional*):
+            The same for the exact-target definition (only the triplet's target item is relevant).
+        ks (`Sequence[int]`, *optional*, defaults to `(1, 10, 50)`):
+            Depths at which to report recall; without `scores`, depths beyond K are left out.
+        scores (`np.ndarray` of shape `(num_queries, num_items)`, *optional*):
+            Query-item similarities; when given, the rankings are computed here with [`ranked_relevance`].
+
+    Returns:
+        `dict[str, float]` with `"r@{k}"` (share of queries with at least one relevant item in the top k) and,
+        with `exact_relevance`, `"exact_r@{k}"` (share of queries whose target is in the top k), for each k.
+    """
+    ks = sorted({_check_k(k) for k in ks})
+    if not ks:
+        raise ValueError("ks must not be empty")
+    named = {"": relevance} if exact_relevance is None else {"": relevance, "exact_": exact_relevance}
+    if scores is not None:
+        named = {prefix: ranked_relevance(scores, matrix, ks[-1]) for prefix, matrix in named.items()}
+    named = {prefix: np.asarray(matrix, dtype=bool) for prefix, matrix in named.items()}
+    shapes = {matrix.shape for matrix in named.values()}
+    if len(shapes) != 1:
+        raise ValueError(f"relevance and exact_relevance must have the same shape, got {sorted(shapes)}")
+    _check_rel_topk(named[""], 1)  # a non-empty (num_queries, depth) array
+    depth = named[""].shape[1]
+    reported = [k for k in ks if k <= depth]
+    if not reported:
+        raise ValueError(f"the rankings hold {depth} ranks, fewer than every k in {ks}")
+    ks = reported
+    return {f"{prefix}r@{k}": float(hit_at_k(matrix, k).mean()) for prefix, matrix in named.items() for k in ks}

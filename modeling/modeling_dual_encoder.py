@@ -14,6 +14,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from .composition import Combiner, compose
 from .configuration_dual_encoder import DualEncoderConfig
 
 
@@ -179,6 +180,8 @@ class DualEncoderModel(DualEncoderPreTrainedModel):
             nn.Dropout(config.image_dropout), nn.Linear(self.vision_model.output_size, dim)
         )
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
+        self.combiner = (Combiner(dim, config.combiner_hidden_size, config.combiner_dropout)
+                         if config.combiner_hidden_size else None)
         self.attribute_heads = nn.ModuleDict(
             {name: CosineClassifier(dim, len(values)) for name, values in config.attribute_labels.items()}
         )
@@ -254,6 +257,46 @@ class DualEncoderModel(DualEncoderPreTrainedModel):
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.FloatTensor:
         """Projected, unnormalised image embeddings `(batch, projection_dim)`."""
         return self.visual_projection(self.vision_model(pixel_values))
+
+    def add_combiner(self, hidden_size: int, dropout: float = 0.1) -> Combiner:
+        """Give a trained model a fresh learned combiner (second-stage composed training); recorded in the config
+        so `save_pretrained`/`from_pretrained` keep it."""
+        self.config.combiner_hidden_size, self.config.combiner_dropout = int(hidden_size), float(dropout)
+        self.combiner = Combiner(self.config.projection_dim, hidden_size, dropout)
+        return self.combiner
+
+    def get_composed_features(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        text_pooled_output: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        text_embeds: torch.Tensor | None = None,
+        method: str | None = None,
+        text_weight: float | None = None,
+    ) -> torch.FloatTensor:
+        """Unnormalised composed query `(batch, projection_dim)` of a reference image and a modification text.
+
+        Either side may be given precomputed (`image_embeds`, `text_embeds`). `method` is `"sum"` (weighted sum
+        with `text_weight`, default `config.composition_text_weight`) or `"combiner"` (the learned combiner);
+        by default the combiner when the model has one.
+        """
+        if image_embeds is None:
+            if pixel_values is None:
+                raise ValueError("get_composed_features needs pixel_values or image_embeds")
+            image_embeds = self.get_image_features(pixel_values)
+        if text_embeds is None:
+            text_embeds = self.get_text_features(input_ids, attention_mask, token_type_ids, text_pooled_output)
+        method = method or ("combiner" if self.combiner is not None else "sum")
+        weight = self.config.composition_text_weight if text_weight is None else text_weight
+        return compose(image_embeds, text_embeds, method, weight, self.combiner)
+
+    def predict_attributes(self, image_embeds: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Class probabilities `(batch, num_values)` of every attribute head (values in `config.attribute_labels`)."""
+        normalised = F.normalize(image_embeds, dim=-1)
+        return {name: head(normalised).softmax(-1) for name, head in self.attribute_heads.items()}
 
     def forward(
         self,

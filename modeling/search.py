@@ -10,7 +10,11 @@ Text search fuses two cosines: the visual score (query text embedding vs. the it
 dual encoder learned) and a text score (MiniLM embedding of the query vs. MiniLM embedding of the item's own
 description: title + attribute caption + season). `score = (1 - text_weight) * visual + text_weight * text`,
 `text_weight` defaulting to `DEFAULT_TEXT_WEIGHT` (chosen on the validation query file, see README). Image
-search ranks by visual cosine alone. Filters restrict the candidate set inside the index search, so a filtered
+search ranks by visual cosine alone, optionally re-ranked by a second image model (hybrid search, e.g. VAE latents:
+`(1 - rerank_weight) * visual + rerank_weight * rerank` over the top `rerank_depth` candidates). Composed search
+(reference image or catalog item + modification text) composes the two into one query embedding (weighted sum or
+the model's learned combiner), names what the catalog knows of the reference (or what the attribute heads predict
+for an uploaded photo) in the text, and fuses with the item-text match like text search. Filters restrict the candidate set inside the index search, so a filtered
 query still returns k results whenever k items match.
 """
 
@@ -27,10 +31,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
 from .data import ATTRIBUTES, attribute_caption, load_image
-from .image_processing_dual_encoder import DualEncoderImageProcessor
 from .index import CatalogIndex
 from .text_encoder import SentenceEncoder
 
@@ -40,6 +43,12 @@ MAX_QUERY_CHARS = 500
 # Fused text search scores every allowed item exactly up to this many; above it, candidates come from the top of
 # the visual index and of the text matcher and only those are fused.
 EXACT_FUSION_LIMIT = 200_000
+# Hybrid re-ranking: how many candidates of the primary model the re-ranker re-scores by default.
+DEFAULT_RERANK_DEPTH = 100
+# Attributes of the reference item named in a composed query's text (what a modification keeps).
+COMPOSED_CONTEXT = ("articleType", "gender")
+# An uploaded reference photo's predicted attribute is named only when the head is at least this sure.
+ATTRIBUTE_CONFIDENCE = 0.5
 
 
 class QueryError(ValueError):
@@ -57,6 +66,7 @@ class SearchResult:
     score: float  # what the ranking used
     visual_score: float  # cosine of the query and item embeddings
     text_score: float | None = None  # cosine of query and item text (fused text search only)
+    rerank_score: float | None = None  # cosine under the re-ranking model (hybrid search only)
     vsc: float | None = None  # visual-semantic consistency (filled by the VSC scorer, a later stage)
     attributes: dict[str, str] = field(default_factory=dict)
 
@@ -86,6 +96,31 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def embedding_dim(model) -> int:
+    """Size of the embeddings a model indexes (projection of a dual encoder / CLIP, latent of a VAE)."""
+    config = model.config
+    for owner in (config, getattr(config, "clip_config", None)):
+        for name in ("projection_dim", "latent_size"):
+            value = getattr(owner, name, None) if owner is not None else None
+            if value:
+                return int(value)
+    raise ValueError(f"cannot tell the embedding size of {type(model).__name__}")
+
+
+def has_text_tower(model) -> bool:
+    return callable(getattr(model, "get_text_features", None))
+
+
+def composed_query_text(modification: str, reference: Mapping | None = None) -> str:
+    """The text side of a composed query: the modification, then what stays of the reference
+    (e.g. "make it blue, tshirts for men")."""
+    reference = reference or {}
+    article, gender = (str(reference.get(a) or "").strip() for a in COMPOSED_CONTEXT)
+    context = article + (f" for {gender}" if gender else "") if article else gender
+    text = f"{modification}, {context}" if context else modification
+    return " ".join(text.lower().split())
+
+
 def _validate_text(query: str) -> str:
     if not isinstance(query, str) or not query.strip():
         raise QueryError("Type what you are looking for, e.g. 'red summer dress'.")
@@ -98,10 +133,11 @@ def _validate_text(query: str) -> str:
 class FashionSearchEngine:
     """Encoders + index. Build with `load` (files) or the constructor (objects already in memory)."""
 
-    def __init__(self, model, tokenizer, image_processor: DualEncoderImageProcessor, index: CatalogIndex,
+    def __init__(self, model, tokenizer, image_processor, index: CatalogIndex,
                  sentence_encoder: SentenceEncoder | None = None, text_weight: float = DEFAULT_TEXT_WEIGHT,
-                 model_name: str = "dual-encoder"):
+                 model_name: str = "dual-encoder", reranker: "VisualReranker | None" = None):
         self.model = model.eval()
+        self.reranker = reranker
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.index = index
@@ -112,44 +148,67 @@ class FashionSearchEngine:
         self._ids = items["id"].astype(str).tolist()
         self._position = {item_id: i for i, item_id in enumerate(self._ids)}
         self._attributes = [c for c in ATTRIBUTES if c in items.columns]
+        if reranker is not None and reranker.ids != self._ids:
+            raise ValueError("the re-ranking index holds other items (or another order) than the main index; "
+                             "rebuild it from the same catalog")
 
     # -- loading -------------------------------------------------------------------------------------------------
     @staticmethod
     def load_model(model_dir: str | os.PathLike):
+        """(model, tokenizer or None, image processor) of a saved model folder (any of the package's models)."""
         model = AutoModel.from_pretrained(model_dir).eval()
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        processor = DualEncoderImageProcessor.from_pretrained(model_dir)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir) if has_text_tower(model) else None
+        processor = AutoImageProcessor.from_pretrained(model_dir)
         return model, tokenizer, processor
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike, index_dir: str | os.PathLike, *, catalog=None,
              text_encoder: str | None = "sentence-transformers/all-MiniLM-L6-v2", rebuild: bool = False,
-             text_weight: float = DEFAULT_TEXT_WEIGHT) -> "FashionSearchEngine":
+             text_weight: float = DEFAULT_TEXT_WEIGHT, rerank_model: str | os.PathLike | None = None,
+             rerank_index: str | os.PathLike | None = None) -> "FashionSearchEngine":
         """Load a model folder and its index; build the index from `catalog` when it is absent (or `rebuild`).
 
-        An index built by another model is refused (`IndexMismatchError`) unless `rebuild` is set.
+        An index built by another model is refused (`IndexMismatchError`) unless `rebuild` is set. With
+        `rerank_model` (e.g. a VAE folder) image queries can be re-ranked by it (hybrid search); its index lives in
+        `rerank_index` (default `<index_dir>/rerank`) and is built the same way.
         """
         model, tokenizer, processor = cls.load_model(model_dir)
-        info = {"name": str(model_dir), "fingerprint": model_fingerprint(model),
-                "embedding_dim": int(model.config.projection_dim)}
-        encoder = SentenceEncoder(text_encoder) if text_encoder else None
-        index_dir = Path(index_dir)
-        if rebuild or not (index_dir / "manifest.json").exists():
-            if catalog is None:
-                raise FileNotFoundError(f"no index at {index_dir} and no catalog given to build one")
-            from .data import load_catalog
+        encoder = SentenceEncoder(text_encoder) if text_encoder and has_text_tower(model) else None
+        dataset = None
 
-            dataset = load_catalog(catalog) if isinstance(catalog, (str, os.PathLike)) else catalog
-            index = build_index(model, tokenizer, processor, dataset, model_info=info, sentence_encoder=encoder)
-            index.save(index_dir)
-        else:
-            index = CatalogIndex.load(index_dir, expected_model=info)
+        def get_dataset():
+            nonlocal dataset
+            if dataset is None:
+                if catalog is None:
+                    raise FileNotFoundError(f"no index at {index_dir} and no catalog given to build one")
+                from .data import load_catalog
+
+                dataset = load_catalog(catalog) if isinstance(catalog, (str, os.PathLike)) else catalog
+            return dataset
+
+        index = load_or_build_index(model, tokenizer, processor, index_dir, model_dir, get_dataset,
+                                    sentence_encoder=encoder, rebuild=rebuild)
+        reranker = None
+        if rerank_model is not None:
+            r_model, _, r_processor = cls.load_model(rerank_model)
+            r_index = load_or_build_index(r_model, None, r_processor, rerank_index or Path(index_dir) / "rerank",
+                                          rerank_model, get_dataset, rebuild=rebuild)
+            reranker = VisualReranker(r_model, r_processor, r_index, name=Path(rerank_model).name)
         return cls(model, tokenizer, processor, index, encoder, text_weight=text_weight,
-                   model_name=Path(model_dir).name)
+                   model_name=Path(model_dir).name, reranker=reranker)
 
     # -- encoding ------------------------------------------------------------------------------------------------
+    @property
+    def supports_text(self) -> bool:
+        return self.tokenizer is not None and has_text_tower(self.model)
+
+    def _require_text(self) -> None:
+        if not self.supports_text:
+            raise QueryError(f"The model '{self.model_name}' searches by image only; it has no text encoder.")
+
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        self._require_text()
         return encode_texts(self.model, self.tokenizer, texts)
 
     @torch.inference_mode()
@@ -173,26 +232,138 @@ class FashionSearchEngine:
                     text_weight: float | None = None) -> list[SearchResult]:
         """Text -> products. Fused with the item-text match when the index holds item texts."""
         query = _validate_text(query)
+        self._require_text()
         mask = self.allowed_mask(filters)
-        weight = self.text_weight if text_weight is None else float(text_weight)
+        weight = self._fusion_weight(text_weight)
         visual_query = self.encode_texts([query])[0]
-        text_query = None
-        if weight > 0 and self.index.text_embeddings is not None and self.sentence_encoder is not None:
-            text_query = self.sentence_encoder.encode([query])[0]
-        return self._rank(visual_query, text_query, weight, k, mask)
+        return self._rank(visual_query, self._item_text_query(query, weight), weight, k, mask)
 
     def search_image(self, image, k: int = 10, filters: Mapping | None = None,
-                     exclude_ids: Iterable[str] | None = None) -> list[SearchResult]:
-        """Image (path, bytes, PIL or array) -> visually similar products, by visual cosine."""
+                     exclude_ids: Iterable[str] | None = None, rerank_weight: float = 0.0,
+                     rerank_depth: int = DEFAULT_RERANK_DEPTH) -> list[SearchResult]:
+        """Image (path, bytes, PIL or array) -> visually similar products, by visual cosine; with
+        `rerank_weight > 0` the top `rerank_depth` are re-scored with the re-ranking model (hybrid search)."""
+        image = load_image(image)
         query = self.encode_images([image])[0]
-        return self._rank(query, None, 0.0, k, self.allowed_mask(filters, exclude_ids))
+        results = self._rank(query, None, 0.0, self._depth(k, rerank_weight, rerank_depth),
+                             self.allowed_mask(filters, exclude_ids))
+        if rerank_weight > 0:
+            results = self._rerank(results, self._reranker().encode_images([image])[0], rerank_weight, k)
+        return results[:k]
 
-    def search_item(self, item_id: str, k: int = 10, filters: Mapping | None = None) -> list[SearchResult]:
-        """More like this catalog item (itself excluded), from its indexed embedding."""
+    def search_item(self, item_id: str, k: int = 10, filters: Mapping | None = None, rerank_weight: float = 0.0,
+                    rerank_depth: int = DEFAULT_RERANK_DEPTH) -> list[SearchResult]:
+        """More like this catalog item (itself excluded), from its indexed embedding (hybrid as `search_image`)."""
+        position = self._item_position(item_id)
+        query = self.index.vectors.reconstruct(position)
+        results = self._rank(query, None, 0.0, self._depth(k, rerank_weight, rerank_depth),
+                             self.allowed_mask(filters, [str(item_id)]))
+        if rerank_weight > 0:
+            results = self._rerank(results, self._reranker().index.vectors.reconstruct(position), rerank_weight, k)
+        return results[:k]
+
+    def search_composed(self, image=None, text: str = "", k: int = 10, filters: Mapping | None = None,
+                        text_weight: float | None = None, *, item_id: str | None = None, method: str | None = None,
+                        item_text_weight: float | None = None, use_reference_attributes: bool = True,
+                        exclude_ids: Iterable[str] | None = None) -> list[SearchResult]:
+        """Reference (an uploaded `image` or a catalog `item_id`) + modification `text` -> target products.
+
+        Args:
+            text_weight: text influence of the weighted-sum composition (0 = the image alone, 1 = the text alone);
+                default the model's `composition_text_weight`. Ignored by the learned combiner.
+            method: `"sum"` or `"combiner"`; default the combiner when the model has a trained one.
+            item_text_weight: fusion weight of the item-text match (as `search_text`'s `text_weight`).
+            use_reference_attributes: name the reference's type and gender in the text: the catalog's values for
+                an `item_id`, the attribute heads' confident predictions for an uploaded image.
+        The reference item itself (and `exclude_ids`) never comes back.
+        """
+        text = _validate_text(text)
+        self._require_text()
+        excluded = [str(i) for i in (exclude_ids or ())]
+        if item_id is not None:
+            position = self._item_position(item_id)
+            image_embeds = self.index.vectors.reconstruct(position)
+            reference = self.index.items.iloc[position].to_dict()
+            excluded.append(str(item_id))
+        elif image is not None:
+            image_embeds = self.encode_images([image])[0]
+            reference = self.predict_attributes(image_embeds)
+        else:
+            raise QueryError("Give a reference photo (or a catalog item) to modify.")
+        query_text = composed_query_text(text, reference if use_reference_attributes else None)
+        if text_weight is not None and not 0.0 <= float(text_weight) <= 1.0:
+            raise QueryError(f"The text weight must be between 0 and 1, got {text_weight}.")
+        try:
+            with torch.inference_mode():
+                composed = self.model.get_composed_features(
+                    image_embeds=torch.from_numpy(np.asarray(image_embeds, np.float32))[None],
+                    text_embeds=torch.from_numpy(self.encode_texts([query_text])),
+                    method=method, text_weight=text_weight)
+        except ValueError as error:  # an unknown method, or a combiner the model does not have
+            raise QueryError(str(error)) from None
+        visual_query = F.normalize(composed, dim=-1)[0].float().numpy()
+        weight = self._fusion_weight(item_text_weight)
+        return self._rank(visual_query, self._item_text_query(query_text, weight), weight, k,
+                          self.allowed_mask(filters, excluded))
+
+    def predict_attributes(self, image_embeds: np.ndarray, min_confidence: float = ATTRIBUTE_CONFIDENCE) -> dict:
+        """Attributes the model's heads are sure of for an image embedding ({} for models without heads)."""
+        predict = getattr(self.model, "predict_attributes", None)
+        labels = getattr(self.model.config, "attribute_labels", None) or {}
+        if predict is None or not labels:
+            return {}
+        with torch.inference_mode():
+            probs = predict(torch.from_numpy(np.asarray(image_embeds, np.float32))[None])
+        out = {}
+        for name, p in probs.items():
+            confidence, index = p[0].max(-1)
+            if float(confidence) >= min_confidence:
+                out[name] = labels[name][int(index)]
+        return out
+
+    # -- helpers ---------------------------------------------------------------------------------------------------
+    def _item_position(self, item_id) -> int:
         if str(item_id) not in self._position:
             raise QueryError(f"No item with id {item_id!r} in this catalog.")
-        query = self.index.vectors.reconstruct(self._position[str(item_id)])
-        return self._rank(query, None, 0.0, k, self.allowed_mask(filters, [str(item_id)]))
+        return self._position[str(item_id)]
+
+    def _fusion_weight(self, text_weight: float | None) -> float:
+        weight = self.text_weight if text_weight is None else float(text_weight)
+        if not 0.0 <= weight <= 1.0:
+            raise QueryError(f"The text weight must be between 0 and 1, got {weight}.")
+        return weight
+
+    def _item_text_query(self, query: str, weight: float) -> np.ndarray | None:
+        if weight > 0 and self.index.text_embeddings is not None and self.sentence_encoder is not None:
+            return self.sentence_encoder.encode([query])[0]
+        return None
+
+    def _reranker(self) -> "VisualReranker":
+        if self.reranker is None:
+            raise QueryError("Hybrid re-ranking needs a re-ranking model (e.g. the VAE); none is loaded.")
+        return self.reranker
+
+    @staticmethod
+    def _depth(k: int, rerank_weight: float, rerank_depth: int) -> int:
+        if not 0.0 <= float(rerank_weight) <= 1.0:
+            raise QueryError(f"The re-ranking weight must be between 0 and 1, got {rerank_weight}.")
+        return max(int(k), int(rerank_depth)) if rerank_weight > 0 else int(k)
+
+    def _rerank(self, results: list[SearchResult], query: np.ndarray, weight: float, k: int) -> list[SearchResult]:
+        """Hybrid: re-score candidates by `(1 - weight) * score + weight * rerank cosine`."""
+        if not results:
+            return results
+        positions = np.array([self._position[r.id] for r in results])
+        rerank = self.reranker.index.vectors.reconstruct_batch(positions) @ query
+        scores = np.array([r.score for r in results])
+        fused = (1.0 - weight) * scores + weight * rerank
+        order = np.lexsort((positions, -fused))[:k]
+        out = []
+        for rank, i in enumerate(order, start=1):
+            r = results[i]
+            out.append(SearchResult(**{**r.to_dict(), "rank": rank, "score": float(fused[i]),
+                                       "rerank_score": float(rerank[i])}))
+        return out
 
     def _rank(self, visual_query: np.ndarray, text_query: np.ndarray | None, weight: float, k: int,
               mask: np.ndarray | None) -> list[SearchResult]:
@@ -252,7 +423,7 @@ def encode_texts(model, tokenizer, texts: Sequence[str], batch_size: int = 256, 
                           return_tensors="pt")
         feats = model.get_text_features(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         out.append(F.normalize(feats, dim=-1).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.config.projection_dim), np.float32)
+    return np.concatenate(out) if out else np.zeros((0, embedding_dim(model)), np.float32)
 
 
 @torch.inference_mode()
@@ -262,7 +433,7 @@ def encode_images(model, processor, images: Sequence, batch_size: int = 256, pro
     for start in tqdm(range(0, len(images), batch_size), desc="encoding images", disable=not progress):
         pixel_values = processor(list(images[start:start + batch_size]), return_tensors="pt")["pixel_values"]
         out.append(F.normalize(model.get_image_features(pixel_values), dim=-1).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.config.projection_dim), np.float32)
+    return np.concatenate(out) if out else np.zeros((0, embedding_dim(model)), np.float32)
 
 
 def catalog_items(dataset) -> pd.DataFrame:
@@ -292,5 +463,31 @@ def build_index(model, tokenizer, processor, dataset, *, model_info: dict,
                               text_encoder_info=text_info)
 
 
-__all__ = ["FashionSearchEngine", "SearchResult", "QueryError", "build_index", "encode_images", "encode_texts",
-           "item_description", "model_fingerprint", "DEFAULT_TEXT_WEIGHT"]
+class VisualReranker:
+    """A second image model with its own index over the same items, used to re-rank image queries (hybrid)."""
+
+    def __init__(self, model, processor, index: CatalogIndex, name: str = "reranker"):
+        self.model, self.processor, self.index, self.name = model.eval(), processor, index, name
+        self.ids = index.items["id"].astype(str).tolist()
+
+    @torch.inference_mode()
+    def encode_images(self, images: Sequence) -> np.ndarray:
+        return encode_images(self.model, self.processor, [load_image(image) for image in images])
+
+
+def load_or_build_index(model, tokenizer, processor, index_dir, model_dir, get_dataset, *,
+                        sentence_encoder: SentenceEncoder | None = None, rebuild: bool = False) -> CatalogIndex:
+    """The index of `model` in `index_dir`, built (and saved atomically) from `get_dataset()` when absent."""
+    info = {"name": str(model_dir), "fingerprint": model_fingerprint(model), "embedding_dim": embedding_dim(model)}
+    index_dir = Path(index_dir)
+    if rebuild or not (index_dir / "manifest.json").exists():
+        index = build_index(model, tokenizer, processor, get_dataset(), model_info=info,
+                            sentence_encoder=sentence_encoder)
+        index.save(index_dir)
+        return index
+    return CatalogIndex.load(index_dir, expected_model=info)
+
+
+__all__ = ["FashionSearchEngine", "SearchResult", "QueryError", "VisualReranker", "build_index", "composed_query_text",
+           "embedding_dim", "encode_images", "encode_texts", "has_text_tower", "item_description",
+           "load_or_build_index", "model_fingerprint", "DEFAULT_TEXT_WEIGHT"]

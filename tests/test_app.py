@@ -31,6 +31,17 @@ def test_bad_inputs_raise_user_errors(small_engine, tmp_path):
         app.search_image(str(bad), 10, engine=small_engine)
 
 
+def test_composed_handler_uses_the_text_weight_and_reports_errors(small_engine):
+    photo = small_engine.index.items["image_path"].iloc[0]
+    _, data = app.search_composed(photo, "make it blue", 6, text_weight=0.8, engine=small_engine)
+    expected = small_engine.search_composed(photo, "make it blue", k=6, text_weight=0.8, method="sum")
+    assert [r["id"] for r in data["results"]] == [r.id for r in expected]
+    with pytest.raises(gr.Error, match="Upload"):
+        app.search_composed(None, "make it blue", engine=small_engine)
+    with pytest.raises(gr.Error, match="Type"):
+        app.search_composed(photo, "", engine=small_engine)
+
+
 def test_no_results_warns_and_returns_empty(small_engine):
     gallery, data = app.search_text("shirt", 5, app.ANY, "No Such Type", app.ANY, engine=small_engine)
     assert gallery == [] and data == {"results": []}
@@ -48,12 +59,15 @@ def test_served_app_answers_gradio_client(small_engine, tmp_path):
         gallery, data = client.predict("red summer dress", 5, "Any", "Any", "Any", api_name="/search_text")
         assert len(data["results"]) == 5 and len(gallery) == 5
         photo = small_engine.index.items["image_path"].iloc[0]
-        gallery, data = client.predict(handle_file(photo), 4, "Any", "Any", "Any", api_name="/search_image")
+        gallery, data = client.predict(handle_file(photo), 4, "Any", "Any", "Any", 0.0, api_name="/search_image")
         assert data["results"][0]["id"] == small_engine.index.items["id"].iloc[0]
+        _, data = client.predict(handle_file(photo), "make it blue", 4, "Any", "Any", "Any", False, 0.7,
+                                 api_name="/search_composed")
+        assert len(data["results"]) == 4
         bad = tmp_path / "broken.png"
         bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
         with pytest.raises(Exception, match="image|Image|picture|read"):
-            client.predict(handle_file(str(bad)), 4, "Any", "Any", "Any", api_name="/search_image")
+            client.predict(handle_file(str(bad)), 4, "Any", "Any", "Any", 0.0, api_name="/search_image")
         # The server keeps serving after the error.
         _, data = client.predict("watches", 3, "Any", "Any", "Any", api_name="/search_text")
         assert len(data["results"]) == 3

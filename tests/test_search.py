@@ -99,3 +99,153 @@ def test_sentence_encoder_is_the_real_minilm():
     encoder = SentenceEncoder()
     a, b, c = encoder.encode(["red summer dress", "a red dress for summer", "men's black leather wallet"])
     assert a @ b > a @ c + 0.2
+
+
+# -- composed search -----------------------------------------------------------------------------------------------
+def test_composed_query_text_names_what_stays_of_the_reference():
+    from modeling.search import composed_query_text
+
+    reference = {"articleType": "Tshirts", "gender": "Men", "baseColour": "Red"}
+    assert composed_query_text("Make it  BLUE", reference) == "make it blue, tshirts for men"
+    assert composed_query_text("make it blue", {"articleType": "Tshirts"}) == "make it blue, tshirts"
+    assert composed_query_text("make it blue") == "make it blue"
+
+
+def _all_scores(engine, query):
+    return engine.index.vectors.reconstruct_batch(np.arange(len(engine.index))) @ query
+
+
+def test_composed_search_extremes_are_image_only_and_text_only(small_engine):
+    from modeling.search import composed_query_text
+
+    engine = small_engine
+    items = engine.index.items
+    item_id = items["id"].iloc[3]
+    # Text weight 0: the reference image alone, i.e. "more like this" (reference excluded).
+    image_only = engine.search_composed(text="make it blue", item_id=item_id, k=10, method="sum", text_weight=0.0,
+                                        item_text_weight=0.0)
+    assert [r.id for r in image_only] == [r.id for r in engine.search_item(item_id, k=10)]
+    # Text weight 1: the model's text embedding of the modification + the reference's type and gender.
+    text_only = engine.search_composed(text="make it blue", item_id=item_id, k=10, method="sum", text_weight=1.0,
+                                       item_text_weight=0.0)
+    query = engine.encode_texts([composed_query_text("make it blue", items.iloc[3].to_dict())])[0]
+    scores = _all_scores(engine, query)
+    scores[3] = -np.inf
+    assert [r.id for r in text_only] == items["id"].iloc[np.argsort(-scores, kind="stable")[:10]].tolist()
+    assert item_id not in [r.id for r in text_only]
+
+
+def test_composed_search_weighted_sum_and_item_text_fusion(small_engine):
+    from modeling.search import composed_query_text
+
+    engine = small_engine
+    items = engine.index.items
+    item_id, weight, fusion = items["id"].iloc[7], 0.6, 0.5
+    results = engine.search_composed(text="in black", item_id=item_id, k=10, method="sum", text_weight=weight,
+                                     item_text_weight=fusion)
+    text = composed_query_text("in black", items.iloc[7].to_dict())
+    image = engine.index.vectors.reconstruct(7)
+    composed = (1 - weight) * image + weight * engine.encode_texts([text])[0]
+    composed /= np.linalg.norm(composed)
+    fused = (1 - fusion) * _all_scores(engine, composed) + fusion * (
+        engine.index.text_embeddings @ engine.sentence_encoder.encode([text])[0])
+    fused[7] = -np.inf
+    expected = np.argsort(-fused, kind="stable")[:10]
+    assert [r.id for r in results] == items["id"].iloc[expected].tolist()
+    assert results[0].score == pytest.approx(fused[expected[0]], abs=1e-5)
+
+
+def test_composed_search_from_an_upload_and_its_errors(small_engine):
+    engine = small_engine
+    path = engine.index.items["image_path"].iloc[0]
+    item_id = engine.index.items["id"].iloc[0]
+    results = engine.search_composed(path, "make it red", k=5, exclude_ids=[item_id])
+    assert len(results) == 5 and item_id not in [r.id for r in results]
+    with pytest.raises(QueryError, match="reference"):
+        engine.search_composed(None, "make it red")
+    with pytest.raises(QueryError):
+        engine.search_composed(path, "   ")
+    with pytest.raises(QueryError, match="combiner|Combiner"):
+        engine.search_composed(path, "make it red", method="combiner")
+    with pytest.raises(QueryError, match="between 0 and 1"):
+        engine.search_composed(path, "make it red", text_weight=1.5)
+
+
+def test_predicted_attributes_name_an_uploaded_reference(tiny_text_model):
+    import torch
+
+    from modeling.search import FashionSearchEngine
+
+    model = DualEncoderModel.from_text_pretrained(
+        str(tiny_text_model), **tiny_model_kwargs(), attribute_labels={"articleType": ["Shirts", "Tshirts"],
+                                                                         "gender": ["Men", "Women"]})
+    with torch.no_grad():  # make the heads point at known directions
+        model.attribute_heads["articleType"].weight.copy_(torch.eye(2, 16))
+        model.attribute_heads["gender"].weight.copy_(torch.eye(2, 16)[[1, 0]])
+    engine = FashionSearchEngine.__new__(FashionSearchEngine)
+    engine.model = model.eval()
+    embedding = np.zeros(16, np.float32)
+    embedding[1] = 1.0
+    assert engine.predict_attributes(embedding) == {"articleType": "Tshirts", "gender": "Men"}
+    assert engine.predict_attributes(embedding, min_confidence=1.01) == {}
+
+
+# -- hybrid re-ranking -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_vae_dir(tmp_path_factory):
+    import torch
+
+    from modeling import DualEncoderImageProcessor, FashionVaeConfig, FashionVaeModel
+
+    torch.manual_seed(0)
+    vae_dir = tmp_path_factory.mktemp("vae")
+    FashionVaeModel(FashionVaeConfig(image_size=[20, 16], hidden_channels=[8, 16], latent_size=8)).save_pretrained(
+        vae_dir)
+    DualEncoderImageProcessor(image_size=[20, 16]).save_pretrained(vae_dir)
+    return vae_dir
+
+
+@pytest.fixture(scope="module")
+def hybrid_engine(tiny_model_dir, tiny_vae_dir, small_gallery, tmp_path_factory):
+    index_dir = tmp_path_factory.mktemp("hybrid") / "index"
+    return FashionSearchEngine.load(tiny_model_dir, index_dir, catalog=small_gallery, text_encoder=None,
+                                    rerank_model=tiny_vae_dir)
+
+
+def test_hybrid_reranking_follows_its_weight(hybrid_engine):
+    engine = hybrid_engine
+    item_id, depth = engine.index.items["id"].iloc[5], 30
+    plain = engine.search_item(item_id, k=depth)
+    assert [r.id for r in engine.search_item(item_id, k=10, rerank_weight=0.0)] == [r.id for r in plain[:10]]
+    candidates = np.array([engine._position[r.id] for r in plain])
+    rerank = engine.reranker.index.vectors.reconstruct_batch(candidates) @ \
+        engine.reranker.index.vectors.reconstruct(5)
+    for weight in (0.3, 1.0):
+        results = engine.search_item(item_id, k=10, rerank_weight=weight, rerank_depth=depth)
+        fused = (1 - weight) * np.array([r.score for r in plain]) + weight * rerank
+        expected = candidates[np.argsort(-fused, kind="stable")[:10]]
+        assert [engine._position[r.id] for r in results] == expected.tolist()
+        assert all(r.rerank_score is not None for r in results)
+        assert set(r.id for r in results) <= set(r.id for r in plain)  # re-ranking never adds candidates
+    moved = engine.search_item(item_id, k=10, rerank_weight=1.0, rerank_depth=depth)
+    assert [r.id for r in moved] != [r.id for r in plain[:10]]
+    # The same through an uploaded photo of the item.
+    path = engine.index.items["image_path"].iloc[5]
+    upload = engine.search_image(path, k=10, rerank_weight=1.0, rerank_depth=depth, exclude_ids=[item_id])
+    assert [r.id for r in upload] == [r.id for r in moved]
+
+
+def test_hybrid_needs_a_reranker_and_a_valid_weight(small_engine, hybrid_engine):
+    item_id = small_engine.index.items["id"].iloc[0]
+    with pytest.raises(QueryError, match="re-ranking model"):
+        small_engine.search_item(item_id, rerank_weight=0.5)
+    with pytest.raises(QueryError, match="between 0 and 1"):
+        hybrid_engine.search_item(item_id, rerank_weight=2.0)
+
+
+def test_image_only_model_refuses_text_queries(tiny_vae_dir, small_gallery, tmp_path):
+    vae_engine = FashionSearchEngine.load(tiny_vae_dir, tmp_path / "vae-index", catalog=small_gallery)
+    assert not vae_engine.supports_text and vae_engine.sentence_encoder is None
+    with pytest.raises(QueryError, match="image only"):
+        vae_engine.search_text("red dress")
+    assert len(vae_engine.search_item(vae_engine.index.items["id"].iloc[0], k=5)) == 5

@@ -55,6 +55,86 @@ def test_exclude_drops_items(catalog_dir, tiny_text_model, tmp_path):
         train.main(_tiny_args(catalog_dir, tiny_text_model, tmp_path / "bad", "--exclude", "nofield=1"))
 
 
+def test_grouped_sampler_yields_every_item_once_in_label_runs():
+    labels = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 2, -1, -2])  # negative codes: items without a label
+    torch.manual_seed(0)
+    order = list(train.GroupedShuffleSampler(labels, group_size=100))
+    assert sorted(order) == list(range(len(labels)))
+    # Runs longer than any label: each label's items come out together.
+    seen = [int(labels[i]) for i in order]
+    assert [v for i, v in enumerate(seen) if i == 0 or v != seen[i - 1]] == sorted(set(seen), key=seen.index)
+    # Runs of 2: label 0 (5 items) comes out as runs of 2, 2 and 1, each run contiguous.
+    torch.manual_seed(1)
+    order = list(train.GroupedShuffleSampler(labels, group_size=2))
+    assert sorted(order) == list(range(len(labels)))
+    pairs = sum(labels[a] == labels[b] for a, b in zip(order, order[1:]))
+    assert pairs >= 3  # at least the two full runs of label 0 and the one of label 1
+    torch.manual_seed(1)
+    assert list(train.GroupedShuffleSampler(labels, group_size=2)) == order  # seeded: a resume repeats it
+
+
+def test_weight_ema_averages_restores_and_checkpoints():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ema = train.WeightEMA(model, decay=0.5)
+    start = model[0].weight.detach().clone()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    ema.update(model)  # warm-up decay min(0.5, 2/11) -> the shadow moves 9/11 of the way
+    expected = start + 9 / 11
+    torch.testing.assert_close(ema.shadow["0.weight"], expected)
+    with ema.applied(model):
+        torch.testing.assert_close(model[0].weight, expected)
+    torch.testing.assert_close(model[0].weight, start + 1.0)  # restored
+    other = train.WeightEMA(model, decay=0.5)
+    other.load_state_dict(ema.state_dict())
+    assert other.steps == 1 and torch.equal(other.shadow["0.weight"], ema.shadow["0.weight"])
+    assert "1.running_mean" in ema.shadow  # BatchNorm statistics are averaged too
+
+
+def test_ema_and_grouped_batches_run_and_resume(catalog_dir, tiny_text_model, tmp_path):
+    out = tmp_path / "run"
+    extra = ["--ema-decay", "0.9", "--group-size", "4"]
+    train.main(_tiny_args(catalog_dir, tiny_text_model, out, "--epochs", "1", *extra))
+    summary = train.main(_tiny_args(catalog_dir, tiny_text_model, out, "--epochs", "2", "--resume", *extra))
+    assert [h["epoch"] for h in summary["history"]] == [1, 2]
+    assert {"val", "val_raw"} <= set(summary["history"][-1])
+
+
+def test_vae_training_writes_model_grid_and_curve(catalog_dir, tmp_path):
+    out = tmp_path / "vae"
+    summary = train.main(["--model", "vae", "--catalog", str(catalog_dir), "--output", str(out),
+                          "--max-train-items", "48", "--max-val-items", "40", "--batch-size", "16", "--epochs", "1",
+                          "--image-size", "20,16", "--vae-channels", "8,16", "--latent-size", "8", "--beta", "0.5",
+                          "--num-threads", "2"])
+    assert set(summary["history"][0]["terms"]) == {"reconstruction", "kl"}
+    assert "p@10" in summary["history"][0]["val"]
+    for name in ("model.safetensors", "config.json", "preprocessor_config.json", "reconstructions.png",
+                 "training_curve.png"):
+        assert (out / name).exists(), name
+    model = AutoModel.from_pretrained(out)
+    assert model.config.beta == 0.5 and model.config.latent_size == 8
+
+
+def test_composed_stage_trains_only_the_combiner(catalog_dir, tiny_text_model, tmp_path):
+    base = tmp_path / "base"
+    train.main(_tiny_args(catalog_dir, tiny_text_model, base, "--epochs", "1", "--max-train-items", "300",
+                          "--val-split", ""))
+    out = tmp_path / "composed"
+    summary = train.main(["--stage", "composed", "--init-from", str(base), "--catalog", str(catalog_dir),
+                          "--output", str(out), "--max-train-items", "300", "--max-val-items", "200", "--epochs", "2",
+                          "--batch-size", "32", "--combiner-hidden-size", "16", "--num-threads", "2"])
+    assert {"r@10", "exact_r@10", "sum_r@10"} <= set(summary["history"][-1]["val"])
+    before, after = AutoModel.from_pretrained(base), AutoModel.from_pretrained(out)
+    assert before.combiner is None and after.config.combiner_hidden_size == 16
+    for name, tensor in before.state_dict().items():
+        torch.testing.assert_close(after.state_dict()[name], tensor, msg=name)  # nothing else moved
+    image, text = torch.randn(3, 16), torch.randn(3, 16)
+    composed = after.get_composed_features(image_embeds=image, text_embeds=text)  # the combiner by default
+    assert composed.shape == (3, 16)
+    assert not torch.allclose(composed, after.get_composed_features(image_embeds=image, text_embeds=text,
+                                                                     method="sum"))
+
+
 @pytest.mark.slow
 def test_short_real_training_beats_untrained_and_colour_histogram(catalog_dir, tmp_path):
     """About a minute of training on real catalog items must already beat both references on held-out items."""
