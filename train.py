@@ -56,7 +56,7 @@ from modeling.text_encoder import resolve_text_model
 
 
 # -- defaults (what the README's offline default models are trained with) -------------------------------------
-DEFAULT_EPOCHS = {"dual-encoder": 20, "vae": 30, "clip-lora": 5, "composed": 10}
+DEFAULT_EPOCHS = {"dual-encoder": 20, "vae": 30, "clip-lora": 5, "composed": 5}
 DEFAULT_BATCH_SIZE = {"dual-encoder": 128, "vae": 128, "clip-lora": 64, "composed": 256}
 DEFAULT_LR = {"dual-encoder": 2e-3, "vae": 2e-3, "clip-lora": 1e-4, "composed": 1e-3}
 DEFAULT_WEIGHT_DECAY = 0.05
@@ -107,7 +107,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--lora-alpha", type=int, default=16)
     g.add_argument("--composed-loss-weight", type=float, default=1.0,
                    help="clip-lora: weight of the composed loss on catalog triplets (0 = image-text only)")
-    g = p.add_argument_group("composed stage")
+    g = p.add_argument_group("composed stage (and clip-lora's jointly trained combiner)")
     g.add_argument("--combiner-hidden-size", type=int, default=512)
     g.add_argument("--change", default="baseColour",
                    help="comma-separated attributes a catalog triplet may change (baseColour, usage, season)")
@@ -665,8 +665,10 @@ class ClipLoraTask:
         from modeling import FashionClipModel
 
         self.args = args
-        self.model = FashionClipModel.from_clip_pretrained(args.base_model, lora_rank=args.lora_rank,
-                                                           lora_alpha=args.lora_alpha)
+        self.model = FashionClipModel.from_clip_pretrained(
+            args.base_model, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
+            combiner_hidden_size=args.combiner_hidden_size, composed_loss_weight=args.composed_loss_weight,
+            composition_method="combiner" if args.composed_loss_weight > 0 and args.combiner_hidden_size else "sum")
         self.tokenizer = AutoTokenizer.from_pretrained(args.base_model)
         self.processor = AutoImageProcessor.from_pretrained(args.base_model)
         self.images = list(train_ds.select_columns(["image"])["image"])
