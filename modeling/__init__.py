@@ -1,19 +1,39 @@
 """Multimodal fashion search: models, catalog data, index and search engine."""
 
-from transformers import AutoConfig, AutoImageProcessor, AutoModel
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, CLIPImageProcessorPil
 
 from .configuration_dual_encoder import DEFAULT_TEXT_MODEL, DualEncoderConfig
+from .configuration_fashion_clip import DEFAULT_CLIP_MODEL, FashionClipConfig
+from .configuration_fashion_vae import FashionVaeConfig
 from .image_processing_dual_encoder import DualEncoderImageProcessor
 from .modeling_dual_encoder import DualEncoderModel, DualEncoderOutput
+from .modeling_fashion_clip import FashionClipModel, FashionClipOutput
+from .modeling_fashion_vae import FashionVaeModel, FashionVaeOutput
+from .vae_utils import reconstruction_grid
 
 AutoConfig.register(DualEncoderConfig.model_type, DualEncoderConfig, exist_ok=True)
 AutoModel.register(DualEncoderConfig, DualEncoderModel, exist_ok=True)
 AutoImageProcessor.register(DualEncoderConfig, slow_image_processor_class=DualEncoderImageProcessor, exist_ok=True)
+AutoConfig.register(FashionClipConfig.model_type, FashionClipConfig, exist_ok=True)
+AutoModel.register(FashionClipConfig, FashionClipModel, exist_ok=True)
+# transformers' CLIPImageProcessor needs torchvision; its PIL backend is the same preprocessing.
+AutoImageProcessor.register(FashionClipConfig, slow_image_processor_class=CLIPImageProcessorPil, exist_ok=True)
+AutoConfig.register(FashionVaeConfig.model_type, FashionVaeConfig, exist_ok=True)
+AutoModel.register(FashionVaeConfig, FashionVaeModel, exist_ok=True)
+AutoImageProcessor.register(FashionVaeConfig, slow_image_processor_class=DualEncoderImageProcessor, exist_ok=True)
 
 __all__ = [
+    "DEFAULT_CLIP_MODEL",
     "DEFAULT_TEXT_MODEL",
     "DualEncoderConfig",
     "DualEncoderImageProcessor",
     "DualEncoderModel",
     "DualEncoderOutput",
+    "FashionClipConfig",
+    "FashionClipModel",
+    "FashionClipOutput",
+    "FashionVaeConfig",
+    "FashionVaeModel",
+    "FashionVaeOutput",
+    "reconstruction_grid",
 ]
