@@ -57,9 +57,9 @@ from modeling.text_encoder import resolve_text_model
 
 # -- defaults (what the README's offline default models are trained with) -------------------------------------
 DEFAULT_EPOCHS = {"dual-encoder": 20, "vae": 30, "clip-lora": 5, "composed": 5}
-DEFAULT_BATCH_SIZE = {"dual-encoder": 128, "vae": 128, "clip-lora": 64, "composed": 256}
-DEFAULT_LR = {"dual-encoder": 2e-3, "vae": 2e-3, "clip-lora": 1e-4, "composed": 1e-3}
-DEFAULT_WEIGHT_DECAY = 0.05
+DEFAULT_BATCH_SIZE = {"dual-encoder": 128, "vae": 64, "clip-lora": 64, "composed": 256}
+DEFAULT_LR = {"dual-encoder": 2e-3, "vae": 1e-3, "clip-lora": 1e-4, "composed": 1e-3}
+DEFAULT_WEIGHT_DECAY = {"dual-encoder": 0.05, "vae": 0.0, "clip-lora": 0.05, "composed": 0.05}
 DEFAULT_TITLE_PROB = 0.6     # chance that a training pair uses the real title rather than the attribute caption
 DEFAULT_GROUP_SIZE = 1
 DEFAULT_EMA_DECAY = 0.0
@@ -118,7 +118,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--epochs", type=int, default=None, help="default depends on the model")
     g.add_argument("--batch-size", type=int, default=None)
     g.add_argument("--lr", type=float, default=None)
-    g.add_argument("--weight-decay", type=float, default=DEFAULT_WEIGHT_DECAY)
+    g.add_argument("--weight-decay", type=float, default=None)
     g.add_argument("--ema-decay", type=float, default=DEFAULT_EMA_DECAY,
                    help="exponential moving average of the weights, validated and saved (0 to disable)")
     g.add_argument("--gradient-accumulation-steps", type=int, default=1)
@@ -141,6 +141,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.epochs = args.epochs or DEFAULT_EPOCHS[kind]
     args.batch_size = args.batch_size or DEFAULT_BATCH_SIZE[kind]
     args.lr = args.lr or DEFAULT_LR[kind]
+    args.weight_decay = DEFAULT_WEIGHT_DECAY[kind] if args.weight_decay is None else args.weight_decay
     return args
 
 
@@ -580,6 +581,11 @@ class ComposedData:
     def __len__(self) -> int:
         return len(self.reference)
 
+    def to(self, device) -> "ComposedData":
+        """Move the embedding tables next to the model (once); index tensors stay on the CPU."""
+        self.gallery, self.text_embeds = self.gallery.to(device), self.text_embeds.to(device)
+        return self
+
     def relevance(self, idx: torch.Tensor) -> torch.Tensor:
         """(B, N) bool: gallery items that answer triplets `idx` (any matching item; the reference excluded)."""
         ref = self.reference[idx]
@@ -628,22 +634,22 @@ class ComposedTask:
 
     def step(self, model, positions: torch.Tensor, device):
         model = getattr(model, "module", model)  # methods other than forward live on the unwrapped model
-        data = self.train
+        data = self.train if self.train.gallery.device == torch.device(device) else self.train.to(device)
         contextual = torch.rand(len(positions)) < self.args.attribute_context_prob
         logits = self.scale * self._queries(model, data, positions, contextual) @ data.gallery.t()
         logits[torch.arange(len(positions)), data.reference[positions]] = float("-inf")
-        relevant = data.relevance(positions)
+        relevant = data.relevance(positions).to(logits.device)
         loss = (logits.logsumexp(-1) - logits.masked_fill(~relevant, float("-inf")).logsumexp(-1)).mean()
         return loss, {"composed": loss}
 
     @torch.inference_mode()
     def validate(self, model, k: int = 10) -> dict:
-        data, out = self.val, {}
+        data, out = self.val.to(next(model.parameters()).device), {}
         idx = torch.arange(len(data))
         for method, prefix in (("combiner", ""), ("sum", "sum_")):
             scores = self._queries(model, data, idx, torch.ones(len(idx), dtype=torch.bool), method) @ data.gallery.t()
             scores[idx, data.reference] = float("-inf")
-            top = scores.topk(k, dim=-1).indices
+            top = scores.topk(k, dim=-1).indices.cpu()
             out[f"{prefix}r@{k}"] = round(float(data.relevance(idx).gather(1, top).any(-1).float().mean()), 4)
             if not prefix:
                 out[f"exact_r@{k}"] = round(float((top == data.target[:, None]).any(-1).float().mean()), 4)

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +45,8 @@ MAX_QUERY_CHARS = 500
 # Fused text search scores every allowed item exactly up to this many; above it, candidates come from the top of
 # the visual index and of the text matcher and only those are fused.
 EXACT_FUSION_LIMIT = 200_000
+# Query-text embeddings kept in memory (per engine, least recently used dropped first).
+TEXT_CACHE_SIZE = 4096
 # Hybrid re-ranking: how many candidates of the primary model the re-ranker re-scores by default.
 DEFAULT_RERANK_DEPTH = 100
 # Attributes of the reference item named in a composed query's text (what a modification keeps).
@@ -138,6 +142,8 @@ class FashionSearchEngine:
                  model_name: str = "dual-encoder", reranker: "VisualReranker | None" = None):
         self.model = model.eval()
         self.reranker = reranker
+        self._text_cache: OrderedDict = OrderedDict()
+        self._cache_lock = threading.Lock()
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.index = index
@@ -235,7 +241,7 @@ class FashionSearchEngine:
         self._require_text()
         mask = self.allowed_mask(filters)
         weight = self._fusion_weight(text_weight)
-        visual_query = self.encode_texts([query])[0]
+        visual_query = self._cached("model", query, lambda q: self.encode_texts([q])[0])
         return self._rank(visual_query, self._item_text_query(query, weight), weight, k, mask)
 
     def search_image(self, image, k: int = 10, filters: Mapping | None = None,
@@ -297,7 +303,8 @@ class FashionSearchEngine:
             with torch.inference_mode():
                 composed = self.model.get_composed_features(
                     image_embeds=torch.from_numpy(np.asarray(image_embeds, np.float32))[None],
-                    text_embeds=torch.from_numpy(self.encode_texts([query_text])),
+                    text_embeds=torch.from_numpy(
+                        self._cached("model", query_text, lambda q: self.encode_texts([q])[0]))[None],
                     method=method, text_weight=text_weight)
         except ValueError as error:  # an unknown method, or a combiner the model does not have
             raise QueryError(str(error)) from None
@@ -335,8 +342,23 @@ class FashionSearchEngine:
 
     def _item_text_query(self, query: str, weight: float) -> np.ndarray | None:
         if weight > 0 and self.index.text_embeddings is not None and self.sentence_encoder is not None:
-            return self.sentence_encoder.encode([query])[0]
+            return self._cached("sentence", query, lambda q: self.sentence_encoder.encode([q])[0])
         return None
+
+    def _cached(self, encoder: str, text: str, encode) -> np.ndarray:
+        """Query-text embeddings, memoised: shoppers and evaluations repeat queries, encoders cost milliseconds."""
+        key = (encoder, text)
+        with self._cache_lock:
+            if key in self._text_cache:
+                self._text_cache.move_to_end(key)
+                return self._text_cache[key]
+        value = encode(text)
+        value.setflags(write=False)  # shared between callers
+        with self._cache_lock:
+            self._text_cache[key] = value
+            while len(self._text_cache) > TEXT_CACHE_SIZE:
+                self._text_cache.popitem(last=False)
+        return value
 
     def _reranker(self) -> "VisualReranker":
         if self.reranker is None:

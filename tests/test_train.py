@@ -153,3 +153,17 @@ def test_short_real_training_beats_untrained_and_colour_histogram(catalog_dir, t
     p_histogram = image_to_image_metrics(colour_histogram_features(images), labels)["p@10"]
     assert p_trained > p_untrained + 0.05, (p_trained, p_untrained)
     assert p_trained > p_histogram + 0.05, (p_trained, p_histogram)
+
+
+def test_composed_training_relevance_matches_the_evaluation_definition(tiny_model_dir, small_gallery):
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    from modeling.composed_data import composed_relevance_matrix
+
+    model = AutoModel.from_pretrained(tiny_model_dir).eval()
+    data = train.ComposedData(model, AutoTokenizer.from_pretrained(tiny_model_dir),
+                              AutoImageProcessor.from_pretrained(tiny_model_dir), small_gallery,
+                              ("baseColour", "usage"), seed=0, desc="val")
+    expected, _ = composed_relevance_matrix(small_gallery, data.triplets)
+    np.testing.assert_array_equal(data.relevance(torch.arange(len(data))).numpy(), expected)
+    assert data.gallery.shape == (len(small_gallery), 16)
