@@ -303,7 +303,7 @@ class FashionSearchEngine:
             with torch.inference_mode():
                 composed = self.model.get_composed_features(
                     image_embeds=torch.from_numpy(np.asarray(image_embeds, np.float32))[None],
-                    text_embeds=torch.from_numpy(
+                    text_embeds=torch.tensor(
                         self._cached("model", query_text, lambda q: self.encode_texts([q])[0]))[None],
                     method=method, text_weight=text_weight)
         except ValueError as error:  # an unknown method, or a combiner the model does not have
