@@ -56,7 +56,7 @@ from modeling.text_encoder import resolve_text_model
 
 
 # -- defaults (what the README's offline default models are trained with) -------------------------------------
-DEFAULT_EPOCHS = {"dual-encoder": 20, "vae": 30, "clip-lora": 5, "composed": 5}
+DEFAULT_EPOCHS = {"dual-encoder": 20, "vae": 30, "clip-lora": 5, "composed": 10}
 DEFAULT_BATCH_SIZE = {"dual-encoder": 128, "vae": 64, "clip-lora": 64, "composed": 256}
 DEFAULT_LR = {"dual-encoder": 2e-3, "vae": 1e-3, "clip-lora": 1e-4, "composed": 1e-3}
 DEFAULT_WEIGHT_DECAY = {"dual-encoder": 0.05, "vae": 0.0, "clip-lora": 0.05, "composed": 0.05}
