@@ -101,6 +101,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--latent-size", type=int, default=64)
     g.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (0 = plain autoencoder)")
     g.add_argument("--vae-channels", default=None, help="encoder channels, e.g. 32,64,128,256 (default: config's)")
+    g.add_argument("--vae-input", choices=["rgb", "luminance"], default="rgb",
+                   help="encode and reconstruct the colour image or its luminance only")
     g = p.add_argument_group("clip-lora")
     g.add_argument("--base-model", default=DEFAULT_CLIP, help="CLIP checkpoint (Hub id or folder)")
     g.add_argument("--lora-rank", type=int, default=8)
@@ -511,6 +513,7 @@ class VaeTask:
 
         self.processor = DualEncoderImageProcessor(image_size=_ints(args.image_size))
         kwargs = {"image_size": _ints(args.image_size), "latent_size": args.latent_size, "beta": args.beta,
+                  "input_mode": args.vae_input,
                   "image_mean": list(self.processor.image_mean), "image_std": list(self.processor.image_std)}
         if args.vae_channels:
             kwargs["hidden_channels"] = _ints(args.vae_channels)

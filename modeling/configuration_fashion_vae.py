@@ -46,6 +46,10 @@ class FashionVaeConfig(PreTrainedConfig):
             The image processor's normalisation, undone inside the model to get the [0, 1] reconstruction target
             from normalised `pixel_values`.
         initializer_range (`float`, *optional*, defaults to 0.02): std of the linear layers' init.
+        input_mode (`str`, *optional*, defaults to `"rgb"`):
+            `"rgb"` encodes and reconstructs the colour image; `"luminance"` encodes and reconstructs its luminance
+            (Rec. 601 grey) only, so the latent spends nothing on hue: items of one type in different colours
+            land closer together, at the cost of colour similarity.
     """
 
     model_type = "fashion_vae"
@@ -60,6 +64,7 @@ class FashionVaeConfig(PreTrainedConfig):
     image_mean: list[float] | None = None
     image_std: list[float] | None = None
     initializer_range: float = 0.02
+    input_mode: str = "rgb"
 
     def __post_init__(self, **kwargs):
         # Mutable defaults are filled here rather than as dataclass defaults, so configs never share a list.
@@ -83,11 +88,18 @@ class FashionVaeConfig(PreTrainedConfig):
             raise ValueError(f"beta must be >= 0, got {self.beta}")
         if self.reconstruction_loss not in ("mse", "bce"):
             raise ValueError(f"reconstruction_loss must be 'mse' or 'bce', got {self.reconstruction_loss!r}")
+        if self.input_mode not in ("rgb", "luminance"):
+            raise ValueError(f"input_mode must be 'rgb' or 'luminance', got {self.input_mode!r}")
         if self.norm not in ("batch", "group"):
             raise ValueError(f"norm must be 'batch' or 'group', got {self.norm!r}")
         if len(self.image_mean) != self.num_channels or len(self.image_std) != self.num_channels:
             raise ValueError("image_mean and image_std need one value per channel")
         super().__post_init__(**kwargs)
+
+    @property
+    def model_channels(self) -> int:
+        """Channels the encoder reads and the decoder writes (1 in luminance mode)."""
+        return 1 if self.input_mode == "luminance" else self.num_channels
 
 
 __all__ = ["FashionVaeConfig"]

@@ -78,7 +78,7 @@ class FashionVaeEncoder(nn.Module):
 
     def __init__(self, config: FashionVaeConfig):
         super().__init__()
-        layers, in_channels = [], config.num_channels
+        layers, in_channels = [], config.model_channels
         for channels in config.hidden_channels:
             layers += [nn.Conv2d(in_channels, channels, 3, 2, 1, bias=False), _norm(config, channels),
                        nn.LeakyReLU(0.2, inplace=True)]
@@ -119,7 +119,7 @@ class FashionVaeDecoder(nn.Module):
                     nn.LeakyReLU(0.2, inplace=True),
                 ))
             else:
-                self.blocks.append(nn.ConvTranspose2d(in_channels, config.num_channels, 4, 2, 1))
+                self.blocks.append(nn.ConvTranspose2d(in_channels, config.model_channels, 4, 2, 1))
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         hidden = F.leaky_relu(self.fc(latents), 0.2).view(-1, *self.start_shape)
@@ -157,13 +157,23 @@ class FashionVaeModel(FashionVaePreTrainedModel):
         self.post_init()
 
     def to_unit_range(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Normalised `pixel_values` -> images in [0, 1] (the reconstruction target)."""
-        return (pixel_values * self.image_std + self.image_mean).clamp(0.0, 1.0)
+        """Normalised `pixel_values` -> images in [0, 1] (the reconstruction target; grey in luminance mode)."""
+        images = (pixel_values * self.image_std + self.image_mean).clamp(0.0, 1.0)
+        if self.config.input_mode == "luminance" and images.shape[1] == 3:
+            weights = torch.tensor([0.299, 0.587, 0.114], dtype=images.dtype, device=images.device)
+            images = (images * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
+        return images
+
+    def encoder_inputs(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """What the encoder reads: `pixel_values` as given, or their luminance standardised like the catalog."""
+        if self.config.input_mode == "luminance":
+            return (self.to_unit_range(pixel_values) - self.image_mean.mean()) / self.image_std.mean()
+        return pixel_values
 
     def encode(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised `pixel_values` `(batch, channels, height, width)` -> (mean, logvar), each
         `(batch, latent_size)`."""
-        return self.encoder(pixel_values)
+        return self.encoder(self.encoder_inputs(pixel_values))
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents `(batch, latent_size)` -> images in [0, 1] `(batch, channels, height, width)`."""

@@ -180,3 +180,23 @@ def test_config_rejects_bad_values():
         FashionVaeConfig(image_size=[80])
     config = FashionVaeConfig()
     assert config.image_size == [80, 64] and config.latent_size == 64 and config.beta == 1.0
+
+
+def test_luminance_mode_reconstructs_grey_and_ignores_hue():
+    tester = FashionVaeModelTester(input_mode="luminance")
+    model = FashionVaeModel(tester.config).eval()
+    pixel_values, images = tester.inputs()
+    out = model(pixel_values, return_loss=True)
+    assert out.reconstructions.shape == (tester.batch_size, 1, *tester.config.image_size)
+    # The same luminance in colour and in grey gives the same latent.
+    luminance = (images * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    mean = torch.tensor(tester.config.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(tester.config.image_std).view(1, 3, 1, 1)
+    grey = (luminance.expand(-1, 3, -1, -1) - mean) / std
+    torch.testing.assert_close(model.get_image_features(grey), model.get_image_features(pixel_values),
+                               atol=1e-4, rtol=1e-4)
+    expected = F.binary_cross_entropy_with_logits(model.decoder(out.latent_mean), luminance, reduction="none")
+    torch.testing.assert_close(out.reconstruction_loss, expected.flatten(1).sum(1).mean(),
+                               atol=1e-3, rtol=1e-4)
+    with pytest.raises(ValueError, match="input_mode"):
+        FashionVaeConfig(input_mode="hsv")
