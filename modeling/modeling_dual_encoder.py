@@ -15,6 +15,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .composition import Combiner, compose
+from .losses import symmetric_infonce
 from .configuration_dual_encoder import DualEncoderConfig
 
 
@@ -44,21 +45,8 @@ class DualEncoderOutput(ModelOutput):
     supcon_loss: torch.FloatTensor | None = None
 
 
-def contrastive_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against soft targets: each row's probability mass spread over its positives."""
-    return -(targets * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
-
-
-def dual_encoder_loss(logits_per_text: torch.Tensor, positive_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Symmetric InfoNCE. `positive_mask[i, j]` marks text i and image j as a match (identical texts are
-    positives of one another); without it the diagonal is the only positive."""
-    if positive_mask is None:
-        positive_mask = torch.eye(logits_per_text.shape[0], device=logits_per_text.device)
-    positive_mask = positive_mask.to(logits_per_text.dtype)
-    text_loss = contrastive_loss(logits_per_text, positive_mask / positive_mask.sum(-1, keepdim=True))
-    mask_t = positive_mask.t()
-    image_loss = contrastive_loss(logits_per_text.t(), mask_t / mask_t.sum(-1, keepdim=True))
-    return (text_loss + image_loss) / 2.0
+# Symmetric multi-positive InfoNCE, shared with the CLIP model (modeling/losses.py).
+dual_encoder_loss = symmetric_infonce
 
 
 def supervised_contrastive_loss(image_embeds: torch.Tensor, positive_mask: torch.Tensor,

@@ -5,7 +5,7 @@ A saved folder holds `config.json` and `adapter_model.safetensors` (9 MB for ViT
 2 MB of it LoRA) and names the base CLIP it adapts (`config.base_model_name_or_path`, a Hub id or a local folder),
 which `from_pretrained` loads first.
 
-Imports only its own configuration, `composition.py`, transformers, peft and torch (plus safetensors, a hard
+Imports only its own configuration, `composition.py`, `losses.py`, transformers, peft and torch (plus safetensors, a hard
 dependency of transformers) so the file can later travel to the Hub and load with `trust_remote_code`.
 """
 
@@ -30,6 +30,7 @@ from transformers.initialization import no_init_weights
 from transformers.utils import ADAPTER_SAFE_WEIGHTS_NAME, ModelOutput, cached_file, logging
 
 from .composition import Combiner, compose
+from .losses import contrastive_loss, symmetric_infonce
 from .configuration_fashion_clip import FashionClipConfig
 
 logger = logging.get_logger(__name__)
@@ -79,21 +80,8 @@ class FashionClipOutput(ModelOutput):
     composed_loss: torch.FloatTensor | None = None
 
 
-def contrastive_loss(logits: torch.Tensor, positive_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy of each row of `logits` against its positives (soft targets spread evenly over them); without
-    `positive_mask` the diagonal is the only positive."""
-    if positive_mask is None:
-        return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
-    targets = positive_mask.to(logits.dtype)
-    targets = targets / targets.sum(-1, keepdim=True).clamp(min=1.0)
-    return -(targets * F.log_softmax(logits, dim=-1)).sum(-1).mean()
-
-
-def fashion_clip_loss(logits_per_text: torch.Tensor, positive_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Symmetric InfoNCE. `positive_mask[i, j]` marks text i and image j as a match (identical texts are positives
-    of one another); without it the diagonal is the only positive."""
-    mask_t = None if positive_mask is None else positive_mask.t()
-    return (contrastive_loss(logits_per_text, positive_mask) + contrastive_loss(logits_per_text.t(), mask_t)) / 2.0
+# The CLIP objective is the dual encoder's: symmetric multi-positive InfoNCE (modeling/losses.py).
+fashion_clip_loss = symmetric_infonce
 
 
 def lora_target_pattern(target_modules: list[str] | str) -> str:
