@@ -38,6 +38,7 @@ from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 from .data import ATTRIBUTES, attribute_caption, load_image
 from .index import CatalogIndex
 from .text_encoder import SentenceEncoder
+from .vsc import VSCScorer
 
 
 DEFAULT_TEXT_WEIGHT = 0.7
@@ -71,7 +72,7 @@ class SearchResult:
     visual_score: float  # cosine of the query and item embeddings
     text_score: float | None = None  # cosine of query and item text (fused text search only)
     rerank_score: float | None = None  # cosine under the re-ranking model (hybrid search only)
-    vsc: float | None = None  # visual-semantic consistency (filled by the VSC scorer, a later stage)
+    vsc: float | None = None  # visual-semantic consistency (modeling/vsc.py); None when the query has no description
     attributes: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -139,8 +140,10 @@ class FashionSearchEngine:
 
     def __init__(self, model, tokenizer, image_processor, index: CatalogIndex,
                  sentence_encoder: SentenceEncoder | None = None, text_weight: float = DEFAULT_TEXT_WEIGHT,
-                 model_name: str = "dual-encoder", reranker: "VisualReranker | None" = None):
+                 model_name: str = "dual-encoder", reranker: "VisualReranker | None" = None,
+                 vsc: VSCScorer | None = None):
         self.model = model.eval()
+        self.vsc = vsc
         self.reranker = reranker
         self._text_cache: OrderedDict = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -154,6 +157,8 @@ class FashionSearchEngine:
         self._ids = items["id"].astype(str).tolist()
         self._position = {item_id: i for i, item_id in enumerate(self._ids)}
         self._attributes = [c for c in ATTRIBUTES if c in items.columns]
+        if vsc is not None and len(vsc.descriptions) != len(self._ids):
+            raise ValueError(f"the VSC scorer describes {len(vsc.descriptions)} items, the index {len(self._ids)}")
         if reranker is not None and reranker.ids != self._ids:
             raise ValueError("the re-ranking index holds other items (or another order) than the main index; "
                              "rebuild it from the same catalog")
@@ -171,15 +176,19 @@ class FashionSearchEngine:
     def load(cls, model_dir: str | os.PathLike, index_dir: str | os.PathLike, *, catalog=None,
              text_encoder: str | None = "sentence-transformers/all-MiniLM-L6-v2", rebuild: bool = False,
              text_weight: float = DEFAULT_TEXT_WEIGHT, rerank_model: str | os.PathLike | None = None,
-             rerank_index: str | os.PathLike | None = None) -> "FashionSearchEngine":
+             rerank_index: str | os.PathLike | None = None, vsc_source: str | None = "title") -> "FashionSearchEngine":
         """Load a model folder and its index; build the index from `catalog` when it is absent (or `rebuild`).
 
         An index built by another model is refused (`IndexMismatchError`) unless `rebuild` is set. With
         `rerank_model` (e.g. a VAE folder) image queries can be re-ranked by it (hybrid search); its index lives in
         `rerank_index` (default `<index_dir>/rerank`) and is built the same way.
+
+        The sentence encoder (`text_encoder`) scores item texts for fused text search (text models) and VSC (every
+        model, `vsc_source` "title" or "caption"; None turns VSC off); the item descriptions' embeddings are cached
+        in the index folder.
         """
         model, tokenizer, processor = cls.load_model(model_dir)
-        encoder = SentenceEncoder(text_encoder) if text_encoder and has_text_tower(model) else None
+        encoder = SentenceEncoder(text_encoder) if text_encoder else None
         dataset = None
 
         def get_dataset():
@@ -193,7 +202,8 @@ class FashionSearchEngine:
             return dataset
 
         index = load_or_build_index(model, tokenizer, processor, index_dir, model_dir, get_dataset,
-                                    sentence_encoder=encoder, rebuild=rebuild)
+                                    sentence_encoder=encoder if has_text_tower(model) else None, rebuild=rebuild)
+        vsc = VSCScorer.load_or_build(index_dir, encoder, index.items, vsc_source) if encoder and vsc_source else None
         reranker = None
         if rerank_model is not None:
             r_model, _, r_processor = cls.load_model(rerank_model)
@@ -201,7 +211,7 @@ class FashionSearchEngine:
                                           rerank_model, get_dataset, rebuild=rebuild)
             reranker = VisualReranker(r_model, r_processor, r_index, name=Path(rerank_model).name)
         return cls(model, tokenizer, processor, index, encoder, text_weight=text_weight,
-                   model_name=Path(model_dir).name, reranker=reranker)
+                   model_name=Path(model_dir).name, reranker=reranker, vsc=vsc)
 
     # -- encoding ------------------------------------------------------------------------------------------------
     @property
@@ -242,7 +252,7 @@ class FashionSearchEngine:
         mask = self.allowed_mask(filters)
         weight = self._fusion_weight(text_weight)
         visual_query = self._cached("model", query, lambda q: self.encode_texts([q])[0])
-        return self._rank(visual_query, self._item_text_query(query, weight), weight, k, mask)
+        return self._with_vsc(self._rank(visual_query, self._item_text_query(query, weight), weight, k, mask), query)
 
     def search_image(self, image, k: int = 10, filters: Mapping | None = None,
                      exclude_ids: Iterable[str] | None = None, rerank_weight: float = 0.0,
@@ -255,7 +265,7 @@ class FashionSearchEngine:
                              self.allowed_mask(filters, exclude_ids))
         if rerank_weight > 0:
             results = self._rerank(results, self._reranker().encode_images([image])[0], rerank_weight, k)
-        return results[:k]
+        return results[:k]  # an uploaded image has no description: VSC stays None
 
     def search_item(self, item_id: str, k: int = 10, filters: Mapping | None = None, rerank_weight: float = 0.0,
                     rerank_depth: int = DEFAULT_RERANK_DEPTH) -> list[SearchResult]:
@@ -266,7 +276,7 @@ class FashionSearchEngine:
                              self.allowed_mask(filters, [str(item_id)]))
         if rerank_weight > 0:
             results = self._rerank(results, self._reranker().index.vectors.reconstruct(position), rerank_weight, k)
-        return results[:k]
+        return self._with_vsc(results[:k], self.vsc.item_description(position) if self.vsc else None)
 
     def search_composed(self, image=None, text: str = "", k: int = 10, filters: Mapping | None = None,
                         text_weight: float | None = None, *, item_id: str | None = None, method: str | None = None,
@@ -286,6 +296,7 @@ class FashionSearchEngine:
         text = _validate_text(text)
         self._require_text()
         excluded = [str(i) for i in (exclude_ids or ())]
+        position = None
         if item_id is not None:
             position = self._item_position(item_id)
             image_embeds = self.index.vectors.reconstruct(position)
@@ -310,8 +321,9 @@ class FashionSearchEngine:
             raise QueryError(str(error)) from None
         visual_query = F.normalize(composed, dim=-1)[0].float().numpy()
         weight = self._fusion_weight(item_text_weight)
-        return self._rank(visual_query, self._item_text_query(query_text, weight), weight, k,
-                          self.allowed_mask(filters, excluded))
+        results = self._rank(visual_query, self._item_text_query(query_text, weight), weight, k,
+                             self.allowed_mask(filters, excluded))
+        return self._with_vsc(results, self.describe_composed(text, position))
 
     def predict_attributes(self, image_embeds: np.ndarray, min_confidence: float = ATTRIBUTE_CONFIDENCE) -> dict:
         """Attributes the model's heads are sure of for an image embedding ({} for models without heads)."""
@@ -327,6 +339,23 @@ class FashionSearchEngine:
             if float(confidence) >= min_confidence:
                 out[name] = labels[name][int(index)]
         return out
+
+    # -- VSC -------------------------------------------------------------------------------------------------------
+    def describe_composed(self, modification: str, position: int | None = None) -> str | None:
+        """A composed query's description for VSC (see modeling/vsc.py); `position` of a catalog reference."""
+        return self.vsc.composed_description(modification, position) if self.vsc else None
+
+    def _with_vsc(self, results: list[SearchResult], description: str | None) -> list[SearchResult]:
+        """Fill each result's VSC against the query's description (left None when there is none)."""
+        if self.vsc is None or not description or not results:
+            return results
+        # Same encoder and cache key as the fused item-text score when the engine's sentence encoder is VSC's.
+        key = "sentence" if self.vsc.encoder is self.sentence_encoder else "vsc"
+        query = self._cached(key, description, lambda q: self.vsc.encode([q])[0])
+        scores = self.vsc.scores(query, [self._position[r.id] for r in results])
+        for result, score in zip(results, scores):
+            result.vsc = float(score)
+        return results
 
     # -- helpers ---------------------------------------------------------------------------------------------------
     def _item_position(self, item_id) -> int:

@@ -245,7 +245,8 @@ def test_hybrid_needs_a_reranker_and_a_valid_weight(small_engine, hybrid_engine)
 
 def test_image_only_model_refuses_text_queries(tiny_vae_dir, small_gallery, tmp_path):
     vae_engine = FashionSearchEngine.load(tiny_vae_dir, tmp_path / "vae-index", catalog=small_gallery)
-    assert not vae_engine.supports_text and vae_engine.sentence_encoder is None
+    assert not vae_engine.supports_text and vae_engine.index.text_embeddings is None  # no fused item text
     with pytest.raises(QueryError, match="image only"):
         vae_engine.search_text("red dress")
-    assert len(vae_engine.search_item(vae_engine.index.items["id"].iloc[0], k=5)) == 5
+    results = vae_engine.search_item(vae_engine.index.items["id"].iloc[0], k=5)
+    assert len(results) == 5 and all(r.vsc is not None for r in results)  # VSC for visual-only models too

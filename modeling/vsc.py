@@ -1,0 +1,218 @@
+"""Visual-semantic consistency (VSC): does a result's description agree with what the query asked for?
+
+VSC is the raw cosine similarity, in [-1, 1], between two sentence embeddings (all-MiniLM-L6-v2 by default, the
+same encoder and the same embeddings cache as the fused item-text score of the search engine): the **query's
+description** and the **retrieved item's description**. It is reported beside the cosine similarity of the
+model's own embeddings, for visual-only rankings as well as fused ones. Because VSC and the fused text score share
+their encoder, a fused ranking is partly optimised for VSC: compare VSC across rankings of the same kind.
+
+Item description (`source`): `"title"` (default; the product title, or its attribute caption when the title is
+empty) or `"caption"` (the attribute caption, "navy blue tshirts for men, casual").
+
+Query description, per mode:
+
+* text query: the query text;
+* image query of a catalog item ("more like this"): that item's description;
+* composed query (reference + modification): the reference's description with the modification applied when it is
+  derivable, else the modification text. Derivable means the modification names a value of a changeable attribute
+  (baseColour, usage, season: the catalog's values and their phrasings, longest match first, e.g. "navy blue"
+  before "blue") that differs from the reference's; the reference's current value is then replaced by the new one
+  in its description (in the attribute caption when the description does not name the current value; appended to
+  the caption when neither names it, as seasons usually are not). "Make it sleeveless" names no catalog value, so
+  its description is the modification text. An uploaded
+  reference photo has no description, so its composed queries use the modification text;
+* an uploaded image with no text: none. VSC is then absent (`None`, "n/a" in the app), never invented.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .composed_data import CHANGEABLE_ATTRIBUTES, _display_value
+from .data import attribute_caption
+from .text_encoder import SentenceEncoder
+
+VSC_SOURCES = ("title", "caption")
+VSC_FILE = "vsc_{source}.npy"
+VSC_MANIFEST = "vsc_{source}.json"
+
+
+def item_vsc_text(row: Mapping, source: str = "title") -> str:
+    """An item's description for VSC: its title (attribute caption when untitled) or its attribute caption."""
+    if source not in VSC_SOURCES:
+        raise ValueError(f"unknown VSC description source {source!r}; use one of {VSC_SOURCES}")
+    caption = str(row.get("attr_caption") or "").strip() or attribute_caption(row)
+    title = " ".join(str(row.get("title") or "").split())
+    return title if source == "title" and title else caption
+
+
+def _phrases(attribute: str, value: str) -> set[str]:
+    forms = _display_value(attribute, value)
+    return {p for p in (value.lower(), forms["value"], forms["adjective"]) if p} | (
+        {forms["occasion"]} if attribute == "usage" else set())
+
+
+def _contains(text: str, phrase: str) -> re.Match | None:
+    return re.search(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])", text, flags=re.IGNORECASE)
+
+
+class ModificationParser:
+    """Finds which attribute value a modification text names ("make it navy blue" -> baseColour = Navy Blue)."""
+
+    def __init__(self, items: pd.DataFrame, attributes: Sequence[str] = CHANGEABLE_ATTRIBUTES):
+        phrases = []
+        for attribute in attributes:
+            if attribute not in items.columns:
+                continue
+            for value in sorted(set(items[attribute].astype(str))):
+                if value.strip() and value not in ("NA", "nan"):
+                    phrases += [(p, attribute, value) for p in _phrases(attribute, value)]
+        # Longest phrase first, so "navy blue" wins over "blue" and "smart casual" over "casual".
+        self._phrases = sorted(set(phrases), key=lambda p: (-len(p[0]), p))
+
+    def parse(self, modification: str, reference: Mapping | None = None) -> tuple[str, str] | None:
+        """(attribute, new value) named by the modification and differing from the reference's, else None.
+
+        Phrases are tried longest first and a matched span is not matched again by a shorter phrase, so "make it
+        navy blue" of a navy blue item names its current colour (no change), not "blue"."""
+        taken: list[tuple[int, int]] = []
+        for phrase, attribute, value in self._phrases:
+            match = _contains(modification, phrase)
+            if match is None or any(a <= match.start() and match.end() <= b for a, b in taken):
+                continue
+            taken.append(match.span())
+            if reference is not None and str(reference.get(attribute, "")).lower() == value.lower():
+                continue
+            return attribute, value
+        return None
+
+    def apply(self, reference: Mapping, modification: str, source: str = "title") -> str | None:
+        """The reference's description with the modification applied; None when not derivable.
+
+        The current value is replaced in the description (in the attribute caption when the description does not
+        name it); when neither names it (a season, say), the new value is appended to the attribute caption."""
+        change = self.parse(modification, reference)
+        if change is None:
+            return None
+        attribute, value = change
+        old = str(reference.get(attribute) or "").strip()
+        caption = item_vsc_text(reference, "caption")
+        for description in (item_vsc_text(reference, source), caption):
+            match = _contains(description, old) if old else None
+            if match:
+                new = value if description[match.start()].isupper() else value.lower()
+                return description[:match.start()] + new + description[match.end():]
+        return f"{caption}, {value.lower()}"
+
+
+class VSCScorer:
+    """Item descriptions and their sentence embeddings; scores a query description against retrieved items."""
+
+    def __init__(self, encoder: SentenceEncoder, items: pd.DataFrame, source: str = "title",
+                 embeddings: np.ndarray | None = None, progress: bool = False):
+        if source not in VSC_SOURCES:
+            raise ValueError(f"unknown VSC description source {source!r}; use one of {VSC_SOURCES}")
+        self.encoder, self.source = encoder, source
+        records = items.to_dict("records")
+        self.descriptions = [item_vsc_text(r, source) for r in records]
+        self._records = records
+        if embeddings is None:
+            embeddings = encoder.encode(self.descriptions, progress=progress)
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        if embeddings.shape != (len(records), encoder.dim):
+            raise ValueError(f"VSC embeddings have shape {embeddings.shape}, expected ({len(records)}, {encoder.dim})")
+        self.embeddings = embeddings
+        self.parser = ModificationParser(items)
+        self.ids_digest = _ids_digest(items)
+
+    # -- query descriptions ---------------------------------------------------------------------------------------
+    def item_description(self, position: int) -> str:
+        return self.descriptions[position]
+
+    def composed_description(self, modification: str, position: int | None = None) -> str:
+        """A composed query's description: see the module docstring."""
+        modification = " ".join(modification.split())
+        if position is None:
+            return modification
+        return self.parser.apply(self._records[position], modification, self.source) or modification
+
+    # -- scoring ----------------------------------------------------------------------------------------------------
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encoder.encode(list(texts))
+
+    def scores(self, query_embedding: np.ndarray, positions: Sequence[int]) -> np.ndarray:
+        """VSC of items at `positions` for a query description's (unit-norm) embedding."""
+        return self.embeddings[np.asarray(positions, dtype=np.int64)] @ np.asarray(query_embedding, np.float32)
+
+    # -- persistence (next to an index; rebuilt when the items, the encoder or the source change) --------------------
+    def save(self, directory: str | os.PathLike) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        manifest = {"encoder": self.encoder.name, "source": self.source, "num_items": len(self.descriptions),
+                    "ids_sha256": self.ids_digest, "dim": int(self.embeddings.shape[1])}
+        for name, write in ((VSC_FILE, lambda f: np.save(f, self.embeddings, allow_pickle=False)),
+                            (VSC_MANIFEST, lambda f: f.write(json.dumps(manifest, indent=2).encode()))):
+            path = directory / name.format(source=self.source)
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            try:
+                with open(tmp, "wb") as f:
+                    write(f)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+
+    @classmethod
+    def load_or_build(cls, directory: str | os.PathLike | None, encoder: SentenceEncoder, items: pd.DataFrame,
+                      source: str = "title") -> "VSCScorer":
+        """The scorer cached in `directory` when it matches these items and encoder, else built (and cached)."""
+        if directory is not None:
+            directory = Path(directory)
+            try:
+                manifest = json.loads((directory / VSC_MANIFEST.format(source=source)).read_text())
+                if manifest == {"encoder": encoder.name, "source": source, "num_items": len(items),
+                                "ids_sha256": _ids_digest(items), "dim": encoder.dim}:
+                    embeddings = np.load(directory / VSC_FILE.format(source=source), allow_pickle=False)
+                    return cls(encoder, items, source, embeddings=embeddings)
+            except (OSError, ValueError):
+                pass  # absent, stale or unreadable: rebuild below
+        scorer = cls(encoder, items, source, progress=True)
+        if directory is not None:
+            scorer.save(directory)
+        return scorer
+
+
+def _ids_digest(items: pd.DataFrame) -> str:
+    return hashlib.sha256("\n".join(items["id"].astype(str)).encode()).hexdigest()[:16]
+
+
+def summarise(results: Sequence) -> dict:
+    """VSC@k (mean VSC of the results; None when VSC is absent) and the mean cosine of the top k."""
+    vsc = [r.vsc for r in results if r.vsc is not None]
+    return {"k": len(results),
+            "vsc@k": float(np.mean(vsc)) if results and len(vsc) == len(results) else None,
+            "mean_cosine": float(np.mean([r.visual_score for r in results])) if results else None,
+            "mean_score": float(np.mean([r.score for r in results])) if results else None}
+
+
+def observation_note(cosine: float, vsc: float | None, cos_high: float, vsc_high: float) -> str:
+    """The seeds' observation column: how a query's mean cosine and VSC relate (thresholds: the run's medians)."""
+    if vsc is None:
+        return "no description: VSC n/a"
+    if cosine >= cos_high and vsc >= vsc_high:
+        return "Ideal retrieval in both metrics"
+    if vsc >= vsc_high:
+        return "Semantically right but visually weaker"
+    if cosine >= cos_high:
+        return "Visually close but semantically off"
+    return "Weak in both metrics"
+
+
+__all__ = ["ModificationParser", "VSCScorer", "VSC_SOURCES", "item_vsc_text", "observation_note", "summarise"]
