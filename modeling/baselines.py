@@ -4,14 +4,28 @@ The colour histogram is the seeds' OpenCV baseline done with PIL + numpy: the im
 each region gets an HSV histogram (8 hue x 4 saturation x 4 value bins), and the square roots of the normalised
 counts are concatenated (Hellinger mapping), so cosine similarity of the features compares distributions.
 Near-white pixels are the photo background and are left out of the counts.
+
+The seeds' other references are also here: pretrained image feature extractors loaded through the `transformers`
+Auto classes (`PretrainedImageExtractor`: DINOv2, ResNet-50, ViT; PIL image processors, no torchvision), the
+"colour histogram + learned feature" hybrid (`hybrid_features`) and an items/second helper (`measure_throughput`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+import os
+import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoImageProcessor, AutoModel
+from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+from .data import load_image
 
 HIST_BINS = (8, 4, 4)
 REGIONS = (2, 2)
@@ -47,4 +61,107 @@ def random_features(n: int, dim: int = 64, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
 
 
-__all__ = ["colour_histogram", "colour_histogram_features", "random_features"]
+def hybrid_features(hist_features: np.ndarray, learned_features: np.ndarray, hist_weight: float = 0.5) -> np.ndarray:
+    """The seeds' "colour histogram + learned feature" hybrid: (N, Dh) and (N, Dl) -> (N, Dh + Dl) float32.
+
+    Each block is L2-normalised per row, then the blocks are concatenated scaled by sqrt(hist_weight) and
+    sqrt(1 - hist_weight), so the cosine (here the dot product: the result has unit rows) of two hybrid vectors is
+    exactly `hist_weight * cos_hist + (1 - hist_weight) * cos_learned`. An all-zero row of a block stays zero.
+    """
+    hist = np.asarray(hist_features, dtype=np.float64)
+    learned = np.asarray(learned_features, dtype=np.float64)
+    if hist.ndim != 2 or learned.ndim != 2:
+        raise ValueError(f"Expected two 2-D feature arrays, got shapes {hist.shape} and {learned.shape}.")
+    if len(hist) != len(learned):
+        raise ValueError(f"Row counts differ: {len(hist)} histogram rows vs {len(learned)} learned rows.")
+    if not 0.0 <= float(hist_weight) <= 1.0:  # also rejects NaN
+        raise ValueError(f"hist_weight must lie in [0, 1], got {hist_weight}.")
+
+    def unit(block):
+        norms = np.linalg.norm(block, axis=1, keepdims=True)
+        return block / np.where(norms > 0, norms, 1.0)
+
+    return np.concatenate([np.sqrt(hist_weight) * unit(hist), np.sqrt(1.0 - hist_weight) * unit(learned)],
+                          axis=1).astype(np.float32)
+
+
+# The seeds' pretrained extractors (Hub ids); any local folder saved like them works too.
+PRETRAINED_EXTRACTORS = {"dinov2": "facebook/dinov2-small", "resnet": "microsoft/resnet-50",
+                         "vit": "google/vit-base-patch16-224"}
+
+
+class PretrainedImageExtractor:
+    """Frozen pretrained image features, L2-normalised: the seeds' DINOv2 / ResNet / ViT references.
+
+    Loaded with `AutoModel` and `AutoImageProcessor(..., backend="pil")` (the PIL/numpy processors, what
+    `use_fast=False` meant before transformers 5 deprecated it; no torchvision). Pooling per family:
+
+    - ResNet (and other conv nets): `pooler_output`, the global average pool, (B, C, 1, 1) flattened to (B, C).
+    - DINOv2: `pooler_output`, which is the CLS token of the final-layernormed sequence (= last_hidden_state[:, 0]).
+    - ViT: the CLS token of `last_hidden_state` (after the final layernorm), what ViTForImageClassification's
+      head reads. The ViT checkpoints are classifiers whose `ViTModel` pooler (dense + tanh) is not in the
+      checkpoint, so models whose class takes `add_pooling_layer` are loaded without it, rather than with a randomly
+      initialised pooler; their `pooler_output` is then None and the CLS token is used.
+
+    In general: `pooler_output` when the model returns one that is not None, else the CLS token.
+    """
+
+    def __init__(self, name_or_path: str | os.PathLike, device: str | None = None):
+        self.name = str(name_or_path)
+        config = AutoConfig.from_pretrained(name_or_path)
+        kwargs = {}
+        model_class = MODEL_MAPPING.get(type(config), None)
+        if model_class is not None and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
+            kwargs["add_pooling_layer"] = False  # an untrained pooler in classifier checkpoints (ViT): use CLS
+        self.model = AutoModel.from_pretrained(name_or_path, config=config, **kwargs).eval()
+        self.image_processor = AutoImageProcessor.from_pretrained(name_or_path, backend="pil")
+        self.device = torch.device(device or "cpu")
+        self.model.to(self.device)
+        self._dim: int | None = None
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            config = self.model.config
+            sizes = getattr(config, "hidden_sizes", None)  # conv nets: the last stage's channels
+            self._dim = int(sizes[-1]) if sizes else int(config.hidden_size)
+        return self._dim
+
+    def _pool(self, outputs) -> torch.Tensor:
+        pooled = getattr(outputs, "pooler_output", None)
+        if pooled is not None:
+            return pooled.flatten(1)  # ResNet: (B, C, 1, 1) -> (B, C); DINOv2: (B, D) unchanged
+        return outputs.last_hidden_state[:, 0]
+
+    @torch.inference_mode()
+    def encode(self, images: Sequence[Image.Image], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """(len(images), dim) float32, unit norm. Images of any mode are converted to RGB first (transparency on
+        white, as the search engine does)."""
+        images = list(images)
+        out = []
+        dtype = next(self.model.parameters()).dtype
+        starts = range(0, len(images), batch_size)
+        for start in tqdm(starts, desc=f"encoding images ({self.name})", disable=not progress, unit="batch"):
+            batch = [load_image(image) for image in images[start:start + batch_size]]
+            pixel_values = self.image_processor(batch, return_tensors="pt")["pixel_values"]
+            outputs = self.model(pixel_values=pixel_values.to(self.device, dtype=dtype))
+            out.append(F.normalize(self._pool(outputs).float(), dim=-1).cpu().numpy())
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
+
+
+def measure_throughput(encode: Callable[[Sequence], object], images: Sequence, warmup: int = 8) -> float:
+    """Items per second of `encode(images)` (one call, timed with `time.perf_counter`) after a warm-up call on
+    the first `warmup` images (lazy initialisation, allocator and thread-pool start-up left out)."""
+    images = list(images)
+    if not images:
+        raise ValueError("measure_throughput needs at least one image.")
+    if warmup > 0:
+        encode(images[:warmup])
+    start = time.perf_counter()
+    encode(images)
+    elapsed = time.perf_counter() - start
+    return len(images) / max(elapsed, 1e-9)
+
+
+__all__ = ["PRETRAINED_EXTRACTORS", "PretrainedImageExtractor", "colour_histogram", "colour_histogram_features",
+           "hybrid_features", "measure_throughput", "random_features"]

@@ -260,6 +260,11 @@ class VectorIndex:
         mask[allowed.astype(np.int64)] = True
         return mask
 
+    @property
+    def nbytes(self) -> int:
+        """Size of the serialised faiss index (what `write` puts on disk)."""
+        return int(faiss.serialize_index(self._index).size)
+
     def write(self, path: str | os.PathLike) -> None:
         """Writes the faiss index (vectors and HNSW graph, efSearch included) to `path`."""
         faiss.write_index(self._index, str(path))

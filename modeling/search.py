@@ -276,7 +276,9 @@ class FashionSearchEngine:
                              self.allowed_mask(filters, [str(item_id)]))
         if rerank_weight > 0:
             results = self._rerank(results, self._reranker().index.vectors.reconstruct(position), rerank_weight, k)
-        return self._with_vsc(results[:k], self.vsc.item_description(position) if self.vsc else None)
+        # The item's own description: its VSC embedding is already in the scorer.
+        return self._with_vsc(results[:k], self.vsc.item_description(position) if self.vsc else None,
+                              self.vsc.embeddings[position] if self.vsc else None)
 
     def search_composed(self, image=None, text: str = "", k: int = 10, filters: Mapping | None = None,
                         text_weight: float | None = None, *, item_id: str | None = None, method: str | None = None,
@@ -345,13 +347,15 @@ class FashionSearchEngine:
         """A composed query's description for VSC (see modeling/vsc.py); `position` of a catalog reference."""
         return self.vsc.composed_description(modification, position) if self.vsc else None
 
-    def _with_vsc(self, results: list[SearchResult], description: str | None) -> list[SearchResult]:
+    def _with_vsc(self, results: list[SearchResult], description: str | None,
+                  embedding: np.ndarray | None = None) -> list[SearchResult]:
         """Fill each result's VSC against the query's description (left None when there is none)."""
         if self.vsc is None or not description or not results:
             return results
         # Same encoder and cache key as the fused item-text score when the engine's sentence encoder is VSC's.
         key = "sentence" if self.vsc.encoder is self.sentence_encoder else "vsc"
-        query = self._cached(key, description, lambda q: self.vsc.encode([q])[0])
+        query = embedding if embedding is not None else self._cached(key, description,
+                                                                     lambda q: self.vsc.encode([q])[0])
         scores = self.vsc.scores(query, [self._position[r.id] for r in results])
         for result, score in zip(results, scores):
             result.vsc = float(score)

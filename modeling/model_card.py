@@ -1,0 +1,123 @@
+"""The default model's card, regenerated from an evaluate.py run (metadata, model-index and results come from it).
+
+`update_model_card(path, results, results_markdown, row)` renders the whole card: Hugging Face YAML metadata
+(license, library_name, base_model, datasets, tags, `model-index` with the measured metrics), intended use, how to
+load it, training data, evaluation protocol, the run's results with its command, and limitations.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .reporting import render_model_card, write_model_card
+
+DATASET = {"dataset_name": "Fashion Product Images (Small), Myntra subset", "dataset_type": "myntra-fashion-products"}
+CATALOG_DATASET = "paramaggarwal/fashion-product-images-small"
+
+INTENDED_USE = """\
+Product search over catalogs of small e-commerce photos: find products by shopper text ("red summer dress"), by a
+photo ("more like this"), or by a photo plus a change ("make it blue"). The embeddings also serve as features for
+deduplication or attribute prediction. Not intended for identifying people, or for decisions about people."""
+
+TRAINING_DATA = """\
+The shared catalog of this project: 14,999 Myntra product photos (60x80 px) with their real titles and attributes
+(gender, category, article type, colour, season, usage), a subset of the Kaggle dataset "Fashion Product Images
+(Small)" (Param Aggarwal). Split by a hash of the normalised title (train 12,050 / val 1,545 / test 1,404), so items
+sharing a title never cross splits. The images belong to Myntra and the brands; the dataset's own licence could not
+be verified offline, so treat the data as research and evaluation data."""
+
+PROTOCOL = """\
+All numbers come from `evaluate.py` on the test split (gallery = every test item), with the same gallery and
+queries for every row:
+
+- **image→image**: every item queries the others; relevant = same articleType. P@10, mAP@10, top-1, P@10 for same
+  articleType and colour.
+- **title→image**: one query per distinct title; relevant = the items with that title (R@1, R@10, MRR). KAGL:
+  one query per item, single target (the fashion-CLIP leaderboards' protocol).
+- **shopper queries**: generated from the test split's attribute combinations ("men formal black shoes"); P@10 of
+  the search engine's fused ranking (this model's score + a MiniLM match of the item's own text).
+- **composed**: catalog triplets (reference + "make it blue"); a hit is an item of the reference's type and gender
+  in the new colour; the reference is excluded.
+- **VSC** (visual-semantic consistency): the cosine of MiniLM embeddings of the query's description and each
+  result's title; it shares its encoder with the fused text score."""
+
+LIMITATIONS = """\
+- Trained and evaluated on 60x80 px photos of single products on white backgrounds: street photos, several garments
+  in one picture, or very different photography retrieve less well, and fine texture (knits, prints) is mostly lost
+  at this resolution.
+- The text tower is English; titles carry brand names, which the image tower can only learn from appearance.
+- Attribute labels of the source catalog are noisy in places (colours especially), which caps the colour metrics.
+- Article types absent from training (see the out-of-domain table) are retrieved markedly worse by the model's own
+  embeddings; the search engine's item-text match softens this for text queries."""
+
+USAGE = """\
+import torch
+import modeling  # registers the Auto classes
+from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+from PIL import Image
+
+model = AutoModel.from_pretrained("runs/dual-encoder").eval()
+tokenizer = AutoTokenizer.from_pretrained("runs/dual-encoder")
+processor = AutoImageProcessor.from_pretrained("runs/dual-encoder")
+with torch.inference_mode():
+    text = model.get_text_features(**tokenizer(["red summer dress"], return_tensors="pt"))
+    image = model.get_image_features(**processor(Image.new("RGB", (60, 80), "red"), return_tensors="pt"))
+score = torch.nn.functional.cosine_similarity(text, image)"""
+
+
+def card_metrics(row: dict, split: str) -> list[dict]:
+    """model-index entries of one evaluated model's row (only metrics that were measured)."""
+    def metric(task, metric_type, name, value):
+        return {"task_type": task, **DATASET, "split": split, "metric_type": metric_type, "metric_name": name,
+                "value": round(float(value), 4)} if value is not None else None
+
+    i2i, t2i = row.get("i2i") or {}, row.get("t2i") or {}
+    fused = (row.get("queries") or {}).get("fused") or {}
+    composed = row.get("composed") or {}
+    main = composed.get("variants", {}).get(composed.get("default"), {})
+    entries = [
+        metric("image-to-image retrieval", "precision_at_10", "P@10 (same articleType)", i2i.get("p@10")),
+        metric("image-to-image retrieval", "map_at_10", "mAP@10", i2i.get("map@10")),
+        metric("image-to-image retrieval", "accuracy", "top-1 same articleType", i2i.get("top1")),
+        metric("image-to-image retrieval", "vsc_at_10", "VSC@10", i2i.get("vsc@10")),
+        metric("text-to-image retrieval", "recall_at_1", "title R@1", t2i.get("r@1")),
+        metric("text-to-image retrieval", "recall_at_10", "title R@10", t2i.get("r@10")),
+        metric("text-to-image retrieval", "mrr", "title MRR", t2i.get("mrr")),
+        metric("text-to-image retrieval", "precision_at_10", "shopper queries P@10 (fused)", fused.get("p@10")),
+        metric("composed image retrieval", "recall_at_10", "R@10", main.get("r@10")),
+        metric("composed image retrieval", "recall_at_50", "R@50", main.get("r@50")),
+    ]
+    return [e for e in entries if e is not None]
+
+
+def update_model_card(path: str | Path, results: dict, results_markdown: str, row: dict) -> Path:
+    """Render the card of the run's first model (`row`) and write it atomically to `path`."""
+    model_dir = Path(row.get("path") or row["model"])
+    config = {}
+    if (model_dir / "config.json").exists():
+        config = json.loads((model_dir / "config.json").read_text())
+    base = config.get("text_model_name_or_path") or config.get("base_model_name_or_path")
+    if base and Path(str(base)).is_absolute():  # a local copy of a Hub model: name the Hub id
+        base = "sentence-transformers/all-MiniLM-L6-v2" if "minilm" in str(base).lower() else None
+    card = render_model_card(
+        model_name=f"Fashion search: {row['model']}",
+        model_path_or_repo=str(model_dir),
+        base_model=base,
+        datasets=[CATALOG_DATASET],
+        metrics=card_metrics(row, results["gallery"]["split"]),
+        results_markdown=results_markdown,
+        command=results["command"],
+        intended_use=INTENDED_USE,
+        training_data=TRAINING_DATA,
+        evaluation_protocol=PROTOCOL,
+        limitations=LIMITATIONS,
+        usage_snippet=USAGE,
+        tags=("fashion", "image-retrieval", "text-to-image-retrieval", "composed-image-retrieval",
+              "dual-encoder", "multimodal"),
+        pipeline_tag="feature-extraction",
+    )
+    return write_model_card(path, card)
+
+
+__all__ = ["card_metrics", "update_model_card"]
