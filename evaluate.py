@@ -241,15 +241,17 @@ def query_metrics(engine: FashionSearchEngine, queries: list[dict], items, k: in
     skipped = []
     for q in tqdm(queries, desc="queries"):
         relevant = relevance_mask(items, q["match"])
+        reference = None if q.get("image") is None else str(q["image"])
+        if reference is not None:
+            if reference not in engine._position:
+                raise SystemExit(f"query {q['query']!r}: no item {reference!r} in the gallery")
+            relevant[engine._position[reference]] = False  # the reference never comes back
         n_relevant = int(relevant.sum())
-        if q.get("image") is not None:
-            relevant[engine._position.get(str(q["image"]), 0)] &= str(q["image"]) not in engine._position
-            n_relevant = int(relevant.sum())
         if n_relevant == 0:
             skipped.append(q["query"])
             continue
-        if q.get("image") is not None:
-            runs = {"composed": engine.search_composed(item_id=str(q["image"]), text=q["query"], k=k)}
+        if reference is not None:
+            runs = {"composed": engine.search_composed(item_id=reference, text=q["query"], k=k)}
         else:
             runs = {mode: engine.search_text(q["query"], k=k, text_weight=w) for mode, w in modes.items()}
         for mode, results in runs.items():
@@ -531,8 +533,10 @@ def main(argv=None) -> dict:
                 args.fashion_iq_root, args.fashion_iq_images, engine.encode_images, compose,
                 exclude_reference=args.fashion_iq_exclude_reference)
         if args.fashion200k:
+            queries_file = Path(args.fashion200k) / "test_queries.txt"  # TIRG's released queries, when present
             protocols.setdefault(name, {})["fashion200k"] = evaluate_fashion200k(
-                Path(args.fashion200k) / "labels", args.fashion200k, engine.encode_images, compose)
+                Path(args.fashion200k) / "labels", args.fashion200k, engine.encode_images, compose,
+                test_queries=queries_file if queries_file.exists() else None)
 
     results = {"gallery": {"split": args.split, "items": len(items), "catalog": str(args.catalog)},
                "command": "python evaluate.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
@@ -624,8 +628,30 @@ def results_markdown(results: dict, flat: list[dict], k: int) -> str:
                   f"queries: {ood['num_queries']}), model embeddings alone:",
                   markdown_table(lines, [("model", "model"), ("metric", "metric"), ("held_out", "held out"),
                                          ("in_domain", "in domain"), ("gap", "gap")])]
+    lines = []
     for name, protos in results.get("protocols", {}).items():
-        parts.append(f"Protocols for {name}: `{json.dumps(protos, default=_json_default)[:2000]}`")
+        fiq = protos.get("fashion_iq")
+        if fiq:
+            for category, r in [*fiq["categories"].items(), ("average", fiq["average"])]:
+                lines.append({"model": name, "protocol": f"Fashion-IQ val {category}", "r@1": None,
+                              "r@10": r.get("r@10"), "r@50": r.get("r@50"), "mean": r.get("mean"),
+                              "queries": r.get("num_queries", fiq["num_queries"])})
+        f200k = protos.get("fashion200k")
+        if f200k:
+            lines.append({"model": name, "protocol": f"Fashion200K test ({f200k['query_source']} queries)",
+                          "r@1": f200k.get("r@1"), "r@10": f200k.get("r@10"), "r@50": f200k.get("r@50"),
+                          "mean": None, "queries": f200k.get("num_queries")})
+    for row in results["rows"]:
+        kagl = (row.get("t2i") or {}).get("kagl")
+        if kagl:
+            for variant in ("single_target", "any_same_title"):
+                lines.append({"model": row["model"], "protocol": f"KAGL title→image, {variant.replace('_', ' ')}",
+                              "r@1": kagl[variant]["r@1"], "r@10": kagl[variant].get(f"r@{k}"),
+                              "mrr": kagl[variant]["mrr"], "queries": kagl["num_queries"]})
+    if lines:
+        parts += ["Standard protocols:", markdown_table(lines, [
+            ("model", "model"), ("protocol", "protocol"), ("r@1", "R@1"), ("r@10", "R@10"), ("r@50", "R@50"),
+            ("mean", "mean(R@10, R@50)"), ("mrr", "MRR"), ("queries", "queries")])]
     return "\n\n".join(parts) + "\n"
 
 

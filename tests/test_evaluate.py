@@ -1,0 +1,98 @@
+"""evaluate.py end to end on a small real gallery with tiny models: every section, the reports and the card."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import evaluate
+from modeling.data import load_catalog
+from modeling.metrics import image_to_image_metrics
+from modeling.reporting import check_model_card
+from modeling.search import FashionSearchEngine, catalog_items, encode_images
+
+
+@pytest.fixture(scope="module")
+def tiny_vae(tmp_path_factory):
+    import torch
+
+    from modeling import DualEncoderImageProcessor, FashionVaeConfig, FashionVaeModel
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("vae")
+    FashionVaeModel(FashionVaeConfig(image_size=[20, 16], hidden_channels=[8, 16], latent_size=8)).save_pretrained(
+        folder)
+    DualEncoderImageProcessor(image_size=[20, 16]).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_evaluate_all_sections_and_reports(catalog_dir, tiny_model_dir, tiny_vae, tmp_path):
+    gallery = load_catalog(catalog_dir, split="val", max_items=150)
+    items = catalog_items(gallery)
+    held = items["articleType"].value_counts().index[2]  # a type present in the gallery
+    some = items.iloc[0]
+    queries = tmp_path / "q.jsonl"
+    queries.write_text("\n".join(json.dumps(q) for q in [
+        {"query": f"{some['articleType'].lower()} for {some['gender'].lower()}",
+         "match": {"articleType": [some["articleType"]], "gender": [some["gender"]]}},
+        {"query": "black shoes", "match": {"baseColour": ["Black"]}},
+        {"query": "make it black", "image": str(some["id"]), "match": {"articleType": [some["articleType"]]}},
+    ]) + "\n")
+    out, card = tmp_path / "eval", tmp_path / "card.md"
+    results = evaluate.main([
+        "--all", "--model", str(tiny_model_dir), "--model", str(tiny_vae), "--catalog", str(catalog_dir),
+        "--split", "val", "--max-items", "150", "--queries", str(queries), "--composed-max", "12",
+        "--rerank-model", str(tiny_vae), "--rerank-weights", "0.3", "--ood", f"articleType={held}",
+        "--output", str(out), "--model-card", str(card)])
+
+    names = [r["model"] for r in results["rows"]]
+    model, vae = tiny_model_dir.name, tiny_vae.name
+    assert names[:2] == [model, vae] and {"random", "colour histogram", f"colour histogram + {vae}"} <= set(names)
+    assert any(n.startswith("hybrid:") for n in names)
+    assert not any("pretrained" in n for n in names)  # offline: the Hub extractors are skipped, not faked
+    rows = {r["model"]: r for r in results["rows"]}
+
+    # The image->image row equals the brute-force-tested reference on the same embeddings.
+    m, _, processor = FashionSearchEngine.load_model(tiny_model_dir)
+    embeds = encode_images(m, processor, gallery["image"])
+    labels = {"articleType": items["articleType"].to_numpy(), "baseColour": items["baseColour"].to_numpy()}
+    reference = image_to_image_metrics(embeds, labels, k=10)
+    assert rows[model]["i2i"]["p@10"] == pytest.approx(reference["p@10"], abs=1e-6)
+    assert rows[model]["i2i"]["top1"] == pytest.approx(reference["top1"], abs=1e-6)
+    assert -1 <= rows[model]["i2i"]["vsc@10"] <= 1 and rows[vae]["i2i"]["vsc@10"] is not None
+    assert "t2i" in rows[model] and "t2i" not in rows[vae]
+    assert set(rows[model]["t2i"]["kagl"]) >= {"single_target", "any_same_title"}
+    assert rows[model]["items_per_s"] > 0 and rows[model]["index_bytes"] >= 150 * 16 * 4
+
+    report = json.loads((out / "queries.json").read_text())
+    for section in ("visual", "text", "fused", "composed"):
+        assert "vsc@10" in report[section]["mean"]
+    assert report["composed"]["per_query"][0]["image"] == str(some["id"])
+    composed = rows[model]["composed"]
+    assert composed["num_triplets"] == 12 and composed["default"] in composed["variants"]
+    assert "changed attribute matches text" in composed["variants"][composed["default"]]["consistency"]
+    ood = json.loads((out / "ood.json").read_text())
+    assert ood["value"] == held and set(ood["models"]) == {model, vae}
+    assert {"held_out", "in_domain", "gap"} <= set(ood["models"][model]["titles_r@10"])
+    assert results["observations"] and {"query", "cos", "vsc", "note"} <= set(results["observations"][0])
+
+    for png in ("comparison.png", "samples.png", f"consistency_{evaluate._slug(model)}.png"):
+        with Image.open(out / png) as image:
+            assert image.width > 100 and image.height > 100
+    markdown = (out / "results.md").read_text()
+    assert "| model |" in markdown and "Out-of-domain" in markdown and "Observations" in markdown
+    metadata = check_model_card(card)
+    values = {m["type"]: m["value"] for r in metadata["model-index"][0]["results"] for m in r["metrics"]}
+    assert values["precision_at_10"] in (round(rows[model]["i2i"]["p@10"], 4),
+                                         round(rows[model]["queries"]["fused"]["p@10"], 4))
+    assert "evaluate.py --all" in card.read_text()
+
+
+def test_model_card_usage_snippet_runs(tiny_model_dir):
+    from modeling.model_card import USAGE
+
+    namespace = {}
+    exec(USAGE.replace("runs/dual-encoder", str(tiny_model_dir)), namespace)  # the card's snippet, as printed
+    assert namespace["score"].shape == (1,)
