@@ -20,6 +20,7 @@ import gradio as gr
 
 from modeling.data import ImageError
 from modeling.search import DEFAULT_TEXT_WEIGHT, FashionSearchEngine, QueryError, SearchResult
+from modeling.vsc import summarise
 
 logger = logging.getLogger("app")
 
@@ -51,14 +52,15 @@ def _filters(gender: str | None, category: str | None, colour: str | None) -> di
 def _caption(result: SearchResult) -> str:
     attrs = " · ".join(result.attributes.get(a, "") for a in ("gender", "articleType", "baseColour")
                        if result.attributes.get(a))
-    return f"{result.title}\n{attrs}\nscore {result.score:.3f} · cosine {result.visual_score:.3f}"
+    vsc = "n/a" if result.vsc is None else f"{result.vsc:.3f}"
+    return f"{result.title}\n{attrs}\ncosine {result.visual_score:.3f} · VSC {vsc} · score {result.score:.3f}"
 
 
 def _outputs(results: list[SearchResult]):
     if not results:
         gr.Warning("No products match this query and these filters. Try removing a filter.")
     gallery = [(r.image_path, _caption(r)) for r in results if r.image_path]
-    return gallery, {"results": [r.to_dict() for r in results]}
+    return gallery, {"results": [r.to_dict() for r in results], "summary": summarise(results)}
 
 
 def search_text(query: str, k: float = 10, gender: str = ANY, category: str = ANY, colour: str = ANY,

@@ -1,6 +1,7 @@
 """The app: handlers without a server, then the real server called through gradio_client."""
 
 import gradio as gr
+import numpy as np
 import pytest
 
 import app
@@ -13,6 +14,9 @@ def test_text_handler_returns_gallery_and_structured_results(small_engine):
     assert {"id", "title", "score", "visual_score", "text_score", "attributes"} <= set(first)
     path, caption = gallery[0]
     assert path == first["image_path"] and first["title"] in caption
+    assert f"VSC {first['vsc']:.3f}" in caption and f"cosine {first['visual_score']:.3f}" in caption
+    summary = data["summary"]
+    assert summary["vsc@k"] == pytest.approx(np.mean([r["vsc"] for r in data["results"]]))
 
 
 def test_filters_reach_the_engine(small_engine):
@@ -44,7 +48,7 @@ def test_composed_handler_uses_the_text_weight_and_reports_errors(small_engine):
 
 def test_no_results_warns_and_returns_empty(small_engine):
     gallery, data = app.search_text("shirt", 5, app.ANY, "No Such Type", app.ANY, engine=small_engine)
-    assert gallery == [] and data == {"results": []}
+    assert gallery == [] and data["results"] == [] and data["summary"]["vsc@k"] is None
 
 
 @pytest.mark.slow
