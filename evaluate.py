@@ -422,12 +422,12 @@ def flat_row(row: dict, k: int) -> dict:
     return flat
 
 
-COLUMNS = [("model", "model"), ("t2i_r1", "title→img R@1"), ("t2i_r10", "R@10"), ("t2i_mrr", "MRR"),
-           ("kagl_r10", "KAGL R@10"), ("fused_p", "queries P@10 (fused)"), ("fused_vsc", "VSC@10"),
-           ("i2i_p", "img→img P@10"), ("i2i_map", "mAP@10"), ("top1", "top-1"), ("i2i_colour", "P@10 type+colour"),
-           ("i2i_cos", "cos@10"), ("i2i_vsc", "VSC@10"), ("composed_r10", "composed R@10"),
-           ("composed_r50", "R@50"), ("composed_vsc", "VSC@10"), ("items_per_s", "items/s"),
-           ("index_mb", "index MB")]
+COLUMNS = [("model", "model"), ("t2i_r1", "title→img R@1"), ("t2i_r10", "title→img R@10"), ("t2i_mrr", "title MRR"),
+           ("kagl_r10", "KAGL R@10"), ("fused_p", "queries P@10 (fused)"), ("fused_vsc", "queries VSC@10"),
+           ("i2i_p", "img→img P@10"), ("i2i_map", "img mAP@10"), ("top1", "img top-1"),
+           ("i2i_colour", "img P@10 type+colour"), ("i2i_cos", "img cos@10"), ("i2i_vsc", "img VSC@10"),
+           ("composed_r10", "composed R@10"), ("composed_r50", "composed R@50"), ("composed_vsc", "composed VSC@10"),
+           ("items_per_s", "images/s"), ("index_mb", "index MB")]
 
 
 class Timings(dict):

@@ -96,3 +96,16 @@ def test_model_card_usage_snippet_runs(tiny_model_dir):
     namespace = {}
     exec(USAGE.replace("runs/dual-encoder", str(tiny_model_dir)), namespace)  # the card's snippet, as printed
     assert namespace["score"].shape == (1,)
+
+
+@pytest.mark.hub
+def test_pretrained_extractor_rows_with_the_hub(catalog_dir, tiny_vae, tmp_path):
+    import os
+
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        pytest.skip("needs the Hugging Face Hub")
+    results = evaluate.main(["--model", str(tiny_vae), "--catalog", str(catalog_dir), "--split", "val",
+                             "--max-items", "60", "--pretrained", "dinov2,resnet,vit", "--output", str(tmp_path)])
+    rows = {r["model"]: r for r in results["rows"]}
+    for name in ("dinov2 (pretrained)", "resnet (pretrained)", "vit (pretrained)"):
+        assert rows[name]["i2i"]["p@10"] > rows["random"]["i2i"]["p@10"]
