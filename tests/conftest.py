@@ -67,6 +67,21 @@ def tiny_model_dir(tiny_text_model, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_vae_dir(tmp_path_factory) -> Path:
+    """A saved, untrained tiny VAE folder (image-only model)."""
+    import torch
+
+    from modeling import DualEncoderImageProcessor, FashionVaeConfig, FashionVaeModel
+
+    torch.manual_seed(0)
+    vae_dir = tmp_path_factory.mktemp("vae")
+    FashionVaeModel(FashionVaeConfig(image_size=[20, 16], hidden_channels=[8, 16], latent_size=8)).save_pretrained(
+        vae_dir)
+    DualEncoderImageProcessor(image_size=[20, 16]).save_pretrained(vae_dir)
+    return vae_dir
+
+
+@pytest.fixture(scope="session")
 def small_gallery(catalog_dir):
     from modeling.data import load_catalog
 

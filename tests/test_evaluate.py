@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -13,22 +12,8 @@ from modeling.reporting import check_model_card
 from modeling.search import FashionSearchEngine, catalog_items, encode_images
 
 
-@pytest.fixture(scope="module")
-def tiny_vae(tmp_path_factory):
-    import torch
-
-    from modeling import DualEncoderImageProcessor, FashionVaeConfig, FashionVaeModel
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("vae")
-    FashionVaeModel(FashionVaeConfig(image_size=[20, 16], hidden_channels=[8, 16], latent_size=8)).save_pretrained(
-        folder)
-    DualEncoderImageProcessor(image_size=[20, 16]).save_pretrained(folder)
-    return folder
-
-
 @pytest.mark.slow
-def test_evaluate_all_sections_and_reports(catalog_dir, tiny_model_dir, tiny_vae, tmp_path):
+def test_evaluate_all_sections_and_reports(catalog_dir, tiny_model_dir, tiny_vae_dir, tmp_path):
     gallery = load_catalog(catalog_dir, split="val", max_items=150)
     items = catalog_items(gallery)
     held = items["articleType"].value_counts().index[2]  # a type present in the gallery
@@ -42,13 +27,13 @@ def test_evaluate_all_sections_and_reports(catalog_dir, tiny_model_dir, tiny_vae
     ]) + "\n")
     out, card = tmp_path / "eval", tmp_path / "card.md"
     results = evaluate.main([
-        "--all", "--model", str(tiny_model_dir), "--model", str(tiny_vae), "--catalog", str(catalog_dir),
+        "--all", "--model", str(tiny_model_dir), "--model", str(tiny_vae_dir), "--catalog", str(catalog_dir),
         "--split", "val", "--max-items", "150", "--queries", str(queries), "--composed-max", "12",
-        "--rerank-model", str(tiny_vae), "--rerank-weights", "0.3", "--ood", f"articleType={held}",
+        "--rerank-model", str(tiny_vae_dir), "--rerank-weights", "0.3", "--ood", f"articleType={held}",
         "--output", str(out), "--model-card", str(card)])
 
     names = [r["model"] for r in results["rows"]]
-    model, vae = tiny_model_dir.name, tiny_vae.name
+    model, vae = tiny_model_dir.name, tiny_vae_dir.name
     assert names[:2] == [model, vae] and {"random", "colour histogram", f"colour histogram + {vae}"} <= set(names)
     assert any(n.startswith("hybrid:") for n in names)
     assert not any("pretrained" in n for n in names)  # offline: the Hub extractors are skipped, not faked
@@ -99,12 +84,12 @@ def test_model_card_usage_snippet_runs(tiny_model_dir):
 
 
 @pytest.mark.hub
-def test_pretrained_extractor_rows_with_the_hub(catalog_dir, tiny_vae, tmp_path):
+def test_pretrained_extractor_rows_with_the_hub(catalog_dir, tiny_vae_dir, tmp_path):
     import os
 
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         pytest.skip("needs the Hugging Face Hub")
-    results = evaluate.main(["--model", str(tiny_vae), "--catalog", str(catalog_dir), "--split", "val",
+    results = evaluate.main(["--model", str(tiny_vae_dir), "--catalog", str(catalog_dir), "--split", "val",
                              "--max-items", "60", "--pretrained", "dinov2,resnet,vit", "--output", str(tmp_path)])
     rows = {r["model"]: r for r in results["rows"]}
     for name in ("dinov2 (pretrained)", "resnet (pretrained)", "vit (pretrained)"):

@@ -14,8 +14,6 @@ from modeling.text_encoder import SentenceEncoder
 from .conftest import tiny_model_kwargs
 
 
-
-
 def test_text_search_fuses_visual_and_item_text_scores(small_engine):
     engine = small_engine
     query, weight = "black casual shoes for men", 0.4
@@ -191,20 +189,6 @@ def test_predicted_attributes_name_an_uploaded_reference(tiny_text_model):
 
 
 # -- hybrid re-ranking -------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_vae_dir(tmp_path_factory):
-    import torch
-
-    from modeling import DualEncoderImageProcessor, FashionVaeConfig, FashionVaeModel
-
-    torch.manual_seed(0)
-    vae_dir = tmp_path_factory.mktemp("vae")
-    FashionVaeModel(FashionVaeConfig(image_size=[20, 16], hidden_channels=[8, 16], latent_size=8)).save_pretrained(
-        vae_dir)
-    DualEncoderImageProcessor(image_size=[20, 16]).save_pretrained(vae_dir)
-    return vae_dir
-
-
 @pytest.fixture(scope="module")
 def hybrid_engine(tiny_model_dir, tiny_vae_dir, small_gallery, tmp_path_factory):
     index_dir = tmp_path_factory.mktemp("hybrid") / "index"

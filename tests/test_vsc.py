@@ -4,7 +4,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modeling.search import FashionSearchEngine
 from modeling.vsc import ModificationParser, VSCScorer, item_vsc_text, observation_note, summarise
 
 ITEMS = pd.DataFrame([
