@@ -216,18 +216,17 @@ def make_engine(name: str, state: dict, items, encoder: SentenceEncoder, vsc: VS
                                model_name=name, reranker=reranker, vsc=vsc)
 
 
-def _relevance_of(engine: FashionSearchEngine, results, relevant: np.ndarray, depth: int) -> np.ndarray:
-    row = np.zeros(depth, dtype=bool)
-    positions = [engine._position[r.id] for r in results][:depth]
-    row[:len(positions)] = relevant[positions]
-    return row
-
-
 def _positions(engine: FashionSearchEngine, results, depth: int) -> np.ndarray:
+    """Gallery positions of the ranked results, -1 past the end."""
     row = np.full(depth, -1, dtype=np.int64)
     positions = [engine._position[r.id] for r in results][:depth]
     row[:len(positions)] = positions
     return row
+
+
+def _relevance_of(engine: FashionSearchEngine, results, relevant: np.ndarray, depth: int) -> np.ndarray:
+    positions = _positions(engine, results, depth)
+    return (positions >= 0) & relevant[np.maximum(positions, 0)]
 
 
 def _vsc_at(results, k: int) -> float | None:

@@ -6,16 +6,15 @@ counts are concatenated (Hellinger mapping), so cosine similarity of the feature
 Near-white pixels are the photo background and are left out of the counts.
 
 The seeds' other references are also here: pretrained image feature extractors loaded through the `transformers`
-Auto classes (`PretrainedImageExtractor`: DINOv2, ResNet-50, ViT; PIL image processors, no torchvision), the
-"colour histogram + learned feature" hybrid (`hybrid_features`) and an items/second helper (`measure_throughput`).
+Auto classes (`PretrainedImageExtractor`: DINOv2, ResNet-50, ViT; PIL image processors, no torchvision), and the
+"colour histogram + learned feature" hybrid (`hybrid_features`).
 """
 
 from __future__ import annotations
 
 import inspect
 import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -149,19 +148,5 @@ class PretrainedImageExtractor:
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
 
 
-def measure_throughput(encode: Callable[[Sequence], object], images: Sequence, warmup: int = 8) -> float:
-    """Items per second of `encode(images)` (one call, timed with `time.perf_counter`) after a warm-up call on
-    the first `warmup` images (lazy initialisation, allocator and thread-pool start-up left out)."""
-    images = list(images)
-    if not images:
-        raise ValueError("measure_throughput needs at least one image.")
-    if warmup > 0:
-        encode(images[:warmup])
-    start = time.perf_counter()
-    encode(images)
-    elapsed = time.perf_counter() - start
-    return len(images) / max(elapsed, 1e-9)
-
-
 __all__ = ["PRETRAINED_EXTRACTORS", "PretrainedImageExtractor", "colour_histogram", "colour_histogram_features",
-           "hybrid_features", "measure_throughput", "random_features"]
+           "hybrid_features", "random_features"]

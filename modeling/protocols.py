@@ -56,7 +56,7 @@ from .composed_data import (
     load_fashion_iq_with_report,
 )
 from .data import ImageError, _open_image
-from .metrics import _topk_indices, text_to_image_metrics
+from .metrics import _check_chunk, _topk_indices, text_to_image_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -131,12 +131,6 @@ def _check_positions(positions: Any, name: str, num_queries: int, num_items: int
         allowed = f"[-1, {num_items})" if allow_none else f"[0, {num_items})"
         raise ValueError(f"{name} must be in {allowed}, got values from {array.min()} to {array.max()}")
     return array
-
-
-def _check_chunk(chunk: int) -> int:
-    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
-        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
-    return int(chunk)
 
 
 def _ranked_positions(

@@ -19,7 +19,6 @@ from modeling.baselines import (
     colour_histogram,
     colour_histogram_features,
     hybrid_features,
-    measure_throughput,
 )
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -201,28 +200,6 @@ def test_vit_checkpoint_weights_all_used(tmp_path):
     assert set(state) == {k for k in reference if not k.startswith("pooler.")}
     for key, value in state.items():
         torch.testing.assert_close(value, reference[key])
-
-
-# -- throughput ----------------------------------------------------------------------------------------------------
-def test_measure_throughput_counts_items_per_second():
-    calls = []
-
-    def encode(items):
-        calls.append(len(items))
-        return np.zeros((len(items), 2), np.float32)
-
-    rate = measure_throughput(encode, list(range(20)), warmup=8)
-    assert calls == [8, 20] and rate > 0 and np.isfinite(rate)
-    calls.clear()
-    measure_throughput(encode, list(range(5)), warmup=0)
-    assert calls == [5]
-    with pytest.raises(ValueError):
-        measure_throughput(encode, [])
-
-
-def test_measure_throughput_of_an_extractor(extractor):
-    _, ex = extractor
-    assert measure_throughput(ex.encode, _images(), warmup=2) > 0
 
 
 # -- the real checkpoints ------------------------------------------------------------------------------------------
