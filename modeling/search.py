@@ -176,7 +176,8 @@ class FashionSearchEngine:
     def load(cls, model_dir: str | os.PathLike, index_dir: str | os.PathLike, *, catalog=None,
              text_encoder: str | None = "sentence-transformers/all-MiniLM-L6-v2", rebuild: bool = False,
              text_weight: float = DEFAULT_TEXT_WEIGHT, rerank_model: str | os.PathLike | None = None,
-             rerank_index: str | os.PathLike | None = None, vsc_source: str | None = "title") -> "FashionSearchEngine":
+             rerank_index: str | os.PathLike | None = None, vsc_source: str | None = "title",
+             sentence_encoder: SentenceEncoder | None = None) -> "FashionSearchEngine":
         """Load a model folder and its index; build the index from `catalog` when it is absent (or `rebuild`).
 
         An index built by another model is refused (`IndexMismatchError`) unless `rebuild` is set. With
@@ -185,10 +186,10 @@ class FashionSearchEngine:
 
         The sentence encoder (`text_encoder`) scores item texts for fused text search (text models) and VSC (every
         model, `vsc_source` "title" or "caption"; None turns VSC off); the item descriptions' embeddings are cached
-        in the index folder.
+        in the index folder. Pass an already loaded `sentence_encoder` to share one between engines.
         """
         model, tokenizer, processor = cls.load_model(model_dir)
-        encoder = SentenceEncoder(text_encoder) if text_encoder else None
+        encoder = sentence_encoder or (SentenceEncoder(text_encoder) if text_encoder else None)
         dataset = None
 
         def get_dataset():

@@ -94,3 +94,12 @@ def small_engine(tiny_model_dir, small_gallery, tmp_path_factory):
     from modeling.search import FashionSearchEngine
 
     return FashionSearchEngine.load(tiny_model_dir, tmp_path_factory.mktemp("idx") / "index", catalog=small_gallery)
+
+
+@pytest.fixture(scope="session")
+def small_vae_engine(tiny_vae_dir, small_gallery, small_engine, tmp_path_factory):
+    """An image-only engine (the tiny VAE) over the same 300 items, sharing the text matcher for VSC."""
+    from modeling.search import FashionSearchEngine
+
+    return FashionSearchEngine.load(tiny_vae_dir, tmp_path_factory.mktemp("vae-idx") / "index", catalog=small_gallery,
+                                    sentence_encoder=small_engine.sentence_encoder)
