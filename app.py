@@ -24,6 +24,7 @@ import functools
 import logging
 import os
 import random
+import re
 import time
 from pathlib import Path
 
@@ -52,7 +53,14 @@ TEXT_EXAMPLES = ["red summer dress", "white polo t-shirts", "watches for men", "
 COMPOSED_EXAMPLES = [("Dresses", "is shorter and sleeveless"), ("Tshirts", "make it blue"),
                      ("Casual Shoes", "in black instead"), ("Handbags", "a brown one")]
 IMAGE_EXAMPLE_TYPES = ("Tshirts", "Watches", "Heels", "Dresses", "Backpacks", "Sunglasses")
-CSS = ".result-summary {min-height: 1.5em}"
+# Captions under each result in full (title, attributes, cosine and VSC), not cut to one line over the image.
+CSS = """
+.result-summary {min-height: 1.5em}
+#results .thumbnail-item {display: flex; flex-direction: column; height: auto}
+#results .thumbnail-item img {height: 160px; width: 100%; object-fit: contain}
+#results .caption-label {position: static; white-space: pre-line; overflow: visible; text-overflow: clip;
+  max-width: 100%; transform: none; font-size: 12px; line-height: 1.3; text-align: left; background: none}
+"""
 
 
 # -- handlers: UI values in, engine calls, UI values out --------------------------------------------------------------
@@ -67,7 +75,9 @@ def user_errors(fn):
         except gr.Error:
             raise
         except (QueryError, ImageError) as error:
-            raise gr.Error(str(error), title="Cannot search") from None
+            # Name an uploaded file by its name, not by the server's temporary path.
+            message = re.sub(r"'/[^']*/([^'/]+)'", r"'\1'", str(error))
+            raise gr.Error(message, title="Cannot search") from None
         except Exception:
             logger.exception("search failed")
             raise gr.Error("The search failed unexpectedly; the error was logged. Please try another query.",
@@ -327,12 +337,22 @@ def build_demo(registry: EngineRegistry) -> gr.Blocks:
             dropdowns = [gr.Dropdown([ANY, *values[c]], value=ANY, label=label, filterable=True, scale=1)
                          for c, label in FILTERS.items()]
         model_note = gr.Markdown(f"**{registry.default}**: {len(items):,} products")
+        # Created here so each tab's examples can write to them; rendered below the tabs.
+        summary = gr.Markdown(elem_id="result-summary", elem_classes="result-summary", render=False)
+        gallery = gr.Gallery(label="Results", columns=5, height="auto", object_fit="contain", allow_preview=False,
+                             elem_id="results", render=False)
+        data = gr.JSON(label="Results", render=False)
+        outputs = [gallery, data]
         with gr.Tabs(selected="text") as tabs:
             with gr.Tab("Text", id="text") as text_tab:
                 with gr.Row():
                     query = gr.Textbox(label="Describe what you want", placeholder="e.g. red summer dress",
                                        max_lines=1, scale=4, elem_id="text-query")
                     text_button = gr.Button("Search", variant="primary", scale=1, elem_id="text-search")
+                # Examples run with the default model and no filters, cached on first use.
+                gr.Examples([[q] for q in TEXT_EXAMPLES], inputs=[query], outputs=outputs, label="Examples",
+                            fn=lambda q: h.search_text(q), cache_examples=True, cache_mode="lazy",
+                            api_name="example_text")
             with gr.Tab("Image", id="image") as image_tab:
                 with gr.Row():
                     image = ProductImage(label="Product photo", type="filepath", height=260,
@@ -345,6 +365,11 @@ def build_demo(registry: EngineRegistry) -> gr.Blocks:
                         rerank_weight = gr.Slider(0, 1, value=0.3, step=0.05, label="Re-ranking weight")
                         image_button = gr.Button("Find similar", variant="primary", elem_id="image-search")
                         random_button = gr.Button("Random product from the catalog")
+                image_examples = [[p] for t, p in photos.items() if t in IMAGE_EXAMPLE_TYPES]
+                if image_examples:
+                    gr.Examples(image_examples, inputs=[image], outputs=outputs, label="Examples from the catalog",
+                                fn=lambda p: h.search_image(p), cache_examples=True, cache_mode="lazy",
+                                api_name="example_image", examples_per_page=len(image_examples))
             with gr.Tab("Photo + change", id="composed") as composed_tab:
                 with gr.Row():
                     ref_image = ProductImage(label="Start from this product", type="filepath", height=260,
@@ -357,6 +382,11 @@ def build_demo(registry: EngineRegistry) -> gr.Blocks:
                         text_weight = gr.Slider(0, 1, value=default_weight, step=0.05,
                                                 label="Text influence (weighted sum): 0 = photo only, 1 = text only")
                         composed_button = gr.Button("Search", variant="primary", elem_id="composed-search")
+                composed_examples = [[photos[t], text] for t, text in COMPOSED_EXAMPLES if t in photos]
+                if composed_examples and engine.supports_text:
+                    gr.Examples(composed_examples, inputs=[ref_image, change], outputs=outputs, label="Examples",
+                                fn=lambda p, t: h.search_composed(p, t), cache_examples=True, cache_mode="lazy",
+                                api_name="example_composed")
             with gr.Tab("Compare models", id="compare"):
                 gr.Markdown("The same query through every model: text, a photo, or both (photo + change).")
                 with gr.Row():
@@ -367,14 +397,12 @@ def build_demo(registry: EngineRegistry) -> gr.Blocks:
                     compare_galleries = [gr.Gallery(label=name, columns=2, height=520, object_fit="contain",
                                                     allow_preview=False) for name in registry.names]
                 compare_data = gr.JSON(label="Structured results per model", visible=False)
-        summary = gr.Markdown(elem_id="result-summary", elem_classes="result-summary")
-        gallery = gr.Gallery(label="Results", columns=5, height="auto", object_fit="contain", allow_preview=False,
-                             elem_id="results")
+        summary.render()
+        gallery.render()
         with gr.Accordion("Structured results (what the API returns)", open=False):
-            data = gr.JSON(label="Results")
+            data.render()
 
         filters = [k, model, *dropdowns]
-        outputs = [gallery, data]
         gr.on([text_button.click, query.submit], h.search_text, [query, k, model, *dropdowns], outputs,
               api_name="search_text")
         image_button.click(h.search_image, [image, *filters, hybrid, rerank_weight, image_item], outputs,
@@ -401,21 +429,6 @@ def build_demo(registry: EngineRegistry) -> gr.Blocks:
         gr.api(h.similar_items_data, api_name="similar_items_data")
         gr.api(h.composed_item_data, api_name="composed_item_data")
 
-        # Examples, cached on first use (for the default model, no filters).
-        with gr.Row():
-            gr.Examples([[q] for q in TEXT_EXAMPLES], inputs=[query], outputs=outputs, label="Text examples",
-                        fn=lambda q: h.search_text(q), cache_examples=True, cache_mode="lazy",
-                        api_name="example_text")
-            image_examples = [[p] for t, p in photos.items() if t in IMAGE_EXAMPLE_TYPES]
-            if image_examples:
-                gr.Examples(image_examples, inputs=[image], outputs=outputs, label="Image examples",
-                            fn=lambda p: h.search_image(p), cache_examples=True, cache_mode="lazy",
-                            api_name="example_image")
-            composed_examples = [[photos[t], text] for t, text in COMPOSED_EXAMPLES if t in photos]
-            if composed_examples and engine.supports_text:
-                gr.Examples(composed_examples, inputs=[ref_image, change], outputs=outputs,
-                            label="Photo + change examples", fn=lambda p, t: h.search_composed(p, t),
-                            cache_examples=True, cache_mode="lazy", api_name="example_composed")
     return demo
 
 
