@@ -289,17 +289,22 @@ class Handlers:
 
 
 # -- the page ----------------------------------------------------------------------------------------------------------
-class ProductImage(gr.Image):
-    """gr.Image that hands unreadable uploads to the engine, which answers with a clear message (gr.Image itself
-    would fail inside Gradio with a bare "Error")."""
+def product_image(**kwargs) -> gr.Image:
+    """A filepath gr.Image (upload, webcam, clipboard) that hands unreadable uploads to the engine, which answers
+    with a clear message; the stock component would fail inside Gradio with a bare "Error". (Patched on the
+    instance: a gr.Image subclass makes Gradio write a .pyi stub next to this file.)"""
+    kwargs.setdefault("sources", ["upload", "webcam", "clipboard"])
+    component = gr.Image(type="filepath", **kwargs)
+    stock = component.preprocess
 
-    is_template = True  # rendered by the stock Image frontend
-
-    def preprocess(self, payload):
+    def preprocess(payload):
         try:
-            return super().preprocess(payload)
+            return stock(payload)
         except Exception:
             return None if payload is None or payload.path is None else str(payload.path)
+
+    component.preprocess = preprocess
+    return component
 
 
 def _catalog_examples(items, types) -> dict[str, str]:
@@ -355,8 +360,7 @@ def build_demo(registry: EngineRegistry) -> gr.Blocks:
                             api_name="example_text")
             with gr.Tab("Image", id="image") as image_tab:
                 with gr.Row():
-                    image = ProductImage(label="Product photo", type="filepath", height=260,
-                                         sources=["upload", "webcam", "clipboard"], elem_id="query-image")
+                    image = product_image(label="Product photo", height=260, elem_id="query-image")
                     with gr.Column():
                         hybrid = gr.Checkbox(False, label="Hybrid re-ranking (colour and silhouette)",
                                              interactive=engine.reranker is not None,
@@ -372,8 +376,7 @@ def build_demo(registry: EngineRegistry) -> gr.Blocks:
                                 api_name="example_image", examples_per_page=len(image_examples))
             with gr.Tab("Photo + change", id="composed") as composed_tab:
                 with gr.Row():
-                    ref_image = ProductImage(label="Start from this product", type="filepath", height=260,
-                                             sources=["upload", "webcam", "clipboard"], elem_id="reference-image")
+                    ref_image = product_image(label="Start from this product", height=260, elem_id="reference-image")
                     with gr.Column():
                         change = gr.Textbox(label="What should be different?", placeholder="e.g. make it blue",
                                             max_lines=1, elem_id="change-text")
@@ -391,7 +394,7 @@ def build_demo(registry: EngineRegistry) -> gr.Blocks:
                 gr.Markdown("The same query through every model: text, a photo, or both (photo + change).")
                 with gr.Row():
                     compare_text = gr.Textbox(label="Text or change", max_lines=1, scale=2)
-                    compare_image = ProductImage(label="Photo (optional)", type="filepath", height=160, scale=1)
+                    compare_image = product_image(label="Photo (optional)", height=160, scale=1)
                     compare_button = gr.Button("Compare", variant="primary", scale=1)
                 with gr.Row():
                     compare_galleries = [gr.Gallery(label=name, columns=2, height=520, object_fit="contain",

@@ -198,9 +198,12 @@ def test_product_image_passes_unreadable_uploads_to_the_engine(tmp_path):
 
     bad = tmp_path / "notes.png"
     bad.write_text("not a picture")
-    component = app.ProductImage(type="filepath")
+    component = app.product_image()
     assert component.preprocess(ImageData(path=str(bad), orig_name="notes.png")) == str(bad)
-    assert component.get_block_name() == "image"
+    good = tmp_path / "red.png"
+    good.write_bytes(_png())
+    assert component.preprocess(ImageData(path=str(good), orig_name="red.png")) == str(good)
+    assert component.preprocess(None) is None and not (Path(app.__file__).with_suffix(".pyi")).exists()
 
 
 def test_arguments_and_environment(monkeypatch, tmp_path):
