@@ -428,8 +428,8 @@ def build_demo(registry: EngineRegistry) -> gr.Blocks:
         for tab, name in ((text_tab, "text"), (image_tab, "image"), (composed_tab, "composed")):
             tab.select(functools.partial(lambda n: n, name), None, mode, api_visibility="private", queue=False)
         model.change(h.model_changed, model, [method, hybrid, model_note], api_visibility="private")
-        gr.api(h.search_text_data, api_name="search_text_data")
-        gr.api(h.similar_items_data, api_name="similar_items_data")
+        gr.api(h.search_text_data, api_name="search_text_data", queue=False)
+        gr.api(h.similar_items_data, api_name="similar_items_data", queue=False)
         gr.api(h.composed_item_data, api_name="composed_item_data")
 
     return demo

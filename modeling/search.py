@@ -145,6 +145,8 @@ class FashionSearchEngine:
         self.model = model.eval()
         self.vsc = vsc
         self.reranker = reranker
+        self._dense: np.ndarray | None = None  # the index's vectors as one matrix, built on first fused query
+        self._records: list[dict] | None = None  # item metadata per position, built on first use
         self._text_cache: OrderedDict = OrderedDict()
         self._cache_lock = threading.Lock()
         self.tokenizer = tokenizer
@@ -433,10 +435,14 @@ class FashionSearchEngine:
             pairs = [(p, s, s, None) for p, s in zip(positions[0], scores[0]) if p >= 0]
             return self._results(pairs)
         candidates = self._fusion_candidates(visual_query, text_query, k, mask)
-        visual = self._visual_scores(visual_query, candidates)
-        text = self.index.text_embeddings[candidates] @ text_query
+        if candidates.size == len(self._ids):  # everything allowed: whole matrices, no gathering copies
+            visual = self._dense_vectors() @ visual_query
+            text = self.index.text_embeddings @ text_query
+        else:
+            visual = self._visual_scores(visual_query, candidates)
+            text = self.index.text_embeddings[candidates] @ text_query
         fused = (1.0 - weight) * visual + weight * text
-        top = np.lexsort((candidates, -fused))[:k]  # ties broken by catalog order, deterministic
+        top = top_k_order(fused, candidates, k)
         return self._results([(candidates[i], fused[i], visual[i], text[i]) for i in top])
 
     def _fusion_candidates(self, visual_query, text_query, k, mask) -> np.ndarray:
@@ -452,14 +458,24 @@ class FashionSearchEngine:
         text_top = text_top[np.isfinite(text_scores[text_top])]
         return np.union1d(visual_top[0][visual_top[0] >= 0], text_top)
 
+    def _dense_vectors(self) -> np.ndarray:
+        """The index's vectors as one matrix (kept for exact fusion, at most EXACT_FUSION_LIMIT rows)."""
+        if self._dense is None:
+            self._dense = self.index.vectors.reconstruct_batch(np.arange(len(self._ids)))
+        return self._dense
+
     def _visual_scores(self, query: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        if len(self._ids) <= EXACT_FUSION_LIMIT:
+            return self._dense_vectors()[positions] @ query
         return self.index.vectors.reconstruct_batch(positions) @ query
 
     def _results(self, pairs) -> list[SearchResult]:
-        items = self.index.items
+        if self._records is None:  # plain dicts: a pandas row lookup per result costs more than the search
+            columns = [c for c in ("id", "title", "image_path", *self._attributes) if c in self.index.items]
+            self._records = self.index.items[columns].to_dict("records")
         results = []
         for rank, (position, score, visual, text) in enumerate(pairs, start=1):
-            row = items.iloc[int(position)]
+            row = self._records[int(position)]
             results.append(SearchResult(
                 id=str(row["id"]), title=str(row.get("title", "")), image_path=str(row.get("image_path", "")),
                 rank=rank, score=float(score), visual_score=float(visual),
@@ -467,6 +483,17 @@ class FashionSearchEngine:
                 attributes={a: str(row[a]) for a in self._attributes if str(row[a])},
             ))
         return results
+
+
+def top_k_order(scores: np.ndarray, positions: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the `k` best `scores`, best first, ties broken by `positions` (catalog order): the first `k` of
+    `np.lexsort((positions, -scores))` without sorting everything."""
+    if scores.size > k:
+        kth = np.partition(scores, scores.size - k)[scores.size - k]
+        keep = np.flatnonzero(scores >= kth)
+    else:
+        keep = np.arange(scores.size)
+    return keep[np.lexsort((positions[keep], -scores[keep]))][:k]
 
 
 # -- encoding helpers shared by the engine, the index builder and evaluate.py ---------------------------------------

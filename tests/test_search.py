@@ -234,3 +234,14 @@ def test_image_only_model_refuses_text_queries(tiny_vae_dir, small_gallery, tmp_
         vae_engine.search_text("red dress")
     results = vae_engine.search_item(vae_engine.index.items["id"].iloc[0], k=5)
     assert len(results) == 5 and all(r.vsc is not None for r in results)  # VSC for visual-only models too
+
+
+@pytest.mark.parametrize("k", [1, 5, 40, 100])
+def test_top_k_order_matches_a_full_lexsort_with_ties(k):
+    from modeling.search import top_k_order
+
+    rng = np.random.default_rng(k)
+    scores = rng.integers(0, 6, size=60).astype(np.float32) / 5  # many ties
+    positions = rng.permutation(1000)[:60]
+    expected = np.lexsort((positions, -scores))[:k]
+    np.testing.assert_array_equal(top_k_order(scores, positions, k), expected)
