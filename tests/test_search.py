@@ -129,8 +129,11 @@ def test_composed_search_extremes_are_image_only_and_text_only(small_engine):
     query = engine.encode_texts([composed_query_text("make it blue", items.iloc[3].to_dict())])[0]
     scores = _all_scores(engine, query)
     scores[3] = -np.inf
-    assert [r.id for r in text_only] == items["id"].iloc[np.argsort(-scores, kind="stable")[:10]].tolist()
-    assert item_id not in [r.id for r in text_only]
+    # The top 10 by the reference scores; compared by score, since the engine's cached query embedding may come
+    # from another torch thread count (train.main sets it), which moves near-ties by an ulp.
+    positions = [engine._position[r.id] for r in text_only]
+    np.testing.assert_allclose(scores[positions], np.sort(scores)[::-1][:10], atol=1e-5)
+    assert len(set(positions)) == 10 and item_id not in [r.id for r in text_only]
 
 
 def test_composed_search_weighted_sum_and_item_text_fusion(small_engine):
