@@ -20,7 +20,10 @@ stable `api_name` (README: "Calling the app from Python").
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import hashlib
+import json
 import logging
 import os
 import random
@@ -319,6 +322,26 @@ def _catalog_examples(items, types) -> dict[str, str]:
     return found
 
 
+@contextlib.contextmanager
+def examples_cache(engine):
+    """Cached example results live in a folder of their own per index (model fingerprint, items, build time):
+    Gradio names the folder after the component's id alone, so another model or catalog would otherwise be
+    served the old answers."""
+    manifest = getattr(engine.index, "manifest", {}) or {}
+    key = json.dumps([manifest.get("model"), manifest.get("num_items"), manifest.get("created_utc")], sort_keys=True,
+                     default=str)
+    base = os.environ.get("GRADIO_EXAMPLES_CACHE", ".gradio/cached_examples")
+    previous = os.environ.get("GRADIO_EXAMPLES_CACHE")
+    os.environ["GRADIO_EXAMPLES_CACHE"] = str(Path(base) / hashlib.sha1(key.encode()).hexdigest()[:12])
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("GRADIO_EXAMPLES_CACHE", None)
+        else:
+            os.environ["GRADIO_EXAMPLES_CACHE"] = previous
+
+
 def build_demo(registry: EngineRegistry) -> gr.Blocks:
     """The Blocks UI bound to a registry of engines (loaded lazily, except the default)."""
     h = Handlers(registry)
@@ -329,7 +352,7 @@ def build_demo(registry: EngineRegistry) -> gr.Blocks:
     default_weight = float(getattr(engine.model.config, "composition_text_weight", 0.5) or 0.5)
     photos = _catalog_examples(items, IMAGE_EXAMPLE_TYPES + tuple(t for t, _ in COMPOSED_EXAMPLES))
 
-    with gr.Blocks(title="Fashion search") as demo:
+    with examples_cache(engine), gr.Blocks(title="Fashion search") as demo:
         mode = gr.State("text")
         image_item, ref_item = gr.State(None), gr.State(None)
         gr.Markdown(f"# Fashion search\nDescribe a product, show a photo, or show a photo and say what to change. "
@@ -477,7 +500,11 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args(argv)
     registry = make_registry(args)
-    registry.get()  # the default model loads (and indexes the catalog if needed) before the page is served
+    try:
+        registry.get()  # the default model loads (and indexes the catalog if needed) before the page is served
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"Cannot start: {error}\nTrain the default model with `make train` (or point --model / "
+                         "FASHION_MODEL at a trained model folder) and --catalog at a catalog.") from None
     items = registry.get().index.items
     allowed = sorted({str(Path(p).parent) for p in items.get("image_path", []) if p})
     build_demo(registry).launch(server_name=args.host, server_port=args.port, allowed_paths=allowed,

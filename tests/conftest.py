@@ -5,6 +5,8 @@ import os
 for _key, _value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                      "HF_HUB_DISABLE_TELEMETRY": "1", "GRADIO_ANALYTICS_ENABLED": "False"}.items():
     os.environ.setdefault(_key, _value)
+# Example results cached by test apps stay out of the repo's .gradio/ folder.
+os.environ.setdefault("GRADIO_EXAMPLES_CACHE", __import__("tempfile").mkdtemp(prefix="gradio-examples-"))
 
 from pathlib import Path  # noqa: E402
 

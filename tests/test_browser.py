@@ -132,6 +132,15 @@ def test_text_image_composed_and_click_to_refine(page, small_engine):
     _shot(page, "composed")
 
 
+def test_examples_run_and_are_cached(page):
+    page.get_by_text("men formal black shoes", exact=True).first.click()
+    captions = _wait_for_new_results(page, [])
+    assert len(captions) == 10
+    assert page.locator("#text-query input, #text-query textarea").first.input_value() == "men formal black shoes"
+    cache = Path(os.environ["GRADIO_EXAMPLES_CACHE"])
+    assert any(cache.rglob("log.csv"))  # cached on first use
+
+
 def test_errors_show_a_message_and_the_page_keeps_working(page, tmp_path):
     page.locator("#text-search").click()  # empty query
     page.get_by_text("Type what you are looking for").first.wait_for(timeout=30_000)
@@ -145,6 +154,10 @@ def test_errors_show_a_message_and_the_page_keeps_working(page, tmp_path):
     assert "notes.png" in message.first.inner_text() and "/tmp/" not in message.first.inner_text()
     assert "Traceback" not in page.content()
     _shot(page, "error")
+    big = tmp_path / "big.jpg"  # over the 20 MB upload limit: refused before it reaches the server
+    big.write_bytes(b"\xff\xd8" + os.urandom(21 * 1024 * 1024))
+    page.locator("#query-image input[type=file]").set_input_files(str(big))
+    page.get_by_text("exceed", exact=False).first.wait_for(timeout=30_000)
     page.get_by_role("tab", name="Text").click()
     page.locator("#text-query input, #text-query textarea").first.fill("red dress")
     page.locator("#text-search").click()
