@@ -142,4 +142,112 @@ def update_model_card(path: str | Path, results: dict, results_markdown: str, ro
     return write_model_card(path, card)
 
 
-__all__ = ["card_metrics", "update_model_card"]
+
+# -- cards of pushed model folders (one per model; the top-level model_card.md stays the default model's card) ------
+PUSHED_USAGE_TEXT = """\
+import torch
+from PIL import Image
+from transformers import AutoModel, AutoProcessor
+
+repo = "{repo}"  # or a local copy of this folder
+model = AutoModel.from_pretrained(repo, trust_remote_code=True).eval()
+processor = AutoProcessor.from_pretrained(repo, trust_remote_code=True)  # tokenizer + image preprocessing
+inputs = processor(text=["red summer dress"], images=[Image.new("RGB", (60, 80), "red")])
+with torch.inference_mode():
+    text = model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+    image = model.get_image_features(pixel_values=inputs["pixel_values"])
+    composed = model.get_composed_features(image_embeds=image, text_embeds=text)  # photo + change
+print("cosine:", torch.nn.functional.cosine_similarity(text, image).item(), "composed:", tuple(composed.shape))
+# With this project installed (`pip install fashion-search`), `from modeling import {cls}` and
+# `{cls}.from_pretrained(repo)` load the same model without remote code."""
+
+PUSHED_USAGE_IMAGE = """\
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModel
+
+repo = "{repo}"  # or a local copy of this folder
+model = AutoModel.from_pretrained(repo, trust_remote_code=True).eval()
+processor = AutoImageProcessor.from_pretrained(repo, trust_remote_code=True)
+pixels = processor([Image.new("RGB", (60, 80), "red"), Image.new("RGB", (60, 80), "blue")], return_tensors="pt")
+with torch.inference_mode():
+    latents = model.get_image_features(**pixels)  # latent means: the retrieval embedding
+    reconstructions = model(**pixels).reconstructions
+print("cosine:", torch.nn.functional.cosine_similarity(latents[:1], latents[1:]).item(), tuple(reconstructions.shape))
+# With this project installed (`pip install fashion-search`), `from modeling import {cls}` and
+# `{cls}.from_pretrained(repo)` load the same model without remote code."""
+
+VAE_SUMMARY = """\
+A convolutional variational autoencoder of 80x64 product photos, the unsupervised model of the fashion search
+project: trained on images alone (no titles, no attributes), its latent mean is an image embedding for "more like
+this" search and for re-ranking another model's candidates by visual similarity (hybrid search).
+
+- **Encoder**: strided convolutions ({channels} channels) to a {latent}-d Gaussian latent (mean and log-variance).
+- **Decoder**: transposed convolutions back to the image; loss = reconstruction ({recon}) + beta x KL
+  (beta = {beta}; beta = 0 is the plain autoencoder).
+- **Embedding**: `get_image_features` returns the latent mean (unnormalised; L2-normalise before indexing)."""
+
+CLIP_SUMMARY = """\
+CLIP ({base}) with LoRA adapters on the attention projections ({targets}) of both towers, rank {rank}, plus a
+learned combiner for composed queries (a reference photo + "make it blue"). This repository holds the adapters,
+the combiner and the logit scale only (`adapter_model.safetensors`); loading it downloads the base CLIP named in
+`config.json` and applies them. `get_text_features`, `get_image_features` and `get_composed_features` return
+unnormalised embeddings; L2-normalise them before indexing."""
+
+MODEL_TAGS = {
+    "fashion_dual_encoder": ("fashion", "image-retrieval", "text-to-image-retrieval", "composed-image-retrieval",
+                             "dual-encoder", "multimodal"),
+    "fashion_vae": ("fashion", "image-retrieval", "vae", "autoencoder", "unsupervised"),
+    "fashion_clip": ("fashion", "clip", "lora", "peft", "image-retrieval", "text-to-image-retrieval",
+                     "composed-image-retrieval", "multimodal"),
+}
+
+
+def pushed_card_texts(config: dict) -> dict:
+    """Summary, usage template (`{repo}` left to fill), tags and base model of a saved model's card."""
+    kind = config.get("model_type")
+    if kind == "fashion_vae":
+        summary = VAE_SUMMARY.format(channels="-".join(str(c) for c in config.get("hidden_channels", [])),
+                                     latent=config.get("latent_size"), recon=config.get("reconstruction_loss"),
+                                     beta=config.get("beta"))
+        usage, base, cls = PUSHED_USAGE_IMAGE, None, "FashionVaeModel"
+    elif kind == "fashion_clip":
+        base = config.get("base_model_name_or_path")
+        targets = config.get("lora_target_modules")
+        summary = CLIP_SUMMARY.format(base=base, targets=", ".join(targets) if isinstance(targets, list) else targets,
+                                      rank=config.get("lora_rank"))
+        usage, cls = PUSHED_USAGE_TEXT, "FashionClipModel"
+    elif kind == "fashion_dual_encoder":
+        summary, usage, cls = SUMMARY, PUSHED_USAGE_TEXT, "DualEncoderModel"
+        base = "sentence-transformers/all-MiniLM-L6-v2"
+    else:
+        raise ValueError(f"no model card template for model_type {kind!r}")
+    return {"summary": summary, "usage": usage.replace("{cls}", cls), "tags": MODEL_TAGS[kind], "base_model": base}
+
+
+def row_markdown(row: dict, split: str) -> str:
+    """A two-column table of one evaluated model's measured metrics."""
+    lines = ["| task | metric | value |", "|---|---|---:|"]
+    for entry in card_metrics(row, split):
+        lines.append(f"| {entry['task_type']} | {entry['metric_name']} | {entry['value']:.3f} |")
+    return "\n".join(lines)
+
+
+def render_pushed_card(model_dir: str | Path, results: dict, row: dict, repo_id: str) -> str:
+    """The README.md of a pushed model folder, from the evaluate.py run (`results`) and its row for this model."""
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    texts = pushed_card_texts(config)
+    base = texts["base_model"]
+    if base and (Path(str(base)).is_absolute() or Path(str(base)).exists()):
+        base = None  # a local folder is no Hub base model
+    split = results["gallery"]["split"]
+    return render_model_card(
+        model_name=f"Fashion search: {row['model']}", model_path_or_repo=repo_id, base_model=base,
+        datasets=[CATALOG_DATASET], metrics=card_metrics(row, split), results_markdown=row_markdown(row, split),
+        command=results["command"], intended_use=INTENDED_USE, training_data=TRAINING_DATA,
+        evaluation_protocol=PROTOCOL, limitations=LIMITATIONS, usage_snippet=texts["usage"].replace("{repo}", repo_id),
+        tags=texts["tags"], pipeline_tag="feature-extraction", summary=texts["summary"],
+    )
+
+
+__all__ = ["card_metrics", "pushed_card_texts", "render_pushed_card", "row_markdown", "update_model_card"]

@@ -21,6 +21,7 @@ query still returns k results whenever k items match.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 from collections import OrderedDict
@@ -89,12 +90,18 @@ def item_description(row: Mapping) -> str:
     return f"{text}, {season}" if season else text
 
 
+_LOCATION_KEYS = ("_name_or_path", "name_or_path", "auto_map", "transformers_version", "_commit_hash")
+
+
 def model_fingerprint(model: torch.nn.Module) -> str:
     """Hash of the model's config and weights: an index records it and refuses another model."""
     digest = hashlib.sha256()
     config = getattr(model, "config", None)
     if config is not None:
-        digest.update(config.to_json_string(use_diff=False).encode())
+        # Where the folder lives and how it loads (remote-code map) do not change the embeddings: a copy of the
+        # same model pushed to the Hub or moved elsewhere keeps its fingerprint.
+        fields = {key: value for key, value in config.to_dict().items() if key not in _LOCATION_KEYS}
+        digest.update(json.dumps(fields, sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
