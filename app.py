@@ -35,7 +35,7 @@ import gradio as gr
 
 from modeling.data import ImageError
 from modeling.search import QueryError, SearchResult
-from modeling.serving import EngineRegistry, ModelSpec
+from modeling.serving import EngineRegistry, ModelSpec, with_index_repo
 from modeling.vsc import summarise
 
 logger = logging.getLogger("app")
@@ -471,6 +471,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="another model (NAME=PATH or PATH), loaded on first use; repeatable "
                         "(env FASHION_EXTRA_MODELS, comma-separated; default: runs/clip-lora, runs/vae if trained)")
     p.add_argument("--index", default=os.environ.get("FASHION_INDEX"), help="index folder of the default model")
+    p.add_argument("--index-repo", default=os.environ.get("FASHION_INDEX_REPO"),
+                   help="pushed index dataset (Hub id or local copy) with indexes/<model name>/ "
+                        "(env FASHION_INDEX_REPO); models without one there use their local index")
+    p.add_argument("--onnx", default=os.environ.get("FASHION_ONNX"),
+                   help="ONNX export of the default model: encodes a missing index with ONNX Runtime (env FASHION_ONNX)")
     p.add_argument("--catalog", default=os.environ.get("FASHION_CATALOG", DEFAULT_CATALOG),
                    help="catalog folder, metadata file or Hub dataset (used to build missing indexes)")
     p.add_argument("--rerank-model", default=os.environ.get("FASHION_RERANK_MODEL"),
@@ -493,7 +498,12 @@ def make_registry(args: argparse.Namespace) -> EngineRegistry:
         default = ModelSpec(default.name, default.path, args.index)
     specs = [default] + [ModelSpec.parse(m) for m in args.extra_model
                          if os.path.realpath(ModelSpec.parse(m).path) != os.path.realpath(default.path)]
-    return EngineRegistry(specs, catalog=args.catalog, rerank_model=args.rerank_model)
+    if getattr(args, "index_repo", None):
+        specs = with_index_repo(specs, args.index_repo)
+        if args.index:  # an explicit index folder wins
+            specs[0] = ModelSpec(default.name, default.path, args.index)
+    return EngineRegistry(specs, catalog=args.catalog, rerank_model=args.rerank_model,
+                          onnx={default.name: args.onnx} if getattr(args, "onnx", None) else None)
 
 
 def main(argv=None) -> None:

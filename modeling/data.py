@@ -17,6 +17,7 @@ Supported sources:
 - a folder holding `metadata.csv`, `metadata.jsonl` or `metadata.parquet`, with image paths relative to it;
 - a single `.csv`, `.jsonl`/`.json` or `.parquet` file, with image paths relative to its folder (Parquet may embed
   the image bytes);
+- a Hub dataset repository on disk (`data/*.parquet` and a dataset card), read by `load_dataset` like the Hub;
 - a plain image folder without a metadata file (`root/<class>/<image>` or flat), read with `imagefolder`;
 - anything else is taken as a Hugging Face Hub dataset id.
 
@@ -38,6 +39,7 @@ from typing import Any
 import datasets
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm.auto import tqdm
 
 
 logger = logging.getLogger(__name__)
@@ -332,6 +334,18 @@ def _load_hub(source: str, revision: str | None) -> datasets.DatasetDict:
     return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"train": loaded})
 
 
+def _load_parquet_repo(folder: Path) -> datasets.DatasetDict:
+    """`data/<split>-*.parquet` of a dataset repository on disk, read by the parquet builder (whose cache is keyed by
+    the files; `load_dataset(folder)` would reuse the cache of any earlier folder of the same name)."""
+    files: dict[str, list[str]] = {}
+    for file in sorted(folder.glob("data/*.parquet")):
+        files.setdefault(file.name.split("-")[0], []).append(str(file))
+    try:
+        return datasets.load_dataset("parquet", data_files=files)
+    except Exception as error:
+        raise CatalogError(f"Cannot read the dataset at '{folder}': {type(error).__name__}: {error}") from error
+
+
 def _load_source(source: str | os.PathLike, revision: str | None) -> tuple[datasets.DatasetDict, str | None]:
     """Loads the raw source; returns its splits and the folder that relative image paths are resolved against."""
     path = Path(source).expanduser()
@@ -339,6 +353,8 @@ def _load_source(source: str | os.PathLike, revision: str | None) -> tuple[datas
         for name in _METADATA_FILES:
             if (path / name).is_file():
                 return _load_table(path / name), str(path.resolve())
+        if any(path.glob("data/*.parquet")):  # a Hub dataset repository on disk (e.g. a `modeling.hub` export)
+            return _load_parquet_repo(path), None
         return _load_image_folder(path), None
     if path.is_file():
         if path.suffix.lower() not in _TABLE_BUILDERS:
@@ -573,6 +589,43 @@ def _drop_unreadable(dataset: datasets.Dataset, check_images: bool) -> tuple[dat
 def _parse_splits(split: str | Sequence[str] | None) -> list[str]:
     names = split.split(",") if isinstance(split, str) else list(split or [])
     return [name.strip() for name in names if name.strip()]
+
+
+def image_cache_dir() -> Path:
+    """Where embedded catalog images are written as files for display (`FASHION_IMAGE_CACHE`)."""
+    default = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")).parent / "fashion-search" / "images"
+    return Path(os.environ.get("FASHION_IMAGE_CACHE", default))
+
+
+def materialise_images(dataset: datasets.Dataset, folder: str | os.PathLike | None = None) -> datasets.Dataset:
+    """Give every row an image file: rows whose image is embedded (`image_path` "") get it written once, under its
+    own bytes, to `folder/<catalog fingerprint>/<id>.<format>`, and that path. A web page (the app's gallery) shows
+    files, not bytes. Returns the dataset (the same object when nothing was embedded)."""
+    paths = list(dataset["image_path"])
+    todo = [i for i, path in enumerate(paths) if not path]
+    if not todo:
+        return dataset
+    root = Path(folder or image_cache_dir()) / dataset._fingerprint
+    root.mkdir(parents=True, exist_ok=True)
+    raw = dataset.select_columns(["id", "image"]).cast_column("image", datasets.Image(decode=False))
+    for i in tqdm(todo, desc="writing catalog images", unit="img", disable=len(todo) < 1000):
+        row = raw[i]
+        data = (row["image"] or {}).get("bytes")
+        if not data:
+            continue
+        try:
+            fmt = (Image.open(io.BytesIO(data)).format or "png").lower()
+        except (UnidentifiedImageError, OSError):
+            continue  # reported when the catalog was loaded with check_images
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(row["id"]))
+        path = root / f"{safe}.{'jpg' if fmt == 'jpeg' else fmt}"
+        if not path.exists():
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        paths[i] = str(path)
+    order = dataset.column_names
+    return dataset.remove_columns("image_path").add_column("image_path", paths).select_columns(order)
 
 
 def load_catalog_with_report(

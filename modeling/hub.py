@@ -271,7 +271,8 @@ def write_catalog_dataset(source, out_dir: str | os.PathLike, max_items: int | N
     from .data import load_catalog
 
     dataset = load_catalog(source, max_items=max_items) if isinstance(source, (str, os.PathLike)) else source
-    dataset = dataset.remove_columns([c for c in ("image_path",) if c in dataset.column_names])
+    # Local file paths (the image's own, and e.g. `image_224` of the shared catalog) mean nothing elsewhere.
+    dataset = dataset.remove_columns([c for c in dataset.column_names if c.startswith("image") and c != "image"])
     splits = sorted(set(dataset["split"]))
     parts = {split: dataset.filter(lambda s, want=split: s == want, input_columns="split", keep_in_memory=True)
              for split in splits}

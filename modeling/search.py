@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -41,6 +42,8 @@ from .index import CatalogIndex
 from .text_encoder import SentenceEncoder
 from .vsc import VSCScorer
 
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TEXT_WEIGHT = 0.7
 MAX_QUERY_CHARS = 500
@@ -186,7 +189,8 @@ class FashionSearchEngine:
              text_encoder: str | None = "sentence-transformers/all-MiniLM-L6-v2", rebuild: bool = False,
              text_weight: float = DEFAULT_TEXT_WEIGHT, rerank_model: str | os.PathLike | None = None,
              rerank_index: str | os.PathLike | None = None, vsc_source: str | None = "title",
-             sentence_encoder: SentenceEncoder | None = None) -> "FashionSearchEngine":
+             sentence_encoder: SentenceEncoder | None = None,
+             onnx_dir: str | os.PathLike | None = None) -> "FashionSearchEngine":
         """Load a model folder and its index; build the index from `catalog` when it is absent (or `rebuild`).
 
         An index built by another model is refused (`IndexMismatchError`) unless `rebuild` is set. With
@@ -196,6 +200,11 @@ class FashionSearchEngine:
         The sentence encoder (`text_encoder`) scores item texts for fused text search (text models) and VSC (every
         model, `vsc_source` "title" or "caption"; None turns VSC off); the item descriptions' embeddings are cached
         in the index folder. Pass an already loaded `sentence_encoder` to share one between engines.
+
+        `catalog` may be a path or Hub id, a loaded dataset, or a function returning one (called only when needed).
+        With `onnx_dir` (an export of this model by `modeling.onnx_export`) a missing index is encoded with ONNX
+        Runtime. An index whose items carry no usable image path (a pushed index, a Hub catalog with embedded images)
+        takes its images from the catalog; embedded images are written once to `FASHION_IMAGE_CACHE`.
         """
         model, tokenizer, processor = cls.load_model(model_dir)
         encoder = sentence_encoder or (SentenceEncoder(text_encoder) if text_encoder else None)
@@ -208,11 +217,25 @@ class FashionSearchEngine:
                     raise FileNotFoundError(f"no index at {index_dir} and no catalog given to build one")
                 from .data import load_catalog
 
-                dataset = load_catalog(catalog) if isinstance(catalog, (str, os.PathLike)) else catalog
+                if isinstance(catalog, (str, os.PathLike)):
+                    dataset = load_catalog(catalog)
+                else:
+                    dataset = catalog() if callable(catalog) else catalog
             return dataset
 
+        image_encoder = None
+        if onnx_dir is not None:
+            from .onnx_export import OnnxEncoder
+
+            image_encoder = OnnxEncoder(onnx_dir)
+            if image_encoder.fingerprint != model_fingerprint(model):
+                raise ValueError(f"the ONNX export at {onnx_dir} was made from another model than {model_dir} "
+                                 f"(fingerprint {image_encoder.fingerprint}); export this model again")
         index = load_or_build_index(model, tokenizer, processor, index_dir, model_dir, get_dataset,
-                                    sentence_encoder=encoder if has_text_tower(model) else None, rebuild=rebuild)
+                                    sentence_encoder=encoder if has_text_tower(model) else None, rebuild=rebuild,
+                                    image_encoder=image_encoder)
+        if catalog is not None and not _has_image_files(index.items):
+            attach_image_paths(index.items, get_dataset())
         vsc = VSCScorer.load_or_build(index_dir, encoder, index.items, vsc_source) if encoder and vsc_source else None
         reranker = None
         if rerank_model is not None:
@@ -534,14 +557,16 @@ def catalog_items(dataset) -> pd.DataFrame:
 
 
 def build_index(model, tokenizer, processor, dataset, *, model_info: dict,
-                sentence_encoder: SentenceEncoder | None = None, batch_size: int = 256) -> CatalogIndex:
-    """Encode a catalog (images; item descriptions when a sentence encoder is given) and index it."""
+                sentence_encoder: SentenceEncoder | None = None, batch_size: int = 256,
+                image_encoder=None) -> CatalogIndex:
+    """Encode a catalog (images; item descriptions when a sentence encoder is given) and index it. `image_encoder`
+    (e.g. an `OnnxEncoder` of the same model) encodes the images instead of `model`."""
     items = catalog_items(dataset)
     embeds = []
     column = dataset.select_columns(["image"])
     for start in tqdm(range(0, len(dataset), batch_size), desc="indexing images", unit="batch"):
         images = column[start:start + batch_size]["image"]
-        embeds.append(encode_images(model, processor, images, batch_size=batch_size))
+        embeds.append(encode_images(image_encoder or model, processor, images, batch_size=batch_size))
     embeddings = np.concatenate(embeds) if embeds else np.zeros((0, model_info["embedding_dim"]), np.float32)
     text_embeddings, text_info = None, None
     if sentence_encoder is not None:
@@ -565,14 +590,37 @@ class VisualReranker:
         return encode_images(self.model, self.processor, [load_image(image) for image in images])
 
 
+def _has_image_files(items: pd.DataFrame) -> bool:
+    """Whether the items' image paths point at files on this machine (checked on a few)."""
+    if "image_path" not in items or not len(items):
+        return False
+    sample = items["image_path"].iloc[:: max(1, len(items) // 20)]
+    return all(bool(path) and os.path.isfile(path) for path in sample)
+
+
+def attach_image_paths(items: pd.DataFrame, dataset) -> None:
+    """Fill `items["image_path"]` (in place) from the catalog by id, writing embedded images to files first."""
+    from .data import materialise_images
+
+    dataset = materialise_images(dataset)
+    paths = dict(zip(dataset["id"], dataset["image_path"]))
+    items["image_path"] = [paths.get(str(item_id), "") for item_id in items["id"]]
+    missing = int((items["image_path"] == "").sum())
+    if missing:
+        logger.warning("%d indexed items are not in the catalog: they are shown without a picture", missing)
+
+
 def load_or_build_index(model, tokenizer, processor, index_dir, model_dir, get_dataset, *,
-                        sentence_encoder: SentenceEncoder | None = None, rebuild: bool = False) -> CatalogIndex:
+                        sentence_encoder: SentenceEncoder | None = None, rebuild: bool = False,
+                        image_encoder=None) -> CatalogIndex:
     """The index of `model` in `index_dir`, built (and saved atomically) from `get_dataset()` when absent."""
     info = {"name": str(model_dir), "fingerprint": model_fingerprint(model), "embedding_dim": embedding_dim(model)}
     index_dir = Path(index_dir)
     if rebuild or not (index_dir / "manifest.json").exists():
+        if image_encoder is not None:
+            info["encoder"] = "onnxruntime"
         index = build_index(model, tokenizer, processor, get_dataset(), model_info=info,
-                            sentence_encoder=sentence_encoder)
+                            sentence_encoder=sentence_encoder, image_encoder=image_encoder)
         index.save(index_dir)
         return index
     return CatalogIndex.load(index_dir, expected_model=info)
@@ -580,4 +628,4 @@ def load_or_build_index(model, tokenizer, processor, index_dir, model_dir, get_d
 
 __all__ = ["FashionSearchEngine", "SearchResult", "QueryError", "VisualReranker", "build_index", "composed_query_text",
            "embedding_dim", "encode_images", "encode_texts", "has_text_tower", "item_description",
-           "load_or_build_index", "model_fingerprint", "DEFAULT_TEXT_WEIGHT"]
+           "load_or_build_index", "model_fingerprint", "attach_image_paths", "DEFAULT_TEXT_WEIGHT"]

@@ -59,6 +59,27 @@ class ModelSpec:
         return cls(name=name, path=path, index_dir=str(index_dir))
 
 
+def with_index_repo(specs: Iterable[ModelSpec], index_repo: str | os.PathLike | None) -> list[ModelSpec]:
+    """Point each model at its index in a pushed index dataset (`modeling.hub push-index`: `indexes/<name>/`), a Hub
+    dataset id or a local copy. Models the dataset has no index for keep their local index folder (built if absent)."""
+    specs = list(specs)
+    if not index_repo:
+        return specs
+    from .hub import resolve_index_repo
+
+    root = resolve_index_repo(index_repo, [spec.name for spec in specs])
+    out = []
+    for spec in specs:
+        pushed = root / "indexes" / spec.name
+        if (pushed / "manifest.json").is_file():
+            out.append(ModelSpec(spec.name, spec.path, str(pushed)))
+        else:
+            logger.warning("the index dataset %s has no index for %s; using %s", index_repo, spec.name,
+                           spec.index_dir)
+            out.append(spec)
+    return out
+
+
 def model_supports_text(path: str | os.PathLike) -> bool:
     """Whether a saved model has a text tower, read from its config alone (no weights loaded)."""
     config = AutoConfig.from_pretrained(path)
@@ -74,7 +95,8 @@ class EngineRegistry:
 
     def __init__(self, specs: Iterable[ModelSpec], *, catalog=None, rerank_model: str | None = None,
                  text_encoder: str | None = DEFAULT_TEXT_MODEL, text_weight: float = DEFAULT_TEXT_WEIGHT,
-                 engines: Mapping[str, FashionSearchEngine] | None = None):
+                 engines: Mapping[str, FashionSearchEngine] | None = None,
+                 onnx: Mapping[str, str] | None = None):
         self.specs: dict[str, ModelSpec] = {}
         for spec in specs:
             if spec.name in self.specs:
@@ -86,6 +108,7 @@ class EngineRegistry:
         if not self.specs:
             raise ValueError("no model to serve")
         self.catalog = catalog
+        self.onnx = dict(onnx or {})  # model name -> ONNX export that encodes its missing index
         self.rerank_model = rerank_model
         self.text_encoder = text_encoder
         self.text_weight = float(text_weight)
@@ -93,6 +116,7 @@ class EngineRegistry:
         self._lock = threading.Lock()
         self._model_locks = {name: threading.Lock() for name in self.specs}
         self._sentence_encoder: SentenceEncoder | None = None
+        self._dataset = None
         self._supports_text: dict[str, bool] = {}
 
     @classmethod
@@ -143,6 +167,16 @@ class EngineRegistry:
                 self._sentence_encoder = SentenceEncoder(self.text_encoder)
             return self._sentence_encoder
 
+    def _catalog(self):
+        """The catalog, loaded once for every engine that needs it (a missing index, images of a pushed index)."""
+        with self._lock:
+            if self._dataset is None:
+                from .data import load_catalog
+
+                catalog = self.catalog
+                self._dataset = load_catalog(catalog) if isinstance(catalog, (str, os.PathLike)) else catalog
+            return self._dataset
+
     def _rerank_index(self) -> str | None:
         """A re-ranking model that is also served shares that engine's index folder."""
         for spec in self.specs.values():
@@ -157,14 +191,15 @@ class EngineRegistry:
         reranker = self.rerank_model
         if reranker and os.path.realpath(reranker) == os.path.realpath(spec.path):
             reranker = None  # a model does not re-rank itself
-        engine = FashionSearchEngine.load(spec.path, spec.index_dir, catalog=self.catalog,
+        engine = FashionSearchEngine.load(spec.path, spec.index_dir, catalog=self._catalog if self.catalog else None,
                                           sentence_encoder=self._encoder(), text_encoder=self.text_encoder,
                                           text_weight=self.text_weight, rerank_model=reranker,
-                                          rerank_index=self._rerank_index() if reranker else None)
+                                          rerank_index=self._rerank_index() if reranker else None,
+                                          onnx_dir=self.onnx.get(spec.name))
         engine.model_name = spec.name
         self.load_seconds[spec.name] = time.perf_counter() - start
         logger.info("model %s ready in %.1f s (%d items)", spec.name, self.load_seconds[spec.name], len(engine.index))
         return engine
 
 
-__all__ = ["EngineRegistry", "ModelSpec", "model_supports_text"]
+__all__ = ["EngineRegistry", "ModelSpec", "model_supports_text", "with_index_repo"]
