@@ -136,6 +136,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT/checkpoints")
     g.add_argument("--keep-checkpoints", type=int, default=2)
     g.add_argument("--num-threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    g = p.add_argument_group("hub")
+    g.add_argument("--push-to-hub", default=None, metavar="REPO_ID",
+                   help="after training, evaluate on the test split and push the model folder with its card")
+    g.add_argument("--push-results", default=None, help="evaluate.py results.json to use instead of a new run")
+    g.add_argument("--push-dry-run", default=None, metavar="DIR", help="write the folder to upload here, no upload")
+    g.add_argument("--base-model-id", default=None, help="clip-lora: Hub id of the base CLIP to name when pushing")
     args = p.parse_args(argv)
     kind = "composed" if args.stage == "composed" else args.model
     if kind == "composed" and not args.init_from:
@@ -848,11 +854,32 @@ def training_function(args) -> dict:
     return {}
 
 
+def push_trained_model(args) -> dict:
+    """Evaluate the saved model on the test split (unless results are given) and push it with `modeling.hub`."""
+    from modeling import hub
+
+    results_file = args.push_results
+    if results_file is None:
+        import evaluate
+
+        eval_dir = Path(args.output) / "eval-hub"
+        evaluate.main(["--model", args.output, "--catalog", args.catalog, "--split", "test", "--no-baselines",
+                       "--output", str(eval_dir)])
+        results_file = eval_dir / "results.json"
+    results = json.loads(Path(results_file).read_text())
+    return hub.push_model(args.output, args.push_to_hub, results=results, dry_run=args.push_dry_run,
+                          base_model_id=args.base_model_id)
+
+
 def main(argv=None) -> dict:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     Path(args.output).mkdir(parents=True, exist_ok=True)
-    return training_function(args)
+    summary = training_function(args)
+    if args.push_to_hub and summary:
+        summary["hub"] = push_trained_model(args)
+        print(json.dumps(summary["hub"], indent=2))
+    return summary
 
 
 if __name__ == "__main__":

@@ -167,3 +167,17 @@ def test_composed_training_relevance_matches_the_evaluation_definition(tiny_mode
     expected, _ = composed_relevance_matrix(small_gallery, data.triplets)
     np.testing.assert_array_equal(data.relevance(torch.arange(len(data))).numpy(), expected)
     assert data.gallery.shape == (len(small_gallery), 16)
+
+
+@pytest.mark.slow
+def test_push_to_hub_dry_run_evaluates_and_writes_the_folder(catalog_dir, tmp_path):
+    out, folder = tmp_path / "vae", tmp_path / "upload"
+    summary = train.main(["--model", "vae", "--catalog", str(catalog_dir), "--output", str(out),
+                          "--max-train-items", "48", "--val-split", "", "--batch-size", "16", "--epochs", "1",
+                          "--image-size", "20,16", "--vae-channels", "8,16", "--latent-size", "8",
+                          "--num-threads", "2", "--push-to-hub", "me/tiny-vae", "--push-dry-run", str(folder)])
+    results = json.loads((out / "eval-hub" / "results.json").read_text())
+    assert results["gallery"]["split"] == "test" and results["gallery"]["items"] > 1000
+    card = (folder / "README.md").read_text()
+    assert "me/tiny-vae" in card and f"{results['rows'][0]['i2i']['p@10']:.3f}" in card
+    assert summary["hub"]["remote_code"] <= 1e-6 and (folder / "modeling_fashion_vae.py").exists()
