@@ -428,14 +428,19 @@ def upload(folder: str | os.PathLike, repo_id: str, *, repo_type: str = "model",
     return info
 
 
+def _export_folder(stack: contextlib.ExitStack, dry_run: str | os.PathLike | None) -> Path:
+    """The folder an export writes: the dry-run folder, or a temporary one removed when `stack` closes."""
+    import tempfile
+
+    return Path(dry_run) if dry_run else Path(stack.enter_context(tempfile.TemporaryDirectory())) / "export"
+
+
 def push_model(model_dir, repo_id: str, *, results: Mapping | None, dry_run: str | os.PathLike | None = None,
                row_name: str | None = None, base_model_id: str | None = None, catalog=None, private=None,
                token=None) -> dict:
     """Write (and unless `dry_run`, upload) the model folder; verify it first. Returns the verification report."""
-    import tempfile
-
     with contextlib.ExitStack() as stack:
-        folder = Path(dry_run) if dry_run else Path(stack.enter_context(tempfile.TemporaryDirectory())) / "export"
+        folder = _export_folder(stack, dry_run)
         write_model_folder(model_dir, folder, repo_id=repo_id, results=results, row_name=row_name,
                            base_model_id=base_model_id)
         report = {"folder": str(folder), "files": sorted(p.name for p in folder.iterdir())}
@@ -519,11 +524,8 @@ def main(argv=None) -> dict:
                                 catalog=args.catalog, private=args.private, token=args.token)
             print(json.dumps(report, indent=2))
             return report
-        import tempfile
-
         with contextlib.ExitStack() as stack:
-            folder = Path(args.dry_run) if args.dry_run else (
-                Path(stack.enter_context(tempfile.TemporaryDirectory())) / "export")
+            folder = _export_folder(stack, args.dry_run)
             variables = None
             if args.command == "push-catalog":
                 write_catalog_dataset(args.catalog, folder, max_items=args.max_items)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from huggingface_hub.repocard import metadata_load
-from transformers import CLIPImageProcessorPil, CLIPModel
+from transformers import CLIPImageProcessorPil
 
 import evaluate
 from modeling import FashionClipModel
@@ -22,18 +22,16 @@ from modeling.data import load_catalog
 from modeling.reporting import check_model_card
 
 from .conftest import REPO
-from .test_modeling_fashion_clip import tiny_clip_config, tiny_tokenizer
+from .test_clip_pipeline import tiny_clip_dir  # noqa: F401 -- the tiny base CLIP folder fixture
+from .test_modeling_fashion_clip import tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
-def tiny_clip_adapter(tmp_path_factory):
+def tiny_clip_adapter(tiny_clip_dir, tmp_path_factory):  # noqa: F811
     """An adapter-only CLIP+LoRA folder over a random tiny CLIP saved locally (the base named in its config)."""
-    base = tmp_path_factory.mktemp("clip-base")
+    base = tiny_clip_dir
+    processor = CLIPImageProcessorPil.from_pretrained(base)
     torch.manual_seed(0)
-    CLIPModel(tiny_clip_config()).save_pretrained(base)
-    tiny_tokenizer().save_pretrained(base)
-    processor = CLIPImageProcessorPil(size={"shortest_edge": 30}, crop_size={"height": 30, "width": 30})
-    processor.save_pretrained(base)
     model = FashionClipModel.from_clip_pretrained(str(base), lora_rank=4, lora_alpha=8, combiner_hidden_size=24)
     with torch.no_grad():  # trained adapters: non-zero updates, so a lost adapter would change the embeddings
         for name, param in model.named_parameters():

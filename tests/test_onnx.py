@@ -9,7 +9,8 @@ import pytest
 from modeling.onnx_export import OnnxEncoder, OnnxParityError, export_onnx, main
 from modeling.search import FashionSearchEngine
 
-from .test_hub import tiny_clip_adapter  # noqa: F401 -- the CLIP+LoRA adapter folder fixture
+from .test_clip_pipeline import tiny_clip_dir  # noqa: F401 -- fixtures of the CLIP+LoRA adapter folder
+from .test_hub import tiny_clip_adapter  # noqa: F401
 
 
 @pytest.mark.slow
