@@ -103,6 +103,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--vae-channels", default=None, help="encoder channels, e.g. 32,64,128,256 (default: config's)")
     g.add_argument("--vae-input", choices=["rgb", "luminance"], default="rgb",
                    help="encode and reconstruct the colour image or its luminance only")
+    g.add_argument("--vae-contrastive-weight", type=float, default=0.0,
+                   help="weight of the label-free NT-Xent term between the latent means of two augmented views "
+                        "of each image (0 = the plain VAE objective)")
+    g.add_argument("--vae-temperature", type=float, default=0.1, help="temperature of that NT-Xent term")
     g = p.add_argument_group("clip-lora")
     g.add_argument("--base-model", default=DEFAULT_CLIP, help="CLIP checkpoint (Hub id or folder)")
     g.add_argument("--lora-rank", type=int, default=8)
@@ -221,6 +225,43 @@ def augment(images: torch.Tensor, processor: DualEncoderImageProcessor) -> torch
     contrast = torch.empty(b, 1, 1, 1).uniform_(0.9, 1.1)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     x = ((x - mean) * contrast + mean + brightness).clamp(0, 1)
+    m = torch.tensor(processor.image_mean).view(1, 3, 1, 1)
+    s = torch.tensor(processor.image_std).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def contrastive_view(images: torch.Tensor, processor: DualEncoderImageProcessor) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> a strongly augmented normalised view (B, 3, H, W) for the VAE's label-free NT-Xent
+    term (SimCLR's recipe scaled to 80x64 product photos): random resized crops keeping 40-100% of the area,
+    flips, brightness/contrast/saturation jitter, a random channel order (a hue change that keeps the white
+    background white) and random greyscale. What survives all of them is shape: the type of product."""
+    x = images.permute(0, 3, 1, 2).float() / 255.0
+    b = x.shape[0]
+    flip = torch.rand(b) < 0.5
+    x[flip] = x[flip].flip(-1)
+    area = torch.empty(b).uniform_(0.4, 1.0)
+    aspect = torch.empty(b).uniform_(math.log(3 / 4), math.log(4 / 3)).exp()
+    sx, sy = (area * aspect).sqrt().clamp(max=1.0), (area / aspect).sqrt().clamp(max=1.0)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1] = sx, sy
+    theta[:, 0, 2] = (torch.rand(b) * 2 - 1) * (1 - sx)
+    theta[:, 1, 2] = (torch.rand(b) * 2 - 1) * (1 - sy)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = 1.0 - F.grid_sample(1.0 - x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    jitter = (torch.rand(b) < 0.8).view(b, 1, 1, 1)
+    grey = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    saturation = torch.empty(b, 1, 1, 1).uniform_(0.4, 1.6)
+    contrast = torch.empty(b, 1, 1, 1).uniform_(0.6, 1.4)
+    brightness = torch.empty(b, 1, 1, 1).uniform_(-0.2, 0.2)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    jittered = (((grey + (x - grey) * saturation) - mean) * contrast + mean + brightness).clamp(0, 1)
+    x = torch.where(jitter, jittered, x)
+    permute = torch.rand(b) < 0.5
+    if permute.any():
+        orders = torch.stack([torch.randperm(3) for _ in range(int(permute.sum()))])
+        x[permute] = torch.gather(x[permute], 1, orders.view(-1, 3, 1, 1).expand_as(x[permute]))
+    to_grey = (torch.rand(b) < 0.2).view(b, 1, 1, 1)
+    x = torch.where(to_grey, (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True), x)
     m = torch.tensor(processor.image_mean).view(1, 3, 1, 1)
     s = torch.tensor(processor.image_std).view(1, 3, 1, 1)
     return (x - m) / s
@@ -510,7 +551,8 @@ class DualEncoderTask:
 
 
 class VaeTask:
-    """Convolutional VAE, trained on the images alone (no labels): reconstruction + beta * KL."""
+    """Convolutional VAE, trained on the images alone (no labels): reconstruction + beta * KL (+ the label-free
+    NT-Xent between two augmented views when --vae-contrastive-weight > 0)."""
 
     val_keys = ("p@10", "top1", "p@10_colour")
 
@@ -519,7 +561,8 @@ class VaeTask:
 
         self.processor = DualEncoderImageProcessor(image_size=_ints(args.image_size))
         kwargs = {"image_size": _ints(args.image_size), "latent_size": args.latent_size, "beta": args.beta,
-                  "input_mode": args.vae_input,
+                  "input_mode": args.vae_input, "contrastive_weight": args.vae_contrastive_weight,
+                  "contrastive_temperature": args.vae_temperature,
                   "image_mean": list(self.processor.image_mean), "image_std": list(self.processor.image_std)}
         if args.vae_channels:
             kwargs["hidden_channels"] = _ints(args.vae_channels)
@@ -533,6 +576,11 @@ class VaeTask:
 
     def step(self, model, positions: torch.Tensor, device):
         images = self.images[positions]
+        if self.model.config.contrastive_weight > 0:
+            out = model(pixel_values=augment(images, self.processor).to(device),
+                        augmented_pixel_values=contrastive_view(images, self.processor).to(device), return_loss=True)
+            return out.loss, {"reconstruction": out.reconstruction_loss, "kl": out.kl_loss,
+                              "contrastive": out.contrastive_loss}
         flip = torch.rand(len(images)) < 0.5
         images[flip] = images[flip].flip(2)  # (B, H, W, 3): mirror the width
         out = model(pixel_values=to_pixel_values(images, self.processor).to(device), return_loss=True)

@@ -50,6 +50,14 @@ class FashionVaeConfig(PreTrainedConfig):
             `"rgb"` encodes and reconstructs the colour image; `"luminance"` encodes and reconstructs its luminance
             (Rec. 601 grey) only, so the latent spends nothing on hue: items of one type in different colours
             land closer together, at the cost of colour similarity.
+        contrastive_weight (`float`, *optional*, defaults to 0.0):
+            Weight of a label-free augmentation-invariance term added to the loss when the model is given a second
+            augmented view of every image (`augmented_pixel_values`): NT-Xent (SimCLR) between the two views'
+            latent means, scaled by this weight against the per-image-summed reconstruction term. The VAE stays
+            unsupervised (two views of one photo are the only positives) but its latent means are pushed to
+            agree across crops, shifts and recolourings, which is what image search needs from them. 0 disables
+            it: the plain (β-)VAE objective.
+        contrastive_temperature (`float`, *optional*, defaults to 0.1): temperature of that NT-Xent term.
     """
 
     model_type = "fashion_vae"
@@ -65,6 +73,8 @@ class FashionVaeConfig(PreTrainedConfig):
     image_std: list[float] | None = None
     initializer_range: float = 0.02
     input_mode: str = "rgb"
+    contrastive_weight: float = 0.0
+    contrastive_temperature: float = 0.1
 
     def __post_init__(self, **kwargs):
         # Mutable defaults are filled here rather than as dataclass defaults, so configs never share a list.
@@ -90,6 +100,9 @@ class FashionVaeConfig(PreTrainedConfig):
             raise ValueError(f"reconstruction_loss must be 'mse' or 'bce', got {self.reconstruction_loss!r}")
         if self.input_mode not in ("rgb", "luminance"):
             raise ValueError(f"input_mode must be 'rgb' or 'luminance', got {self.input_mode!r}")
+        if self.contrastive_weight < 0 or self.contrastive_temperature <= 0:
+            raise ValueError("contrastive_weight must be >= 0 and contrastive_temperature > 0, got "
+                             f"{self.contrastive_weight} and {self.contrastive_temperature}")
         if self.norm not in ("batch", "group"):
             raise ValueError(f"norm must be 'batch' or 'group', got {self.norm!r}")
         if len(self.image_mean) != self.num_channels or len(self.image_std) != self.num_channels:

@@ -1,4 +1,5 @@
-"""Contrastive losses shared by the text-image models (dual encoder, CLIP + LoRA)."""
+"""Contrastive losses shared by the models: text-image InfoNCE (dual encoder, CLIP + LoRA) and the label-free
+image-image NT-Xent of the VAE."""
 
 from __future__ import annotations
 
@@ -23,4 +24,16 @@ def symmetric_infonce(logits_per_text: torch.Tensor, positive_mask: torch.Tensor
     return (contrastive_loss(logits_per_text, positive_mask) + contrastive_loss(logits_per_text.t(), mask_t)) / 2.0
 
 
-__all__ = ["contrastive_loss", "symmetric_infonce"]
+def nt_xent_loss(first: torch.Tensor, second: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """NT-Xent of SimCLR (Chen et al., 2020): row i of `first` and row i of `second` are two views of one image.
+    Each of the 2N embeddings (cosine-normalised here) must pick its other view among the other 2N - 1; no labels
+    are involved, every other image in the batch is a negative."""
+    n = first.shape[0]
+    embeds = F.normalize(torch.cat([first, second]).float(), dim=-1)
+    logits = (embeds @ embeds.t()) / temperature
+    logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=logits.device), float("-inf"))
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(logits.device)
+    return F.cross_entropy(logits, targets)
+
+
+__all__ = ["contrastive_loss", "nt_xent_loss", "symmetric_infonce"]

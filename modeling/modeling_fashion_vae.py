@@ -3,8 +3,8 @@
 Stride-2 convolutions encode a letterboxed photo into the mean and log-variance of a diagonal Gaussian; transposed
 convolutions decode a latent back to the photo. The latent mean is the image feature used for search.
 
-Imports only its own configuration (plus transformers/torch) so the file can later travel to the Hub and load with
-`trust_remote_code`.
+Imports only its own configuration and `losses.py` (plus transformers/torch) so the file can travel to the Hub and
+load with `trust_remote_code`.
 """
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_fashion_vae import FashionVaeConfig
+from .losses import nt_xent_loss
 
 
 @dataclass
 class FashionVaeOutput(ModelOutput):
     r"""
     loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss=True`):
-        `reconstruction_loss + config.beta * kl_loss`.
+        `reconstruction_loss + config.beta * kl_loss`, plus `config.contrastive_weight * contrastive_loss` when a
+        second view was given.
     reconstruction_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss=True`):
         Per-image sum over pixels and channels of the BCE or squared error against the [0, 1] image, averaged
         over the batch.
@@ -35,6 +37,8 @@ class FashionVaeOutput(ModelOutput):
         Decoded images in [0, 1] (not normalised), from a sampled latent in training (β > 0), the mean otherwise.
     latent_mean (`torch.FloatTensor` of shape `(batch_size, latent_size)`): mean of q(z|x).
     latent_logvar (`torch.FloatTensor` of shape `(batch_size, latent_size)`): log-variance of q(z|x).
+    contrastive_loss (`torch.FloatTensor` of shape `()`, *optional*): NT-Xent between the latent means of
+        `pixel_values` and `augmented_pixel_values` (returned with the loss when the second view is given).
     """
 
     loss: torch.FloatTensor | None = None
@@ -43,6 +47,7 @@ class FashionVaeOutput(ModelOutput):
     reconstructions: torch.FloatTensor | None = None
     latent_mean: torch.FloatTensor | None = None
     latent_logvar: torch.FloatTensor | None = None
+    contrastive_loss: torch.FloatTensor | None = None
 
 
 def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -195,19 +200,28 @@ class FashionVaeModel(FashionVaePreTrainedModel):
         mean, _ = self.encode(pixel_values)
         return mean
 
-    def forward(self, pixel_values: torch.Tensor, return_loss: bool | None = None, **kwargs) -> FashionVaeOutput:
+    def forward(self, pixel_values: torch.Tensor, return_loss: bool | None = None,
+                augmented_pixel_values: torch.Tensor | None = None, **kwargs) -> FashionVaeOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch, channels, height, width)`):
             Images normalised with `config.image_mean` / `config.image_std` (what the image processor returns).
         return_loss (`bool`, *optional*): also compute `loss = reconstruction_loss + config.beta * kl_loss`.
+        augmented_pixel_values (`torch.FloatTensor`, *optional*, same shape as `pixel_values`):
+            A second augmented view of the same images, in the same order. With `return_loss` and
+            `config.contrastive_weight > 0`, adds `contrastive_weight * NT-Xent(mean(view 1), mean(view 2))`.
+            Only `pixel_values` is reconstructed.
         """
         mean, logvar = self.encode(pixel_values)
         logits = self.decoder(self.sample_latents(mean, logvar))
-        loss = recon = kl = None
+        loss = recon = kl = contrastive = None
         if return_loss:
             recon = reconstruction_loss(logits, self.to_unit_range(pixel_values), self.config.reconstruction_loss)
             kl = kl_divergence(mean, logvar)
             loss = recon + self.config.beta * kl if self.config.beta > 0 else recon
+            if augmented_pixel_values is not None and self.config.contrastive_weight > 0:
+                other_mean, _ = self.encode(augmented_pixel_values)
+                contrastive = nt_xent_loss(mean, other_mean, self.config.contrastive_temperature)
+                loss = loss + self.config.contrastive_weight * contrastive
         return FashionVaeOutput(
             loss=loss,
             reconstruction_loss=recon,
@@ -215,6 +229,7 @@ class FashionVaeModel(FashionVaePreTrainedModel):
             reconstructions=torch.sigmoid(logits),
             latent_mean=mean,
             latent_logvar=logvar,
+            contrastive_loss=contrastive,
         )
 
 

@@ -10,6 +10,7 @@ from PIL import Image
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
 from modeling import DualEncoderImageProcessor, FashionVaeConfig, FashionVaeModel, reconstruction_grid
+from modeling.losses import nt_xent_loss
 
 
 class FashionVaeModelTester:
@@ -74,6 +75,40 @@ def test_loss_is_reconstruction_plus_beta_kl(kind):
     torch.testing.assert_close(out.kl_loss, expected_kl)
     torch.testing.assert_close(out.loss, out.reconstruction_loss + 0.5 * out.kl_loss)
     assert out.kl_loss > 0
+
+
+def test_contrastive_term_is_weighted_nt_xent_of_the_two_views_latent_means():
+    tester = FashionVaeModelTester(beta=0.5, contrastive_weight=3.0, contrastive_temperature=0.5)
+    model = FashionVaeModel(tester.config).eval()
+    pixel_values, _ = tester.inputs(seed=0)
+    other, _ = tester.inputs(seed=1)
+    plain = model(pixel_values, return_loss=True)
+    assert plain.contrastive_loss is None  # no second view: the plain VAE objective
+    out = model(pixel_values, return_loss=True, augmented_pixel_values=other)
+    expected = nt_xent_loss(model.encode(pixel_values)[0], model.encode(other)[0], temperature=0.5)
+    torch.testing.assert_close(out.contrastive_loss, expected)
+    torch.testing.assert_close(out.loss, plain.loss + 3.0 * expected)
+    # Weight 0 ignores a second view entirely.
+    off = FashionVaeModel(FashionVaeModelTester(beta=0.5).config).eval()
+    off.load_state_dict(model.state_dict())
+    torch.testing.assert_close(off(pixel_values, return_loss=True, augmented_pixel_values=other).loss, plain.loss)
+
+
+def test_nt_xent_matches_a_brute_force_reference():
+    torch.manual_seed(3)
+    a, b, t = torch.randn(5, 7), torch.randn(5, 7), 0.3
+    z = F.normalize(torch.cat([a, b]), dim=-1)
+    total = 0.0
+    for i in range(10):
+        positive = (i + 5) % 10
+        others = [j for j in range(10) if j != i]
+        denominator = sum(torch.exp(z[i] @ z[j] / t) for j in others)
+        total += -torch.log(torch.exp(z[i] @ z[positive] / t) / denominator)
+    torch.testing.assert_close(nt_xent_loss(a, b, t), total / 10)
+    # Identical, well-separated views are easy; swapping partners makes it hard.
+    separated = torch.eye(5, 7) * 10
+    assert nt_xent_loss(separated, separated, 0.1) < 1e-3
+    assert nt_xent_loss(separated, separated.roll(1, dims=0), 0.1) > 5
 
 
 def test_training_samples_and_eval_uses_the_mean():
@@ -178,6 +213,10 @@ def test_config_rejects_bad_values():
         FashionVaeConfig(beta=-1.0)
     with pytest.raises(ValueError):
         FashionVaeConfig(image_size=[80])
+    with pytest.raises(ValueError):
+        FashionVaeConfig(contrastive_temperature=0.0)
+    with pytest.raises(ValueError):
+        FashionVaeConfig(contrastive_weight=-1.0)
     config = FashionVaeConfig()
     assert config.image_size == [80, 64] and config.latent_size == 64 and config.beta == 1.0
 

@@ -1,6 +1,7 @@
 """train.py end to end: smoke run on tiny configs, resume, and a short real-data integration run."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from transformers import AutoModel
 
 import evaluate
 import train
-from modeling import DualEncoderModel
+from modeling import DualEncoderImageProcessor, DualEncoderModel
 from modeling.baselines import colour_histogram_features
 from modeling.data import load_catalog
 from modeling.metrics import image_to_image_metrics
@@ -113,6 +114,40 @@ def test_vae_training_writes_model_grid_and_curve(catalog_dir, tmp_path):
         assert (out / name).exists(), name
     model = AutoModel.from_pretrained(out)
     assert model.config.beta == 0.5 and model.config.latent_size == 8
+
+
+def test_vae_contrastive_training_logs_the_term_and_saves_its_config(catalog_dir, tmp_path):
+    out = tmp_path / "vae-nce"
+    summary = train.main(["--model", "vae", "--catalog", str(catalog_dir), "--output", str(out),
+                          "--max-train-items", "48", "--max-val-items", "40", "--batch-size", "16", "--epochs", "1",
+                          "--image-size", "20,16", "--vae-channels", "8,16", "--latent-size", "8",
+                          "--vae-contrastive-weight", "50", "--vae-temperature", "0.2", "--num-threads", "2"])
+    terms = summary["history"][0]["terms"]
+    assert set(terms) == {"reconstruction", "kl", "contrastive"}
+    # 16 images, two views each: the NT-Xent of an untrained encoder sits near log(31).
+    assert 0.5 < terms["contrastive"] < 2 * math.log(31)
+    config = AutoModel.from_pretrained(out).config
+    assert config.contrastive_weight == 50 and config.contrastive_temperature == 0.2
+
+
+def test_contrastive_view_is_a_normalised_augmented_copy():
+    processor = DualEncoderImageProcessor(image_size=[80, 64])
+    images = torch.full((6, 80, 64, 3), 255, dtype=torch.uint8)
+    images[:, 20:60, 16:48] = torch.tensor([200, 30, 30], dtype=torch.uint8)  # a red block on white
+    torch.manual_seed(0)
+    first = train.contrastive_view(images, processor)
+    torch.manual_seed(0)
+    assert torch.equal(first, train.contrastive_view(images, processor))  # reproducible under the run's seed
+    second = train.contrastive_view(images, processor)
+    assert first.shape == (6, 3, 80, 64) and torch.isfinite(first).all()
+    assert not torch.allclose(first, second)
+    plain = train.to_pixel_values(images, processor)
+    assert not torch.allclose(first, plain)
+    # Un-normalised, every view stays an image in [0, 1].
+    mean = torch.tensor(processor.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(processor.image_std).view(1, 3, 1, 1)
+    pixels = first * std + mean
+    assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
 
 
 def test_composed_stage_trains_only_the_combiner(catalog_dir, tiny_text_model, tmp_path):
