@@ -24,10 +24,10 @@ $(VENV)/.installed: requirements.txt constraints.txt
 
 $(BASE)/model.safetensors: | install
 	@echo "No model at $(MODEL): training the default dual encoder on $(CATALOG)."
-	@echo "This takes about 30 minutes on 2 CPU cores (progress bars below); it happens once."
+	@echo "This takes about 25 minutes on 2 CPU cores (progress bars below); it happens once."
 	$(OFFLINE) $(PY) train.py --model dual-encoder --catalog $(CATALOG) --output $(BASE)
 
-# Second stage (about 5 minutes): the learned combiner of composed search (photo + "make it blue").
+# Second stage (about 2 minutes): the learned combiner of composed search (photo + "make it blue").
 $(MODEL)/model.safetensors: $(BASE)/model.safetensors
 	$(OFFLINE) $(PY) train.py --stage composed --init-from $(BASE) --catalog $(CATALOG) --output $(MODEL)
 

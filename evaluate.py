@@ -56,8 +56,9 @@ from modeling.metrics import (_topk_indices, composed_metrics, group_by_text, nd
 from modeling.protocols import evaluate_fashion200k, evaluate_fashion_iq, kagl_text_to_image
 from modeling.queries import load_queries, relevance_mask
 from modeling.reporting import markdown_table, plot_attribute_consistency, plot_comparison, query_grid
-from modeling.search import (DEFAULT_TEXT_WEIGHT, FashionSearchEngine, VisualReranker, catalog_items, embedding_dim,
-                             encode_images, encode_texts, has_text_tower, item_description, model_fingerprint)
+from modeling.search import (DEFAULT_QUERY_EXPANSION, DEFAULT_TEXT_WEIGHT, FashionSearchEngine, VisualReranker,
+                             catalog_items, embedding_dim, encode_images, encode_texts, expand_queries, has_text_tower,
+                             item_description, model_fingerprint)
 from modeling.text_encoder import SentenceEncoder
 from modeling.vsc import VSCScorer, observation_note, summarise
 
@@ -122,8 +123,23 @@ def rankings(embeds: np.ndarray, depth: int = DEPTH, chunk: int = 512) -> np.nda
     return np.concatenate(out)
 
 
+def expanded_rankings(embeds: np.ndarray, depth: int, expansion: int = DEFAULT_QUERY_EXPANSION,
+                      chunk: int = 512) -> np.ndarray:
+    """(N, depth) rankings of the engine's "more like this" (`search_item`): each item's query expanded with its
+    `expansion` nearest other items (`expand_queries`), then every other item ranked by cosine to it."""
+    unit = embeds / np.maximum(np.linalg.norm(embeds, axis=1, keepdims=True), 1e-12)
+    first = rankings(unit, expansion)
+    queries = expand_queries(unit, unit[first], np.einsum("nd,nkd->nk", unit, unit[first]))
+    out = []
+    for start in range(0, len(unit), chunk):
+        stop = min(start + chunk, len(unit))
+        out.append(_topk_indices(queries[start:stop] @ unit.T, depth, np.arange(start, stop)))
+    return np.concatenate(out)
+
+
 def image_to_image(embeds: np.ndarray, items, vsc: VSCScorer | None, k: int) -> dict:
-    """Image->image metrics from the item embeddings (the same ranking as the engine's exact index)."""
+    """Image->image metrics from the item embeddings (the same ranking as the engine's exact index), and the
+    engine's ranking with query expansion (`*_expanded`)."""
     top = rankings(embeds, min(DEPTH, len(items) - 1))
     article = items["articleType"].to_numpy()
     colour = items["baseColour"].to_numpy()
@@ -141,6 +157,11 @@ def image_to_image(embeds: np.ndarray, items, vsc: VSCScorer | None, k: int) -> 
     if vsc is not None:
         row[f"vsc@{k}"] = float(np.einsum("nd,nkd->nk", vsc.embeddings, vsc.embeddings[top[:, :k]]).mean())
     row["consistency"] = attribute_consistency(items, top, items, k=k)
+    if DEFAULT_QUERY_EXPANSION > 0 and len(items) > DEFAULT_QUERY_EXPANSION + 1:
+        expanded = expanded_rankings(embeds, k)
+        same = article[expanded] == article[:, None]
+        row.update({f"p@{k}_expanded": float(same.mean()), "top1_expanded": float(same[:, 0].mean()),
+                    f"p@{k}_colour_expanded": float((same & (colour[expanded] == colour[:, None])).mean())})
     return row
 
 
@@ -406,7 +427,8 @@ def observation_table(sample_rows: list[dict]) -> list[dict]:
 # -- the table ---------------------------------------------------------------------------------------------------------
 def flat_row(row: dict, k: int) -> dict:
     i2i, t2i = row.get("i2i") or {}, row.get("t2i") or {}
-    flat = {"model": row["model"], "i2i_p": i2i.get(f"p@{k}"), "i2i_map": i2i.get(f"map@{k}"),
+    flat = {"model": row["model"], "i2i_p": i2i.get(f"p@{k}"), "i2i_p_expanded": i2i.get(f"p@{k}_expanded"),
+            "top1_expanded": i2i.get("top1_expanded"), "i2i_map": i2i.get(f"map@{k}"),
             "top1": i2i.get("top1"), "i2i_colour": i2i.get(f"p@{k}_colour"), "i2i_vsc": i2i.get(f"vsc@{k}"),
             "i2i_cos": i2i.get(f"cos@{k}"), "t2i_r1": t2i.get("r@1"), "t2i_r10": t2i.get(f"r@{k}"),
             "t2i_mrr": t2i.get("mrr"), "kagl_r10": (t2i.get("kagl") or {}).get("single_target", {}).get(f"r@{k}"),
@@ -424,6 +446,7 @@ def flat_row(row: dict, k: int) -> dict:
 COLUMNS = [("model", "model"), ("t2i_r1", "title→img R@1"), ("t2i_r10", "title→img R@10"), ("t2i_mrr", "title MRR"),
            ("kagl_r10", "KAGL R@10"), ("fused_p", "queries P@10 (fused)"), ("fused_vsc", "queries VSC@10"),
            ("i2i_p", "img→img P@10"), ("i2i_map", "img mAP@10"), ("top1", "img top-1"),
+           ("i2i_p_expanded", "img→img P@10 (engine, expanded)"), ("top1_expanded", "img top-1 (engine, expanded)"),
            ("i2i_colour", "img P@10 type+colour"), ("i2i_cos", "img cos@10"), ("i2i_vsc", "img VSC@10"),
            ("composed_r10", "composed R@10"), ("composed_r50", "composed R@50"), ("composed_vsc", "composed VSC@10"),
            ("items_per_s", "images/s"), ("index_mb", "index MB")]

@@ -27,7 +27,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +54,11 @@ EXACT_FUSION_LIMIT = 200_000
 TEXT_CACHE_SIZE = 4096
 # Hybrid re-ranking: how many candidates of the primary model the re-ranker re-scores by default.
 DEFAULT_RERANK_DEPTH = 100
+# Image queries are expanded with their nearest catalog neighbours (α-query expansion, α = 1): a query photo's two
+# closest items, weighted by their cosine, join it before the final search. Chosen on the val split, where it
+# raised image->image P@10 from 0.753 to 0.757 (dual encoder) and from 0.520 to 0.532 (VAE) at the same top-1;
+# more neighbours gained a little more P@10 but cost top-1. 0 turns it off.
+DEFAULT_QUERY_EXPANSION = 2
 # Attributes of the reference item named in a composed query's text (what a modification keeps).
 COMPOSED_CONTEXT = ("articleType", "gender")
 # An uploaded reference photo's predicted attribute is named only when the head is at least this sure.
@@ -81,6 +86,20 @@ class SearchResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def expand_queries(queries: np.ndarray, neighbours: np.ndarray, similarities: np.ndarray) -> np.ndarray:
+    """α-query expansion with α = 1 (Radenović et al., 2018): each unit query plus its nearest gallery vectors
+    weighted by their cosine to it (negative cosines count 0), renormalised.
+
+    Args:
+        queries (`np.ndarray` of shape `(num_queries, dim)`): unit query vectors.
+        neighbours (`np.ndarray` of shape `(num_queries, n, dim)`): their `n` nearest unit gallery vectors.
+        similarities (`np.ndarray` of shape `(num_queries, n)`): the cosines of those neighbours.
+    """
+    weights = np.clip(similarities, 0.0, None)[..., None]
+    expanded = queries + (weights * neighbours).sum(axis=1)
+    return (expanded / np.maximum(np.linalg.norm(expanded, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def item_description(row: Mapping) -> str:
@@ -289,24 +308,30 @@ class FashionSearchEngine:
 
     def search_image(self, image, k: int = 10, filters: Mapping | None = None,
                      exclude_ids: Iterable[str] | None = None, rerank_weight: float = 0.0,
-                     rerank_depth: int = DEFAULT_RERANK_DEPTH) -> list[SearchResult]:
-        """Image (path, bytes, PIL or array) -> visually similar products, by visual cosine; with
+                     rerank_depth: int = DEFAULT_RERANK_DEPTH, expansion: int | None = None) -> list[SearchResult]:
+        """Image (path, bytes, PIL or array) -> visually similar products, by visual cosine to the query expanded
+        with its `expansion` nearest allowed items (default `DEFAULT_QUERY_EXPANSION`, 0 = the photo alone); with
         `rerank_weight > 0` the top `rerank_depth` are re-scored with the re-ranking model (hybrid search)."""
         image = load_image(image)
-        query = self.encode_images([image])[0]
-        results = self._rank(query, None, 0.0, self._depth(k, rerank_weight, rerank_depth),
-                             self.allowed_mask(filters, exclude_ids))
+        mask = self.allowed_mask(filters, exclude_ids)
+        photo = self.encode_images([image])[0]
+        results = self._rank(self._expand(photo, expansion, mask), None, 0.0,
+                             self._depth(k, rerank_weight, rerank_depth), mask)
+        results = self._with_visual_cosine(results, photo)
         if rerank_weight > 0:
             results = self._rerank(results, self._reranker().encode_images([image])[0], rerank_weight, k)
         return results[:k]  # an uploaded image has no description: VSC stays None
 
     def search_item(self, item_id: str, k: int = 10, filters: Mapping | None = None, rerank_weight: float = 0.0,
-                    rerank_depth: int = DEFAULT_RERANK_DEPTH) -> list[SearchResult]:
-        """More like this catalog item (itself excluded), from its indexed embedding (hybrid as `search_image`)."""
+                    rerank_depth: int = DEFAULT_RERANK_DEPTH, expansion: int | None = None) -> list[SearchResult]:
+        """More like this catalog item (itself excluded), from its indexed embedding (expansion and hybrid as
+        `search_image`)."""
         position = self._item_position(item_id)
-        query = self.index.vectors.reconstruct(position)
-        results = self._rank(query, None, 0.0, self._depth(k, rerank_weight, rerank_depth),
-                             self.allowed_mask(filters, [str(item_id)]))
+        mask = self.allowed_mask(filters, [str(item_id)])
+        own = self.index.vectors.reconstruct(position)
+        results = self._rank(self._expand(own, expansion, mask), None, 0.0,
+                             self._depth(k, rerank_weight, rerank_depth), mask)
+        results = self._with_visual_cosine(results, own)
         if rerank_weight > 0:
             results = self._rerank(results, self._reranker().index.vectors.reconstruct(position), rerank_weight, k)
         # The item's own description: its VSC embedding is already in the scorer.
@@ -425,6 +450,28 @@ class FashionSearchEngine:
             while len(self._text_cache) > TEXT_CACHE_SIZE:
                 self._text_cache.popitem(last=False)
         return value
+
+    def _expand(self, query: np.ndarray, expansion: int | None, mask: np.ndarray | None) -> np.ndarray:
+        """The unit image query expanded with its nearest allowed items (`expand_queries`)."""
+        n = DEFAULT_QUERY_EXPANSION if expansion is None else int(expansion)
+        if n < 0:
+            raise QueryError(f"The query expansion must be 0 or more neighbours, got {expansion}.")
+        if n == 0 or (mask is not None and not mask.any()):
+            return query
+        scores, positions = self.index.search(query[None], n, allowed=mask)
+        found = positions[0] >= 0
+        if not found.any():
+            return query
+        neighbours = self.index.vectors.reconstruct_batch(positions[0][found])
+        return expand_queries(query[None], neighbours[None], scores[0][found][None])[0]
+
+    def _with_visual_cosine(self, results: list[SearchResult], query: np.ndarray) -> list[SearchResult]:
+        """`visual_score` = cosine to the query photo itself (what the UI shows); `score` keeps the expanded
+        query's cosine that ranked them."""
+        if not results:
+            return results
+        cosines = self.index.vectors.reconstruct_batch(np.array([self._position[r.id] for r in results])) @ query
+        return [replace(r, visual_score=float(c)) for r, c in zip(results, cosines)]
 
     def _reranker(self) -> "VisualReranker":
         if self.reranker is None:
@@ -628,4 +675,5 @@ def load_or_build_index(model, tokenizer, processor, index_dir, model_dir, get_d
 
 __all__ = ["FashionSearchEngine", "SearchResult", "QueryError", "VisualReranker", "build_index", "composed_query_text",
            "embedding_dim", "encode_images", "encode_texts", "has_text_tower", "item_description",
-           "load_or_build_index", "model_fingerprint", "attach_image_paths", "DEFAULT_TEXT_WEIGHT"]
+           "load_or_build_index", "model_fingerprint", "attach_image_paths", "expand_queries",
+           "DEFAULT_QUERY_EXPANSION", "DEFAULT_TEXT_WEIGHT"]

@@ -122,7 +122,7 @@ def test_composed_search_extremes_are_image_only_and_text_only(small_engine):
     # Text weight 0: the reference image alone, i.e. "more like this" (reference excluded).
     image_only = engine.search_composed(text="make it blue", item_id=item_id, k=10, method="sum", text_weight=0.0,
                                         item_text_weight=0.0)
-    assert [r.id for r in image_only] == [r.id for r in engine.search_item(item_id, k=10)]
+    assert [r.id for r in image_only] == [r.id for r in engine.search_item(item_id, k=10, expansion=0)]
     # Text weight 1: the model's text embedding of the modification + the reference's type and gender.
     text_only = engine.search_composed(text="make it blue", item_id=item_id, k=10, method="sum", text_weight=1.0,
                                        item_text_weight=0.0)
@@ -248,3 +248,57 @@ def test_top_k_order_matches_a_full_lexsort_with_ties(k):
     positions = rng.permutation(1000)[:60]
     expected = np.lexsort((positions, -scores))[:k]
     np.testing.assert_array_equal(top_k_order(scores, positions, k), expected)
+
+
+def test_image_queries_are_expanded_with_their_nearest_items(small_engine):
+    engine = small_engine
+    vectors = engine._dense_vectors()
+    position = 7
+    item_id = engine._ids[position]
+    own = vectors[position]
+    # Brute force: the two nearest other items join the query, weighted by their cosine.
+    cosines = vectors @ own
+    cosines[position] = -np.inf
+    nearest = np.argsort(-cosines, kind="stable")[:2]
+    query = own + (np.clip(cosines[nearest], 0, None)[:, None] * vectors[nearest]).sum(0)
+    query /= np.linalg.norm(query)
+    scores = vectors @ query
+    scores[position] = -np.inf
+    expected = np.argsort(-scores, kind="stable")[:10]
+    results = engine.search_item(item_id, k=10)
+    assert [engine._position[r.id] for r in results] == expected.tolist()
+    np.testing.assert_allclose([r.score for r in results], scores[expected], atol=1e-5)
+    # The cosine shown is the item's own, not the expanded query's.
+    np.testing.assert_allclose([r.visual_score for r in results], (vectors @ own)[expected], atol=1e-5)
+    plain = engine.search_item(item_id, k=10, expansion=0)
+    plain_scores = vectors @ own
+    plain_scores[position] = -np.inf
+    assert [engine._position[r.id] for r in plain] == np.argsort(-plain_scores, kind="stable")[:10].tolist()
+    # An uploaded photo of the item, itself excluded, ranks like the item; filters bound the neighbours too.
+    path = engine.index.items["image_path"].iloc[position]
+    upload = engine.search_image(path, k=10, exclude_ids=[item_id])
+    assert [r.id for r in upload] == [r.id for r in results]
+    gender = engine.index.items["gender"].iloc[position]
+    filtered = engine.search_item(item_id, k=5, filters={"gender": gender})
+    assert all(r.attributes["gender"] == gender for r in filtered)
+    with pytest.raises(QueryError, match="expansion"):
+        engine.search_item(item_id, expansion=-1)
+
+
+def test_expand_queries_is_the_weighted_neighbour_mean():
+    from modeling.search import expand_queries
+
+    q = np.array([[1.0, 0.0]], dtype=np.float32)
+    neighbours = np.array([[[0.0, 1.0], [-1.0, 0.0]]], dtype=np.float32)
+    out = expand_queries(q, neighbours, np.array([[0.5, -0.2]], dtype=np.float32))
+    np.testing.assert_allclose(out, [[1.0, 0.5]] / np.linalg.norm([1.0, 0.5]), rtol=1e-6)  # negative cosine ignored
+
+
+def test_evaluation_ranks_more_like_this_exactly_as_the_engine(small_engine):
+    import evaluate
+
+    engine = small_engine
+    top = evaluate.expanded_rankings(engine._dense_vectors(), 10)
+    for position in (0, 11, 42, 299):
+        results = engine.search_item(engine._ids[position], k=10)
+        assert [engine._position[r.id] for r in results] == top[position].tolist()
