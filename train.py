@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 from tqdm.auto import tqdm
@@ -819,6 +820,9 @@ def training_function(args) -> dict:
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     output = Path(args.output)
+    # `main(argv)` may run several times in one process (tests, notebooks) with another precision each time; the
+    # process state (devices, process group) stays, only the accelerator's settings are cleared.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision=args.mixed_precision,
                               gradient_accumulation_steps=args.gradient_accumulation_steps)
     set_seed(args.seed)

@@ -182,3 +182,18 @@ def test_config_rejects_bad_values():
         DualEncoderConfig(text_config=tiny_bert_config_dict(), text_pooling="max")
     with pytest.raises(ValueError):
         DualEncoderConfig(text_config=tiny_bert_config_dict(), cnn_channels=[8], cnn_blocks_per_stage=[1, 1])
+
+
+def test_channels_last_activations_change_nothing_but_speed():
+    tester = DualEncoderModelTester(cnn_stem_channels=16, cnn_channels=[16, 32])
+    model = DualEncoderModel(tester.config)
+    assert model.vision_model.channels_last and not DualEncoderModel(DualEncoderModelTester().config).vision_model.channels_last
+    inputs = tester.inputs()
+    model.train()
+    model(**inputs, return_loss=True).loss.backward()  # the channels-last backward runs
+    model.eval()
+    with torch.no_grad():
+        fast = model.get_image_features(inputs["pixel_values"])
+        model.vision_model.channels_last = False
+        plain = model.get_image_features(inputs["pixel_values"])
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
