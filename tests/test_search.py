@@ -266,18 +266,21 @@ def test_image_queries_are_expanded_with_their_nearest_items(small_engine):
     scores[position] = -np.inf
     expected = np.argsort(-scores, kind="stable")[:10]
     results = engine.search_item(item_id, k=10)
-    assert [engine._position[r.id] for r in results] == expected.tolist()
+    got = [engine._position[r.id] for r in results]
+    # The brute-force ranking up to near-ties (FAISS and numpy round differently).
     np.testing.assert_allclose([r.score for r in results], scores[expected], atol=1e-5)
+    np.testing.assert_allclose([r.score for r in results], scores[got], atol=1e-5)
     # The cosine shown is the item's own, not the expanded query's.
-    np.testing.assert_allclose([r.visual_score for r in results], (vectors @ own)[expected], atol=1e-5)
+    np.testing.assert_allclose([r.visual_score for r in results], (vectors @ own)[got], atol=1e-5)
     plain = engine.search_item(item_id, k=10, expansion=0)
     plain_scores = vectors @ own
     plain_scores[position] = -np.inf
-    assert [engine._position[r.id] for r in plain] == np.argsort(-plain_scores, kind="stable")[:10].tolist()
+    np.testing.assert_allclose([r.score for r in plain], np.sort(plain_scores)[::-1][:10], atol=1e-5)
+    assert not np.allclose([r.score for r in plain], [r.score for r in results])
     # An uploaded photo of the item, itself excluded, ranks like the item; filters bound the neighbours too.
     path = engine.index.items["image_path"].iloc[position]
     upload = engine.search_image(path, k=10, exclude_ids=[item_id])
-    assert [r.id for r in upload] == [r.id for r in results]
+    np.testing.assert_allclose([r.score for r in upload], [r.score for r in results], atol=1e-5)
     gender = engine.index.items["gender"].iloc[position]
     filtered = engine.search_item(item_id, k=5, filters={"gender": gender})
     assert all(r.attributes["gender"] == gender for r in filtered)
@@ -299,6 +302,11 @@ def test_evaluation_ranks_more_like_this_exactly_as_the_engine(small_engine):
 
     engine = small_engine
     top = evaluate.expanded_rankings(engine._dense_vectors(), 10)
+    vectors = engine._dense_vectors()
     for position in (0, 11, 42, 299):
         results = engine.search_item(engine._ids[position], k=10)
-        assert [engine._position[r.id] for r in results] == top[position].tolist()
+        mask = engine.allowed_mask(None, [engine._ids[position]])
+        query = engine._expand(vectors[position], None, mask)
+        # Same ranking up to near-ties (FAISS and numpy round differently): identical scores in the same order.
+        np.testing.assert_allclose(vectors[top[position]] @ query, [r.score for r in results], atol=1e-5)
+        assert len(set(top[position]) & {engine._position[r.id] for r in results}) >= 8
