@@ -49,18 +49,29 @@ class DualEncoderOutput(ModelOutput):
 dual_encoder_loss = symmetric_infonce
 
 
-def supervised_contrastive_loss(image_embeds: torch.Tensor, positive_mask: torch.Tensor,
-                                scale: float = 10.0) -> torch.Tensor:
+def supervised_contrastive_loss(image_embeds: torch.Tensor, positive_mask: torch.Tensor, scale: float = 10.0,
+                                memory_embeds: torch.Tensor | None = None,
+                                memory_positive_mask: torch.Tensor | None = None) -> torch.Tensor:
     """SupCon among images (Khosla et al., 2020): each image pulls in the others that share its label and pushes
-    away the rest of the batch. Rows without any other positive are skipped."""
+    away the rest of the batch. Rows without any other positive are skipped.
+
+    `memory_embeds` `(memory, dim)` (normalised, detached embeddings of earlier batches) with
+    `memory_positive_mask` `(batch, memory)` extend every row's candidates beyond the batch: the cross-batch memory
+    of Wang et al. (2020, XBM), many more positives and hard negatives per step at the cost of one matrix product.
+    """
     n = image_embeds.shape[0]
     self_mask = torch.eye(n, dtype=torch.bool, device=image_embeds.device)
     logits = (scale * image_embeds @ image_embeds.t()).masked_fill(self_mask, float("-inf"))
     positives = positive_mask.bool() & ~self_mask
+    if memory_embeds is not None and memory_embeds.shape[0] > 0:
+        if memory_positive_mask is None or memory_positive_mask.shape != (n, memory_embeds.shape[0]):
+            raise ValueError("memory_positive_mask must be (batch, memory) when memory_embeds are given")
+        logits = torch.cat([logits, scale * image_embeds @ memory_embeds.to(image_embeds.dtype).t()], dim=1)
+        positives = torch.cat([positives, memory_positive_mask.bool()], dim=1)
     rows = positives.any(dim=-1)
     if not rows.any():
         return logits.new_zeros(())
-    log_prob = F.log_softmax(logits[rows], dim=-1).masked_fill(~positives[rows], 0.0)
+    log_prob = F.log_softmax(logits[rows].float(), dim=-1).masked_fill(~positives[rows], 0.0)
     return -(log_prob.sum(-1) / positives[rows].sum(-1)).mean()
 
 
@@ -302,6 +313,8 @@ class DualEncoderModel(DualEncoderPreTrainedModel):
         positive_mask: torch.Tensor | None = None,
         attribute_targets: torch.Tensor | None = None,
         image_positive_mask: torch.Tensor | None = None,
+        image_memory_embeds: torch.Tensor | None = None,
+        image_memory_positive_mask: torch.Tensor | None = None,
         return_loss: bool | None = None,
         **kwargs,
     ) -> DualEncoderOutput:
@@ -313,6 +326,10 @@ class DualEncoderModel(DualEncoderPreTrainedModel):
         image_positive_mask (`torch.Tensor` of shape `(batch, batch)`, *optional*):
             `[i, j]` true when images i and j share a label (e.g. articleType); adds the image-image supervised
             contrastive loss weighted by `config.image_supcon_weight`.
+        image_memory_embeds (`torch.Tensor` of shape `(memory, projection_dim)`, *optional*):
+            Normalised image embeddings of earlier batches (no gradient), extra candidates of that loss.
+        image_memory_positive_mask (`torch.Tensor` of shape `(batch, memory)`, *optional*):
+            `[i, m]` true when image i and memory entry m share a label.
         """
         image_embeds = F.normalize(self.get_image_features(pixel_values), dim=-1)
         text_embeds = F.normalize(
@@ -335,7 +352,9 @@ class DualEncoderModel(DualEncoderPreTrainedModel):
                     attribute_loss = torch.stack(losses).mean()
                     loss = loss + self.config.attribute_loss_weight * attribute_loss
             if image_positive_mask is not None and self.config.image_supcon_weight > 0:
-                supcon = supervised_contrastive_loss(image_embeds, image_positive_mask)
+                supcon = supervised_contrastive_loss(image_embeds, image_positive_mask,
+                                                     memory_embeds=image_memory_embeds,
+                                                     memory_positive_mask=image_memory_positive_mask)
                 loss = loss + self.config.image_supcon_weight * supcon
         return DualEncoderOutput(
             loss=loss,

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
 from modeling import DualEncoderConfig, DualEncoderImageProcessor, DualEncoderModel
-from modeling.modeling_dual_encoder import dual_encoder_loss
+from modeling.modeling_dual_encoder import dual_encoder_loss, supervised_contrastive_loss
 
 from .conftest import tiny_bert_config_dict, tiny_model_kwargs
 
@@ -80,6 +80,50 @@ def test_loss_matches_reference_and_positive_mask():
     manual = sum(-(targets[i] * torch.log_softmax(logits[i], -1)).sum() for i in range(4)) / 4
     manual_t = sum(-(targets[i] * torch.log_softmax(logits.t()[i], -1)).sum() for i in range(4)) / 4
     torch.testing.assert_close(dual_encoder_loss(logits, mask), (manual + manual_t) / 2)
+
+
+def _supcon_reference(embeds, labels, memory, memory_labels, scale=10.0):
+    """Row by row: -mean over positives of log(exp(s·z_i·z_p) / sum over all other candidates)."""
+    candidates, candidate_labels = torch.cat([embeds, memory]), torch.cat([labels, memory_labels])
+    losses = []
+    for i in range(len(embeds)):
+        others = [j for j in range(len(candidates)) if j != i]
+        positives = [j for j in others if candidate_labels[j] == labels[i]]
+        if not positives:
+            continue
+        denominator = torch.logsumexp(torch.stack([scale * embeds[i] @ candidates[j] for j in others]), 0)
+        losses.append(-torch.stack([scale * embeds[i] @ candidates[p] - denominator for p in positives]).mean())
+    return torch.stack(losses).mean()
+
+
+def test_supcon_with_cross_batch_memory_matches_reference():
+    g = torch.Generator().manual_seed(0)
+    embeds = torch.nn.functional.normalize(torch.randn(5, 8, generator=g), dim=-1)
+    memory = torch.nn.functional.normalize(torch.randn(7, 8, generator=g), dim=-1)
+    labels, memory_labels = torch.tensor([0, 0, 1, 2, 3]), torch.tensor([1, 2, 2, 4, 0, 5, 1])
+    mask = labels[:, None] == labels[None, :]
+    memory_mask = labels[:, None] == memory_labels[None, :]
+    # Without memory only items 0 and 1 have a positive; with it, 2 and 3 gain theirs (item 4 still has none).
+    torch.testing.assert_close(supervised_contrastive_loss(embeds, mask),
+                               _supcon_reference(embeds, labels, memory[:0], memory_labels[:0]))
+    with_memory = supervised_contrastive_loss(embeds, mask, memory_embeds=memory, memory_positive_mask=memory_mask)
+    torch.testing.assert_close(with_memory, _supcon_reference(embeds, labels, memory, memory_labels))
+    assert not torch.allclose(with_memory, supervised_contrastive_loss(embeds, mask))
+    with pytest.raises(ValueError, match="memory_positive_mask"):
+        supervised_contrastive_loss(embeds, mask, memory_embeds=memory)
+
+
+def test_forward_passes_the_memory_to_the_supcon_loss():
+    tester = DualEncoderModelTester(image_supcon_weight=1.0)
+    model = DualEncoderModel(tester.config).eval()
+    inputs = {**tester.inputs(), "image_positive_mask": torch.eye(3, dtype=torch.bool), "return_loss": True}
+    assert model(**inputs).supcon_loss == 0  # no image has a positive in its batch
+    memory = torch.nn.functional.normalize(torch.randn(4, 16), dim=-1)
+    memory_mask = torch.tensor([[1, 0, 0, 0], [0, 0, 0, 0], [0, 1, 1, 0]], dtype=torch.bool)
+    out = model(**inputs, image_memory_embeds=memory, image_memory_positive_mask=memory_mask)
+    labels, memory_labels = torch.tensor([0, 1, 2]), torch.tensor([0, 2, 2, 3])
+    torch.testing.assert_close(out.supcon_loss, _supcon_reference(out.image_embeds, labels, memory, memory_labels))
+    torch.testing.assert_close(out.loss, out.contrastive_loss + out.supcon_loss)
 
 
 def test_attribute_heads_add_loss_and_ignore_unknown():

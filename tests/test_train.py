@@ -101,6 +101,37 @@ def test_ema_and_grouped_batches_run_and_resume(catalog_dir, tiny_text_model, tm
     assert {"val", "val_raw"} <= set(summary["history"][-1])
 
 
+def test_supcon_memory_fills_after_warmup_newest_first_and_stays_bounded(catalog_dir, tiny_text_model, tmp_path):
+    args = train.parse_args(_tiny_args(catalog_dir, tiny_text_model, tmp_path / "run", "--supcon-memory", "20",
+                                       "--supcon-memory-warmup", "2", "--val-split", ""))
+    train_ds, _, _ = train.load_splits(args)
+    task = train.build_task(args, train_ds, None)
+    torch.manual_seed(0)
+    batches = [torch.arange(i * 8, i * 8 + 8) for i in range(4)]
+    for positions in batches[:2]:  # the 2 warm-up steps keep nothing
+        task.step(task.model, positions, "cpu")
+    assert len(task.memory[0]) == 0
+    for positions in batches[2:]:
+        task.step(task.model, positions, "cpu")
+    embeds, labels = task.memory
+    assert embeds.shape == (16, 16) and len(labels) == 16
+    torch.testing.assert_close(labels[:8], task.group_labels[batches[3]])  # newest first
+    torch.testing.assert_close(labels[8:], task.group_labels[batches[2]])
+    torch.testing.assert_close(embeds.norm(dim=-1), torch.ones(16))
+    task.step(task.model, batches[0], "cpu")
+    assert len(task.memory[0]) == 20  # bounded: the oldest fell off
+    torch.testing.assert_close(task.memory[1][:8], task.group_labels[batches[0]])
+    # The memory's positives and negatives enter the loss: same batch and weights, another value.
+    task.memory = (task.memory[0][:0], task.memory[1][:0])
+    task.steps = 0
+    torch.manual_seed(1)
+    _, plain = task.step(task.model, batches[1], "cpu")
+    task.memory = (embeds, labels)
+    torch.manual_seed(1)
+    _, with_memory = task.step(task.model, batches[1], "cpu")
+    assert not torch.isclose(plain["supcon"], with_memory["supcon"])
+
+
 def test_vae_training_writes_model_grid_and_curve(catalog_dir, tmp_path):
     out = tmp_path / "vae"
     summary = train.main(["--model", "vae", "--catalog", str(catalog_dir), "--output", str(out),
