@@ -812,11 +812,6 @@ class ClipLoraTask:
                          target_pixel_values=self._pixels([self.triplets["target"][i] for i in pick], device),
                          modification_input_ids=mod["input_ids"], modification_attention_mask=mod["attention_mask"])
         out = model(**batch, return_loss=True)
-        self.steps += 1
-        if self.memory is not None and self.steps > self.args.supcon_memory_warmup:
-            keep = self.args.supcon_memory  # FIFO: newest first, the oldest fall off the end
-            self.memory = (torch.cat([out.image_embeds.detach().float().cpu(), self.memory[0]])[:keep],
-                           torch.cat([labels, self.memory[1]])[:keep])
         terms = {"contrastive": out.contrastive_loss}
         if out.composed_loss is not None:
             terms["composed"] = out.composed_loss
