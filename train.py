@@ -103,7 +103,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="cross-batch memory (XBM): the SupCon loss also compares each image with this many embeddings "
                         "of earlier batches (0 = within the batch only)")
     g.add_argument("--supcon-memory-warmup", type=int, default=500,
-                   help="optimisation steps before the memory fills (early embeddings move too fast to keep)")
+                   help="training batches before the memory fills (early embeddings move too fast to keep)")
     g.add_argument("--title-prob", type=float, default=DEFAULT_TITLE_PROB)
     g.add_argument("--group-size", type=int, default=DEFAULT_GROUP_SIZE,
                    help="batches are built from runs of this many items sharing the --supcon-attribute value "
