@@ -56,7 +56,7 @@ from modeling.metrics import (_topk_indices, composed_metrics, group_by_text, nd
 from modeling.protocols import evaluate_fashion200k, evaluate_fashion_iq, kagl_text_to_image
 from modeling.queries import load_queries, relevance_mask
 from modeling.reporting import markdown_table, plot_attribute_consistency, plot_comparison, query_grid
-from modeling.search import (DEFAULT_QUERY_EXPANSION, DEFAULT_TEXT_WEIGHT, FashionSearchEngine, VisualReranker,
+from modeling.search import (DEFAULT_LEXICAL_WEIGHT, DEFAULT_QUERY_EXPANSION, DEFAULT_TEXT_WEIGHT, FashionSearchEngine, VisualReranker,
                              catalog_items, embedding_dim, encode_images, encode_texts, expand_queries, has_text_tower,
                              item_description, model_fingerprint)
 from modeling.text_encoder import SentenceEncoder
@@ -80,6 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "consistency, KAGL, pretrained rows where reachable, plots")
     p.add_argument("--queries", default=None, help="JSONL query file (text and composed lines)")
     p.add_argument("--text-weight", type=float, default=DEFAULT_TEXT_WEIGHT, help="fusion weight of item text")
+    p.add_argument("--lexical-weight", type=float, default=DEFAULT_LEXICAL_WEIGHT,
+                   help="weight of the BM25 keyword match inside the item-text score")
     p.add_argument("--text-encoder", default="sentence-transformers/all-MiniLM-L6-v2",
                    help="sentence encoder of the item-text match and of VSC")
     p.add_argument("--vsc-source", choices=["title", "caption"], default="title", help="item description of VSC")
@@ -225,7 +227,7 @@ def timed(fn, *a):
 
 # -- engine-based sections ---------------------------------------------------------------------------------------------
 def make_engine(name: str, state: dict, items, encoder: SentenceEncoder, vsc: VSCScorer, text_weight: float,
-                reranker=None) -> FashionSearchEngine:
+                reranker=None, lexical_weight: float = DEFAULT_LEXICAL_WEIGHT) -> FashionSearchEngine:
     model = state["model"]
     info = {"name": name, "fingerprint": model_fingerprint(model), "embedding_dim": embedding_dim(model)}
     text = has_text_tower(model)
@@ -234,7 +236,7 @@ def make_engine(name: str, state: dict, items, encoder: SentenceEncoder, vsc: VS
         text_embeddings=encoder.encode([item_description(r) for r in items.to_dict("records")]) if text else None,
         text_encoder_info={"name": encoder.name, "embedding_dim": encoder.dim} if text else None)
     return FashionSearchEngine(model, state["tokenizer"], state["processor"], index, encoder, text_weight=text_weight,
-                               model_name=name, reranker=reranker, vsc=vsc)
+                               model_name=name, reranker=reranker, vsc=vsc, lexical_weight=lexical_weight)
 
 
 def _positions(engine: FashionSearchEngine, results, depth: int) -> np.ndarray:
@@ -255,8 +257,9 @@ def _vsc_at(results, k: int) -> float | None:
 
 
 def query_metrics(engine: FashionSearchEngine, queries: list[dict], items, k: int, text_weight: float) -> dict:
-    """Text lines: visual-only, item-text-only and fused rankings; composed lines (`"image"`): composed search."""
-    modes = {"visual": 0.0, "text": 1.0, "fused": text_weight}
+    """Text lines: visual-only, item-text-only (dense + keywords), fused, and fused without the keyword match
+    (`fused_dense`) rankings; composed lines (`"image"`): composed search."""
+    modes = {"visual": (0.0, None), "text": (1.0, None), "fused": (text_weight, None), "fused_dense": (text_weight, 0.0)}
     out = {mode: {"per_query": []} for mode in [*modes, "composed"]}
     skipped = []
     for q in tqdm(queries, desc="queries"):
@@ -273,7 +276,8 @@ def query_metrics(engine: FashionSearchEngine, queries: list[dict], items, k: in
         if reference is not None:
             runs = {"composed": engine.search_composed(item_id=reference, text=q["query"], k=k)}
         else:
-            runs = {mode: engine.search_text(q["query"], k=k, text_weight=w) for mode, w in modes.items()}
+            runs = {mode: engine.search_text(q["query"], k=k, text_weight=w, lexical_weight=lw)
+                    for mode, (w, lw) in modes.items()}
         for mode, results in runs.items():
             rel = _relevance_of(engine, results, relevant, k)[None]
             out[mode]["per_query"].append({
@@ -288,6 +292,7 @@ def query_metrics(engine: FashionSearchEngine, queries: list[dict], items, k: in
     if not out["composed"]["per_query"]:
         del out["composed"]
     out["text_weight"] = text_weight
+    out["lexical_weight"] = engine.lexical_weight
     out["num_queries"] = len(queries) - len(skipped)
     out["skipped_no_relevant"] = len(skipped)
     return out
@@ -494,15 +499,16 @@ def main(argv=None) -> dict:
     text_models = [n for n, s in states.items() if s["tokenizer"] is not None]
     first_text = next((n for n in text_models if n not in {Path(m).name for m in args.ood_model}), None)
     with timings("engines"):
-        engines = {n: make_engine(n, states[n], items, encoder, vsc, args.text_weight) for n in text_models}
+        engines = {n: make_engine(n, states[n], items, encoder, vsc, args.text_weight,
+                                  lexical_weight=args.lexical_weight) for n in text_models}
     by_name = {r["model"]: r for r in rows}
     if args.queries and text_models:
         for name in text_models:
             with timings(f"queries {name}"):
                 report = query_metrics(engines[name], load_queries(args.queries), items, k, args.text_weight)
             (out_dir / f"queries_{name}.json").write_text(json.dumps(report, indent=2))
-            by_name[name]["queries"] = {m: report[m]["mean"] for m in ("visual", "text", "fused", "composed")
-                                        if m in report}
+            by_name[name]["queries"] = {m: report[m]["mean"] for m in ("visual", "text", "fused", "fused_dense",
+                                                                       "composed") if m in report}
             if name == first_text:
                 (out_dir / "queries.json").write_text(json.dumps(report, indent=2))
     if args.rerank_model and first_text:

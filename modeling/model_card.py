@@ -56,7 +56,8 @@ queries for every row:
 - **title→image**: one query per distinct title; relevant = the items with that title (R@1, R@10, MRR). KAGL:
   one query per item, single target (the fashion-CLIP leaderboards' protocol).
 - **shopper queries**: generated from the test split's attribute combinations ("men formal black shoes"); P@10 of
-  the search engine's fused ranking (this model's score + a MiniLM match of the item's own text).
+  the search engine's fused ranking (this model's score + a MiniLM and a BM25 keyword match of the item's own
+  text).
 - **composed**: catalog triplets (reference + "make it blue"); a hit is an item of the reference's type and gender
   in the new colour; the reference is excluded.
 - **VSC** (visual-semantic consistency): the cosine of MiniLM embeddings of the query's description and each

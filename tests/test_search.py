@@ -1,6 +1,7 @@
 """The search engine on a small real gallery with a tiny model: fusion arithmetic, filters, errors, index reuse."""
 
 import io
+import math
 
 import numpy as np
 import pytest
@@ -8,29 +9,109 @@ import pytest
 from modeling import DualEncoderModel
 from modeling.data import ImageError
 from modeling.index import IndexMismatchError
+from modeling import search as search_module
+from modeling.lexical import BM25Index, tokenize
 from modeling.search import FashionSearchEngine, QueryError, item_description
 from modeling.text_encoder import SentenceEncoder
 
 from .conftest import tiny_model_kwargs
 
 
-def test_text_search_fuses_visual_and_item_text_scores(small_engine):
+def brute_force_bm25(documents, query, k1=1.2, b=0.75):
+    """Okapi BM25 written out term by term (the reference for `BM25Index`)."""
+    docs = [tokenize(d) for d in documents]
+    average = sum(len(d) for d in docs) / len(docs)
+    out = np.zeros(len(docs))
+    for word in set(tokenize(query)):
+        df = sum(word in d for d in docs)
+        idf = math.log(1 + (len(docs) - df + 0.5) / (df + 0.5))
+        for i, d in enumerate(docs):
+            tf = d.count(word)
+            out[i] += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(d) / average))
+    return out
+
+
+@pytest.mark.parametrize("lexical_weight", [0.0, 0.4, 2.0])
+def test_text_search_fuses_visual_item_text_and_keyword_scores(small_engine, lexical_weight):
     engine = small_engine
     query, weight = "black casual shoes for men", 0.4
-    results = engine.search_text(query, k=10, text_weight=weight)
+    results = engine.search_text(query, k=10, text_weight=weight, lexical_weight=lexical_weight)
     assert len(results) == 10 and [r.rank for r in results] == list(range(1, 11))
     # Brute force over the whole gallery.
     visual = engine.index.vectors.reconstruct_batch(np.arange(len(engine.index))) @ engine.encode_texts([query])[0]
     text = engine.index.text_embeddings @ engine.sentence_encoder.encode([query])[0]
-    fused = (1 - weight) * visual + weight * text
+    keywords = brute_force_bm25([item_description(r) for r in engine.index.items.to_dict("records")], query)
+    keywords /= keywords.max()
+    fused = (1 - weight) * visual + weight * (text + lexical_weight * keywords)
     expected = np.argsort(-fused, kind="stable")[:10]
     assert [r.id for r in results] == engine.index.items["id"].iloc[expected].tolist()
     for r, i in zip(results, expected):
         assert r.score == pytest.approx(fused[i], abs=1e-5)
         assert r.visual_score == pytest.approx(visual[i], abs=1e-5)
         assert r.text_score == pytest.approx(text[i], abs=1e-5)
+        if lexical_weight > 0:
+            assert r.lexical_score == pytest.approx(keywords[i], abs=1e-5)
+        else:
+            assert r.lexical_score is None
     visual_only = engine.search_text(query, k=10, text_weight=0.0)
-    assert all(r.text_score is None and r.score == r.visual_score for r in visual_only)
+    assert all(r.text_score is None and r.lexical_score is None and r.score == r.visual_score for r in visual_only)
+    with pytest.raises(QueryError, match="keyword weight"):
+        engine.search_text(query, lexical_weight=-1)
+
+
+def test_keyword_match_lifts_items_that_name_the_query_words(small_engine):
+    engine = small_engine
+    items = engine.index.items
+    # Brands named in a few titles: where the dense scores alone miss some of their items, the keyword match
+    # brings all of them to the top.
+    words = [set(tokenize(item_description(r))) for r in items.to_dict("records")]
+    first_word = items["title"].str.split().str[0].str.lower()  # the catalog spells "Colorbar" and "ColorBar"
+    lifted = 0
+    for brand, count in first_word.value_counts().items():
+        named = set(items.loc[first_word == brand, "id"])
+        holders = {i for i, w in zip(items["id"], words) if brand in w}
+        if not 2 <= count <= 8 or len(brand) < 4 or tokenize(brand) != [brand] or holders != named:
+            continue
+        without = {r.id for r in engine.search_text(brand, k=len(named), lexical_weight=0.0)}
+        if without == named:
+            continue
+        assert {r.id for r in engine.search_text(brand, k=len(named))} == named, brand
+        lifted += 1
+    assert lifted >= 3, "expected brands whose items the dense scores alone do not all find"
+
+
+def test_large_catalog_candidates_include_keyword_matches(small_engine, monkeypatch):
+    """Above EXACT_FUSION_LIMIT only candidates are fused: the keyword matches must be among them, so the
+    approximate path returns what exact fusion does when the candidate pools cover the answer."""
+    engine = small_engine
+    query = "black casual shoes for men"
+    exact = engine.search_text(query, k=5)
+    monkeypatch.setattr(search_module, "EXACT_FUSION_LIMIT", 10)
+    approximate = engine.search_text(query, k=5)
+    assert [r.id for r in approximate] == [r.id for r in exact]
+    assert [r.score for r in approximate] == pytest.approx([r.score for r in exact], abs=1e-5)
+
+
+def test_tokenize_folds_the_spellings_shoppers_and_catalogs_use():
+    assert tokenize("Men's T-Shirts") == tokenize("men tshirt") == ["men", "tshirt"]
+    assert tokenize("t shirts") == tokenize("Tee-shirt") == ["tshirt"]
+    assert tokenize("Women’s Dresses, watches & Accessories") == ["women", "dress", "watch", "accessory"]
+    assert tokenize("Casual Shoes") == ["casual", "shoe"] and tokenize("Flip Flops") == ["flipflop"]
+    assert tokenize("Sunglasses bus dress") == ["sunglass", "bus", "dress"]  # -ss / -us kept, -sses folded
+
+
+def test_bm25_matches_the_formula_and_normalises_per_query():
+    documents = ["Nike Men Black T-shirt. black tshirts for men, summer", "Puma Women Red Casual Shoes",
+                 "Red dress", "Men Navy Blue Shirt", "ADIDAS men's sports shoes shoes"]
+    bm25 = BM25Index(documents)
+    for query in ("men's black t-shirts", "red shoes", "shoes shoes", "navy", "nothing matches"):
+        assert bm25.scores(query) == pytest.approx(brute_force_bm25(documents, query), abs=1e-5)
+    scores = bm25.normalised_scores("red shoes")
+    assert scores.max() == pytest.approx(1.0) and scores.min() >= 0
+    assert not bm25.normalised_scores("xyz").any()
+    assert not BM25Index([]).scores("red").size
+    with pytest.raises(ValueError):
+        BM25Index(documents, b=2.0)
 
 
 def test_filters_apply_inside_the_search(small_engine):
