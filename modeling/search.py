@@ -12,13 +12,15 @@ description (title + attribute caption + season), plus `lexical_weight` times th
 against that description, normalised to [0, 1] per query (`modeling/lexical.py`).
 `score = (1 - text_weight) * visual + text_weight * (text + lexical_weight * lexical)`, `text_weight` and
 `lexical_weight` defaulting to `DEFAULT_TEXT_WEIGHT` and `DEFAULT_LEXICAL_WEIGHT` (chosen on the validation query
-file, see README). Image
-search ranks by visual cosine alone, optionally re-ranked by a second image model (hybrid search, e.g. VAE latents:
-`(1 - rerank_weight) * visual + rerank_weight * rerank` over the top `rerank_depth` candidates). Composed search
-(reference image or catalog item + modification text) composes the two into one query embedding (weighted sum or
-the model's learned combiner), names what the catalog knows of the reference (or what the attribute heads predict
-for an uploaded photo) in the text, and fuses with the item-text match like text search. Filters restrict the candidate set inside the index search, so a filtered
-query still returns k results whenever k items match.
+file, see README).
+
+Image search ranks by visual cosine alone, optionally re-ranked by a second image model (hybrid search, e.g. VAE
+latents: `(1 - rerank_weight) * visual + rerank_weight * rerank` over the top `rerank_depth` candidates). Composed
+search (reference image or catalog item + modification text) composes the two into one query embedding (weighted
+sum or the model's learned combiner), names what the catalog knows of the reference (or what the attribute heads
+predict for an uploaded photo) in the text, and fuses with the item-text match (without keywords) like text search.
+Filters restrict the candidate set inside the index search, so a filtered query still returns k results whenever k
+items match.
 """
 
 from __future__ import annotations
