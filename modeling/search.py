@@ -58,8 +58,9 @@ DEFAULT_TEXT_WEIGHT = 0.7
 DEFAULT_LEXICAL_WEIGHT = 0.4
 MAX_QUERY_CHARS = 500
 # Fused text search scores every allowed item exactly up to this many; above it, candidates come from the top of
-# the visual index and of the text matcher and only those are fused.
+# the visual index and of the text matcher (the top max(20 k, FUSION_CANDIDATE_DEPTH) of each) and only those are fused.
 EXACT_FUSION_LIMIT = 200_000
+FUSION_CANDIDATE_DEPTH = 500
 # Query-text embeddings kept in memory (per engine, least recently used dropped first).
 TEXT_CACHE_SIZE = 4096
 # Hybrid re-ranking: how many candidates of the primary model the re-ranker re-scores by default.
@@ -561,7 +562,7 @@ class FashionSearchEngine:
         n = len(self._ids)
         if n <= EXACT_FUSION_LIMIT:
             return np.flatnonzero(mask) if mask is not None else np.arange(n)
-        depth = max(20 * k, 500)
+        depth = max(20 * k, FUSION_CANDIDATE_DEPTH)
         _, visual_top = self.index.search(visual_query[None], depth, allowed=mask)
         text_scores = self.index.text_embeddings @ text_query
         if lexical is not None:

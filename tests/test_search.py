@@ -2,6 +2,7 @@
 
 import io
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -81,15 +82,28 @@ def test_keyword_match_lifts_items_that_name_the_query_words(small_engine):
 
 
 def test_large_catalog_candidates_include_keyword_matches(small_engine, monkeypatch):
-    """Above EXACT_FUSION_LIMIT only candidates are fused: the keyword matches must be among them, so the
-    approximate path returns what exact fusion does when the candidate pools cover the answer."""
+    """Above EXACT_FUSION_LIMIT only the top candidates of the visual index and of the item-text score are fused:
+    that score must include the keyword match, or items found by their words alone never become candidates. Queries:
+    words held by a single item (names, style words of a title) that the dense scores alone rank far down."""
     engine = small_engine
-    query = "black casual shoes for men"
-    exact = engine.search_text(query, k=5)
+    descriptions = [tokenize(item_description(r)) for r in engine.index.items.to_dict("records")]
+    holders = Counter(word for words in descriptions for word in set(words))
+    queries = []
+    for position, words in enumerate(descriptions):
+        for word in words:
+            if holders[word] == 1 and len(word) >= 4 and len(queries) < 5:
+                dense = [r.id for r in engine.search_text(word, k=len(descriptions), lexical_weight=0.0)]
+                if dense.index(engine._ids[position]) >= 40:
+                    queries.append((word, engine._ids[position]))
+    assert len(queries) >= 3, "expected item words that the dense scores alone rank low"
+    exact = {q: engine.search_text(q, k=1) for q, _ in queries}
+    assert all(exact[q][0].id == holder for q, holder in queries)  # the keyword match finds them
     monkeypatch.setattr(search_module, "EXACT_FUSION_LIMIT", 10)
-    approximate = engine.search_text(query, k=5)
-    assert [r.id for r in approximate] == [r.id for r in exact]
-    assert [r.score for r in approximate] == pytest.approx([r.score for r in exact], abs=1e-5)
+    monkeypatch.setattr(search_module, "FUSION_CANDIDATE_DEPTH", 20)  # pools of 20 of the 300 items
+    for query, _ in queries:
+        approximate = engine.search_text(query, k=1)
+        assert [r.id for r in approximate] == [r.id for r in exact[query]], query
+        assert approximate[0].score == pytest.approx(exact[query][0].score, abs=1e-5)
 
 
 def test_tokenize_folds_the_spellings_shoppers_and_catalogs_use():
