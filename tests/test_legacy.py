@@ -65,7 +65,7 @@ import numpy as np, torch
 from transformers import AutoModel, AutoTokenizer
 folder, texts = sys.argv[1], json.loads(sys.argv[2])
 model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
-tokens = AutoTokenizer.from_pretrained(folder)(texts, padding=True, return_tensors="pt")
+tokens = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)(texts, padding=True, return_tensors="pt")
 with torch.no_grad():
     feats = torch.nn.functional.normalize(model.get_text_features(**tokens), dim=-1)
 print("RESULT", json.dumps({"module": type(model).__module__, "text": feats.tolist()}))
