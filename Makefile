@@ -1,6 +1,6 @@
 # Two commands on a fresh machine:
 #   make demo   install, train the offline default model if absent, build the index if absent, serve the app
-#   make test   install, run the test suite (what CI runs)
+#   make test   install, check the import layers (lint-imports), run the test suite (what CI runs)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -56,6 +56,7 @@ demo: install train
 	$(OFFLINE) $(PY) app.py --model $(MODEL) --catalog $(CATALOG)
 
 test: install
+	$(VENV)/bin/lint-imports
 	$(OFFLINE) $(PY) -m pytest
 
 clean:

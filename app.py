@@ -33,10 +33,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from modeling.data import ImageError
-from modeling.search import QueryError, SearchResult
-from modeling.serving import EngineRegistry, ModelSpec, with_index_repo
-from modeling.vsc import summarise
+from modeling.data.catalog import ImageError
+from modeling.retrieval.search import QueryError, SearchResult
+from modeling.retrieval.serving import EngineRegistry, ModelSpec, with_index_repo
+from modeling.retrieval.vsc import summarise
 
 logger = logging.getLogger("app")
 

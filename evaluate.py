@@ -45,22 +45,24 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from modeling.analysis import CHANGED, attribute_consistency, match_mask, ood_query_sets
-from modeling.baselines import (PRETRAINED_EXTRACTORS, PretrainedImageExtractor, colour_histogram_features,
+from modeling.evaluation.analysis import CHANGED, attribute_consistency, match_mask, ood_query_sets
+from modeling.evaluation.baselines import (PRETRAINED_EXTRACTORS, PretrainedImageExtractor, colour_histogram_features,
                                 hybrid_features, random_features)
-from modeling.composed_data import catalog_triplets, composed_relevance_matrix
-from modeling.data import load_catalog, normalise_title
-from modeling.index import CatalogIndex, VectorIndex
-from modeling.metrics import (_topk_indices, composed_metrics, group_by_text, ndcg_at_k, precision_at_k,
+from modeling.data.composed import catalog_triplets, composed_relevance_matrix
+from modeling.data.catalog import load_catalog, normalise_title
+from modeling.retrieval.index import CatalogIndex, VectorIndex
+from modeling.evaluation.metrics import (_topk_indices, composed_metrics, group_by_text, ndcg_at_k, precision_at_k,
                               ranking_metrics, text_to_image_metrics)
-from modeling.protocols import evaluate_fashion200k, evaluate_fashion_iq, kagl_text_to_image
-from modeling.queries import load_queries, relevance_mask
-from modeling.reporting import markdown_table, plot_attribute_consistency, plot_comparison, query_grid
-from modeling.search import (DEFAULT_LEXICAL_WEIGHT, DEFAULT_QUERY_EXPANSION, DEFAULT_TEXT_WEIGHT, FashionSearchEngine, VisualReranker,
-                             catalog_items, embedding_dim, encode_images, encode_texts, expand_queries, has_text_tower,
-                             item_description, model_fingerprint)
-from modeling.text_encoder import SentenceEncoder
-from modeling.vsc import VSCScorer, observation_note, summarise
+from modeling.evaluation.protocols import evaluate_fashion200k, evaluate_fashion_iq, kagl_text_to_image
+from modeling.data.queries import load_queries, relevance_mask
+from modeling.evaluation.reporting import markdown_table, plot_attribute_consistency, plot_comparison, query_grid
+from modeling.data.catalog import item_description
+from modeling.encoders.loading import embedding_dim, encode_images, encode_texts, has_text_tower, model_fingerprint
+from modeling.retrieval.build import catalog_items
+from modeling.retrieval.search import (DEFAULT_LEXICAL_WEIGHT, DEFAULT_QUERY_EXPANSION, DEFAULT_TEXT_WEIGHT,
+                                       FashionSearchEngine, VisualReranker, expand_queries)
+from modeling.encoders.sentence import SentenceEncoder
+from modeling.retrieval.vsc import VSCScorer, observation_note, summarise
 
 DEPTH = 50  # rankings are kept to this depth; metrics at K = 1, 5, 10, 50
 KS = (1, 5, 10, 50)
@@ -604,7 +606,7 @@ def main(argv=None) -> dict:
                                  for res in s["results"]]} for s in sample_rows]
             query_grid(grid, out_dir / "samples.png")
     if args.model_card:
-        from modeling.model_card import update_model_card
+        from modeling.evaluation.model_card import update_model_card
 
         update_model_card(args.model_card, results, markdown, rows[0])
     print(f"\nwrote {out_dir}/results.json, results.md" + (", plots" if args.plots else "")

@@ -49,11 +49,12 @@ from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoModel, AutoTokenizer, get_cosine_schedule_with_warmup
 
 from modeling import DualEncoderImageProcessor, DualEncoderModel
-from modeling.composed_data import catalog_triplets
-from modeling.data import attribute_caption, load_catalog, normalise_title
-from modeling.metrics import group_by_text, image_to_image_metrics, text_to_image_metrics
-from modeling.search import composed_query_text, encode_images, encode_texts
-from modeling.text_encoder import resolve_text_model
+from modeling.data.composed import catalog_triplets
+from modeling.data.catalog import attribute_caption, load_catalog, normalise_title
+from modeling.evaluation.metrics import group_by_text, image_to_image_metrics, text_to_image_metrics
+from modeling.encoders.loading import encode_images, encode_texts
+from modeling.retrieval.search import composed_query_text
+from modeling.encoders.sentence import resolve_text_model
 
 
 # -- defaults (what the README's offline default models are trained with) -------------------------------------
@@ -627,7 +628,7 @@ class VaeTask:
         return retrieval_validation(embeds, self.val["labels"])
 
     def save(self, model, output: Path) -> None:
-        from modeling.vae_utils import reconstruction_grid
+        from modeling.models.vae_utils import reconstruction_grid
 
         model.save_pretrained(output, safe_serialization=True)
         self.processor.save_pretrained(output)
@@ -939,8 +940,8 @@ def training_function(args) -> dict:
 
 
 def push_trained_model(args) -> dict:
-    """Evaluate the saved model on the test split (unless results are given) and push it with `modeling.hub`."""
-    from modeling import hub
+    """Evaluate the saved model on the test split (unless results are given) and push it with `modeling.hub.push`."""
+    from modeling.hub import push as hub
 
     results_file = args.push_results
     if results_file is None:

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from modeling.onnx_export import OnnxEncoder, export_onnx, parity_inputs  # noqa: E402
-from modeling.search import FashionSearchEngine  # noqa: E402
+from modeling.hub.onnx_export import OnnxEncoder, export_onnx, parity_inputs  # noqa: E402
+from modeling.retrieval.search import FashionSearchEngine  # noqa: E402
 
 
 def _features(out):

@@ -1,39 +1,29 @@
-"""Multimodal fashion search: models, catalog data, index and search engine."""
+"""Multimodal fashion search, in layers (each a subpackage; imports go downwards only, kept by `lint-imports`):
 
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, CLIPImageProcessorPil
+    hub         push model folders, datasets, ONNX exports and the Space (`python -m modeling.hub ...`)
+    training    one task per model behind `training.base.Task`, the Accelerate loop's helpers
+    evaluation  metrics, protocols, baselines, analysis, reports and model cards
+    retrieval   the search engine, vector index, keyword index, VSC, index building, the app's model registry
+    encoders    model loading, fingerprints, batched encoding, the sentence encoder, ONNX Runtime encoders
+    data        catalog loading, image opening, composed triplets, query files          (never models)
+    models      configurations, modeling files, processors, composition, losses         (torch/transformers/peft)
+    utils       atomic writes and staged folders
 
-from .configuration_dual_encoder import DEFAULT_TEXT_MODEL, DualEncoderConfig
-from .configuration_fashion_clip import DEFAULT_CLIP_MODEL, FashionClipConfig
-from .configuration_fashion_vae import FashionVaeConfig
-from .image_processing_dual_encoder import DualEncoderImageProcessor
-from .modeling_dual_encoder import DualEncoderModel, DualEncoderOutput
-from .modeling_fashion_clip import FashionClipModel, FashionClipOutput
-from .modeling_fashion_vae import FashionVaeModel, FashionVaeOutput
-from .vae_utils import reconstruction_grid
+Importing `modeling` itself loads nothing heavy: the model classes below load (and register with the Auto classes)
+on first use, e.g. `from modeling import DualEncoderModel`.
+"""
 
-AutoConfig.register(DualEncoderConfig.model_type, DualEncoderConfig, exist_ok=True)
-AutoModel.register(DualEncoderConfig, DualEncoderModel, exist_ok=True)
-AutoImageProcessor.register(DualEncoderConfig, slow_image_processor_class=DualEncoderImageProcessor, exist_ok=True)
-AutoConfig.register(FashionClipConfig.model_type, FashionClipConfig, exist_ok=True)
-AutoModel.register(FashionClipConfig, FashionClipModel, exist_ok=True)
-# transformers' CLIPImageProcessor needs torchvision; its PIL backend is the same preprocessing.
-AutoImageProcessor.register(FashionClipConfig, slow_image_processor_class=CLIPImageProcessorPil, exist_ok=True)
-AutoConfig.register(FashionVaeConfig.model_type, FashionVaeConfig, exist_ok=True)
-AutoModel.register(FashionVaeConfig, FashionVaeModel, exist_ok=True)
-AutoImageProcessor.register(FashionVaeConfig, slow_image_processor_class=DualEncoderImageProcessor, exist_ok=True)
+_MODEL_EXPORTS = ("DEFAULT_CLIP_MODEL", "DEFAULT_TEXT_MODEL", "DualEncoderConfig", "DualEncoderImageProcessor",
+                  "DualEncoderModel", "DualEncoderOutput", "FashionClipConfig", "FashionClipModel", "FashionClipOutput",
+                  "FashionSearchProcessor", "FashionVaeConfig", "FashionVaeModel", "FashionVaeOutput",
+                  "reconstruction_grid")
 
-__all__ = [
-    "DEFAULT_CLIP_MODEL",
-    "DEFAULT_TEXT_MODEL",
-    "DualEncoderConfig",
-    "DualEncoderImageProcessor",
-    "DualEncoderModel",
-    "DualEncoderOutput",
-    "FashionClipConfig",
-    "FashionClipModel",
-    "FashionClipOutput",
-    "FashionVaeConfig",
-    "FashionVaeModel",
-    "FashionVaeOutput",
-    "reconstruction_grid",
-]
+__all__ = list(_MODEL_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _MODEL_EXPORTS:
+        import modeling.models
+
+        return getattr(modeling.models, name)
+    raise AttributeError(f"module 'modeling' has no attribute {name!r}")

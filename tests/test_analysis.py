@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 import evaluate
-from modeling.analysis import CHANGED, attribute_consistency, match_mask, ood_query_sets
-from modeling.metrics import image_to_image_metrics, score_metrics
+from modeling.evaluation.analysis import CHANGED, attribute_consistency, match_mask, ood_query_sets
+from modeling.evaluation.metrics import image_to_image_metrics, score_metrics
 
 TYPES = ["Shirts", "Kurtas", "Jeans", "Tshirts"]
 COLOURS = ["Black", "Blue", "Red"]

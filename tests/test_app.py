@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import app
-from modeling.serving import EngineRegistry
+from modeling.retrieval.serving import EngineRegistry
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from modeling.baselines import (
+from modeling.evaluation.baselines import (
     PRETRAINED_EXTRACTORS,
     PretrainedImageExtractor,
     colour_histogram,

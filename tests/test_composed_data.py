@@ -1,4 +1,4 @@
-"""Tests for composed-retrieval data (`modeling.composed_data`) and `modeling.metrics.composed_metrics`."""
+"""Tests for composed-retrieval data (`modeling.data.composed`) and `modeling.metrics.composed_metrics`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modeling.composed_data import (
+from modeling.data.composed import (
     DEFAULT_PHRASINGS,
     FashionIQError,
     catalog_triplets,
@@ -26,8 +26,8 @@ from modeling.composed_data import (
     load_fashion_iq_with_report,
     modification_text,
 )
-from modeling.data import load_catalog
-from modeling.metrics import composed_metrics, ranked_relevance
+from modeling.data.catalog import load_catalog
+from modeling.evaluation.metrics import composed_metrics, ranked_relevance
 
 CATALOG_DIR = Path(os.environ.get("FASHION_CATALOG", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 FIQ_DIR = CATALOG_DIR / "fashion-iq"
@@ -175,7 +175,7 @@ def test_fashion_iq_images_flat_and_per_category(fiq_subset, tmp_path, caplog):
     (images / f"{dress[1]['target']}.png").unlink()
     (images / "shirt" / f"{shirt[2]['candidate']}.jpg").write_bytes(b"not an image")
 
-    with caplog.at_level(logging.WARNING, logger="modeling.composed_data"):
+    with caplog.at_level(logging.WARNING, logger="modeling.data.composed"):
         triplets, skipped = load_fashion_iq_with_report(root, image_dir=images, categories=("dress", "shirt"))
     assert triplets.column_names == ["category", "candidate", "target", "captions", "caption",
                                      "reference_image_path", "target_image_path"]

@@ -1,4 +1,4 @@
-"""Tests for the catalog data layer (`modeling.data`)."""
+"""Tests for the catalog data layer (`modeling.data.catalog`)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from modeling import data
-from modeling.data import (
+from modeling.data import catalog as data
+from modeling.data.catalog import (
     ATTRIBUTES,
     CatalogError,
     ImageError,
@@ -95,7 +95,7 @@ def tmp_catalog(tmp_path: Path) -> Path:
 
 
 def test_folder_catalog(tmp_catalog: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="modeling.data"):
+    with caplog.at_level(logging.WARNING, logger="modeling.data.catalog"):
         ds, skipped = load_catalog_with_report(tmp_catalog, column_map=COLUMN_MAP)
 
     assert ds.column_names == [

@@ -6,10 +6,12 @@ import pytest
 from PIL import Image
 
 import evaluate
-from modeling.data import load_catalog
-from modeling.metrics import image_to_image_metrics
-from modeling.reporting import check_model_card
-from modeling.search import FashionSearchEngine, catalog_items, encode_images
+from modeling.data.catalog import load_catalog
+from modeling.evaluation.metrics import image_to_image_metrics
+from modeling.evaluation.reporting import check_model_card
+from modeling.encoders.loading import encode_images
+from modeling.retrieval.build import catalog_items
+from modeling.retrieval.search import FashionSearchEngine
 
 
 @pytest.mark.slow
@@ -76,7 +78,7 @@ def test_evaluate_all_sections_and_reports(catalog_dir, tiny_model_dir, tiny_vae
 
 
 def test_model_card_usage_snippet_runs(tiny_model_dir):
-    from modeling.model_card import USAGE
+    from modeling.evaluation.model_card import USAGE
 
     namespace = {}
     exec(USAGE.replace("runs/dual-encoder", str(tiny_model_dir)), namespace)  # the card's snippet, as printed

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modeling import index as index_module
-from modeling.index import (
+from modeling.retrieval import index as index_module
+from modeling.retrieval.index import (
     CatalogIndex,
     IndexFormatError,
     IndexMismatchError,

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import REPO
 
 LEGACY = Path(__file__).resolve().parent / "fixtures" / "legacy"
 EXPECTED = json.loads((LEGACY / "expected.json").read_text())
@@ -24,11 +23,11 @@ def probe_images(n: int = 4, size=(80, 60)) -> list:
 
 
 def _engine(folder: Path, index=None):
-    from modeling.search import FashionSearchEngine
+    from modeling.retrieval.search import FashionSearchEngine
 
     model, tokenizer, processor = FashionSearchEngine.load_model(folder)
     if index is None:
-        from modeling.index import CatalogIndex
+        from modeling.retrieval.index import CatalogIndex
 
         index = CatalogIndex.load(LEGACY / "index")
     return FashionSearchEngine(model, tokenizer, processor, index, model_name=folder.name)
@@ -93,7 +92,7 @@ def test_pushed_folder_loads_with_the_package():
 
 def test_old_index_opens_and_searches_the_same():
     """The old index opens with today's engine (fingerprint accepted) and every query returns the old results."""
-    from modeling.search import FashionSearchEngine
+    from modeling.retrieval.search import FashionSearchEngine
 
     engine = FashionSearchEngine.load(LEGACY / "dual-encoder", LEGACY / "index")
     reference = next(key[5:] for key in EXPECTED["search"] if key.startswith("item:"))  # the composed reference

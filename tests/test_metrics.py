@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from modeling.metrics import (
+from modeling.evaluation.metrics import (
     group_by_text,
     hit_at_k,
     image_to_image_metrics,

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
 from modeling import DualEncoderConfig, DualEncoderImageProcessor, DualEncoderModel
-from modeling.modeling_dual_encoder import dual_encoder_loss, supervised_contrastive_loss
+from modeling.models.modeling_dual_encoder import dual_encoder_loss, supervised_contrastive_loss
 
 from .conftest import tiny_bert_config_dict, tiny_model_kwargs
 

@@ -12,8 +12,8 @@ from peft.tuners.lora import LoraLayer
 from transformers import AutoConfig, AutoModel, CLIPConfig, CLIPModel, CLIPTokenizer
 
 from modeling import FashionClipConfig, FashionClipModel
-from modeling.composition import weighted_sum
-from modeling.modeling_fashion_clip import fashion_clip_loss
+from modeling.models.composition import weighted_sum
+from modeling.models.modeling_fashion_clip import fashion_clip_loss
 
 PROJECTION_DIM = 16
 TEXTS = ["red summer dress", "blue shirt for men", "black watch", "white sports shoes"]

@@ -10,7 +10,7 @@ from PIL import Image
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
 from modeling import DualEncoderImageProcessor, FashionVaeConfig, FashionVaeModel, reconstruction_grid
-from modeling.losses import nt_xent_loss
+from modeling.models.losses import nt_xent_loss
 
 
 class FashionVaeModelTester:

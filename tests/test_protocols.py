@@ -1,4 +1,4 @@
-"""Published retrieval protocols (`modeling.protocols`): hand-checked rankings on tiny 2-D features, runners on
+"""Published retrieval protocols (`modeling.evaluation.protocols`): hand-checked rankings on tiny 2-D features, runners on
 stand-in images with fake deterministic encoders."""
 
 import json
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modeling.composed_data import FashionIQError, join_captions
-from modeling.protocols import (
+from modeling.data.composed import FashionIQError, join_captions
+from modeling.evaluation.protocols import (
     Fashion200kError,
     evaluate_fashion200k,
     evaluate_fashion_iq,

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from modeling.metrics import (
+from modeling.evaluation.metrics import (
     ndcg_at_k,
     precision_at_k,
     ranked_relevance,

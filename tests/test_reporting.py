@@ -4,7 +4,7 @@ import pytest
 from huggingface_hub.repocard import metadata_load
 from PIL import Image
 
-from modeling.reporting import (
+from modeling.evaluation.reporting import (
     RESULTS_END,
     RESULTS_START,
     atomic_write_text,

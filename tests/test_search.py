@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from modeling import DualEncoderModel
-from modeling.data import ImageError
-from modeling.index import IndexMismatchError
-from modeling import search as search_module
-from modeling.lexical import BM25Index, tokenize
-from modeling.search import FashionSearchEngine, QueryError, item_description
-from modeling.text_encoder import SentenceEncoder
+from modeling.data.catalog import ImageError
+from modeling.retrieval.index import IndexMismatchError
+from modeling.retrieval import search as search_module
+from modeling.retrieval.lexical import BM25Index, tokenize
+from modeling.data.catalog import item_description
+from modeling.retrieval.search import FashionSearchEngine, QueryError
+from modeling.encoders.sentence import SentenceEncoder
 
 from .conftest import tiny_model_kwargs
 
@@ -196,7 +197,7 @@ def test_sentence_encoder_is_the_real_minilm():
 
 # -- composed search -----------------------------------------------------------------------------------------------
 def test_composed_query_text_names_what_stays_of_the_reference():
-    from modeling.search import composed_query_text
+    from modeling.retrieval.search import composed_query_text
 
     reference = {"articleType": "Tshirts", "gender": "Men", "baseColour": "Red"}
     assert composed_query_text("Make it  BLUE", reference) == "make it blue, tshirts for men"
@@ -209,7 +210,7 @@ def _all_scores(engine, query):
 
 
 def test_composed_search_extremes_are_image_only_and_text_only(small_engine):
-    from modeling.search import composed_query_text
+    from modeling.retrieval.search import composed_query_text
 
     engine = small_engine
     items = engine.index.items
@@ -232,7 +233,7 @@ def test_composed_search_extremes_are_image_only_and_text_only(small_engine):
 
 
 def test_composed_search_weighted_sum_and_item_text_fusion(small_engine):
-    from modeling.search import composed_query_text
+    from modeling.retrieval.search import composed_query_text
 
     engine = small_engine
     items = engine.index.items
@@ -270,7 +271,7 @@ def test_composed_search_from_an_upload_and_its_errors(small_engine):
 def test_predicted_attributes_name_an_uploaded_reference(tiny_text_model):
     import torch
 
-    from modeling.search import FashionSearchEngine
+    from modeling.retrieval.search import FashionSearchEngine
 
     model = DualEncoderModel.from_text_pretrained(
         str(tiny_text_model), **tiny_model_kwargs(), attribute_labels={"articleType": ["Shirts", "Tshirts"],
@@ -337,7 +338,7 @@ def test_image_only_model_refuses_text_queries(tiny_vae_dir, small_gallery, tmp_
 
 @pytest.mark.parametrize("k", [1, 5, 40, 100])
 def test_top_k_order_matches_a_full_lexsort_with_ties(k):
-    from modeling.search import top_k_order
+    from modeling.retrieval.search import top_k_order
 
     rng = np.random.default_rng(k)
     scores = rng.integers(0, 6, size=60).astype(np.float32) / 5  # many ties
@@ -385,7 +386,7 @@ def test_image_queries_are_expanded_with_their_nearest_items(small_engine):
 
 
 def test_expand_queries_is_the_weighted_neighbour_mean():
-    from modeling.search import expand_queries
+    from modeling.retrieval.search import expand_queries
 
     q = np.array([[1.0, 0.0]], dtype=np.float32)
     neighbours = np.array([[[0.0, 1.0], [-1.0, 0.0]]], dtype=np.float32)

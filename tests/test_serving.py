@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from modeling.search import QueryError
-from modeling.serving import EngineRegistry, ModelSpec, model_supports_text
+from modeling.retrieval.search import QueryError
+from modeling.retrieval.serving import EngineRegistry, ModelSpec, model_supports_text
 
 
 def test_model_spec_parsing(tmp_path):

@@ -11,10 +11,10 @@ from transformers import AutoModel
 import evaluate
 import train
 from modeling import DualEncoderImageProcessor, DualEncoderModel
-from modeling.baselines import colour_histogram_features
-from modeling.data import load_catalog
-from modeling.metrics import image_to_image_metrics
-from modeling.search import encode_images
+from modeling.evaluation.baselines import colour_histogram_features
+from modeling.data.catalog import load_catalog
+from modeling.evaluation.metrics import image_to_image_metrics
+from modeling.encoders.loading import encode_images
 
 
 def _tiny_args(catalog, text_model, output, *extra):
@@ -224,7 +224,7 @@ def test_short_real_training_beats_untrained_and_colour_histogram(catalog_dir, t
 def test_composed_training_relevance_matches_the_evaluation_definition(tiny_model_dir, small_gallery):
     from transformers import AutoImageProcessor, AutoTokenizer
 
-    from modeling.composed_data import composed_relevance_matrix
+    from modeling.data.composed import composed_relevance_matrix
 
     model = AutoModel.from_pretrained(tiny_model_dir).eval()
     data = train.ComposedData(model, AutoTokenizer.from_pretrained(tiny_model_dir),

@@ -23,7 +23,6 @@ import contextlib
 import json
 import logging
 import os
-import secrets
 import shutil
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from modeling.utils import io
 
 logger = logging.getLogger(__name__)
 
@@ -48,28 +49,9 @@ class HubExportError(RuntimeError):
 
 
 # -- folders ------------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def staged_folder(out_dir: str | os.PathLike, marker: str) -> Iterator[Path]:
-    """Yield a temporary sibling of `out_dir` to fill; on success it replaces `out_dir` (never half-written).
-
-    An existing `out_dir` is replaced only when it is empty or a previous export (it holds `marker`)."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / marker).exists())):
-        raise HubExportError(f"{out_dir} exists and is not an earlier export (no {marker}); choose another folder")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{secrets.token_hex(4)}"
-            os.rename(out_dir, old)
-            os.rename(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def staged_folder(out_dir: str | os.PathLike, marker: str):
+    """`modeling.utils.io.staged_folder`, refusing a folder in the way with `HubExportError`."""
+    return io.staged_folder(out_dir, marker, error=HubExportError)
 
 
 @contextlib.contextmanager
@@ -92,7 +74,7 @@ def auto_classes(*pairs) -> Iterator[None]:
 
 def load_model_folder(model_dir: str | os.PathLike):
     """(model, tokenizer or None, image processor) of a saved model folder, with this package's classes."""
-    from .search import FashionSearchEngine
+    from modeling.retrieval.search import FashionSearchEngine
 
     return FashionSearchEngine.load_model(model_dir)
 
@@ -118,10 +100,10 @@ def write_model_folder(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
 
     `base_model_id` renames the base CLIP of an adapter folder (e.g. a local copy used for training ->
     `openai/clip-vit-base-patch32`), so users load the base from the Hub."""
-    from .image_processing_dual_encoder import DualEncoderImageProcessor
-    from .model_card import render_pushed_card
-    from .processing_fashion_search import FashionSearchProcessor
-    from .reporting import check_model_card
+    from modeling.models.image_processing_dual_encoder import DualEncoderImageProcessor
+    from modeling.evaluation.model_card import render_pushed_card
+    from modeling.models.processing_fashion_search import FashionSearchProcessor
+    from modeling.evaluation.reporting import check_model_card
 
     if results is None:
         raise HubExportError("a model card needs evaluate.py results (--results runs/eval/results.json)")
@@ -156,7 +138,7 @@ def _sample_inputs(model_dir: str | os.PathLike, catalog=None, n: int = 8):
     from PIL import Image
 
     if catalog is not None:
-        from .data import load_catalog
+        from modeling.data.catalog import load_catalog
 
         data = load_catalog(catalog, max_items=n) if isinstance(catalog, (str, os.PathLike)) else catalog
         rows = data.select(range(min(n, len(data))))
@@ -268,7 +250,7 @@ def _dataset_card(folder: Path, *, pretty_name: str, configs: list[dict], body: 
 def write_catalog_dataset(source, out_dir: str | os.PathLike, max_items: int | None = None) -> Path:
     """The catalog as a Hub dataset: one parquet file per split with an `Image` feature (bytes embedded), the
     canonical columns (id, image, title, attributes) and a dataset card. `load_catalog(out_dir)` reads it back."""
-    from .data import load_catalog
+    from modeling.data.catalog import load_catalog
 
     dataset = load_catalog(source, max_items=max_items) if isinstance(source, (str, os.PathLike)) else source
     # Local file paths (the image's own, and e.g. `image_224` of the shared catalog) mean nothing elsewhere.
@@ -297,8 +279,8 @@ def write_triplets_dataset(source, out_dir: str | os.PathLike, fashion_iq: str |
     """Composed-retrieval triplets as a Hub dataset: catalog triplets per split (reference id, modification text,
     target id, the attributes deciding relevance) and, when given, Fashion-IQ's caption triplets (ids and captions;
     their images are not redistributed). Ids refer to the catalog dataset's `id` column."""
-    from .composed_data import FASHION_IQ_CATEGORIES, catalog_triplets, load_fashion_iq
-    from .data import load_catalog
+    from modeling.data.composed import FASHION_IQ_CATEGORIES, catalog_triplets, load_fashion_iq
+    from modeling.data.catalog import load_catalog
 
     catalog = load_catalog(source) if isinstance(source, (str, os.PathLike)) else source
     keep = ["reference_id", "target_id", "changed_attribute", "reference_value", "target_value", "modification",
@@ -346,8 +328,8 @@ def write_index_dataset(models: Mapping[str, str | os.PathLike], catalog, out_di
     otherwise the catalog is encoded."""
     import pandas as pd
 
-    from .index import CatalogIndex
-    from .search import FashionSearchEngine
+    from modeling.retrieval.index import CatalogIndex
+    from modeling.retrieval.search import FashionSearchEngine
 
     index_dirs = dict(index_dirs or {})
     frame = None
@@ -385,18 +367,6 @@ def write_index_dataset(models: Mapping[str, str | os.PathLike], catalog, out_di
                                 "data_files": [{"split": "train", "path": "data/embeddings.parquet"}]}],
                       tags=["fashion", "embeddings", "faiss"], task_categories=["image-feature-extraction"])
     return Path(out_dir)
-
-
-def resolve_index_repo(repo_or_dir: str | os.PathLike, names: Sequence[str] | None = None) -> Path:
-    """A local folder holding `indexes/<name>/`: `repo_or_dir` itself when it is a folder, else a snapshot of the Hub
-    dataset (only the named models' indexes are downloaded)."""
-    path = Path(repo_or_dir)
-    if path.is_dir():
-        return path
-    from huggingface_hub import snapshot_download
-
-    patterns = [f"indexes/{n}/*" for n in names] if names else ["indexes/*"]
-    return Path(snapshot_download(str(repo_or_dir), repo_type="dataset", allow_patterns=patterns + ["README.md"]))
 
 
 def write_space_folder(out_dir: str | os.PathLike, root: str | os.PathLike = ".") -> Path:

@@ -34,14 +34,14 @@ import datetime
 import json
 import math
 import os
-import secrets
-import shutil
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 import pandas as pd
+
+from modeling.utils.io import staged_folder
 
 
 # Batches of at least this many queries go through BLAS. faiss 1.15 defaults to 128,000 (it used to be 20), which
@@ -296,17 +296,6 @@ class VectorIndex:
         return vectors
 
 
-def _fsync(path: Path) -> None:
-    # Directories can only be opened for fsync on POSIX; elsewhere renames are as durable as the OS makes them.
-    if path.is_dir() and os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _check_model_info(info: Any, name: str) -> dict:
     if not isinstance(info, dict):
         raise ValueError(f"{name} must be a dict with keys 'name', 'fingerprint' and 'embedding_dim'")
@@ -450,39 +439,12 @@ class CatalogIndex:
         no directory for an instant, but never a partially written one.
         """
         directory = Path(directory)
-        if directory.exists() and not (directory / MANIFEST_FILE).is_file():
-            if not directory.is_dir() or any(directory.iterdir()):
-                raise FileExistsError(f"{directory} exists and is not a catalogue index; refusing to replace it")
-        parent = directory.parent
-        parent.mkdir(parents=True, exist_ok=True)
-        suffix = f"{os.getpid()}-{secrets.token_hex(4)}"
-        tmp = parent / f".{directory.name}.tmp-{suffix}"
-        tmp.mkdir()
-        try:
+        with staged_folder(directory, MANIFEST_FILE, durable=True) as tmp:
             self.vectors.write(tmp / INDEX_FILE)
             self.items.to_parquet(tmp / ITEMS_FILE, index=False)
             if self.text_embeddings is not None:
                 np.save(tmp / TEXT_EMBEDDINGS_FILE, self.text_embeddings, allow_pickle=False)
             (tmp / MANIFEST_FILE).write_text(json.dumps(self.manifest, indent=2), encoding="utf-8")
-            for path in tmp.iterdir():
-                _fsync(path)
-            _fsync(tmp)
-
-            if directory.exists():
-                backup = parent / f".{directory.name}.old-{suffix}"
-                os.rename(directory, backup)
-                try:
-                    os.rename(tmp, directory)
-                except BaseException:
-                    os.rename(backup, directory)
-                    raise
-                shutil.rmtree(backup, ignore_errors=True)
-            else:
-                os.rename(tmp, directory)
-            _fsync(parent)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return directory
 
     @staticmethod

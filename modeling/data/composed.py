@@ -32,7 +32,7 @@ from typing import Any
 import datasets
 import numpy as np
 
-from .data import ATTRIBUTES, CatalogError, ImageError, _as_text, _open_image
+from modeling.data.catalog import ATTRIBUTES, CatalogError, ImageError, _as_text, _open_image
 
 logger = logging.getLogger(__name__)
 

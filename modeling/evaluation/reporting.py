@@ -8,18 +8,18 @@ run leaves either the old file or the new one, never half of one. Charts use `ma
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 import os
 import re
-import tempfile
 import textwrap
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from modeling.utils.io import atomic_save, atomic_write_bytes, atomic_write_text  # noqa: F401 -- re-exported
 
 RESULTS_START = "<!-- results:start -->"
 RESULTS_END = "<!-- results:end -->"
@@ -29,47 +29,6 @@ DEFAULT_TAGS = ("fashion", "image-retrieval", "text-to-image-retrieval", "compos
 _DPI = 120
 _GREEN = (22, 163, 74)
 _RED = (220, 38, 38)
-
-
-# -- atomic writes -------------------------------------------------------------------------------------------------
-def _atomic_save(path: str | os.PathLike, save: Callable[[str], None]) -> Path:
-    """Calls `save(tmp_path)` on a temporary sibling of `path`, then moves it over `path`; cleans up on failure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save(tmp)
-        with open(tmp, "rb+") as handle:  # on disk before the rename, so a crash cannot leave an empty file
-            os.fsync(handle.fileno())
-        # mkstemp creates 0600; keep the permissions of the file being replaced, or the usual 0644.
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Writes `text` (UTF-8, `\\n` line ends) to `path` atomically. Raises `TypeError` before touching anything
-    when `text` is not a string."""
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
-
-    def save(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-
-    return _atomic_save(path, save)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Writes `data` to `path` atomically."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"data must be bytes, got {type(data).__name__}")
-    return _atomic_save(path, lambda tmp: Path(tmp).write_bytes(bytes(data)))
 
 
 # -- values --------------------------------------------------------------------------------------------------------
@@ -200,7 +159,7 @@ def _new_figure(width: float, height: float):
 
 
 def _save_figure(fig, path: str | os.PathLike) -> Path:
-    return _atomic_save(
+    return atomic_save(
         path, lambda tmp: fig.savefig(tmp, format="png", dpi=_DPI, facecolor="white", bbox_inches="tight"))
 
 
@@ -548,7 +507,7 @@ def query_grid(
             if _is_number(result.get("vsc")):
                 parts.append(f"VSC {float(result['vsc']):.2f}")
             caption(x, y, [" · ".join(parts), str(result.get("title") or "")])
-    return _atomic_save(path, lambda tmp: canvas.save(tmp, format="PNG"))
+    return atomic_save(path, lambda tmp: canvas.save(tmp, format="PNG"))
 
 
 # -- model card ----------------------------------------------------------------------------------------------------

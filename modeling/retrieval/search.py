@@ -25,8 +25,6 @@ items match.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import threading
@@ -36,17 +34,17 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
-from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
-from .data import ATTRIBUTES, attribute_caption, load_image
-from .index import CatalogIndex
-from .lexical import BM25Index
-from .text_encoder import SentenceEncoder
-from .vsc import VSCScorer
+from modeling.data.catalog import ATTRIBUTES, item_description, load_image
+from modeling.encoders.loading import encode_images, encode_texts, has_text_tower, load_model, model_fingerprint
+from modeling.encoders.onnx import OnnxEncoder
+from modeling.encoders.sentence import SentenceEncoder
+from modeling.retrieval.build import attach_image_paths, has_image_files, load_or_build_index
+from modeling.retrieval.index import CatalogIndex
+from modeling.retrieval.lexical import BM25Index
+from modeling.retrieval.vsc import VSCScorer
 
 
 logger = logging.getLogger(__name__)
@@ -114,49 +112,6 @@ def expand_queries(queries: np.ndarray, neighbours: np.ndarray, similarities: np
     return (expanded / np.maximum(np.linalg.norm(expanded, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
-def item_description(row: Mapping) -> str:
-    """What the text matcher reads of an item: its title, attribute caption and season."""
-    title = str(row.get("title") or "").strip()
-    caption = str(row.get("attr_caption") or "").strip() or attribute_caption(row)
-    season = str(row.get("season") or "").strip().lower()
-    parts = [p for p in (title, caption) if p]
-    text = ". ".join(parts)
-    return f"{text}, {season}" if season else text
-
-
-_LOCATION_KEYS = ("_name_or_path", "name_or_path", "auto_map", "transformers_version", "_commit_hash")
-
-
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """Hash of the model's config and weights: an index records it and refuses another model."""
-    digest = hashlib.sha256()
-    config = getattr(model, "config", None)
-    if config is not None:
-        # Where the folder lives and how it loads (remote-code map) do not change the embeddings: a copy of the
-        # same model pushed to the Hub or moved elsewhere keeps its fingerprint.
-        fields = {key: value for key, value in config.to_dict().items() if key not in _LOCATION_KEYS}
-        digest.update(json.dumps(fields, sort_keys=True, default=str).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def embedding_dim(model) -> int:
-    """Size of the embeddings a model indexes (projection of a dual encoder / CLIP, latent of a VAE)."""
-    config = model.config
-    for owner in (config, getattr(config, "clip_config", None)):
-        for name in ("projection_dim", "latent_size"):
-            value = getattr(owner, name, None) if owner is not None else None
-            if value:
-                return int(value)
-    raise ValueError(f"cannot tell the embedding size of {type(model).__name__}")
-
-
-def has_text_tower(model) -> bool:
-    return callable(getattr(model, "get_text_features", None))
-
-
 def composed_query_text(modification: str, reference: Mapping | None = None) -> str:
     """The text side of a composed query: the modification, then what stays of the reference
     (e.g. "make it blue, tshirts for men")."""
@@ -211,13 +166,7 @@ class FashionSearchEngine:
                              "rebuild it from the same catalog")
 
     # -- loading -------------------------------------------------------------------------------------------------
-    @staticmethod
-    def load_model(model_dir: str | os.PathLike):
-        """(model, tokenizer or None, image processor) of a saved model folder (any of the package's models)."""
-        model = AutoModel.from_pretrained(model_dir).eval()
-        tokenizer = AutoTokenizer.from_pretrained(model_dir) if has_text_tower(model) else None
-        processor = AutoImageProcessor.from_pretrained(model_dir)
-        return model, tokenizer, processor
+    load_model = staticmethod(load_model)
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike, index_dir: str | os.PathLike, *, catalog=None,
@@ -238,7 +187,7 @@ class FashionSearchEngine:
         in the index folder. Pass an already loaded `sentence_encoder` to share one between engines.
 
         `catalog` may be a path or Hub id, a loaded dataset, or a function returning one (called only when needed).
-        With `onnx_dir` (an export of this model by `modeling.onnx_export`) a missing index is encoded with ONNX
+        With `onnx_dir` (an export of this model by `modeling.hub.onnx_export`) a missing index is encoded with ONNX
         Runtime. An index whose items carry no usable image path (a pushed index, a Hub catalog with embedded images)
         takes its images from the catalog; embedded images are written once to `FASHION_IMAGE_CACHE`.
         """
@@ -251,7 +200,7 @@ class FashionSearchEngine:
             if dataset is None:
                 if catalog is None:
                     raise FileNotFoundError(f"no index at {index_dir} and no catalog given to build one")
-                from .data import load_catalog
+                from modeling.data.catalog import load_catalog
 
                 if isinstance(catalog, (str, os.PathLike)):
                     dataset = load_catalog(catalog)
@@ -261,8 +210,6 @@ class FashionSearchEngine:
 
         image_encoder = None
         if onnx_dir is not None:
-            from .onnx_export import OnnxEncoder
-
             image_encoder = OnnxEncoder(onnx_dir)
             if image_encoder.fingerprint != model_fingerprint(model):
                 raise ValueError(f"the ONNX export at {onnx_dir} was made from another model than {model_dir} "
@@ -270,7 +217,7 @@ class FashionSearchEngine:
         index = load_or_build_index(model, tokenizer, processor, index_dir, model_dir, get_dataset,
                                     sentence_encoder=encoder if has_text_tower(model) else None, rebuild=rebuild,
                                     image_encoder=image_encoder)
-        if catalog is not None and not _has_image_files(index.items):
+        if catalog is not None and not has_image_files(index.items):
             attach_image_paths(index.items, get_dataset())
         vsc = VSCScorer.load_or_build(index_dir, encoder, index.items, vsc_source) if encoder and vsc_source else None
         reranker = None
@@ -612,58 +559,6 @@ def top_k_order(scores: np.ndarray, positions: np.ndarray, k: int) -> np.ndarray
     return keep[np.lexsort((positions[keep], -scores[keep]))][:k]
 
 
-# -- encoding helpers shared by the engine, the index builder and evaluate.py ---------------------------------------
-@torch.inference_mode()
-def encode_texts(model, tokenizer, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> np.ndarray:
-    """Normalised text embeddings (N, D) of the model's text tower + projection."""
-    out = []
-    for start in tqdm(range(0, len(texts), batch_size), desc="encoding texts", disable=not progress):
-        batch = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True, max_length=64,
-                          return_tensors="pt")
-        feats = model.get_text_features(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        out.append(F.normalize(feats, dim=-1).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, embedding_dim(model)), np.float32)
-
-
-@torch.inference_mode()
-def encode_images(model, processor, images: Sequence, batch_size: int = 256, progress: bool = False) -> np.ndarray:
-    """Normalised image embeddings (N, D); `images` are PIL images (any mode)."""
-    out = []
-    for start in tqdm(range(0, len(images), batch_size), desc="encoding images", disable=not progress):
-        pixel_values = processor(list(images[start:start + batch_size]), return_tensors="pt")["pixel_values"]
-        out.append(F.normalize(model.get_image_features(pixel_values), dim=-1).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, embedding_dim(model)), np.float32)
-
-
-def catalog_items(dataset) -> pd.DataFrame:
-    """The metadata an index keeps per item: every column but the decoded image."""
-    columns = [c for c in dataset.column_names if c != "image"]
-    frame = dataset.select_columns(columns).to_pandas()
-    return frame.fillna("").astype(str)
-
-
-def build_index(model, tokenizer, processor, dataset, *, model_info: dict,
-                sentence_encoder: SentenceEncoder | None = None, batch_size: int = 256,
-                image_encoder=None) -> CatalogIndex:
-    """Encode a catalog (images; item descriptions when a sentence encoder is given) and index it. `image_encoder`
-    (e.g. an `OnnxEncoder` of the same model) encodes the images instead of `model`."""
-    items = catalog_items(dataset)
-    embeds = []
-    column = dataset.select_columns(["image"])
-    for start in tqdm(range(0, len(dataset), batch_size), desc="indexing images", unit="batch"):
-        images = column[start:start + batch_size]["image"]
-        embeds.append(encode_images(image_encoder or model, processor, images, batch_size=batch_size))
-    embeddings = np.concatenate(embeds) if embeds else np.zeros((0, model_info["embedding_dim"]), np.float32)
-    text_embeddings, text_info = None, None
-    if sentence_encoder is not None:
-        descriptions = [item_description(row) for row in items.to_dict("records")]
-        text_embeddings = sentence_encoder.encode(descriptions, progress=True)
-        text_info = {"name": sentence_encoder.name, "embedding_dim": sentence_encoder.dim,
-                     "description": "title. attribute caption, season"}
-    return CatalogIndex.build(embeddings, items, model_info=model_info, text_embeddings=text_embeddings,
-                              text_encoder_info=text_info)
-
-
 class VisualReranker:
     """A second image model with its own index over the same items, used to re-rank image queries (hybrid)."""
 
@@ -676,43 +571,5 @@ class VisualReranker:
         return encode_images(self.model, self.processor, [load_image(image) for image in images])
 
 
-def _has_image_files(items: pd.DataFrame) -> bool:
-    """Whether the items' image paths point at files on this machine (checked on a few)."""
-    if "image_path" not in items or not len(items):
-        return False
-    sample = items["image_path"].iloc[:: max(1, len(items) // 20)]
-    return all(bool(path) and os.path.isfile(path) for path in sample)
-
-
-def attach_image_paths(items: pd.DataFrame, dataset) -> None:
-    """Fill `items["image_path"]` (in place) from the catalog by id, writing embedded images to files first."""
-    from .data import materialise_images
-
-    dataset = materialise_images(dataset)
-    paths = dict(zip(dataset["id"], dataset["image_path"]))
-    items["image_path"] = [paths.get(str(item_id), "") for item_id in items["id"]]
-    missing = int((items["image_path"] == "").sum())
-    if missing:
-        logger.warning("%d indexed items are not in the catalog: they are shown without a picture", missing)
-
-
-def load_or_build_index(model, tokenizer, processor, index_dir, model_dir, get_dataset, *,
-                        sentence_encoder: SentenceEncoder | None = None, rebuild: bool = False,
-                        image_encoder=None) -> CatalogIndex:
-    """The index of `model` in `index_dir`, built (and saved atomically) from `get_dataset()` when absent."""
-    info = {"name": str(model_dir), "fingerprint": model_fingerprint(model), "embedding_dim": embedding_dim(model)}
-    index_dir = Path(index_dir)
-    if rebuild or not (index_dir / "manifest.json").exists():
-        if image_encoder is not None:
-            info["encoder"] = "onnxruntime"
-        index = build_index(model, tokenizer, processor, get_dataset(), model_info=info,
-                            sentence_encoder=sentence_encoder, image_encoder=image_encoder)
-        index.save(index_dir)
-        return index
-    return CatalogIndex.load(index_dir, expected_model=info)
-
-
-__all__ = ["FashionSearchEngine", "SearchResult", "QueryError", "VisualReranker", "build_index", "composed_query_text",
-           "embedding_dim", "encode_images", "encode_texts", "has_text_tower", "item_description",
-           "load_or_build_index", "model_fingerprint", "attach_image_paths", "expand_queries",
-           "DEFAULT_LEXICAL_WEIGHT", "DEFAULT_QUERY_EXPANSION", "DEFAULT_TEXT_WEIGHT"]
+__all__ = ["FashionSearchEngine", "SearchResult", "QueryError", "VisualReranker", "composed_query_text",
+           "expand_queries", "top_k_order", "DEFAULT_LEXICAL_WEIGHT", "DEFAULT_QUERY_EXPANSION", "DEFAULT_TEXT_WEIGHT"]

@@ -121,7 +121,7 @@ def relevance_mask(items: pd.DataFrame, match: Mapping[str, Sequence[str]]) -> n
 def main(argv=None) -> None:
     import argparse
 
-    from .data import load_catalog
+    from modeling.data.catalog import load_catalog
 
     p = argparse.ArgumentParser(description="Generate a shopper-style query file from a catalog split.")
     p.add_argument("--catalog", default="../shared/data")

@@ -36,9 +36,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .composed_data import CHANGEABLE_ATTRIBUTES, _display_value
-from .data import attribute_caption
-from .text_encoder import SentenceEncoder
+from modeling.utils.io import atomic_save, atomic_write_text, save_npy
+
+from modeling.data.composed import CHANGEABLE_ATTRIBUTES, _display_value
+from modeling.data.catalog import attribute_caption
+from modeling.encoders.sentence import SentenceEncoder
 
 VSC_SOURCES = ("title", "caption")
 VSC_FILE = "vsc_{source}.npy"
@@ -158,16 +160,8 @@ class VSCScorer:
         directory.mkdir(parents=True, exist_ok=True)
         manifest = {"encoder": self.encoder.name, "source": self.source, "num_items": len(self.descriptions),
                     "ids_sha256": self.ids_digest, "dim": int(self.embeddings.shape[1])}
-        for name, write in ((VSC_FILE, lambda f: np.save(f, self.embeddings, allow_pickle=False)),
-                            (VSC_MANIFEST, lambda f: f.write(json.dumps(manifest, indent=2).encode()))):
-            path = directory / name.format(source=self.source)
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            try:
-                with open(tmp, "wb") as f:
-                    write(f)
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
+        atomic_save(directory / VSC_FILE.format(source=self.source), lambda tmp: save_npy(tmp, self.embeddings))
+        atomic_write_text(directory / VSC_MANIFEST.format(source=self.source), json.dumps(manifest, indent=2))
 
     @classmethod
     def load_or_build(cls, directory: str | os.PathLike | None, encoder: SentenceEncoder, items: pd.DataFrame,

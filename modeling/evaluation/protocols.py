@@ -48,15 +48,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .composed_data import (
+from modeling.data.composed import (
     FASHION_IQ_CATEGORIES,
     FashionIQError,
     fashion_iq_gallery_with_report,
     join_captions,
     load_fashion_iq_with_report,
 )
-from .data import ImageError, _open_image
-from .metrics import _check_chunk, _topk_indices, text_to_image_metrics
+from modeling.data.catalog import ImageError, _open_image
+from modeling.evaluation.metrics import _check_chunk, _topk_indices, text_to_image_metrics
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """ONNX export of each model's encoders, with a parity check against PyTorch on real catalog items.
 
-    python -m modeling.onnx_export MODEL_DIR OUT_DIR --catalog ../shared/data [--parity-items 256]
+    python -m modeling.hub.onnx_export MODEL_DIR OUT_DIR --catalog ../shared/data [--parity-items 256]
 
 writes `OUT_DIR/image_encoder.onnx` and, for text models, `OUT_DIR/text_encoder.onnx` (CLIP+LoRA: with the LoRA
 updates merged into the weights), the tokenizer and image processor (so ONNX Runtime users preprocess exactly as the
@@ -18,18 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-ONNX_CONFIG = "onnx_config.json"
-IMAGE_FILE = "image_encoder.onnx"
-TEXT_FILE = "text_encoder.onnx"
+from modeling.encoders.onnx import IMAGE_FILE, ONNX_CONFIG, TEXT_FILE, OnnxEncoder
+
 DEFAULT_OPSET = 17
 DEFAULT_MIN_COSINE = 0.999
 
@@ -85,7 +82,7 @@ def _sample(model, tokenizer, processor):
 
 def parity_inputs(catalog, n: int):
     """`n` real catalog images and titles (the first `n` items of the test split when there is one)."""
-    from .data import load_catalog
+    from modeling.data.catalog import load_catalog
 
     if isinstance(catalog, (str, os.PathLike)):
         try:
@@ -124,8 +121,9 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, cat
     """Export the encoders of `model_dir` to `out_dir` (atomically) and check parity on `catalog` items.
 
     Returns the written `onnx_config.json` content. Raises `OnnxParityError` (nothing written) below `min_cosine`."""
-    from .hub import staged_folder
-    from .search import FashionSearchEngine, embedding_dim, model_fingerprint
+    from modeling.hub.push import staged_folder
+    from modeling.encoders.loading import embedding_dim, model_fingerprint
+    from modeling.retrieval.search import FashionSearchEngine
 
     model, tokenizer, processor = FashionSearchEngine.load_model(model_dir)
     has_text = tokenizer is not None and callable(getattr(model, "get_text_features", None))
@@ -163,52 +161,8 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, cat
     return config
 
 
-class OnnxEncoder:
-    """An ONNX export run with ONNX Runtime, with the encoding interface of the PyTorch models
-    (`get_image_features(pixel_values)`, `get_text_features(input_ids, attention_mask)`, torch tensors in and out)."""
-
-    def __init__(self, onnx_dir: str | os.PathLike, threads: int | None = None):
-        import onnxruntime as ort
-
-        onnx_dir = Path(onnx_dir)
-        config_file = onnx_dir / ONNX_CONFIG
-        if not config_file.exists():
-            raise FileNotFoundError(f"{onnx_dir} is not an ONNX export of this project ({ONNX_CONFIG} is missing)")
-        self.onnx_config = json.loads(config_file.read_text())
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        providers = ["CPUExecutionProvider"]
-        self.image_session = ort.InferenceSession(str(onnx_dir / IMAGE_FILE), options, providers=providers)
-        text_file = onnx_dir / TEXT_FILE
-        self.text_session = (ort.InferenceSession(str(text_file), options, providers=providers)
-                             if text_file.exists() else None)
-
-    @property
-    def has_text(self) -> bool:
-        return self.text_session is not None
-
-    @property
-    def fingerprint(self) -> str:
-        return self.onnx_config["fingerprint"]
-
-    def get_image_features(self, pixel_values, **_) -> torch.Tensor:
-        pixel_values = pixel_values.numpy() if torch.is_tensor(pixel_values) else np.asarray(pixel_values)
-        (out,) = self.image_session.run(None, {"pixel_values": pixel_values.astype(np.float32)})
-        return torch.from_numpy(out)
-
-    def get_text_features(self, input_ids, attention_mask=None, **_) -> torch.Tensor:
-        if self.text_session is None:
-            raise ValueError("this ONNX export has no text encoder")
-        ids = input_ids.numpy() if torch.is_tensor(input_ids) else np.asarray(input_ids)
-        mask = np.ones_like(ids) if attention_mask is None else (
-            attention_mask.numpy() if torch.is_tensor(attention_mask) else np.asarray(attention_mask))
-        (out,) = self.text_session.run(None, {"input_ids": ids.astype(np.int64), "attention_mask": mask.astype(np.int64)})
-        return torch.from_numpy(out)
-
-
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m modeling.onnx_export", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m modeling.hub.onnx_export", description=__doc__.split("\n\n")[0])
     p.add_argument("model_dir")
     p.add_argument("out_dir")
     p.add_argument("--catalog", default="../shared/data", help="catalog whose images and titles check parity")

@@ -16,15 +16,15 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import MODEL_MAPPING, AutoConfig
 
-from .configuration_dual_encoder import DEFAULT_TEXT_MODEL
-from .search import DEFAULT_TEXT_WEIGHT, FashionSearchEngine, QueryError
-from .text_encoder import SentenceEncoder
+from modeling.models.configuration_dual_encoder import DEFAULT_TEXT_MODEL
+from modeling.retrieval.search import DEFAULT_TEXT_WEIGHT, FashionSearchEngine, QueryError
+from modeling.encoders.sentence import SentenceEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -60,13 +60,11 @@ class ModelSpec:
 
 
 def with_index_repo(specs: Iterable[ModelSpec], index_repo: str | os.PathLike | None) -> list[ModelSpec]:
-    """Point each model at its index in a pushed index dataset (`modeling.hub push-index`: `indexes/<name>/`), a Hub
+    """Point each model at its index in a pushed index dataset (`modeling.hub.push push-index`: `indexes/<name>/`), a Hub
     dataset id or a local copy. Models the dataset has no index for keep their local index folder (built if absent)."""
     specs = list(specs)
     if not index_repo:
         return specs
-    from .hub import resolve_index_repo
-
     root = resolve_index_repo(index_repo, [spec.name for spec in specs])
     out = []
     for spec in specs:
@@ -78,6 +76,18 @@ def with_index_repo(specs: Iterable[ModelSpec], index_repo: str | os.PathLike | 
                            spec.index_dir)
             out.append(spec)
     return out
+
+
+def resolve_index_repo(repo_or_dir: str | os.PathLike, names: Sequence[str] | None = None) -> Path:
+    """A local folder holding `indexes/<name>/`: `repo_or_dir` itself when it is a folder, else a snapshot of the Hub
+    dataset (only the named models' indexes are downloaded)."""
+    path = Path(repo_or_dir)
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    patterns = [f"indexes/{n}/*" for n in names] if names else ["indexes/*"]
+    return Path(snapshot_download(str(repo_or_dir), repo_type="dataset", allow_patterns=patterns + ["README.md"]))
 
 
 def model_supports_text(path: str | os.PathLike) -> bool:
@@ -171,7 +181,7 @@ class EngineRegistry:
         """The catalog, loaded once for every engine that needs it (a missing index, images of a pushed index)."""
         with self._lock:
             if self._dataset is None:
-                from .data import load_catalog
+                from modeling.data.catalog import load_catalog
 
                 catalog = self.catalog
                 self._dataset = load_catalog(catalog) if isinstance(catalog, (str, os.PathLike)) else catalog

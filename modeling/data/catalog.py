@@ -41,6 +41,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from modeling.utils.io import atomic_write_bytes
+
 
 logger = logging.getLogger(__name__)
 
@@ -276,6 +278,16 @@ def item_text(row: Mapping[str, Any], mode: str = "title") -> str:
     return f"{title.rstrip('. ')}. {caption}"
 
 
+def item_description(row: Mapping) -> str:
+    """What the text matcher reads of an item: its title, attribute caption and season."""
+    title = str(row.get("title") or "").strip()
+    caption = str(row.get("attr_caption") or "").strip() or attribute_caption(row)
+    season = str(row.get("season") or "").strip().lower()
+    parts = [p for p in (title, caption) if p]
+    text = ". ".join(parts)
+    return f"{text}, {season}" if season else text
+
+
 def filter_values(dataset: datasets.Dataset) -> dict[str, list[str]]:
     """Returns the sorted distinct non-empty values of each attribute column of `dataset` (e.g. for dropdowns)."""
     return {
@@ -353,7 +365,7 @@ def _load_source(source: str | os.PathLike, revision: str | None) -> tuple[datas
         for name in _METADATA_FILES:
             if (path / name).is_file():
                 return _load_table(path / name), str(path.resolve())
-        if any(path.glob("data/*.parquet")):  # a Hub dataset repository on disk (e.g. a `modeling.hub` export)
+        if any(path.glob("data/*.parquet")):  # a Hub dataset repository on disk (e.g. a `modeling.hub.push` export)
             return _load_parquet_repo(path), None
         return _load_image_folder(path), None
     if path.is_file():
@@ -620,9 +632,7 @@ def materialise_images(dataset: datasets.Dataset, folder: str | os.PathLike | No
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(row["id"]))
         path = root / f"{safe}.{'jpg' if fmt == 'jpeg' else fmt}"
         if not path.exists():
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            atomic_write_bytes(path, data)
         paths[i] = str(path)
     order = dataset.column_names
     return dataset.remove_columns("image_path").add_column("image_path", paths).select_columns(order)

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .data import normalise_title
-from .queries import generate_queries
+from modeling.data.catalog import normalise_title
+from modeling.data.queries import generate_queries
 
 CONSISTENCY_ATTRIBUTES = ("articleType", "baseColour", "gender", "usage", "season")
 CHANGED = "changed attribute matches text"
@@ -70,7 +70,7 @@ def ood_query_sets(items: pd.DataFrame, field: str, value: str, *, max_titles: i
 
     Titles: one query per distinct normalised title of the held-out items (relevant: items with that title), and
     three times as many titles of other items, drawn at random. Attributes: the shopper-phrase generator of
-    `modeling.queries` run on the gallery; queries matching `field = value` go to the held-out set, others of the
+    `modeling.data.queries` run on the gallery; queries matching `field = value` go to the held-out set, others of the
     same forms (three per held-out query of the form, at random) to the in-domain set. Queries are
     `{"query", "match"}`.
     """

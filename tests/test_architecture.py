@@ -1,0 +1,78 @@
+"""The architecture the tree shows holds: no import cycles among `modeling/` modules (function-level imports
+counted), light layers stay light, and the files stay readable. The layer direction itself is `lint-imports`'s
+contract in pyproject.toml, run by the test command."""
+
+import subprocess
+import sys
+
+import grimp
+import pytest
+
+from .conftest import REPO
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's algorithm: the components of more than one module (or a module importing itself)."""
+    index, low, stack, on_stack, out = {}, {}, [], set(), []
+    counter = [0]
+
+    def visit(node):
+        index[node] = low[node] = counter[0]
+        counter[0] += 1
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1 or node in graph.get(node, ()):
+                out.append(sorted(component))
+
+    sys.setrecursionlimit(10_000)
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return out
+
+
+def test_tarjan_finds_a_cycle():
+    assert strongly_connected({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert strongly_connected({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles_among_modules():
+    graph = grimp.build_graph("modeling", include_external_packages=False)
+    modules = {m for m in graph.modules if m.startswith("modeling")}
+    # A package's __init__ importing its own modules is not a cycle of the code; compare modules only.
+    edges = {m: {d for d in graph.find_modules_directly_imported_by(m) if d in modules} for m in modules}
+    assert strongly_connected(edges) == []
+
+
+@pytest.mark.parametrize("module", ["modeling", "modeling.evaluation.metrics", "modeling.retrieval.index",
+                                   "modeling.data", "modeling.data.composed", "modeling.data.queries",
+                                   "modeling.retrieval.lexical", "modeling.utils.io"])
+def test_light_modules_do_not_load_torch(module):
+    code = (f"import sys, {module}; heavy = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]; "
+            "print(heavy); raise SystemExit(1 if heavy else 0)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, f"{module} imports {out.stdout.strip()}"
+
+
+def test_models_register_where_they_load():
+    """`modeling.encoders.loading` registers the Auto classes; `import modeling` alone does not load them."""
+    code = ("import sys, modeling; assert 'modeling.models' not in sys.modules; "
+            "import modeling.encoders.loading; from transformers import AutoConfig; "
+            "AutoConfig.for_model('fashion_dual_encoder')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-1500:]
+
