@@ -51,7 +51,7 @@ from modeling.evaluation.baselines import (PRETRAINED_EXTRACTORS, PretrainedImag
 from modeling.data.composed import catalog_triplets, composed_relevance_matrix
 from modeling.data.catalog import load_catalog, normalise_title
 from modeling.retrieval.index import CatalogIndex, VectorIndex
-from modeling.evaluation.metrics import (_topk_indices, composed_metrics, group_by_text, ndcg_at_k, precision_at_k,
+from modeling.evaluation.metrics import (topk_indices, composed_metrics, group_by_text, ndcg_at_k, precision_at_k,
                               ranking_metrics, text_to_image_metrics)
 from modeling.evaluation.protocols import evaluate_fashion200k, evaluate_fashion_iq, kagl_text_to_image
 from modeling.data.queries import load_queries, relevance_mask
@@ -123,7 +123,7 @@ def rankings(embeds: np.ndarray, depth: int = DEPTH, chunk: int = 512) -> np.nda
     out = []
     for start in range(0, len(embeds), chunk):
         stop = min(start + chunk, len(embeds))
-        out.append(_topk_indices(embeds[start:stop] @ embeds.T, depth, np.arange(start, stop)))
+        out.append(topk_indices(embeds[start:stop] @ embeds.T, depth, np.arange(start, stop)))
     return np.concatenate(out)
 
 
@@ -137,7 +137,7 @@ def expanded_rankings(embeds: np.ndarray, depth: int, expansion: int = DEFAULT_Q
     out = []
     for start in range(0, len(unit), chunk):
         stop = min(start + chunk, len(unit))
-        out.append(_topk_indices(queries[start:stop] @ unit.T, depth, np.arange(start, stop)))
+        out.append(topk_indices(queries[start:stop] @ unit.T, depth, np.arange(start, stop)))
     return np.concatenate(out)
 
 
@@ -387,7 +387,7 @@ def ood_report(models: dict, field: str, value: str, items, k: int) -> dict:
                     if not queries[kind]:
                         continue
                     text = encode_texts(state["model"], state["tokenizer"], [q["query"] for q in queries[kind]])
-                    positions = _topk_indices(text @ unit.T, k)
+                    positions = topk_indices(text @ unit.T, k)
                     relevance = np.stack([match_mask(items, q["match"]) for q in queries[kind]])
                     rel = np.take_along_axis(relevance, positions, axis=1)
                     value_ = rel.any(axis=1).mean() if kind == "titles" else rel.mean()

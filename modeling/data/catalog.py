@@ -122,7 +122,7 @@ def _check_size(width: int, height: int, what: str) -> None:
         )
 
 
-def _open_image(source: str | io.BytesIO, what: str) -> Image.Image:
+def open_image(source: str | io.BytesIO, what: str) -> Image.Image:
     """Opens and fully decodes an image file or buffer, turning every failure into an `ImageError`."""
     try:
         with Image.open(source) as image:
@@ -213,9 +213,9 @@ def load_image(image: str | os.PathLike | bytes | Image.Image | np.ndarray | Map
     elif isinstance(image, np.ndarray):
         image = _array_to_image(image)
     elif isinstance(image, (bytes, bytearray, memoryview)):
-        image = _open_image(io.BytesIO(image), "The image data")
+        image = open_image(io.BytesIO(image), "The image data")
     elif isinstance(image, (str, os.PathLike)):
-        image = _open_image(os.fspath(image), f"Image file '{os.fspath(image)}'")
+        image = open_image(os.fspath(image), f"Image file '{os.fspath(image)}'")
     else:
         raise TypeError(f"Cannot load an image from {type(image).__name__}; pass a path, bytes, PIL image or array.")
     return _to_rgb(image)
@@ -226,7 +226,7 @@ def load_image(image: str | os.PathLike | bytes | Image.Image | np.ndarray | Map
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _as_text(value: Any) -> str:
+def as_text(value: Any) -> str:
     """Renders a cell as stripped text; missing values become ""."""
     if value is None:
         return ""
@@ -250,7 +250,7 @@ def attribute_caption(row: Mapping[str, Any]) -> str:
     This is the rule behind the `attr_caption` column of the reference catalog. Empty parts are left out without
     leaving stray spaces or separators.
     """
-    colour, article, gender, usage = (_as_text(row.get(k)) for k in ("baseColour", "articleType", "gender", "usage"))
+    colour, article, gender, usage = (as_text(row.get(k)) for k in ("baseColour", "articleType", "gender", "usage"))
     caption = f"{colour} {article}"
     if gender:
         caption += f" for {gender}"
@@ -269,8 +269,8 @@ def item_text(row: Mapping[str, Any], mode: str = "title") -> str:
     """
     if mode not in ITEM_TEXT_MODES:
         raise ValueError(f"Unknown item text mode {mode!r}; use one of {ITEM_TEXT_MODES}.")
-    title = _as_text(row.get("title"))
-    caption = _as_text(row.get("attr_caption")) or attribute_caption(row)
+    title = as_text(row.get("title"))
+    caption = as_text(row.get("attr_caption")) or attribute_caption(row)
     if mode == "caption" or not title:
         return caption
     if mode == "title":
@@ -441,7 +441,7 @@ def _image_ref(value: Any, root: str | None) -> tuple[dict[str, Any] | None, str
     elif isinstance(value, (bytes, bytearray)):
         data, path = bytes(value), None
     else:
-        data, path = None, _as_text(value)
+        data, path = None, as_text(value)
     if data:
         return {"bytes": data, "path": path or None}, ""
     if not path:
@@ -453,7 +453,7 @@ def _image_ref(value: Any, root: str | None) -> tuple[dict[str, Any] | None, str
 
 def _cell_text(value: Any, label_names: list[str] | None) -> str:
     if label_names is None:
-        return _as_text(value)
+        return as_text(value)
     return label_names[value] if value is not None and value >= 0 else ""
 
 
@@ -524,7 +524,7 @@ def _normalise(part: datasets.Dataset, split_name: str, plan: dict[str, str], ro
 
 
 def _in_splits(values: list[Any], wanted: Sequence[str]) -> list[bool]:
-    return [_as_text(value) in wanted for value in values]
+    return [as_text(value) in wanted for value in values]
 
 
 def _select_splits(
@@ -538,7 +538,7 @@ def _select_splits(
             if name in wanted:
                 selected[name] = part
         else:
-            available.update(_as_text(value) for value in part.unique(split_column))
+            available.update(as_text(value) for value in part.unique(split_column))
             part = part.filter(
                 _in_splits, batched=True, input_columns=split_column, fn_kwargs={"wanted": wanted}, keep_in_memory=True
             )
@@ -576,7 +576,7 @@ def _image_problem(ref: dict[str, Any] | None, check: bool) -> str:
         return ""
     what = f"Image file '{ref['path']}'" if ref["bytes"] is None else "Embedded image"
     try:
-        _open_image(ref["path"] if ref["bytes"] is None else io.BytesIO(ref["bytes"]), what)
+        open_image(ref["path"] if ref["bytes"] is None else io.BytesIO(ref["bytes"]), what)
     except ImageError as error:
         return str(error)
     return ""

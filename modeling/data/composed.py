@@ -32,7 +32,7 @@ from typing import Any
 import datasets
 import numpy as np
 
-from modeling.data.catalog import ATTRIBUTES, CatalogError, ImageError, _as_text, _open_image
+from modeling.data.catalog import ATTRIBUTES, CatalogError, ImageError, as_text, open_image
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ def _image_problems(paths: Sequence[str], check_images: bool) -> dict[str, str]:
 
     def problem(path: str) -> str:
         try:
-            _open_image(path, f"Image file '{path}'")
+            open_image(path, f"Image file '{path}'")
         except ImageError as error:
             return str(error)
         return ""
@@ -433,7 +433,7 @@ def _has_column(items: Any, name: str) -> bool:
     return name in getattr(items, "columns", items)
 
 
-def _display_value(attribute: str, value: str) -> dict[str, str]:
+def display_value(attribute: str, value: str) -> dict[str, str]:
     text = " ".join(value.lower().split())
     if attribute == "baseColour":
         text = _COLOUR_FORMS.get(text, text)
@@ -443,7 +443,7 @@ def _display_value(attribute: str, value: str) -> dict[str, str]:
 
 def modification_text(attribute: str, value: str, template: str) -> str:
     """Fills a modification template (see `DEFAULT_PHRASINGS`) with the natural form of `value`."""
-    return " ".join(template.format_map(_display_value(attribute, value)).split())
+    return " ".join(template.format_map(display_value(attribute, value)).split())
 
 
 def _parse_wanted_splits(split: str | Sequence[str] | None) -> list[str] | None:
@@ -514,7 +514,7 @@ def catalog_triplets(
     has_split = _has_column(dataset, "split")
     has_paths = _has_column(dataset, "image_path")
     names = ["id", *require_same, *changes, *(["split"] if has_split else []), *(["image_path"] if has_paths else [])]
-    columns = {name: [_as_text(value) for value in values] for name, values in _columns(dataset, names).items()}
+    columns = {name: [as_text(value) for value in values] for name, values in _columns(dataset, names).items()}
     num_items = len(columns["id"])
     splits = columns["split"] if has_split else [""] * num_items
     wanted = _parse_wanted_splits(split)
@@ -621,17 +621,17 @@ def composed_relevance(
     attribute = triplet["changed_attribute"]
     same = _require_same_of(triplet, require_same)
     columns = _columns(items, ["id", attribute, *same])
-    mask = np.array([_as_text(value) == _as_text(triplet["target_value"]) for value in columns[attribute]], bool)
+    mask = np.array([as_text(value) == as_text(triplet["target_value"]) for value in columns[attribute]], bool)
     for name in same:
-        mask &= np.array([_as_text(value) == _as_text(triplet[name]) for value in columns[name]], bool)
-    mask &= np.array([_as_text(value) != _as_text(triplet["reference_id"]) for value in columns["id"]], bool)
+        mask &= np.array([as_text(value) == as_text(triplet[name]) for value in columns[name]], bool)
+    mask &= np.array([as_text(value) != as_text(triplet["reference_id"]) for value in columns["id"]], bool)
     return mask
 
 
 def exact_target_mask(items: datasets.Dataset | Any, triplet: Mapping[str, Any]) -> np.ndarray:
     """The strict definition: only the triplet's target item (by id) is relevant. Shape `(num_items,)`, bool."""
-    target = _as_text(triplet["target_id"])
-    return np.array([_as_text(value) == target for value in _columns(items, ["id"])["id"]], bool)
+    target = as_text(triplet["target_id"])
+    return np.array([as_text(value) == target for value in _columns(items, ["id"])["id"]], bool)
 
 
 def composed_relevance_matrix(
@@ -652,13 +652,13 @@ def composed_relevance_matrix(
     base = ["reference_id", "target_id", "changed_attribute", "target_value"]
     if require_same is None:
         require_same = [name for name in ATTRIBUTES if _has_column(triplets, name)]
-    query = {name: [_as_text(v) for v in values] for name, values in _columns(triplets, [*base, *require_same]).items()}
+    query = {name: [as_text(v) for v in values] for name, values in _columns(triplets, [*base, *require_same]).items()}
     changed = sorted(set(query["changed_attribute"]))
     overlap = set(require_same) & set(changed)
     if overlap:
         raise ValueError(f"{sorted(overlap)} are both require_same and changed attributes.")
     gallery_names = list(dict.fromkeys(["id", *require_same, *changed]))
-    gallery = {name: [_as_text(v) for v in values] for name, values in _columns(items, gallery_names).items()}
+    gallery = {name: [as_text(v) for v in values] for name, values in _columns(items, gallery_names).items()}
 
     def codes(name: str, values: list[str]) -> tuple[np.ndarray, np.ndarray]:
         # Integer codes compare much faster than strings; query values absent from the gallery get -1.

@@ -59,7 +59,7 @@ def _check_scores(scores: np.ndarray, relevance: np.ndarray, exclude_self: bool)
     return scores, relevance
 
 
-def _topk_indices(scores: np.ndarray, k: int, self_index: np.ndarray | None = None) -> np.ndarray:
+def topk_indices(scores: np.ndarray, k: int, self_index: np.ndarray | None = None) -> np.ndarray:
     """
     Gallery positions of the top `min(k, gallery size)` items per row of `scores`, best first, ties broken by
     lower position. `self_index[i]`, when given, is a column that row `i` must not return.
@@ -124,7 +124,7 @@ def ranked_relevance(
     k = _check_k(k)
     scores, relevance = _check_scores(scores, relevance, exclude_self)
     self_index = np.arange(len(scores)) if exclude_self else None
-    top = _topk_indices(scores, k, self_index)
+    top = topk_indices(scores, k, self_index)
     return _pad(np.take_along_axis(relevance, top, axis=1), k)
 
 
@@ -214,7 +214,7 @@ def _normalise(x: np.ndarray, name: str) -> np.ndarray:
     return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
 
 
-def _check_chunk(chunk: int) -> int:
+def check_chunk(chunk: int) -> int:
     if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
         raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
     return int(chunk)
@@ -242,7 +242,7 @@ def image_to_image_metrics(
         same articleType and baseColour).
     """
     k = _check_k(k)
-    chunk = _check_chunk(chunk)
+    chunk = check_chunk(chunk)
     embeddings = _normalise(embeddings, "embeddings")
     num_items = len(embeddings)
     if num_items < 2:
@@ -262,7 +262,7 @@ def image_to_image_metrics(
     relevant, relevant_colour, top1 = 0, 0, 0
     for start in range(0, num_items, chunk):
         stop = min(start + chunk, num_items)
-        top = _topk_indices(embeddings[start:stop] @ embeddings.T, k, np.arange(start, stop))
+        top = topk_indices(embeddings[start:stop] @ embeddings.T, k, np.arange(start, stop))
         same_article = article[top] == article[start:stop, None]
         same_colour = same_article & (colour[top] == colour[start:stop, None])
         relevant += int(same_article.sum())
@@ -313,7 +313,7 @@ def text_to_image_metrics(
     ks = [_check_k(k) for k in ks]
     if not ks:
         raise ValueError("ks must not be empty")
-    chunk = _check_chunk(chunk)
+    chunk = check_chunk(chunk)
     queries = _normalise(query_embeddings, "query_embeddings")
     gallery = _normalise(gallery_embeddings, "gallery_embeddings")
     if queries.shape[1] != gallery.shape[1]:
@@ -339,7 +339,7 @@ def text_to_image_metrics(
         stop = min(start + chunk, num_queries)
         scores = queries[start:stop] @ gallery.T
         relevance = _relevance_rows(relevant, start, stop, num_items)
-        rel_topk = _pad(np.take_along_axis(relevance, _topk_indices(scores, depth), axis=1), depth)
+        rel_topk = _pad(np.take_along_axis(relevance, topk_indices(scores, depth), axis=1), depth)
         for k in ks:
             hits[k] += int(rel_topk[:, :k].any(axis=1).sum())
         reciprocal_ranks[start:stop] = _reciprocal_rank(scores, relevance, None)
@@ -631,13 +631,13 @@ def _score_rows(scores: np.ndarray, start: int, stop: int) -> np.ndarray:
 def _ranked_gains(scores: np.ndarray, gains: np.ndarray, exclude: np.ndarray | None, depth: int) -> np.ndarray:
     """Gains at ranks 1..depth of each row's ranking, excluded items removed, zero-padded past the gallery's end."""
     if exclude is None or not exclude.any():
-        top = _topk_indices(scores, depth)
+        top = topk_indices(scores, depth)
         return _pad(np.take_along_axis(gains, top, axis=1), depth)
     # Excluded items sink to -inf, below every other item unless some scores are -inf themselves: then they tie
     # with those, and looking `max excluded` ranks deeper guarantees `depth` items that are not excluded.
     masked = np.where(exclude, -np.inf, scores)
     extra = int(exclude.sum(axis=1).max()) if np.isneginf(scores[~exclude]).any() else 0
-    top = _topk_indices(masked, depth + extra)
+    top = topk_indices(masked, depth + extra)
     kept = ~np.take_along_axis(exclude, top, axis=1)
     # A stable sort moves the kept ranks first, in ranking order.
     order = np.argsort(~kept, axis=1, kind="stable")[:, :depth]
@@ -686,7 +686,7 @@ def score_metrics(
         ranks (as in [`reciprocal_rank`]).
     """
     ks = _check_ks(ks)
-    chunk = _check_chunk(chunk)
+    chunk = check_chunk(chunk)
     scores = _check_score_matrix(scores)
     relevance = np.asarray(relevance)
     if relevance.shape != scores.shape:
@@ -748,7 +748,7 @@ def single_target_metrics(
         (mean of 1 / the target's rank in the full ranking, not truncated at `max(ks)`).
     """
     ks = _check_ks(ks)
-    chunk = _check_chunk(chunk)
+    chunk = check_chunk(chunk)
     scores = _check_score_matrix(scores)
     num_queries, num_items = scores.shape
     targets = np.asarray(targets)

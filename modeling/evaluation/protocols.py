@@ -55,8 +55,8 @@ from modeling.data.composed import (
     join_captions,
     load_fashion_iq_with_report,
 )
-from modeling.data.catalog import ImageError, _open_image
-from modeling.evaluation.metrics import _check_chunk, _topk_indices, text_to_image_metrics
+from modeling.data.catalog import ImageError, open_image
+from modeling.evaluation.metrics import check_chunk, topk_indices, text_to_image_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def _ranked_positions(
         if excluded is not None:
             rows = np.nonzero(excluded[start:stop] >= 0)[0]
             scores[rows, excluded[start:stop][rows]] = -np.inf
-        top = _topk_indices(scores, depth)
+        top = topk_indices(scores, depth)
         if excluded is not None:
             top[top == excluded[start:stop, None]] = -1
         out[start:stop] = top
@@ -204,7 +204,7 @@ def fashion_iq_recall(
             range, bad `ks` or `chunk`.
     """
     ks = _check_ks(ks)
-    chunk = _check_chunk(chunk)
+    chunk = check_chunk(chunk)
     queries, gallery = _check_pair(query_embeds, gallery_embeds, "query_embeds", "gallery_embeds")
     num_queries, num_items = len(queries), len(gallery)
     targets = _check_positions(target_positions, "target_positions", num_queries, num_items, allow_none=False)
@@ -233,13 +233,13 @@ def _check_encoded(embeds: Any, expected_rows: int, what: str) -> np.ndarray:
 
 
 def _load_rgb(path: str) -> Image.Image:
-    image = _open_image(path, f"Image file '{path}'")
+    image = open_image(path, f"Image file '{path}'")
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def encode_image_files(paths: Sequence[str], encode_images: EncodeImages, batch_size: int = 64) -> np.ndarray:
     """Opens `paths` (RGB) batch by batch and stacks `encode_images`' `(batch, D)` outputs into `(len(paths), D)`."""
-    batch_size = _check_chunk(batch_size)
+    batch_size = check_chunk(batch_size)
     if not paths:
         raise ValueError("no image to encode")
     parts = []
@@ -304,7 +304,7 @@ def evaluate_fashion_iq(
         ValueError: bad `ks`, `max_queries`, `batch_size`, or encoder outputs of the wrong shape.
     """
     ks = _check_ks(ks)
-    batch_size = _check_chunk(batch_size)
+    batch_size = check_chunk(batch_size)
     if max_queries is not None and (
         isinstance(max_queries, bool) or not isinstance(max_queries, (int, np.integer)) or max_queries < 1
     ):
@@ -553,7 +553,7 @@ def fashion200k_recall(
         counted as misses (and in `"num_queries_without_target"`).
     """
     ks = _check_ks(ks)
-    chunk = _check_chunk(chunk)
+    chunk = check_chunk(chunk)
     queries, gallery = _check_pair(query_embeds, gallery_embeds, "query_embeds", "gallery_embeds")
     num_queries, num_items = len(queries), len(gallery)
     if isinstance(gallery_captions, str) or len(gallery_captions) != num_items:
@@ -622,7 +622,7 @@ def evaluate_fashion200k(
         "skipped_queries_missing_source", "skipped_queries_missing_target", "malformed_query_lines"}`.
     """
     ks = _check_ks(ks)
-    batch_size = _check_chunk(batch_size)
+    batch_size = check_chunk(batch_size)
     labels, malformed = load_fashion200k_labels_with_report(label_dir, split)
     root = Path(image_root).expanduser()
     if not root.is_dir():
@@ -640,7 +640,7 @@ def evaluate_fashion200k(
             continue
         if check_images:
             try:
-                _open_image(str(file), f"Image file '{file}'")
+                open_image(str(file), f"Image file '{file}'")
             except ImageError:
                 missing.append(row["path"])
                 continue
@@ -739,7 +739,7 @@ def kagl_text_to_image(
             `ks` or `chunk`.
     """
     ks = _check_ks(ks)
-    chunk = _check_chunk(chunk)
+    chunk = check_chunk(chunk)
     texts, images = _check_pair(text_embeds, image_embeds, "text_embeds", "image_embeds")
     if len(texts) != len(images):
         raise ValueError(f"text_embeds ({len(texts)} rows) and image_embeds ({len(images)} rows) must both hold "

@@ -35,8 +35,6 @@ from modeling.utils import io
 
 logger = logging.getLogger(__name__)
 
-MODEL_CODE_FILES = ("configuration_*.py", "modeling_*.py", "image_processing_*.py", "processing_*.py",
-                    "composition.py", "losses.py")
 SPACE_FILES = ("app.py", "README.md", "LICENSE")
 SPACE_REQUIREMENTS = "requirements-space.txt"
 DATASET_LICENSE_NOTE = (

@@ -5,13 +5,13 @@ from __future__ import annotations
 from transformers import CLIPConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from .composition import COMPOSITION_METHODS
+
 # The base CLIP that `FashionClipModel.from_clip_pretrained` starts from by default (Hub id; a local folder works too).
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
 
 # Names of CLIP's attention projections that receive LoRA adapters by default (peft has no default mapping for CLIP).
 DEFAULT_LORA_TARGET_MODULES = ["q_proj", "v_proj"]
-
-_COMPOSITION_METHODS = ("sum", "combiner")
 
 
 class FashionClipConfig(PreTrainedConfig):
@@ -100,8 +100,8 @@ class FashionClipConfig(PreTrainedConfig):
             self.lora_target_modules = list(DEFAULT_LORA_TARGET_MODULES)
         if self.composition_method is None:
             self.composition_method = "combiner" if self.combiner_hidden_size > 0 else "sum"
-        if self.composition_method not in _COMPOSITION_METHODS:
-            raise ValueError(f"composition_method must be one of {_COMPOSITION_METHODS}, "
+        if self.composition_method not in COMPOSITION_METHODS:
+            raise ValueError(f"composition_method must be one of {COMPOSITION_METHODS}, "
                              f"got {self.composition_method!r}")
         if self.composition_method == "combiner" and self.combiner_hidden_size <= 0:
             raise ValueError("composition_method='combiner' needs combiner_hidden_size > 0")

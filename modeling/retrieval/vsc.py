@@ -38,7 +38,7 @@ import pandas as pd
 
 from modeling.utils.io import atomic_save, atomic_write_text, save_npy
 
-from modeling.data.composed import CHANGEABLE_ATTRIBUTES, _display_value
+from modeling.data.composed import CHANGEABLE_ATTRIBUTES, display_value
 from modeling.data.catalog import attribute_caption
 from modeling.encoders.sentence import SentenceEncoder
 
@@ -57,7 +57,7 @@ def item_vsc_text(row: Mapping, source: str = "title") -> str:
 
 
 def _phrases(attribute: str, value: str) -> set[str]:
-    forms = _display_value(attribute, value)
+    forms = display_value(attribute, value)
     return {p for p in (value.lower(), forms["value"], forms["adjective"]) if p} | (
         {forms["occasion"]} if attribute == "usage" else set())
 
