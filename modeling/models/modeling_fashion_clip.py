@@ -80,8 +80,7 @@ class FashionClipOutput(ModelOutput):
     composed_loss: torch.FloatTensor | None = None
 
 
-# The CLIP objective is the dual encoder's: symmetric multi-positive InfoNCE (modeling/losses.py).
-fashion_clip_loss = symmetric_infonce
+fashion_clip_loss = symmetric_infonce  # the dual encoder's objective: symmetric multi-positive InfoNCE (losses.py)
 
 
 def lora_target_pattern(target_modules: list[str] | str) -> str:
