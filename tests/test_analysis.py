@@ -6,7 +6,8 @@ import pytest
 
 import evaluate
 from modeling.evaluation.analysis import CHANGED, attribute_consistency, match_mask, ood_query_sets
-from modeling.evaluation.metrics import image_to_image_metrics, score_metrics
+from modeling.evaluation.metrics import image_to_image_metrics
+from modeling.evaluation.ranking_metrics import score_metrics
 
 TYPES = ["Shirts", "Kurtas", "Jeans", "Tshirts"]
 COLOURS = ["Black", "Blue", "Red"]

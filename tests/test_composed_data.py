@@ -14,20 +14,23 @@ from PIL import Image
 
 from modeling.data.composed import (
     DEFAULT_PHRASINGS,
-    FashionIQError,
     catalog_triplets,
     composed_relevance,
     composed_relevance_matrix,
     exact_target_mask,
+    modification_text,
+)
+from modeling.data.fashion_iq import (
+    FashionIQError,
     fashion_iq_gallery,
     fashion_iq_gallery_with_report,
     join_captions,
     load_fashion_iq,
     load_fashion_iq_with_report,
-    modification_text,
 )
 from modeling.data.catalog import load_catalog
-from modeling.evaluation.metrics import composed_metrics, ranked_relevance
+from modeling.evaluation.metrics import composed_metrics
+from modeling.evaluation.ranking import ranked_relevance
 
 CATALOG_DIR = Path(os.environ.get("FASHION_CATALOG", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 FIQ_DIR = CATALOG_DIR / "fashion-iq"
@@ -175,7 +178,7 @@ def test_fashion_iq_images_flat_and_per_category(fiq_subset, tmp_path, caplog):
     (images / f"{dress[1]['target']}.png").unlink()
     (images / "shirt" / f"{shirt[2]['candidate']}.jpg").write_bytes(b"not an image")
 
-    with caplog.at_level(logging.WARNING, logger="modeling.data.composed"):
+    with caplog.at_level(logging.WARNING, logger="modeling.data.fashion_iq"):
         triplets, skipped = load_fashion_iq_with_report(root, image_dir=images, categories=("dress", "shirt"))
     assert triplets.column_names == ["category", "candidate", "target", "captions", "caption",
                                      "reference_image_path", "target_image_path"]

@@ -17,19 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from modeling.data import catalog as data
-from modeling.data.catalog import (
-    ATTRIBUTES,
-    CatalogError,
-    ImageError,
-    attribute_caption,
-    filter_values,
-    item_text,
-    load_catalog,
-    load_catalog_with_report,
-    load_image,
-    normalise_title,
-)
+from modeling.data import images as data_images
+from modeling.data.catalog import ATTRIBUTES, filter_values, load_catalog, load_catalog_with_report
+from modeling.data.sources import CatalogError
+from modeling.data.images import ImageError, load_image
+from modeling.data.text import attribute_caption, item_text, normalise_title
 
 
 CATALOG_DIR = Path(os.environ.get("FASHION_CATALOG", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
@@ -346,7 +338,7 @@ def test_load_image_rejects_huge_images(megapixels: int) -> None:
 
 
 def test_pixel_limit_applies_to_catalog_images(tmp_catalog: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "MAX_IMAGE_PIXELS", 10)
+    monkeypatch.setattr(data_images, "MAX_IMAGE_PIXELS", 10)
     with pytest.raises(ImageError, match="megapixels"):
         load_image(Image.new("RGB", (4, 4)))
     with pytest.raises(CatalogError, match="no usable rows"):

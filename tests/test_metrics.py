@@ -5,13 +5,15 @@ import pytest
 
 from modeling.evaluation.metrics import (
     group_by_text,
-    hit_at_k,
     image_to_image_metrics,
+    text_to_image_metrics,
+)
+from modeling.evaluation.ranking import (
+    hit_at_k,
     ndcg_at_k,
     precision_at_k,
     ranked_relevance,
     reciprocal_rank,
-    text_to_image_metrics,
 )
 
 

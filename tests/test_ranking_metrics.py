@@ -5,12 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from modeling.evaluation.metrics import (
+from modeling.evaluation.ranking import (
     ndcg_at_k,
     precision_at_k,
     ranked_relevance,
-    ranking_metrics,
     reciprocal_rank,
+)
+from modeling.evaluation.ranking_metrics import (
+    ranking_metrics,
     score_metrics,
     single_target_metrics,
 )

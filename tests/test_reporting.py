@@ -4,21 +4,18 @@ import pytest
 from huggingface_hub.repocard import metadata_load
 from PIL import Image
 
-from modeling.evaluation.reporting import (
+from modeling.evaluation.cards import (
     RESULTS_END,
     RESULTS_START,
-    atomic_write_text,
     check_model_card,
-    get_section,
-    markdown_table,
-    plot_attribute_consistency,
-    plot_comparison,
-    query_grid,
     render_model_card,
-    replace_section,
     results_block,
     write_model_card,
 )
+from modeling.evaluation.grids import query_grid
+from modeling.evaluation.plots import plot_attribute_consistency, plot_comparison
+from modeling.evaluation.tables import get_section, markdown_table, replace_section
+from modeling.utils.io import atomic_write_text
 
 ROWS = [
     {"model": "dual encoder", "p10": 0.7271, "top1": 0.792, "n": 1404},

@@ -26,10 +26,8 @@ Source column names are mapped to canonical names with `DEFAULT_COLUMN_MAP`, upd
 
 from __future__ import annotations
 
-import csv
 import io
 import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,21 +35,18 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from modeling.data.images import image_problem
+from modeling.data.sources import CatalogError, load_source
+from modeling.data.text import as_text
 from modeling.utils.io import atomic_write_bytes
-
 
 logger = logging.getLogger(__name__)
 
 ATTRIBUTES = ("gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "usage")
 CATALOG_COLUMNS = ("id", "image", "image_path", "title", "split")
-ITEM_TEXT_MODES = ("title", "caption", "both")
-
-# Larger images are refused: a small compressed file can declare enough pixels to exhaust memory when decoded.
-MAX_IMAGE_PIXELS = 50_000_000
 
 # Source column name -> canonical name. Keys match case-insensitively. A mapping is used only when its canonical
 # column is still free, in this order, after exact canonical names: a source with both `articleType` and
@@ -97,195 +92,6 @@ DEFAULT_COLUMN_MAP: dict[str, str] = {
 }
 
 _INPUT_COLUMNS = ("id", "image", "title", "split", *ATTRIBUTES)
-_TABLE_BUILDERS = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
-_METADATA_FILES = ("metadata.csv", "metadata.jsonl", "metadata.parquet")
-
-
-class CatalogError(ValueError):
-    """A catalog source cannot be used: it does not exist, cannot be read, has no image column or no rows."""
-
-
-class ImageError(ValueError):
-    """An image cannot be used: it is missing, unreadable, corrupt, not an image or too large."""
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Images
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _check_size(width: int, height: int, what: str) -> None:
-    if width * height > MAX_IMAGE_PIXELS:
-        raise ImageError(
-            f"{what} is {width}x{height} pixels ({width * height / 1e6:.0f} megapixels), more than the limit of "
-            f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels."
-        )
-
-
-def open_image(source: str | io.BytesIO, what: str) -> Image.Image:
-    """Opens and fully decodes an image file or buffer, turning every failure into an `ImageError`."""
-    try:
-        with Image.open(source) as image:
-            # The size comes from the header, so the check runs before any pixel is decoded.
-            _check_size(image.width, image.height, what)
-            image.load()
-            return image
-    except ImageError:
-        raise
-    except FileNotFoundError as error:
-        raise ImageError(f"{what} does not exist.") from error
-    except UnidentifiedImageError as error:
-        raise ImageError(f"{what} is not an image file Pillow can read.") from error
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        # Pillow's own guard (the warning only arrives here when warnings are turned into errors).
-        raise ImageError(f"{what} is too large to decode safely: {error}") from error
-    except Exception as error:
-        # Truncated or corrupt data surfaces as OSError, SyntaxError, ValueError, struct.error... depending on the
-        # codec; for a caller they all mean the same thing.
-        raise ImageError(f"{what} is corrupt or truncated ({type(error).__name__}: {error}).") from error
-
-
-def _array_to_image(array: np.ndarray) -> Image.Image:
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))):
-        raise ImageError(f"An array of shape {array.shape} is not an image (expected HxW, HxWx3 or HxWx4).")
-    _check_size(array.shape[1], array.shape[0], "The image array")
-    if array.dtype != np.uint8:
-        # Float images follow the [0, 1] convention of tensors; anything else is clipped to the 8-bit range.
-        if array.dtype == bool or np.issubdtype(array.dtype, np.floating):
-            array = np.nan_to_num(array.astype(np.float32)) * 255
-        array = np.clip(array, 0, 255).astype(np.uint8)
-    return Image.fromarray(array)
-
-
-def _high_depth_to_l(image: Image.Image) -> Image.Image:
-    # Pillow converts 16/32-bit and float images to 8 bits by clipping, which turns most 16-bit photos white.
-    array = np.asarray(image, dtype=np.float32)
-    peak = float(array.max(initial=0))
-    if image.mode == "F" and peak <= 1:
-        array = array * 255
-    elif image.mode.startswith("I;16") or peak > 255:
-        array = array / 257
-    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), mode="L")
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    # Phone photos are often stored sideways with an orientation tag.
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-        image = _high_depth_to_l(image)
-    if image.has_transparency_data:
-        # Transparent product cut-outs belong on the white background of shop photos, not on black.
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    try:
-        return image.convert("RGB")
-    except ValueError as error:
-        raise ImageError(f"Cannot convert a {image.mode} image to RGB: {error}") from error
-
-
-def load_image(image: str | os.PathLike | bytes | Image.Image | np.ndarray | Mapping[str, Any]) -> Image.Image:
-    """Loads an image from any usual form and returns it as RGB.
-
-    Args:
-        image: a file path, the encoded bytes of an image file, a `PIL.Image.Image`, a NumPy array (HxW, HxWx3 or
-            HxWx4; floats are taken to be in [0, 1]) or a `datasets` image dict (`{"bytes": ..., "path": ...}`).
-
-    Returns:
-        A decoded RGB `PIL.Image.Image`, rotated upright following its EXIF orientation. Transparent images are
-        composited on white; greyscale, palette, CMYK and 16-bit images are converted.
-
-    Raises:
-        ImageError: the input is missing, unreadable, corrupt, not an image, or larger than `MAX_IMAGE_PIXELS`.
-        TypeError: the input is of none of the types above.
-    """
-    if isinstance(image, Mapping) and ("bytes" in image or "path" in image):
-        image = image.get("bytes") or image.get("path")
-    if isinstance(image, Image.Image):
-        _check_size(image.width, image.height, "The image")
-        try:
-            image.load()  # a lazily opened image may still fail to decode
-        except Exception as error:
-            raise ImageError(f"The image is corrupt or truncated ({type(error).__name__}: {error}).") from error
-    elif isinstance(image, np.ndarray):
-        image = _array_to_image(image)
-    elif isinstance(image, (bytes, bytearray, memoryview)):
-        image = open_image(io.BytesIO(image), "The image data")
-    elif isinstance(image, (str, os.PathLike)):
-        image = open_image(os.fspath(image), f"Image file '{os.fspath(image)}'")
-    else:
-        raise TypeError(f"Cannot load an image from {type(image).__name__}; pass a path, bytes, PIL image or array.")
-    return _to_rgb(image)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Text helpers
-# --------------------------------------------------------------------------------------------------------------
-
-
-def as_text(value: Any) -> str:
-    """Renders a cell as stripped text; missing values become ""."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        if math.isnan(value):
-            return ""
-        # Integer columns with gaps are read as floats by pandas and JSON readers: 15970.0 means "15970".
-        if value.is_integer():
-            return str(int(value))
-    return str(value).strip()
-
-
-def normalise_title(text: str) -> str:
-    """Lower-cases a title and collapses its whitespace, so that identical titles compare equal."""
-    return " ".join(str(text).lower().split())
-
-
-def attribute_caption(row: Mapping[str, Any]) -> str:
-    """Builds the template caption `lower("<baseColour> <articleType> for <gender>[, <usage>]")`.
-
-    This is the rule behind the `attr_caption` column of the reference catalog. Empty parts are left out without
-    leaving stray spaces or separators.
-    """
-    colour, article, gender, usage = (as_text(row.get(k)) for k in ("baseColour", "articleType", "gender", "usage"))
-    caption = f"{colour} {article}"
-    if gender:
-        caption += f" for {gender}"
-    if usage:
-        caption += f", {usage}"
-    return " ".join(caption.lower().split()).strip(" ,")
-
-
-def item_text(row: Mapping[str, Any], mode: str = "title") -> str:
-    """Returns the text that describes a catalog item.
-
-    Args:
-        row: a catalog row (or any mapping with `title`, `attr_caption` and attribute keys).
-        mode: `"title"` for the title, falling back to the caption when the title is empty; `"caption"` for
-            `attr_caption` when present, else `attribute_caption(row)`; `"both"` for `"<title>. <caption>"`.
-    """
-    if mode not in ITEM_TEXT_MODES:
-        raise ValueError(f"Unknown item text mode {mode!r}; use one of {ITEM_TEXT_MODES}.")
-    title = as_text(row.get("title"))
-    caption = as_text(row.get("attr_caption")) or attribute_caption(row)
-    if mode == "caption" or not title:
-        return caption
-    if mode == "title":
-        return title
-    return f"{title.rstrip('. ')}. {caption}"
-
-
-def item_description(row: Mapping) -> str:
-    """What the text matcher reads of an item: its title, attribute caption and season."""
-    title = str(row.get("title") or "").strip()
-    caption = str(row.get("attr_caption") or "").strip() or attribute_caption(row)
-    season = str(row.get("season") or "").strip().lower()
-    parts = [p for p in (title, caption) if p]
-    text = ". ".join(parts)
-    return f"{text}, {season}" if season else text
 
 
 def filter_values(dataset: datasets.Dataset) -> dict[str, list[str]]:
@@ -295,88 +101,6 @@ def filter_values(dataset: datasets.Dataset) -> dict[str, list[str]]:
         for attribute in ATTRIBUTES
         if attribute in dataset.column_names
     }
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Loading sources
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _load_table(file: Path) -> datasets.DatasetDict:
-    builder = _TABLE_BUILDERS[file.suffix.lower()]
-    kwargs = {}
-    if builder == "csv":
-        # Without string features pandas infers numbers: ids would become integers, or "15970.0" with gaps.
-        with open(file, newline="", encoding="utf-8-sig") as handle:
-            header = next(csv.reader(handle), [])
-        if not header:
-            raise CatalogError(f"Catalog file '{file}' is empty.")
-        kwargs["features"] = datasets.Features({name: datasets.Value("string") for name in header})
-    try:
-        return datasets.load_dataset(builder, data_files=str(file), **kwargs)
-    except Exception as error:
-        raise CatalogError(f"Cannot read catalog file '{file}': {type(error).__name__}: {error}") from error
-
-
-def _load_image_folder(folder: Path) -> datasets.DatasetDict:
-    try:
-        parts = datasets.load_dataset("imagefolder", data_dir=str(folder))
-    except Exception as error:
-        raise CatalogError(
-            f"'{folder}' has no metadata file ({', '.join(_METADATA_FILES)}) and cannot be read as an image folder: "
-            f"{type(error).__name__}: {error}"
-        ) from error
-    # Class sub-folders are the only text such a catalog has, so the class name also serves as the title.
-    for name, part in parts.items():
-        label = part.features.get("label")
-        if isinstance(label, datasets.ClassLabel) and "title" not in part.column_names:
-            parts[name] = part.add_column("title", [label.int2str(index) for index in part["label"]])
-    return parts
-
-
-def _load_hub(source: str, revision: str | None) -> datasets.DatasetDict:
-    try:
-        loaded = datasets.load_dataset(source, revision=revision)
-    except Exception as error:
-        raise CatalogError(
-            f"'{source}' is not an existing file or folder, and loading it as a Hugging Face Hub dataset failed "
-            f"({type(error).__name__}: {error}). Check the path, or the dataset id and that the Hub is reachable "
-            "(it is not when HF_HUB_OFFLINE=1 or without network)."
-        ) from error
-    return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"train": loaded})
-
-
-def _load_parquet_repo(folder: Path) -> datasets.DatasetDict:
-    """`data/<split>-*.parquet` of a dataset repository on disk, read by the parquet builder (whose cache is keyed by
-    the files; `load_dataset(folder)` would reuse the cache of any earlier folder of the same name)."""
-    files: dict[str, list[str]] = {}
-    for file in sorted(folder.glob("data/*.parquet")):
-        files.setdefault(file.name.split("-")[0], []).append(str(file))
-    try:
-        return datasets.load_dataset("parquet", data_files=files)
-    except Exception as error:
-        raise CatalogError(f"Cannot read the dataset at '{folder}': {type(error).__name__}: {error}") from error
-
-
-def _load_source(source: str | os.PathLike, revision: str | None) -> tuple[datasets.DatasetDict, str | None]:
-    """Loads the raw source; returns its splits and the folder that relative image paths are resolved against."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        for name in _METADATA_FILES:
-            if (path / name).is_file():
-                return _load_table(path / name), str(path.resolve())
-        if any(path.glob("data/*.parquet")):  # a Hub dataset repository on disk (e.g. a `modeling.hub.push` export)
-            return _load_parquet_repo(path), None
-        return _load_image_folder(path), None
-    if path.is_file():
-        if path.suffix.lower() not in _TABLE_BUILDERS:
-            raise CatalogError(f"Unsupported catalog file '{path}': expected one of {', '.join(_TABLE_BUILDERS)}.")
-        return _load_table(path), str(path.resolve().parent)
-    text = os.fspath(source)
-    # A Hub id is "name" or "owner/name"; anything that looks like a file system path is reported as missing.
-    if path.is_absolute() or text.startswith((".", "~")) or path.suffix.lower() in _TABLE_BUILDERS:
-        raise CatalogError(f"Catalog source '{text}' does not exist.")
-    return _load_hub(text, revision), None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -574,12 +298,9 @@ def _image_problem(ref: dict[str, Any] | None, check: bool) -> str:
         return "missing image path"
     if not check:
         return ""
-    what = f"Image file '{ref['path']}'" if ref["bytes"] is None else "Embedded image"
-    try:
-        open_image(ref["path"] if ref["bytes"] is None else io.BytesIO(ref["bytes"]), what)
-    except ImageError as error:
-        return str(error)
-    return ""
+    if ref["bytes"] is None:
+        return image_problem(ref["path"])
+    return image_problem(io.BytesIO(ref["bytes"]), "Embedded image")
 
 
 def _drop_unreadable(dataset: datasets.Dataset, check_images: bool) -> tuple[datasets.Dataset, list[dict[str, str]]]:
@@ -598,7 +319,8 @@ def _drop_unreadable(dataset: datasets.Dataset, check_images: bool) -> tuple[dat
     return kept.flatten_indices(keep_in_memory=True), skipped
 
 
-def _parse_splits(split: str | Sequence[str] | None) -> list[str]:
+def parse_splits(split: str | Sequence[str] | None) -> list[str]:
+    """Split names from one name, a comma-separated list (`"val,test"`) or a sequence; blanks are dropped."""
     names = split.split(",") if isinstance(split, str) else list(split or [])
     return [name.strip() for name in names if name.strip()]
 
@@ -655,9 +377,9 @@ def load_catalog_with_report(
     """
     if max_items is not None and max_items < 0:
         raise ValueError(f"max_items must be >= 0, got {max_items}.")
-    parts, root = _load_source(source, revision)
+    parts, root = load_source(source, revision)
     plans = {name: _plan_columns(part.column_names, column_map) for name, part in parts.items()}
-    wanted = _parse_splits(split)
+    wanted = parse_splits(split)
     selected = _select_splits(parts, plans, wanted) if wanted else dict(parts)
     if max_items is not None:
         selected = _head(selected, max_items)

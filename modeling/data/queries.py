@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from modeling.utils.io import atomic_write_text
+
 GENDER_WORDS = {"Men": "men", "Women": "women", "Boys": "boys", "Girls": "girls"}
 # Catalog spellings that nobody types.
 TYPE_WORDS = {"Tshirts": "t-shirts", "Innerwear Vests": "vests", "Lounge Pants": "lounge pants",
@@ -84,11 +86,8 @@ def generate_queries(items: pd.DataFrame, *, min_relevant: int = 3, per_pattern:
 
 
 def write_queries(queries: Sequence[Mapping], path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in queries), encoding="utf-8")
-    tmp.replace(path)
+    """Write a query file (one JSON object per line) atomically."""
+    atomic_write_text(path, "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in queries))
 
 
 def load_queries(path: str | Path) -> list[dict]:

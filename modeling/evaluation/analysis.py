@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from modeling.data.catalog import normalise_title
+from modeling.data.text import normalise_title
 from modeling.data.queries import generate_queries
 
 CONSISTENCY_ATTRIBUTES = ("articleType", "baseColour", "gender", "usage", "season")

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
-from modeling.data.catalog import load_image
+from modeling.data.images import load_image
 
 HIST_BINS = (8, 4, 4)
 REGIONS = (2, 2)

@@ -39,7 +39,7 @@ import pandas as pd
 from modeling.utils.io import atomic_save, atomic_write_text, save_npy
 
 from modeling.data.composed import CHANGEABLE_ATTRIBUTES, display_value
-from modeling.data.catalog import attribute_caption
+from modeling.data.text import attribute_caption
 from modeling.encoders.sentence import SentenceEncoder
 
 VSC_SOURCES = ("title", "caption")
