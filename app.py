@@ -33,7 +33,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from modeling.data.catalog import ImageError
+from modeling.data.images import ImageError
 from modeling.retrieval.search import QueryError, SearchResult
 from modeling.retrieval.serving import EngineRegistry, ModelSpec, with_index_repo
 from modeling.retrieval.vsc import summarise

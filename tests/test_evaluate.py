@@ -8,7 +8,8 @@ from PIL import Image
 import evaluate
 from modeling.data.catalog import load_catalog
 from modeling.evaluation.metrics import image_to_image_metrics
-from modeling.evaluation.reporting import check_model_card
+from modeling.evaluation.cards import check_model_card
+from modeling.evaluation.results import slug
 from modeling.encoders.loading import encode_images
 from modeling.retrieval.build import catalog_items
 from modeling.retrieval.search import FashionSearchEngine
@@ -65,7 +66,7 @@ def test_evaluate_all_sections_and_reports(catalog_dir, tiny_model_dir, tiny_vae
     assert {"held_out", "in_domain", "gap"} <= set(ood["models"][model]["titles_r@10"])
     assert results["observations"] and {"query", "cos", "vsc", "note"} <= set(results["observations"][0])
 
-    for png in ("comparison.png", "samples.png", f"consistency_{evaluate._slug(model)}.png"):
+    for png in ("comparison.png", "samples.png", f"consistency_{slug(model)}.png"):
         with Image.open(out / png) as image:
             assert image.width > 100 and image.height > 100
     markdown = (out / "results.md").read_text()

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from modeling import DualEncoderModel
-from modeling.data.catalog import ImageError
+from modeling.data.images import ImageError
 from modeling.retrieval.index import IndexMismatchError
 from modeling.retrieval import search as search_module
 from modeling.retrieval.lexical import BM25Index, tokenize
-from modeling.data.catalog import item_description
+from modeling.data.text import item_description
 from modeling.retrieval.search import FashionSearchEngine, QueryError
 from modeling.encoders.sentence import SentenceEncoder
 
@@ -94,8 +94,8 @@ def test_large_catalog_candidates_include_keyword_matches(small_engine, monkeypa
         for word in words:
             if holders[word] == 1 and len(word) >= 4 and len(queries) < 5:
                 dense = [r.id for r in engine.search_text(word, k=len(descriptions), lexical_weight=0.0)]
-                if dense.index(engine._ids[position]) >= 40:
-                    queries.append((word, engine._ids[position]))
+                if dense.index(engine.ids[position]) >= 40:
+                    queries.append((word, engine.ids[position]))
     assert len(queries) >= 3, "expected item words that the dense scores alone rank low"
     exact = {q: engine.search_text(q, k=1) for q, _ in queries}
     assert all(exact[q][0].id == holder for q, holder in queries)  # the keyword match finds them
@@ -197,7 +197,7 @@ def test_sentence_encoder_is_the_real_minilm():
 
 # -- composed search -----------------------------------------------------------------------------------------------
 def test_composed_query_text_names_what_stays_of_the_reference():
-    from modeling.retrieval.search import composed_query_text
+    from modeling.retrieval.query import composed_query_text
 
     reference = {"articleType": "Tshirts", "gender": "Men", "baseColour": "Red"}
     assert composed_query_text("Make it  BLUE", reference) == "make it blue, tshirts for men"
@@ -210,7 +210,7 @@ def _all_scores(engine, query):
 
 
 def test_composed_search_extremes_are_image_only_and_text_only(small_engine):
-    from modeling.retrieval.search import composed_query_text
+    from modeling.retrieval.query import composed_query_text
 
     engine = small_engine
     items = engine.index.items
@@ -227,13 +227,13 @@ def test_composed_search_extremes_are_image_only_and_text_only(small_engine):
     scores[3] = -np.inf
     # The top 10 by the reference scores; compared by score, since the engine's cached query embedding may come
     # from another torch thread count (train.main sets it), which moves near-ties by an ulp.
-    positions = [engine._position[r.id] for r in text_only]
+    positions = [engine.position(r.id) for r in text_only]
     np.testing.assert_allclose(scores[positions], np.sort(scores)[::-1][:10], atol=1e-5)
     assert len(set(positions)) == 10 and item_id not in [r.id for r in text_only]
 
 
 def test_composed_search_weighted_sum_and_item_text_fusion(small_engine):
-    from modeling.retrieval.search import composed_query_text
+    from modeling.retrieval.query import composed_query_text
 
     engine = small_engine
     items = engine.index.items
@@ -300,7 +300,7 @@ def test_hybrid_reranking_follows_its_weight(hybrid_engine):
     item_id, depth = engine.index.items["id"].iloc[5], 30
     plain = engine.search_item(item_id, k=depth)
     assert [r.id for r in engine.search_item(item_id, k=10, rerank_weight=0.0)] == [r.id for r in plain[:10]]
-    candidates = np.array([engine._position[r.id] for r in plain])
+    candidates = engine.positions(r.id for r in plain)
     rerank = engine.reranker.index.vectors.reconstruct_batch(candidates) @ \
         engine.reranker.index.vectors.reconstruct(5)
     for weight in (0.3, 1.0):
@@ -308,7 +308,7 @@ def test_hybrid_reranking_follows_its_weight(hybrid_engine):
         fused = (1 - weight) * np.array([r.score for r in plain]) + weight * rerank
         # Ties (duplicate photos in the catalog) go to the lower catalog position, as everywhere in the engine.
         expected = candidates[np.lexsort((candidates, -fused))[:10]]
-        assert [engine._position[r.id] for r in results] == expected.tolist()
+        assert engine.positions(r.id for r in results).tolist() == expected.tolist()
         assert all(r.rerank_score is not None for r in results)
         assert set(r.id for r in results) <= set(r.id for r in plain)  # re-ranking never adds candidates
     moved = engine.search_item(item_id, k=10, rerank_weight=1.0, rerank_depth=depth)
@@ -349,9 +349,9 @@ def test_top_k_order_matches_a_full_lexsort_with_ties(k):
 
 def test_image_queries_are_expanded_with_their_nearest_items(small_engine):
     engine = small_engine
-    vectors = engine._dense_vectors()
+    vectors = engine.item_vectors()
     position = 7
-    item_id = engine._ids[position]
+    item_id = engine.ids[position]
     own = vectors[position]
     # Brute force: the two nearest other items join the query, weighted by their cosine.
     cosines = vectors @ own
@@ -363,7 +363,7 @@ def test_image_queries_are_expanded_with_their_nearest_items(small_engine):
     scores[position] = -np.inf
     expected = np.argsort(-scores, kind="stable")[:10]
     results = engine.search_item(item_id, k=10)
-    got = [engine._position[r.id] for r in results]
+    got = engine.positions(r.id for r in results)
     # The brute-force ranking up to near-ties (FAISS and numpy round differently).
     np.testing.assert_allclose([r.score for r in results], scores[expected], atol=1e-5)
     np.testing.assert_allclose([r.score for r in results], scores[got], atol=1e-5)
@@ -395,15 +395,12 @@ def test_expand_queries_is_the_weighted_neighbour_mean():
 
 
 def test_evaluation_ranks_more_like_this_exactly_as_the_engine(small_engine):
-    import evaluate
-
     engine = small_engine
-    top = evaluate.expanded_rankings(engine._dense_vectors(), 10)
-    vectors = engine._dense_vectors()
+    top = engine.item_rankings(depth=10)  # what evaluation's "engine, expanded" columns rank by
+    vectors = engine.item_vectors()
     for position in (0, 11, 42, 299):
-        results = engine.search_item(engine._ids[position], k=10)
-        mask = engine.allowed_mask(None, [engine._ids[position]])
-        query = engine._expand(vectors[position], None, mask)
+        results = engine.search_item(engine.ids[position], k=10)
+        query = engine.item_queries([position])[0]
         # Same ranking up to near-ties (FAISS and numpy round differently): identical scores in the same order.
         np.testing.assert_allclose(vectors[top[position]] @ query, [r.score for r in results], atol=1e-5)
-        assert len(set(top[position]) & {engine._position[r.id] for r in results}) >= 8
+        assert len(set(top[position]) & set(engine.positions(r.id for r in results))) >= 8

@@ -60,13 +60,13 @@ def test_engine_fills_vsc_per_result(small_engine):
     results = engine.search_text(query, k=5)
     expected = titles @ encoder.encode([query])[0]
     for r in results:
-        assert r.vsc == pytest.approx(expected[engine._position[r.id]], abs=1e-5)
+        assert r.vsc == pytest.approx(expected[engine.position(r.id)], abs=1e-5)
         assert -1.0 <= r.vsc <= 1.0
 
     item_id = engine.index.items["id"].iloc[7]
     expected = titles @ titles[7]
     for r in engine.search_item(item_id, k=5):
-        assert r.vsc == pytest.approx(expected[engine._position[r.id]], abs=1e-5)
+        assert r.vsc == pytest.approx(expected[engine.position(r.id)], abs=1e-5)
 
     upload = engine.search_image(engine.index.items["image_path"].iloc[7], k=5)
     assert all(r.vsc is None for r in upload)  # no description: absent, never invented
@@ -75,7 +75,7 @@ def test_engine_fills_vsc_per_result(small_engine):
     composed = engine.search_composed(item_id=item_id, text="make it sleeveless", k=5)
     expected = titles @ encoder.encode(["make it sleeveless"])[0]
     for r in composed:
-        assert r.vsc == pytest.approx(expected[engine._position[r.id]], abs=1e-5)
+        assert r.vsc == pytest.approx(expected[engine.position(r.id)], abs=1e-5)
     summary = summarise(composed)
     assert summary["vsc@k"] == pytest.approx(np.mean([r.vsc for r in composed]))
     assert summary["mean_cosine"] == pytest.approx(np.mean([r.visual_score for r in composed]))

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from modeling.data.catalog import item_description, materialise_images
+from modeling.data.catalog import materialise_images
+from modeling.data.text import item_description
 from modeling.encoders.loading import embedding_dim, encode_images, model_fingerprint
 from modeling.encoders.sentence import SentenceEncoder
 from modeling.retrieval.index import CatalogIndex

@@ -5,6 +5,7 @@ The app, evaluate.py and Python users all call `FashionSearchEngine`:
     engine = FashionSearchEngine.load("runs/dual-encoder", "runs/dual-encoder/index", catalog="../shared/data")
     engine.search_text("red summer dress", k=10, filters={"gender": "Women"})
     engine.search_image("photo.jpg", k=10, exclude_ids=["15970"])
+    engine.item_rankings(depth=10)  # "more like this" of every item at once: index positions, ids in `engine.ids`
 
 Text search fuses the visual score (cosine of the query text embedding and the item's image embedding, what the
 dual encoder learned) with an item-text score: the cosine of MiniLM embeddings of the query and of the item's own
@@ -30,20 +31,26 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from modeling.data.catalog import ATTRIBUTES, item_description, load_image
+from modeling.data.catalog import ATTRIBUTES
+from modeling.data.images import load_image
+from modeling.data.text import item_description
 from modeling.encoders.loading import encode_images, encode_texts, has_text_tower, load_model, model_fingerprint
 from modeling.encoders.onnx import OnnxEncoder
 from modeling.encoders.sentence import SentenceEncoder
 from modeling.retrieval.build import attach_image_paths, has_image_files, load_or_build_index
 from modeling.retrieval.index import CatalogIndex
 from modeling.retrieval.lexical import BM25Index
+from modeling.retrieval.query import (COMPOSED_CONTEXT, MAX_QUERY_CHARS, QueryError, SearchResult,  # noqa: F401
+                                      composed_query_text, validate_text)
+from modeling.retrieval import ranking
+from modeling.retrieval.ranking import DEFAULT_QUERY_EXPANSION, expand_queries, top_k_order
 from modeling.retrieval.vsc import VSCScorer
 
 
@@ -54,7 +61,6 @@ DEFAULT_TEXT_WEIGHT = 0.7
 # 0.607 at 1.4, most of it by 0.4; on the test file's queries reworded with synonyms the catalog does not use
 # ("tees", "sneakers", "purses", ...) 0.3-0.4 still helped and 1.4 cost a little, hence 0.4.
 DEFAULT_LEXICAL_WEIGHT = 0.4
-MAX_QUERY_CHARS = 500
 # Fused text search scores every allowed item exactly up to this many; above it, candidates come from the top of
 # the visual index and of the text matcher (the top max(20 k, FUSION_CANDIDATE_DEPTH) of each) and only those are fused.
 EXACT_FUSION_LIMIT = 200_000
@@ -63,72 +69,9 @@ FUSION_CANDIDATE_DEPTH = 500
 TEXT_CACHE_SIZE = 4096
 # Hybrid re-ranking: how many candidates of the primary model the re-ranker re-scores by default.
 DEFAULT_RERANK_DEPTH = 100
-# Image queries are expanded with their nearest catalog neighbours (α-query expansion, α = 1): a query photo's two
-# closest items, weighted by their cosine, join it before the final search. Chosen on the val split, where it
-# raised image->image P@10 from 0.753 to 0.757 (dual encoder) and from 0.520 to 0.532 (VAE) at the same top-1;
-# more neighbours gained a little more P@10 but cost top-1. 0 turns it off.
-DEFAULT_QUERY_EXPANSION = 2
-# Attributes of the reference item named in a composed query's text (what a modification keeps).
-COMPOSED_CONTEXT = ("articleType", "gender")
+# Image queries are expanded with their DEFAULT_QUERY_EXPANSION nearest items (modeling/retrieval/ranking.py).
 # An uploaded reference photo's predicted attribute is named only when the head is at least this sure.
 ATTRIBUTE_CONFIDENCE = 0.5
-
-
-class QueryError(ValueError):
-    """A query the engine cannot run (empty or overlong text, unusable image); the message is for the user."""
-
-
-@dataclass
-class SearchResult:
-    """One retrieved item; the same type for every mode, model and caller."""
-
-    id: str
-    title: str
-    image_path: str
-    rank: int
-    score: float  # what the ranking used
-    visual_score: float  # cosine of the query and item embeddings
-    text_score: float | None = None  # cosine of query and item text (fused text search only)
-    lexical_score: float | None = None  # BM25 keyword match of query and item text, in [0, 1] (fused text search)
-    rerank_score: float | None = None  # cosine under the re-ranking model (hybrid search only)
-    vsc: float | None = None  # visual-semantic consistency (modeling/vsc.py); None when the query has no description
-    attributes: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def expand_queries(queries: np.ndarray, neighbours: np.ndarray, similarities: np.ndarray) -> np.ndarray:
-    """α-query expansion with α = 1 (Radenović et al., 2018): each unit query plus its nearest gallery vectors
-    weighted by their cosine to it (negative cosines count 0), renormalised.
-
-    Args:
-        queries (`np.ndarray` of shape `(num_queries, dim)`): unit query vectors.
-        neighbours (`np.ndarray` of shape `(num_queries, n, dim)`): their `n` nearest unit gallery vectors.
-        similarities (`np.ndarray` of shape `(num_queries, n)`): the cosines of those neighbours.
-    """
-    weights = np.clip(similarities, 0.0, None)[..., None]
-    expanded = queries + (weights * neighbours).sum(axis=1)
-    return (expanded / np.maximum(np.linalg.norm(expanded, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-
-
-def composed_query_text(modification: str, reference: Mapping | None = None) -> str:
-    """The text side of a composed query: the modification, then what stays of the reference
-    (e.g. "make it blue, tshirts for men")."""
-    reference = reference or {}
-    article, gender = (str(reference.get(a) or "").strip() for a in COMPOSED_CONTEXT)
-    context = article + (f" for {gender}" if gender else "") if article else gender
-    text = f"{modification}, {context}" if context else modification
-    return " ".join(text.lower().split())
-
-
-def _validate_text(query: str) -> str:
-    if not isinstance(query, str) or not query.strip():
-        raise QueryError("Type what you are looking for, e.g. 'red summer dress'.")
-    query = " ".join(query.split())
-    if len(query) > MAX_QUERY_CHARS:
-        raise QueryError(f"The query is {len(query)} characters long; keep it under {MAX_QUERY_CHARS}.")
-    return query
 
 
 class FashionSearchEngine:
@@ -156,12 +99,12 @@ class FashionSearchEngine:
         self._lexical: BM25Index | None = None  # built from the item descriptions on the first fused query
         self.model_name = model_name
         items = index.items
-        self._ids = items["id"].astype(str).tolist()
+        self._ids = tuple(items["id"].astype(str))
         self._position = {item_id: i for i, item_id in enumerate(self._ids)}
         self._attributes = [c for c in ATTRIBUTES if c in items.columns]
         if vsc is not None and len(vsc.descriptions) != len(self._ids):
             raise ValueError(f"the VSC scorer describes {len(vsc.descriptions)} items, the index {len(self._ids)}")
-        if reranker is not None and reranker.ids != self._ids:
+        if reranker is not None and tuple(reranker.ids) != self._ids:
             raise ValueError("the re-ranking index holds other items (or another order) than the main index; "
                              "rebuild it from the same catalog")
 
@@ -247,6 +190,58 @@ class FashionSearchEngine:
     def encode_images(self, images: Sequence) -> np.ndarray:
         return encode_images(self.model, self.image_processor, [load_image(image) for image in images])
 
+    # -- catalog positions and exact batched rankings -------------------------------------------------------------
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """The items' ids in index order: `engine.ids[engine.position(item_id)] == item_id`."""
+        return self._ids
+
+    def position(self, item_id) -> int:
+        """Index position of a catalog item (ids compare as strings); `QueryError` when it is not in this catalog."""
+        position = self._position.get(str(item_id))
+        if position is None:
+            raise QueryError(f"No item with id {item_id!r} in this catalog.")
+        return position
+
+    def positions(self, item_ids: Iterable) -> np.ndarray:
+        """Index positions (int64) of several items, e.g. `[r.id for r in results]`; `QueryError` for an unknown id."""
+        return np.array([self.position(item_id) for item_id in item_ids], dtype=np.int64)
+
+    def item_vectors(self, positions=None) -> np.ndarray:
+        """The index's stored unit image vectors in index order (read-only), or those of the items at `positions`."""
+        vectors = self._dense_vectors()
+        return vectors if positions is None else vectors[np.asarray(positions, dtype=np.int64)]
+
+    def item_queries(self, positions=None, expansion: int | None = None) -> np.ndarray:
+        """The unit query vectors "more like this" ranks by, for the items at `positions` (default all): each
+        item's stored vector expanded with its `expansion` nearest other items (default `DEFAULT_QUERY_EXPANSION`)."""
+        return ranking.item_queries(self._dense_vectors(), positions, self._expansion(expansion))
+
+    def item_rankings(self, positions=None, depth: int = 10, expansion: int | None = None) -> np.ndarray:
+        """Exact "more like this" for many catalog items at once (evaluations, batch jobs): `search_item` without
+        filters or re-ranking, ranked by brute force instead of an index search per item.
+
+        Returns:
+            `np.ndarray` of shape `(len(positions), min(depth, num_items - 1))`: index positions of each item's
+            results (map them to ids with `ids`), best first, ties to catalog order, the item itself excluded.
+        """
+        if int(depth) < 1:
+            raise QueryError("k must be at least 1.")
+        return ranking.item_rankings(self._dense_vectors(), positions, int(depth), self._expansion(expansion))
+
+    def fused_scores(self, query: str, text_weight: float | None = None,
+                     lexical_weight: float | None = None) -> dict[str, np.ndarray | None]:
+        """Every item's scores for a text `query` as `search_text` computes them without filters, in index order:
+        `score` (what ranks), `visual`, `text` (item-text cosine) and `lexical` (keyword match in [0, 1]); the last
+        two are None when the query is not fused (text weight 0, no item texts)."""
+        query, visual_query, text_query, weight, lexical = self._text_queries(query, text_weight, lexical_weight)
+        visual = self._dense_vectors() @ visual_query
+        if text_query is None:
+            return {"score": visual, "visual": visual, "text": None, "lexical": None}
+        text = self.index.text_embeddings @ text_query
+        return {"score": self._fuse(visual, text, weight, lexical), "visual": visual, "text": text,
+                "lexical": None if lexical is None else lexical[1]}
+
     # -- search --------------------------------------------------------------------------------------------------
     def allowed_mask(self, filters: Mapping | None = None, exclude_ids: Iterable[str] | None = None):
         """Boolean mask of searchable items (None when everything is allowed)."""
@@ -254,7 +249,7 @@ class FashionSearchEngine:
             mask = self.index.mask(dict(filters) if filters else None)
         except ValueError:  # an unknown key: name only the filters a user can set
             raise QueryError(f"Unknown filter in {sorted(filters)}; use one of {list(self._attributes)}.") from None
-        excluded = [self._position[i] for i in (exclude_ids or ()) if str(i) in self._position]
+        excluded = [self._position[str(i)] for i in (exclude_ids or ()) if str(i) in self._position]
         if excluded:
             mask = np.ones(len(self._ids), dtype=bool) if mask is None else mask.copy()
             mask[excluded] = False
@@ -264,18 +259,8 @@ class FashionSearchEngine:
                     text_weight: float | None = None, lexical_weight: float | None = None) -> list[SearchResult]:
         """Text -> products. Fused with the item-text match (dense + keywords) when the index holds item texts;
         `text_weight` / `lexical_weight` override the engine's for this query."""
-        query = _validate_text(query)
-        self._require_text()
+        query, visual_query, text_query, weight, lexical = self._text_queries(query, text_weight, lexical_weight)
         mask = self.allowed_mask(filters)
-        weight = self._fusion_weight(text_weight)
-        lexical_weight = self.lexical_weight if lexical_weight is None else float(lexical_weight)
-        if not lexical_weight >= 0.0:
-            raise QueryError(f"The keyword weight must be 0 or more, got {lexical_weight}.")
-        visual_query = self._cached("model", query, lambda q: self.encode_texts([q])[0])
-        text_query = self._item_text_query(query, weight)
-        lexical = None
-        if text_query is not None and lexical_weight > 0:
-            lexical = (lexical_weight, self._lexical_index().normalised_scores(query))
         return self._with_vsc(self._rank(visual_query, text_query, weight, k, mask, lexical), query)
 
     def search_image(self, image, k: int = 10, filters: Mapping | None = None,
@@ -298,7 +283,7 @@ class FashionSearchEngine:
                     rerank_depth: int = DEFAULT_RERANK_DEPTH, expansion: int | None = None) -> list[SearchResult]:
         """More like this catalog item (itself excluded), from its indexed embedding (expansion and hybrid as
         `search_image`)."""
-        position = self._item_position(item_id)
+        position = self.position(item_id)
         mask = self.allowed_mask(filters, [str(item_id)])
         own = self.index.vectors.reconstruct(position)
         results = self._rank(self._expand(own, expansion, mask), None, 0.0,
@@ -325,12 +310,12 @@ class FashionSearchEngine:
                 an `item_id`, the attribute heads' confident predictions for an uploaded image.
         The reference item itself (and `exclude_ids`) never comes back.
         """
-        text = _validate_text(text)
+        text = validate_text(text)
         self._require_text()
         excluded = [str(i) for i in (exclude_ids or ())]
         position = None
         if item_id is not None:
-            position = self._item_position(item_id)
+            position = self.position(item_id)
             image_embeds = self.index.vectors.reconstruct(position)
             reference = self.index.items.iloc[position].to_dict()
             excluded.append(str(item_id))
@@ -392,10 +377,28 @@ class FashionSearchEngine:
         return results
 
     # -- helpers ---------------------------------------------------------------------------------------------------
-    def _item_position(self, item_id) -> int:
-        if str(item_id) not in self._position:
-            raise QueryError(f"No item with id {item_id!r} in this catalog.")
-        return self._position[str(item_id)]
+    def _text_queries(self, query: str, text_weight: float | None, lexical_weight: float | None):
+        """(query, model query embedding, item-text query or None, fusion weight, (keyword weight, per-item keyword
+        scores) or None) of a text query, as `search_text` and `fused_scores` fuse them."""
+        query = validate_text(query)
+        self._require_text()
+        weight = self._fusion_weight(text_weight)
+        lexical_weight = self.lexical_weight if lexical_weight is None else float(lexical_weight)
+        if not lexical_weight >= 0.0:
+            raise QueryError(f"The keyword weight must be 0 or more, got {lexical_weight}.")
+        visual_query = self._cached("model", query, lambda q: self.encode_texts([q])[0])
+        text_query = self._item_text_query(query, weight)
+        lexical = None
+        if text_query is not None and lexical_weight > 0:
+            lexical = (lexical_weight, self._lexical_index().normalised_scores(query))
+        return query, visual_query, text_query, weight, lexical
+
+    @staticmethod
+    def _fuse(visual: np.ndarray, text: np.ndarray, weight: float, lexical=None) -> np.ndarray:
+        """`(1 - weight) * visual + weight * (text + lexical weight * keyword scores)` (`lexical` already gathered
+        to the same items, or None)."""
+        item_text = text if lexical is None else text + lexical[0] * lexical[1]
+        return (1.0 - weight) * visual + weight * item_text
 
     def _fusion_weight(self, text_weight: float | None) -> float:
         weight = self.text_weight if text_weight is None else float(text_weight)
@@ -429,11 +432,16 @@ class FashionSearchEngine:
                 self._text_cache.popitem(last=False)
         return value
 
-    def _expand(self, query: np.ndarray, expansion: int | None, mask: np.ndarray | None) -> np.ndarray:
-        """The unit image query expanded with its nearest allowed items (`expand_queries`)."""
+    @staticmethod
+    def _expansion(expansion: int | None) -> int:
         n = DEFAULT_QUERY_EXPANSION if expansion is None else int(expansion)
         if n < 0:
             raise QueryError(f"The query expansion must be 0 or more neighbours, got {expansion}.")
+        return n
+
+    def _expand(self, query: np.ndarray, expansion: int | None, mask: np.ndarray | None) -> np.ndarray:
+        """The unit image query expanded with its nearest allowed items (`expand_queries`)."""
+        n = self._expansion(expansion)
         if n == 0 or (mask is not None and not mask.any()):
             return query
         scores, positions = self.index.search(query[None], n, allowed=mask)
@@ -499,8 +507,7 @@ class FashionSearchEngine:
             visual = self._visual_scores(visual_query, candidates)
             text = self.index.text_embeddings[candidates] @ text_query
         keywords = None if lexical is None else lexical[1][candidates]
-        item_text = text if lexical is None else text + lexical[0] * keywords
-        fused = (1.0 - weight) * visual + weight * item_text
+        fused = self._fuse(visual, text, weight, None if lexical is None else (lexical[0], keywords))
         top = top_k_order(fused, candidates, k)
         return self._results([(candidates[i], fused[i], visual[i], text[i]) for i in top],
                              None if keywords is None else keywords[top])
@@ -523,7 +530,9 @@ class FashionSearchEngine:
     def _dense_vectors(self) -> np.ndarray:
         """The index's vectors as one matrix (kept for exact fusion, at most EXACT_FUSION_LIMIT rows)."""
         if self._dense is None:
-            self._dense = self.index.vectors.reconstruct_batch(np.arange(len(self._ids)))
+            dense = self.index.vectors.reconstruct_batch(np.arange(len(self._ids)))
+            dense.setflags(write=False)  # shared with callers of `item_vectors`
+            self._dense = dense
         return self._dense
 
     def _visual_scores(self, query: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -546,17 +555,6 @@ class FashionSearchEngine:
                 attributes={a: str(row[a]) for a in self._attributes if str(row[a])},
             ))
         return results
-
-
-def top_k_order(scores: np.ndarray, positions: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the `k` best `scores`, best first, ties broken by `positions` (catalog order): the first `k` of
-    `np.lexsort((positions, -scores))` without sorting everything."""
-    if scores.size > k:
-        kth = np.partition(scores, scores.size - k)[scores.size - k]
-        keep = np.flatnonzero(scores >= kth)
-    else:
-        keep = np.arange(scores.size)
-    return keep[np.lexsort((positions[keep], -scores[keep]))][:k]
 
 
 class VisualReranker:
