@@ -8,13 +8,18 @@ import pytest
 import torch
 from transformers import AutoModel
 
-import evaluate
 import train
 from modeling import DualEncoderImageProcessor, DualEncoderModel
 from modeling.evaluation.baselines import colour_histogram_features
 from modeling.data.catalog import load_catalog
 from modeling.evaluation.metrics import image_to_image_metrics
-from modeling.encoders.loading import encode_images
+from modeling.encoders.loading import encode_images, load_model
+from modeling.training.augment import contrastive_view, to_pixel_values
+from modeling.training.composed import ComposedData
+from modeling.training.ema import WeightEMA
+from modeling.training.loop import load_splits
+from modeling.training.sampler import GroupedShuffleSampler
+from modeling.training.tasks import build_task
 
 
 def _tiny_args(catalog, text_model, output, *extra):
@@ -59,24 +64,24 @@ def test_exclude_drops_items(catalog_dir, tiny_text_model, tmp_path):
 def test_grouped_sampler_yields_every_item_once_in_label_runs():
     labels = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 2, -1, -2])  # negative codes: items without a label
     torch.manual_seed(0)
-    order = list(train.GroupedShuffleSampler(labels, group_size=100))
+    order = list(GroupedShuffleSampler(labels, group_size=100))
     assert sorted(order) == list(range(len(labels)))
     # Runs longer than any label: each label's items come out together.
     seen = [int(labels[i]) for i in order]
     assert [v for i, v in enumerate(seen) if i == 0 or v != seen[i - 1]] == sorted(set(seen), key=seen.index)
     # Runs of 2: label 0 (5 items) comes out as runs of 2, 2 and 1, each run contiguous.
     torch.manual_seed(1)
-    order = list(train.GroupedShuffleSampler(labels, group_size=2))
+    order = list(GroupedShuffleSampler(labels, group_size=2))
     assert sorted(order) == list(range(len(labels)))
     pairs = sum(labels[a] == labels[b] for a, b in zip(order, order[1:]))
     assert pairs >= 3  # at least the two full runs of label 0 and the one of label 1
     torch.manual_seed(1)
-    assert list(train.GroupedShuffleSampler(labels, group_size=2)) == order  # seeded: a resume repeats it
+    assert list(GroupedShuffleSampler(labels, group_size=2)) == order  # seeded: a resume repeats it
 
 
 def test_weight_ema_averages_restores_and_checkpoints():
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
-    ema = train.WeightEMA(model, decay=0.5)
+    ema = WeightEMA(model, decay=0.5)
     start = model[0].weight.detach().clone()
     with torch.no_grad():
         model[0].weight.add_(1.0)
@@ -86,7 +91,7 @@ def test_weight_ema_averages_restores_and_checkpoints():
     with ema.applied(model):
         torch.testing.assert_close(model[0].weight, expected)
     torch.testing.assert_close(model[0].weight, start + 1.0)  # restored
-    other = train.WeightEMA(model, decay=0.5)
+    other = WeightEMA(model, decay=0.5)
     other.load_state_dict(ema.state_dict())
     assert other.steps == 1 and torch.equal(other.shadow["0.weight"], ema.shadow["0.weight"])
     assert "1.running_mean" in ema.shadow  # BatchNorm statistics are averaged too
@@ -104,8 +109,8 @@ def test_ema_and_grouped_batches_run_and_resume(catalog_dir, tiny_text_model, tm
 def test_supcon_memory_fills_after_warmup_newest_first_and_stays_bounded(catalog_dir, tiny_text_model, tmp_path):
     args = train.parse_args(_tiny_args(catalog_dir, tiny_text_model, tmp_path / "run", "--supcon-memory", "20",
                                        "--supcon-memory-warmup", "2", "--val-split", ""))
-    train_ds, _, _ = train.load_splits(args)
-    task = train.build_task(args, train_ds, None)
+    train_ds, _, _ = load_splits(args)
+    task = build_task(args, train_ds, None)
     torch.manual_seed(0)
     batches = [torch.arange(i * 8, i * 8 + 8) for i in range(4)]
     for positions in batches[:2]:  # the 2 warm-up steps keep nothing
@@ -166,13 +171,13 @@ def test_contrastive_view_is_a_normalised_augmented_copy():
     images = torch.full((6, 80, 64, 3), 255, dtype=torch.uint8)
     images[:, 20:60, 16:48] = torch.tensor([200, 30, 30], dtype=torch.uint8)  # a red block on white
     torch.manual_seed(0)
-    first = train.contrastive_view(images, processor)
+    first = contrastive_view(images, processor)
     torch.manual_seed(0)
-    assert torch.equal(first, train.contrastive_view(images, processor))  # reproducible under the run's seed
-    second = train.contrastive_view(images, processor)
+    assert torch.equal(first, contrastive_view(images, processor))  # reproducible under the run's seed
+    second = contrastive_view(images, processor)
     assert first.shape == (6, 3, 80, 64) and torch.isfinite(first).all()
     assert not torch.allclose(first, second)
-    plain = train.to_pixel_values(images, processor)
+    plain = to_pixel_values(images, processor)
     assert not torch.allclose(first, plain)
     # Un-normalised, every view stays an image in [0, 1].
     mean = torch.tensor(processor.image_mean).view(1, 3, 1, 1)
@@ -211,7 +216,7 @@ def test_short_real_training_beats_untrained_and_colour_histogram(catalog_dir, t
     gallery = load_catalog(catalog_dir, split="test", max_items=500)
     images = gallery["image"]
     labels = {"articleType": np.asarray(gallery["articleType"]), "baseColour": np.asarray(gallery["baseColour"])}
-    trained, tokenizer, processor = evaluate.FashionSearchEngine.load_model(out)
+    trained, tokenizer, processor = load_model(out)
     torch.manual_seed(0)
     untrained = DualEncoderModel(trained.config).eval()
     p_trained = image_to_image_metrics(encode_images(trained, processor, images), labels)["p@10"]
@@ -227,9 +232,9 @@ def test_composed_training_relevance_matches_the_evaluation_definition(tiny_mode
     from modeling.data.composed import composed_relevance_matrix
 
     model = AutoModel.from_pretrained(tiny_model_dir).eval()
-    data = train.ComposedData(model, AutoTokenizer.from_pretrained(tiny_model_dir),
-                              AutoImageProcessor.from_pretrained(tiny_model_dir), small_gallery,
-                              ("baseColour", "usage"), seed=0, desc="val")
+    data = ComposedData(model, AutoTokenizer.from_pretrained(tiny_model_dir),
+                        AutoImageProcessor.from_pretrained(tiny_model_dir), small_gallery,
+                        ("baseColour", "usage"), seed=0, desc="val")
     expected, _ = composed_relevance_matrix(small_gallery, data.triplets)
     np.testing.assert_array_equal(data.relevance(torch.arange(len(data))).numpy(), expected)
     assert data.gallery.shape == (len(small_gallery), 16)

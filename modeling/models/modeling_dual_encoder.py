@@ -1,7 +1,7 @@
 """BERT + CNN dual encoder: a BERT-family text tower and a small residual CNN, aligned in one embedding space.
 
-Imports only its own configuration (plus transformers/peft/torch) so the file can later travel to the Hub and
-load with `trust_remote_code`.
+Imports only its own configuration, `composition.py` and `losses.py` (plus transformers/peft/torch) so the file
+can travel to the Hub and load with `trust_remote_code`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .composition import Combiner, compose
-from .losses import symmetric_infonce
+from .losses import attribute_heads_loss, supervised_contrastive_loss, symmetric_infonce
 from .configuration_dual_encoder import DualEncoderConfig
 
 
@@ -45,34 +45,8 @@ class DualEncoderOutput(ModelOutput):
     supcon_loss: torch.FloatTensor | None = None
 
 
-# Symmetric multi-positive InfoNCE, shared with the CLIP model (modeling/losses.py).
+# Symmetric multi-positive InfoNCE, shared with the CLIP model; this model's losses all live in losses.py.
 dual_encoder_loss = symmetric_infonce
-
-
-def supervised_contrastive_loss(image_embeds: torch.Tensor, positive_mask: torch.Tensor, scale: float = 10.0,
-                                memory_embeds: torch.Tensor | None = None,
-                                memory_positive_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """SupCon among images (Khosla et al., 2020): each image pulls in the others that share its label and pushes
-    away the rest of the batch. Rows without any other positive are skipped.
-
-    `memory_embeds` `(memory, dim)` (normalised, detached embeddings of earlier batches) with
-    `memory_positive_mask` `(batch, memory)` extend every row's candidates beyond the batch: the cross-batch memory
-    of Wang et al. (2020, XBM), many more positives and hard negatives per step at the cost of one matrix product.
-    """
-    n = image_embeds.shape[0]
-    self_mask = torch.eye(n, dtype=torch.bool, device=image_embeds.device)
-    logits = (scale * image_embeds @ image_embeds.t()).masked_fill(self_mask, float("-inf"))
-    positives = positive_mask.bool() & ~self_mask
-    if memory_embeds is not None and memory_embeds.shape[0] > 0:
-        if memory_positive_mask is None or memory_positive_mask.shape != (n, memory_embeds.shape[0]):
-            raise ValueError("memory_positive_mask must be (batch, memory) when memory_embeds are given")
-        logits = torch.cat([logits, scale * image_embeds @ memory_embeds.to(image_embeds.dtype).t()], dim=1)
-        positives = torch.cat([positives, memory_positive_mask.bool()], dim=1)
-    rows = positives.any(dim=-1)
-    if not rows.any():
-        return logits.new_zeros(())
-    log_prob = F.log_softmax(logits[rows].float(), dim=-1).masked_fill(~positives[rows], 0.0)
-    return -(log_prob.sum(-1) / positives[rows].sum(-1)).mean()
 
 
 class ResidualBlock(nn.Module):
@@ -343,13 +317,8 @@ class DualEncoderModel(DualEncoderPreTrainedModel):
             contrastive = dual_encoder_loss(logits_per_text, positive_mask)
             loss = contrastive
             if attribute_targets is not None and attribute_logits:
-                losses = [
-                    F.cross_entropy(logits, attribute_targets[:, i], ignore_index=-100)
-                    for i, logits in enumerate(attribute_logits.values())
-                    if (attribute_targets[:, i] != -100).any()
-                ]
-                if losses:
-                    attribute_loss = torch.stack(losses).mean()
+                attribute_loss = attribute_heads_loss(list(attribute_logits.values()), attribute_targets)
+                if attribute_loss is not None:
                     loss = loss + self.config.attribute_loss_weight * attribute_loss
             if image_positive_mask is not None and self.config.image_supcon_weight > 0:
                 supcon = supervised_contrastive_loss(image_embeds, image_positive_mask,
