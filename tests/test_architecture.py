@@ -76,3 +76,15 @@ def test_models_register_where_they_load():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-1500:]
 
+
+
+def _lines(path) -> int:
+    return len(path.read_text(encoding="utf-8").splitlines())
+
+
+def test_files_stay_readable():
+    assert _lines(REPO / "train.py") <= 300
+    assert _lines(REPO / "evaluate.py") <= 300
+    assert _lines(REPO / "README.md") <= 200
+    long = {str(p.relative_to(REPO)): _lines(p) for p in (REPO / "modeling").rglob("*.py") if _lines(p) > 600}
+    assert long == {}

