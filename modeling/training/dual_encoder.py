@@ -12,11 +12,13 @@ from transformers import AutoTokenizer
 from modeling.data.text import normalise_title
 from modeling.encoders.sentence import resolve_text_model
 from modeling.evaluation.metrics import group_by_text
-from modeling.models import DualEncoderImageProcessor, DualEncoderModel
+from modeling.models import DualEncoderModel
 from modeling.training.augment import augment, preload_images, to_pixel_values
 from modeling.training.base import Task, add_shared_argument, clamp_logit_scale, int_list
 from modeling.training.common import (attribute_targets, item_texts, label_codes, retrieval_validation,
                                       validation_labels)
+from modeling.training.image_tower import (add_image_tower_arguments, cache_image_features, image_processor,
+                                           image_tower_config, load_pretrained_tower)
 
 # Attributes predicted by auxiliary heads; season and year are too noisy to help.
 DEFAULT_ATTRIBUTE_HEADS = ("articleType", "subCategory", "baseColour", "gender", "usage")
@@ -35,7 +37,8 @@ def encode_text_backbone(model: DualEncoderModel, tokenizer, texts: list[str], b
 
 
 def build_dual_encoder(settings, train_ds) -> DualEncoderModel:
-    """A fresh dual encoder: pretrained text tower, new CNN, attribute heads for the values the split has."""
+    """A fresh dual encoder: pretrained text tower, new CNN (or the ImageNet EfficientNet-Lite0 with
+    `--image-tower efficientnet-lite0`), attribute heads for the values the split has."""
     heads = {}
     for name in [h for h in settings.attribute_heads.split(",") if h]:
         if name not in train_ds.column_names:
@@ -43,8 +46,7 @@ def build_dual_encoder(settings, train_ds) -> DualEncoderModel:
         values = sorted({v for v in train_ds[name] if v})
         if len(values) > 1:
             heads[name] = values
-    return DualEncoderModel.from_text_pretrained(
-        resolve_text_model(settings.text_model),
+    config_kwargs = dict(
         text_model_name_or_path=settings.text_model,
         text_pooling=settings.text_pooling,
         freeze_text_model=not settings.unfreeze_text,
@@ -58,6 +60,10 @@ def build_dual_encoder(settings, train_ds) -> DualEncoderModel:
         attribute_loss_weight=settings.attribute_loss_weight,
         image_supcon_weight=settings.supcon_weight if settings.supcon_attribute else 0.0,
     )
+    config_kwargs.update(image_tower_config(settings))
+    model = DualEncoderModel.from_text_pretrained(resolve_text_model(settings.text_model), **config_kwargs)
+    load_pretrained_tower(model, settings)
+    return model
 
 
 class DualEncoderTask(Task):
@@ -105,13 +111,14 @@ class DualEncoderTask(Task):
         g.add_argument("--group-size", type=int, default=1,
                        help="batches are built from runs of this many items sharing the --supcon-attribute value "
                             "(more image-image positives per batch); 1 = plain shuffling")
+        add_image_tower_arguments(g)
 
     def __init__(self, settings, train_ds, val_ds=None):
         super().__init__(settings)
         s = settings
         self.model = build_dual_encoder(s, train_ds)
         self.tokenizer = AutoTokenizer.from_pretrained(resolve_text_model(s.text_model))
-        self.processor = DualEncoderImageProcessor(image_size=self.model.config.image_size)
+        self.processor = image_processor(self.model.config)
         # Texts: one table of unique strings; each item points at its title and its caption in it.
         titles, captions = item_texts(train_ds)
         self.texts = sorted(set(titles) | set(captions))
@@ -122,6 +129,12 @@ class DualEncoderTask(Task):
         self.cache_text = config.text_lora_rank == 0 and config.freeze_text_model
         self.text_pooled = encode_text_backbone(self.model, self.tokenizer, self.texts) if self.cache_text else None
         self.images = preload_images(train_ds, self.processor, "loading training images")
+        # A frozen pretrained tower: its features of each photo, once (the photos themselves are then not kept).
+        self.image_features = None
+        if config.freeze_image_tower:
+            self.image_features = cache_image_features(self.model, self.images, self.processor,
+                                                       "caching image tower (train)")
+            self.images = None
         self.targets = attribute_targets(train_ds, config.attribute_labels)
         self.num_examples = len(train_ds)
         self.group_size = s.group_size
@@ -141,15 +154,21 @@ class DualEncoderTask(Task):
             self.val = {"images": preload_images(val_ds, self.processor, "loading validation images"),
                         "labels": validation_labels(val_ds), "title_groups": groups,
                         "title_pooled": encode_text_backbone(self.model, self.tokenizer, groups[0])}
+            if config.freeze_image_tower:
+                self.val["features"] = cache_image_features(self.model, self.val.pop("images"), self.processor,
+                                                            "caching image tower (val)")
 
     def step(self, model, positions: torch.Tensor, device):
         use_title = torch.rand(len(positions)) < self.settings.title_prob
         ids = torch.where(use_title, self.title_ids[positions], self.caption_ids[positions])
         batch = {
-            "pixel_values": augment(self.images[positions], self.processor).to(device),
             "positive_mask": (ids[:, None] == ids[None, :]).to(device),
             "attribute_targets": self.targets[positions].to(device) if self.targets.numel() else None,
         }
+        if self.image_features is not None:
+            batch["image_pooled_output"] = self.image_features[positions].to(device)
+        else:
+            batch["pixel_values"] = augment(self.images[positions], self.processor).to(device)
         if self.group_labels is not None:
             labels = self.group_labels[positions]
             batch["image_positive_mask"] = (labels[:, None] == labels[None, :]).to(device)
@@ -182,11 +201,14 @@ class DualEncoderTask(Task):
     def validate(self, model, batch_size: int = 256) -> dict:
         """Image->image (same articleType) and title->image retrieval on the validation split, visual side only."""
         val = self.val
-        embeds = torch.cat([
-            F.normalize(model.get_image_features(to_pixel_values(val["images"][i:i + batch_size], self.processor)),
-                        dim=-1)
-            for i in range(0, len(val["images"]), batch_size)
-        ]).numpy()
+        if "features" in val:  # frozen tower: its features were computed once
+            embeds = F.normalize(model.get_image_features(image_pooled_output=val["features"]), dim=-1).numpy()
+        else:
+            embeds = torch.cat([
+                F.normalize(model.get_image_features(to_pixel_values(val["images"][i:i + batch_size],
+                                                                     self.processor)), dim=-1)
+                for i in range(0, len(val["images"]), batch_size)
+            ]).numpy()
         _, groups = val["title_groups"]
         text_embeds = F.normalize(model.get_text_features(text_pooled_output=val["title_pooled"]), dim=-1).numpy()
         return retrieval_validation(embeds, val["labels"], text_embeds, groups)
