@@ -39,7 +39,8 @@ def test_evaluate_all_sections_and_reports(catalog_dir, tiny_model_dir, tiny_vae
     model, vae = tiny_model_dir.name, tiny_vae_dir.name
     assert names[:2] == [model, vae] and {"random", "colour histogram", f"colour histogram + {vae}"} <= set(names)
     assert any(n.startswith("hybrid:") for n in names)
-    assert not any("pretrained" in n for n in names)  # offline: the Hub extractors are skipped, not faked
+    assert not any(n.endswith("(pretrained)") for n in names)  # offline: the Hub extractors are skipped, not faked
+    assert "pretrained CNN (EfficientNet-Lite0, ImageNet)" in names  # the one pretrained network shipped on PyPI
     rows = {r["model"]: r for r in results["rows"]}
 
     # The image->image row equals the brute-force-tested reference on the same embeddings.
