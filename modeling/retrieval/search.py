@@ -190,6 +190,30 @@ class FashionSearchEngine:
     def encode_images(self, images: Sequence) -> np.ndarray:
         return encode_images(self.model, self.image_processor, [load_image(image) for image in images])
 
+    def prepare_text_queries(self, queries: Sequence[str]) -> None:
+        """Encode the not yet cached queries of a batch together, one forward pass per encoder (batched serving):
+        the `search_text` calls that follow find their embeddings in the cache. Invalid queries are skipped (their
+        own call raises the `QueryError`)."""
+        if not self.supports_text:
+            return
+        texts = []
+        for query in queries:
+            try:
+                texts.append(validate_text(query))
+            except QueryError:
+                continue
+        texts = list(dict.fromkeys(texts))
+        encoders = [("model", self.encode_texts)]
+        if self.sentence_encoder is not None and self.index.text_embeddings is not None:
+            encoders.append(("sentence", self.sentence_encoder.encode))
+        for name, encode in encoders:
+            with self._cache_lock:
+                missing = [t for t in texts if (name, t) not in self._text_cache]
+            if missing:
+                vectors = np.asarray(encode(missing))
+                for text, vector in zip(missing, vectors):
+                    self._cached(name, text, lambda _q, v=vector: v.copy())
+
     # -- catalog positions and exact batched rankings -------------------------------------------------------------
     @property
     def ids(self) -> tuple[str, ...]:
