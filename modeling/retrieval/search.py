@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -44,6 +43,7 @@ from modeling.data.text import item_description
 from modeling.encoders.loading import encode_images, encode_texts, has_text_tower, load_model, model_fingerprint
 from modeling.encoders.onnx import OnnxEncoder
 from modeling.encoders.sentence import SentenceEncoder
+from modeling.retrieval.cache import EmbeddingCache
 from modeling.retrieval.build import attach_image_paths, has_image_files, load_or_build_index
 from modeling.retrieval.index import CatalogIndex
 from modeling.retrieval.lexical import BM25Index
@@ -51,6 +51,7 @@ from modeling.retrieval.query import (COMPOSED_CONTEXT, MAX_QUERY_CHARS, QueryEr
                                       composed_query_text, validate_text)
 from modeling.retrieval import ranking
 from modeling.retrieval.ranking import DEFAULT_QUERY_EXPANSION, expand_queries, top_k_order
+from modeling.retrieval.rerank import VisualReranker
 from modeling.retrieval.vsc import VSCScorer
 
 
@@ -86,8 +87,8 @@ class FashionSearchEngine:
         self.reranker = reranker
         self._dense: np.ndarray | None = None  # the index's vectors as one matrix, built on first fused query
         self._records: list[dict] | None = None  # item metadata per position, built on first use
-        self._text_cache: OrderedDict = OrderedDict()
-        self._cache_lock = threading.Lock()
+        self._text_cache = EmbeddingCache(TEXT_CACHE_SIZE)
+        self._cache_lock = threading.Lock()  # lazily built state (the keyword index)
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.index = index
@@ -207,12 +208,10 @@ class FashionSearchEngine:
         if self.sentence_encoder is not None and self.index.text_embeddings is not None:
             encoders.append(("sentence", self.sentence_encoder.encode))
         for name, encode in encoders:
-            with self._cache_lock:
-                missing = [t for t in texts if (name, t) not in self._text_cache]
+            missing = [t for t in texts if (name, t) not in self._text_cache]
             if missing:
-                vectors = np.asarray(encode(missing))
-                for text, vector in zip(missing, vectors):
-                    self._cached(name, text, lambda _q, v=vector: v.copy())
+                for text, vector in zip(missing, np.asarray(encode(missing))):
+                    self._text_cache.put((name, text), vector)
 
     # -- catalog positions and exact batched rankings -------------------------------------------------------------
     @property
@@ -442,19 +441,8 @@ class FashionSearchEngine:
             return self._lexical
 
     def _cached(self, encoder: str, text: str, encode) -> np.ndarray:
-        """Query-text embeddings, memoised: shoppers and evaluations repeat queries, encoders cost milliseconds."""
-        key = (encoder, text)
-        with self._cache_lock:
-            if key in self._text_cache:
-                self._text_cache.move_to_end(key)
-                return self._text_cache[key]
-        value = encode(text)
-        value.setflags(write=False)  # shared between callers
-        with self._cache_lock:
-            self._text_cache[key] = value
-            while len(self._text_cache) > TEXT_CACHE_SIZE:
-                self._text_cache.popitem(last=False)
-        return value
+        """Query-text embeddings, memoised (`EmbeddingCache`)."""
+        return self._text_cache.get((encoder, text), lambda: encode(text))
 
     @staticmethod
     def _expansion(expansion: int | None) -> int:
@@ -496,19 +484,7 @@ class FashionSearchEngine:
 
     def _rerank(self, results: list[SearchResult], query: np.ndarray, weight: float, k: int) -> list[SearchResult]:
         """Hybrid: re-score candidates by `(1 - weight) * score + weight * rerank cosine`."""
-        if not results:
-            return results
-        positions = np.array([self._position[r.id] for r in results])
-        rerank = self.reranker.index.vectors.reconstruct_batch(positions) @ query
-        scores = np.array([r.score for r in results])
-        fused = (1.0 - weight) * scores + weight * rerank
-        order = np.lexsort((positions, -fused))[:k]
-        out = []
-        for rank, i in enumerate(order, start=1):
-            r = results[i]
-            out.append(SearchResult(**{**r.to_dict(), "rank": rank, "score": float(fused[i]),
-                                       "rerank_score": float(rerank[i])}))
-        return out
+        return self.reranker.rerank(results, np.array([self._position[r.id] for r in results]), query, weight, k)
 
     def _rank(self, visual_query: np.ndarray, text_query: np.ndarray | None, weight: float, k: int,
               mask: np.ndarray | None, lexical: tuple[float, np.ndarray] | None = None) -> list[SearchResult]:
@@ -579,18 +555,6 @@ class FashionSearchEngine:
                 attributes={a: str(row[a]) for a in self._attributes if str(row[a])},
             ))
         return results
-
-
-class VisualReranker:
-    """A second image model with its own index over the same items, used to re-rank image queries (hybrid)."""
-
-    def __init__(self, model, processor, index: CatalogIndex, name: str = "reranker"):
-        self.model, self.processor, self.index, self.name = model.eval(), processor, index, name
-        self.ids = index.items["id"].astype(str).tolist()
-
-    @torch.inference_mode()
-    def encode_images(self, images: Sequence) -> np.ndarray:
-        return encode_images(self.model, self.processor, [load_image(image) for image in images])
 
 
 __all__ = ["FashionSearchEngine", "SearchResult", "QueryError", "VisualReranker", "composed_query_text",
