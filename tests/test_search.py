@@ -10,7 +10,7 @@ import pytest
 from modeling import DualEncoderModel
 from modeling.data.images import ImageError
 from modeling.retrieval.index import IndexMismatchError
-from modeling.retrieval import search as search_module
+from modeling.retrieval import ranker as ranker_module
 from modeling.retrieval.lexical import BM25Index, tokenize
 from modeling.data.text import item_description
 from modeling.retrieval.search import FashionSearchEngine, QueryError
@@ -99,8 +99,8 @@ def test_large_catalog_candidates_include_keyword_matches(small_engine, monkeypa
     assert len(queries) >= 3, "expected item words that the dense scores alone rank low"
     exact = {q: engine.search_text(q, k=1) for q, _ in queries}
     assert all(exact[q][0].id == holder for q, holder in queries)  # the keyword match finds them
-    monkeypatch.setattr(search_module, "EXACT_FUSION_LIMIT", 10)
-    monkeypatch.setattr(search_module, "FUSION_CANDIDATE_DEPTH", 20)  # pools of 20 of the 300 items
+    monkeypatch.setattr(ranker_module, "EXACT_FUSION_LIMIT", 10)
+    monkeypatch.setattr(ranker_module, "FUSION_CANDIDATE_DEPTH", 20)  # pools of 20 of the 300 items
     for query, _ in queries:
         approximate = engine.search_text(query, k=1)
         assert [r.id for r in approximate] == [r.id for r in exact[query]], query

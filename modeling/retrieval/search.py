@@ -50,6 +50,7 @@ from modeling.retrieval.lexical import BM25Index
 from modeling.retrieval.query import (COMPOSED_CONTEXT, MAX_QUERY_CHARS, QueryError, SearchResult,  # noqa: F401
                                       composed_query_text, validate_text)
 from modeling.retrieval import ranking
+from modeling.retrieval.ranker import EXACT_FUSION_LIMIT, FUSION_CANDIDATE_DEPTH, Ranked, Ranker, fuse  # noqa: F401
 from modeling.retrieval.ranking import DEFAULT_QUERY_EXPANSION, expand_queries, top_k_order
 from modeling.retrieval.rerank import VisualReranker
 from modeling.retrieval.vsc import VSCScorer
@@ -62,10 +63,6 @@ DEFAULT_TEXT_WEIGHT = 0.7
 # 0.607 at 1.4, most of it by 0.4; on the test file's queries reworded with synonyms the catalog does not use
 # ("tees", "sneakers", "purses", ...) 0.3-0.4 still helped and 1.4 cost a little, hence 0.4.
 DEFAULT_LEXICAL_WEIGHT = 0.4
-# Fused text search scores every allowed item exactly up to this many; above it, candidates come from the top of
-# the visual index and of the text matcher (the top max(20 k, FUSION_CANDIDATE_DEPTH) of each) and only those are fused.
-EXACT_FUSION_LIMIT = 200_000
-FUSION_CANDIDATE_DEPTH = 500
 # Query-text embeddings kept in memory (per engine, least recently used dropped first).
 TEXT_CACHE_SIZE = 4096
 # Hybrid re-ranking: how many candidates of the primary model the re-ranker re-scores by default.
@@ -85,13 +82,13 @@ class FashionSearchEngine:
         self.model = model.eval()
         self.vsc = vsc
         self.reranker = reranker
-        self._dense: np.ndarray | None = None  # the index's vectors as one matrix, built on first fused query
         self._records: list[dict] | None = None  # item metadata per position, built on first use
         self._text_cache = EmbeddingCache(TEXT_CACHE_SIZE)
         self._cache_lock = threading.Lock()  # lazily built state (the keyword index)
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.index = index
+        self.ranker = Ranker(index)
         self.sentence_encoder = sentence_encoder
         self.text_weight = float(text_weight)
         if not float(lexical_weight) >= 0.0:
@@ -416,12 +413,7 @@ class FashionSearchEngine:
             lexical = (lexical_weight, self._lexical_index().normalised_scores(query))
         return query, visual_query, text_query, weight, lexical
 
-    @staticmethod
-    def _fuse(visual: np.ndarray, text: np.ndarray, weight: float, lexical=None) -> np.ndarray:
-        """`(1 - weight) * visual + weight * (text + lexical weight * keyword scores)` (`lexical` already gathered
-        to the same items, or None)."""
-        item_text = text if lexical is None else text + lexical[0] * lexical[1]
-        return (1.0 - weight) * visual + weight * item_text
+    _fuse = staticmethod(fuse)
 
     def _fusion_weight(self, text_weight: float | None) -> float:
         weight = self.text_weight if text_weight is None else float(text_weight)
@@ -488,71 +480,26 @@ class FashionSearchEngine:
 
     def _rank(self, visual_query: np.ndarray, text_query: np.ndarray | None, weight: float, k: int,
               mask: np.ndarray | None, lexical: tuple[float, np.ndarray] | None = None) -> list[SearchResult]:
-        """Top `k` by visual cosine alone (no `text_query`) or fused with the item-text score; `lexical` is
-        (weight, per-item keyword scores) added to the item-text cosine."""
+        """Top `k` by visual cosine alone (no `text_query`) or fused with the item-text score (`Ranker.rank`)."""
         k = int(k)
         if k < 1:
             raise QueryError("k must be at least 1.")
-        if mask is not None and not mask.any():
-            return []
-        if text_query is None:
-            scores, positions = self.index.search(visual_query[None], k, allowed=mask)
-            pairs = [(p, s, s, None) for p, s in zip(positions[0], scores[0]) if p >= 0]
-            return self._results(pairs)
-        candidates = self._fusion_candidates(visual_query, text_query, k, mask, lexical)
-        if candidates.size == len(self._ids):  # everything allowed: whole matrices, no gathering copies
-            visual = self._dense_vectors() @ visual_query
-            text = self.index.text_embeddings @ text_query
-        else:
-            visual = self._visual_scores(visual_query, candidates)
-            text = self.index.text_embeddings[candidates] @ text_query
-        keywords = None if lexical is None else lexical[1][candidates]
-        fused = self._fuse(visual, text, weight, None if lexical is None else (lexical[0], keywords))
-        top = top_k_order(fused, candidates, k)
-        return self._results([(candidates[i], fused[i], visual[i], text[i]) for i in top],
-                             None if keywords is None else keywords[top])
-
-    def _fusion_candidates(self, visual_query, text_query, k, mask, lexical=None) -> np.ndarray:
-        n = len(self._ids)
-        if n <= EXACT_FUSION_LIMIT:
-            return np.flatnonzero(mask) if mask is not None else np.arange(n)
-        depth = max(20 * k, FUSION_CANDIDATE_DEPTH)
-        _, visual_top = self.index.search(visual_query[None], depth, allowed=mask)
-        text_scores = self.index.text_embeddings @ text_query
-        if lexical is not None:
-            text_scores = text_scores + lexical[0] * lexical[1]
-        if mask is not None:
-            text_scores = np.where(mask, text_scores, -np.inf)
-        text_top = np.argpartition(-text_scores, min(depth, n - 1))[:depth]
-        text_top = text_top[np.isfinite(text_scores[text_top])]
-        return np.union1d(visual_top[0][visual_top[0] >= 0], text_top)
+        return self._results(self.ranker.rank(visual_query, k, mask, text_query, weight, lexical))
 
     def _dense_vectors(self) -> np.ndarray:
-        """The index's vectors as one matrix (kept for exact fusion, at most EXACT_FUSION_LIMIT rows)."""
-        if self._dense is None:
-            dense = self.index.vectors.reconstruct_batch(np.arange(len(self._ids)))
-            dense.setflags(write=False)  # shared with callers of `item_vectors`
-            self._dense = dense
-        return self._dense
+        return self.ranker.dense_vectors()
 
-    def _visual_scores(self, query: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        if len(self._ids) <= EXACT_FUSION_LIMIT:
-            return self._dense_vectors()[positions] @ query
-        return self.index.vectors.reconstruct_batch(positions) @ query
-
-    def _results(self, pairs, lexical_scores=None) -> list[SearchResult]:
+    def _results(self, ranked: list[Ranked]) -> list[SearchResult]:
         if self._records is None:  # plain dicts: a pandas row lookup per result costs more than the search
             columns = [c for c in ("id", "title", "image_path", *self._attributes) if c in self.index.items]
             self._records = self.index.items[columns].to_dict("records")
         results = []
-        for rank, (position, score, visual, text) in enumerate(pairs, start=1):
-            row = self._records[int(position)]
+        for rank, row_ranked in enumerate(ranked, start=1):
+            row = self._records[row_ranked.position]
             results.append(SearchResult(
                 id=str(row["id"]), title=str(row.get("title", "")), image_path=str(row.get("image_path", "")),
-                rank=rank, score=float(score), visual_score=float(visual),
-                text_score=None if text is None else float(text),
-                lexical_score=None if lexical_scores is None else float(lexical_scores[rank - 1]),
-                attributes={a: str(row[a]) for a in self._attributes if str(row[a])},
+                rank=rank, score=row_ranked.score, visual_score=row_ranked.visual, text_score=row_ranked.text,
+                lexical_score=row_ranked.lexical, attributes={a: str(row[a]) for a in self._attributes if str(row[a])},
             ))
         return results
 
