@@ -105,3 +105,19 @@ def small_vae_engine(tiny_vae_dir, small_gallery, small_engine, tmp_path_factory
 
     return FashionSearchEngine.load(tiny_vae_dir, tmp_path_factory.mktemp("vae-idx") / "index", catalog=small_gallery,
                                     sentence_encoder=small_engine.sentence_encoder)
+
+
+def switch_off_extras(engine, monkeypatch):
+    """The engine's plain ranking, what the brute-force references of the fusion tests describe: no query
+    understanding, no "more like this" consistency term, no near-duplicate collapsing (restored after the test)."""
+    monkeypatch.setattr(engine, "use_intents", False)
+    monkeypatch.setattr(engine, "collapse_duplicates", False)
+    monkeypatch.setattr(engine, "item_consistency", {})
+    monkeypatch.setattr(engine.consistency, "weights", {})
+    return engine
+
+
+@pytest.fixture
+def plain_engine(small_engine, monkeypatch):
+    """`small_engine` ranking by its plain signals (see `switch_off_extras`)."""
+    return switch_off_extras(small_engine, monkeypatch)

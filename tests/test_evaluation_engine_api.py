@@ -72,8 +72,8 @@ def test_item_rankings_equal_a_brute_force_ranking_with_expansion(small_engine):
     assert identical >= 0.95 * len(vectors)
 
 
-def test_item_rankings_are_search_item_without_filters(small_engine):
-    engine = small_engine
+def test_item_rankings_are_search_item_without_filters(plain_engine):
+    engine = plain_engine
     top = engine.item_rankings(depth=10)
     queries = engine.item_queries()
     vectors = engine.item_vectors()
@@ -128,12 +128,13 @@ def test_fused_scores_are_what_search_text_ranks_by(small_engine):
     scores = engine.fused_scores(query)
     weight, lexical_weight = engine.text_weight, engine.lexical_weight
     expected = (1 - weight) * scores["visual"] + weight * (scores["text"] + lexical_weight * scores["lexical"])
-    np.testing.assert_allclose(scores["score"], expected, atol=1e-6)
+    np.testing.assert_allclose(scores["score"], expected + scores["intent"], atol=1e-6)  # plus the intent boosts
     np.testing.assert_allclose(scores["text"], engine.index.text_embeddings @ engine.sentence_encoder.encode([query])[0],
                                atol=1e-5)
     assert 0.0 <= scores["lexical"].min() and scores["lexical"].max() <= 1.0
+    assert scores["intent"].max() > 0  # black, casual shoes and men are all catalog values
     order = top_k_order(scores["score"], np.arange(len(engine.ids)), 10)
-    results = engine.search_text(query, k=10)
+    results = engine.search_text(query, k=10, collapse=False)
     assert [r.id for r in results] == [engine.ids[p] for p in order]
     np.testing.assert_allclose([r.score for r in results], scores["score"][order], atol=1e-6)
     visual_only = engine.fused_scores(query, text_weight=0.0)

@@ -90,11 +90,17 @@ def test_pushed_folder_loads_with_the_package():
                                atol=1e-5)
 
 
-def test_old_index_opens_and_searches_the_same():
-    """The old index opens with today's engine (fingerprint accepted) and every query returns the old results."""
+def test_old_index_opens_and_searches_the_same(monkeypatch, tmp_path):
+    """The old index opens with today's engine (fingerprint accepted) and every query returns the old results
+    (today's ranking without the signals added since: query intents, consistency, collapsing)."""
+    import shutil
+
     from modeling.retrieval.search import FashionSearchEngine
 
-    engine = FashionSearchEngine.load(LEGACY / "dual-encoder", LEGACY / "index")
+    from .conftest import switch_off_extras
+
+    shutil.copytree(LEGACY / "index", tmp_path / "index")  # the engine caches derived files next to an index
+    engine = switch_off_extras(FashionSearchEngine.load(LEGACY / "dual-encoder", tmp_path / "index"), monkeypatch)
     reference = next(key[5:] for key in EXPECTED["search"] if key.startswith("item:"))  # the composed reference
     for key, expected in EXPECTED["search"].items():
         mode, _, query = key.partition(":")

@@ -16,7 +16,7 @@ from modeling.data.text import item_description
 from modeling.retrieval.search import FashionSearchEngine, QueryError
 from modeling.encoders.sentence import SentenceEncoder
 
-from .conftest import tiny_model_kwargs
+from .conftest import switch_off_extras, tiny_model_kwargs
 
 
 def brute_force_bm25(documents, query, k1=1.2, b=0.75):
@@ -34,8 +34,8 @@ def brute_force_bm25(documents, query, k1=1.2, b=0.75):
 
 
 @pytest.mark.parametrize("lexical_weight", [0.0, 0.4, 2.0])
-def test_text_search_fuses_visual_item_text_and_keyword_scores(small_engine, lexical_weight):
-    engine = small_engine
+def test_text_search_fuses_visual_item_text_and_keyword_scores(plain_engine, lexical_weight):
+    engine = plain_engine
     query, weight = "black casual shoes for men", 0.4
     results = engine.search_text(query, k=10, text_weight=weight, lexical_weight=lexical_weight)
     assert len(results) == 10 and [r.rank for r in results] == list(range(1, 11))
@@ -61,8 +61,8 @@ def test_text_search_fuses_visual_item_text_and_keyword_scores(small_engine, lex
         engine.search_text(query, lexical_weight=-1)
 
 
-def test_keyword_match_lifts_items_that_name_the_query_words(small_engine):
-    engine = small_engine
+def test_keyword_match_lifts_items_that_name_the_query_words(plain_engine):
+    engine = plain_engine
     items = engine.index.items
     # Brands named in a few titles: where the dense scores alone miss some of their items, the keyword match
     # brings all of them to the top.
@@ -209,10 +209,10 @@ def _all_scores(engine, query):
     return engine.index.vectors.reconstruct_batch(np.arange(len(engine.index))) @ query
 
 
-def test_composed_search_extremes_are_image_only_and_text_only(small_engine):
+def test_composed_search_extremes_are_image_only_and_text_only(plain_engine):
     from modeling.retrieval.query import composed_query_text
 
-    engine = small_engine
+    engine = plain_engine
     items = engine.index.items
     item_id = items["id"].iloc[3]
     # Text weight 0: the reference image alone, i.e. "more like this" (reference excluded).
@@ -232,10 +232,10 @@ def test_composed_search_extremes_are_image_only_and_text_only(small_engine):
     assert len(set(positions)) == 10 and item_id not in [r.id for r in text_only]
 
 
-def test_composed_search_weighted_sum_and_item_text_fusion(small_engine):
+def test_composed_search_weighted_sum_and_item_text_fusion(plain_engine):
     from modeling.retrieval.query import composed_query_text
 
-    engine = small_engine
+    engine = plain_engine
     items = engine.index.items
     item_id, weight, fusion = items["id"].iloc[7], 0.6, 0.5
     results = engine.search_composed(text="in black", item_id=item_id, k=10, method="sum", text_weight=weight,
@@ -295,8 +295,8 @@ def hybrid_engine(tiny_model_dir, tiny_vae_dir, small_gallery, tmp_path_factory)
                                     rerank_model=tiny_vae_dir)
 
 
-def test_hybrid_reranking_follows_its_weight(hybrid_engine):
-    engine = hybrid_engine
+def test_hybrid_reranking_follows_its_weight(hybrid_engine, monkeypatch):
+    engine = switch_off_extras(hybrid_engine, monkeypatch)
     item_id, depth = engine.index.items["id"].iloc[5], 30
     plain = engine.search_item(item_id, k=depth)
     assert [r.id for r in engine.search_item(item_id, k=10, rerank_weight=0.0)] == [r.id for r in plain[:10]]
@@ -347,8 +347,8 @@ def test_top_k_order_matches_a_full_lexsort_with_ties(k):
     np.testing.assert_array_equal(top_k_order(scores, positions, k), expected)
 
 
-def test_image_queries_are_expanded_with_their_nearest_items(small_engine):
-    engine = small_engine
+def test_image_queries_are_expanded_with_their_nearest_items(plain_engine):
+    engine = plain_engine
     vectors = engine.item_vectors()
     position = 7
     item_id = engine.ids[position]
@@ -394,8 +394,8 @@ def test_expand_queries_is_the_weighted_neighbour_mean():
     np.testing.assert_allclose(out, [[1.0, 0.5]] / np.linalg.norm([1.0, 0.5]), rtol=1e-6)  # negative cosine ignored
 
 
-def test_evaluation_ranks_more_like_this_exactly_as_the_engine(small_engine):
-    engine = small_engine
+def test_evaluation_ranks_more_like_this_exactly_as_the_engine(plain_engine):
+    engine = plain_engine
     top = engine.item_rankings(depth=10)  # what evaluation's "engine, expanded" columns rank by
     vectors = engine.item_vectors()
     for position in (0, 11, 42, 299):

@@ -4,7 +4,8 @@ Format, one JSON object per line (values matched exactly as in the catalog):
 
     {"query": "black casual shoes for men", "match": {"gender": ["Men"], "articleType": ["Casual Shoes"], ...}}
 
-An item is relevant when, for every key in `match`, its attribute value is one of the listed values.
+An item is relevant when, for every key in `match`, its attribute value is one of the listed values, and (an
+optional `"exclude"` object of the same shape, for negated queries) none of its attributes has an excluded value.
 
 `generate_queries` writes such a file from the attribute combinations present in one split of a catalog, phrased
 the way people type into a shop's search box ("watches for men", "men formal black shoes", "red summer dresses").
@@ -102,18 +103,24 @@ def load_queries(path: str | Path) -> list[dict]:
                 raise ValueError("needs a 'query' string and a 'match' object")
         except ValueError as err:
             raise ValueError(f"{path}:{number}: {err}") from None
-        record["match"] = {k: [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in record["match"].items()}
+        for key in ("match", "exclude"):
+            if key in record:
+                record[key] = {k: [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in record[key].items()}
         queries.append(record)
     return queries
 
 
-def relevance_mask(items: pd.DataFrame, match: Mapping[str, Sequence[str]]) -> np.ndarray:
-    """Items whose attributes satisfy every key of `match` (exact values)."""
+def relevance_mask(items: pd.DataFrame, match: Mapping[str, Sequence[str]],
+                   exclude: Mapping[str, Sequence[str]] | None = None) -> np.ndarray:
+    """Items whose attributes satisfy every key of `match` (exact values) and none of the values of `exclude`
+    (a negated query: "running shoes not black" matches Sports Shoes and excludes baseColour Black)."""
     mask = np.ones(len(items), dtype=bool)
-    for key, values in match.items():
-        if key not in items.columns:
-            raise KeyError(f"query matches on {key!r}, which the catalog does not have")
-        mask &= items[key].astype(str).isin(list(values)).to_numpy()
+    for rule, negate in ((match, False), (exclude or {}, True)):
+        for key, values in rule.items():
+            if key not in items.columns:
+                raise KeyError(f"query matches on {key!r}, which the catalog does not have")
+            hit = items[key].astype(str).isin(list(values)).to_numpy()
+            mask &= ~hit if negate else hit
     return mask
 
 

@@ -32,6 +32,7 @@ class SearchResult:
     rerank_score: float | None = None  # cosine under the re-ranking model (hybrid search only)
     vsc: float | None = None  # visual-semantic consistency (modeling/vsc.py); None when the query has no description
     attributes: dict[str, str] = field(default_factory=dict)
+    duplicates: list[str] = field(default_factory=list)  # ids of near-duplicates collapsed into this result
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -52,7 +52,9 @@ from modeling.retrieval.query import (COMPOSED_CONTEXT, MAX_QUERY_CHARS, QueryEr
 from modeling.retrieval import ranking
 from modeling.retrieval.ranker import EXACT_FUSION_LIMIT, FUSION_CANDIDATE_DEPTH, Ranked, Ranker, fuse  # noqa: F401
 from modeling.retrieval.ranking import DEFAULT_QUERY_EXPANSION, expand_queries, top_k_order
+from modeling.retrieval.intent import IntentHeads, QueryIntent, load_or_fit_intent_heads
 from modeling.retrieval.rerank import VisualReranker
+from modeling.retrieval.signals import ITEM_CONSISTENCY_WEIGHTS, ConsistencyScorer, IntentScorer
 from modeling.retrieval.vsc import VSCScorer
 
 
@@ -70,6 +72,8 @@ DEFAULT_RERANK_DEPTH = 100
 # Image queries are expanded with their DEFAULT_QUERY_EXPANSION nearest items (modeling/retrieval/ranking.py).
 # An uploaded reference photo's predicted attribute is named only when the head is at least this sure.
 ATTRIBUTE_CONFIDENCE = 0.5
+# Composed search boosts the reference's colour, at this share of a named colour's boost, unless the words change it.
+KEPT_COLOUR_CONFIDENCE = 0.5
 
 
 class FashionSearchEngine:
@@ -78,7 +82,8 @@ class FashionSearchEngine:
     def __init__(self, model, tokenizer, image_processor, index: CatalogIndex,
                  sentence_encoder: SentenceEncoder | None = None, text_weight: float = DEFAULT_TEXT_WEIGHT,
                  model_name: str = "dual-encoder", reranker: "VisualReranker | None" = None,
-                 vsc: VSCScorer | None = None, lexical_weight: float = DEFAULT_LEXICAL_WEIGHT):
+                 vsc: VSCScorer | None = None, lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
+                 intent_heads: IntentHeads | None = None):
         self.model = model.eval()
         self.vsc = vsc
         self.reranker = reranker
@@ -89,6 +94,13 @@ class FashionSearchEngine:
         self.image_processor = image_processor
         self.index = index
         self.ranker = Ranker(index)
+        # Query understanding (soft intent boosts, negations), "more like this" consistency and near-duplicate
+        # collapsing, each switchable per engine (and per call where the method takes the argument).
+        self.intents = IntentScorer(index.items, intent_heads)
+        self.use_intents = True
+        self.consistency = ConsistencyScorer(model, self._dense_vectors)
+        self.item_consistency = dict(ITEM_CONSISTENCY_WEIGHTS)
+        self.collapse_duplicates = True
         self.sentence_encoder = sentence_encoder
         self.text_weight = float(text_weight)
         if not float(lexical_weight) >= 0.0:
@@ -167,8 +179,10 @@ class FashionSearchEngine:
             r_index = load_or_build_index(r_model, None, r_processor, rerank_index or Path(index_dir) / "rerank",
                                           rerank_model, get_dataset, rebuild=rebuild)
             reranker = VisualReranker(r_model, r_processor, r_index, name=Path(rerank_model).name)
+        heads = load_or_fit_intent_heads(index_dir, index) if index.text_embeddings is not None else None
         return cls(model, tokenizer, processor, index, encoder, text_weight=text_weight,
-                   model_name=Path(model_dir).name, reranker=reranker, vsc=vsc, lexical_weight=lexical_weight)
+                   model_name=Path(model_dir).name, reranker=reranker, vsc=vsc, lexical_weight=lexical_weight,
+                   intent_heads=heads)
 
     # -- encoding ------------------------------------------------------------------------------------------------
     @property
@@ -239,7 +253,8 @@ class FashionSearchEngine:
 
     def item_rankings(self, positions=None, depth: int = 10, expansion: int | None = None) -> np.ndarray:
         """Exact "more like this" for many catalog items at once (evaluations, batch jobs): `search_item` without
-        filters or re-ranking, ranked by brute force instead of an index search per item.
+        filters, re-ranking, the consistency term or collapsing, ranked by brute force instead of an index search per
+        item.
 
         Returns:
             `np.ndarray` of shape `(len(positions), min(depth, num_items - 1))`: index positions of each item's
@@ -249,18 +264,49 @@ class FashionSearchEngine:
             raise QueryError("k must be at least 1.")
         return ranking.item_rankings(self._dense_vectors(), positions, int(depth), self._expansion(expansion))
 
-    def fused_scores(self, query: str, text_weight: float | None = None,
-                     lexical_weight: float | None = None) -> dict[str, np.ndarray | None]:
+    def fused_scores(self, query: str, text_weight: float | None = None, lexical_weight: float | None = None,
+                     intent: "QueryIntent | bool | None" = None) -> dict[str, np.ndarray | None]:
         """Every item's scores for a text `query` as `search_text` computes them without filters, in index order:
-        `score` (what ranks), `visual`, `text` (item-text cosine) and `lexical` (keyword match in [0, 1]); the last
-        two are None when the query is not fused (text weight 0, no item texts)."""
-        query, visual_query, text_query, weight, lexical = self._text_queries(query, text_weight, lexical_weight)
+        `score` (what ranks), `visual`, `text` (item-text cosine), `lexical` (keyword match in [0, 1]) and `intent`
+        (boosts and penalties); each None when the query does not use it."""
+        understood = self._intent(query, intent)
+        query, visual_query, text_query, weight, lexical = self._text_queries(
+            understood.search_text if understood else query, text_weight, lexical_weight)
         visual = self._dense_vectors() @ visual_query
-        if text_query is None:
-            return {"score": visual, "visual": visual, "text": None, "lexical": None}
-        text = self.index.text_embeddings @ text_query
-        return {"score": self._fuse(visual, text, weight, lexical), "visual": visual, "text": text,
-                "lexical": None if lexical is None else lexical[1]}
+        boosts = self.intents.scores(understood, np.arange(len(self._ids)))
+        out = {"score": visual, "visual": visual, "text": None, "lexical": None, "intent": boosts}
+        if text_query is not None:
+            out["text"] = self.index.text_embeddings @ text_query
+            out["lexical"] = None if lexical is None else lexical[1]
+            out["score"] = self._fuse(visual, out["text"], weight, lexical)
+        if boosts is not None:
+            out["score"] = out["score"] + boosts
+        return out
+
+    # -- query understanding -----------------------------------------------------------------------------------------
+    def understand(self, query: str) -> QueryIntent:
+        """What the engine understands of a text query (`modeling.retrieval.intent`): the intents text search boosts,
+        the negations it penalises, the free words; the learned heads fill in when some words matched nothing."""
+        query = validate_text(query)
+        parser = self.intents.parser
+        parsed = parser.parse(query)
+        if parsed.free_words and parser.heads is not None and self.sentence_encoder is not None:
+            embedding = self._cached("sentence", parsed.search_text, lambda q: self.sentence_encoder.encode([q])[0])
+            parsed = parser.parse(query, embedding)
+        return parsed
+
+    def _intent(self, query: str, intent) -> QueryIntent | None:
+        """`intent` as given (a `QueryIntent`), off (False, or None on an engine with `use_intents` off), or parsed."""
+        if isinstance(intent, QueryIntent):
+            return intent
+        if intent is False or (intent is None and not self.use_intents):
+            return None
+        return self.understand(query)
+
+    def _intent_extra(self, intent: QueryIntent | None, weights=None):
+        if not intent:
+            return None
+        return lambda positions: self.intents.scores(intent, positions, weights)
 
     # -- search --------------------------------------------------------------------------------------------------
     def allowed_mask(self, filters: Mapping | None = None, exclude_ids: Iterable[str] | None = None):
@@ -276,38 +322,57 @@ class FashionSearchEngine:
         return mask
 
     def search_text(self, query: str, k: int = 10, filters: Mapping | None = None,
-                    text_weight: float | None = None, lexical_weight: float | None = None) -> list[SearchResult]:
+                    text_weight: float | None = None, lexical_weight: float | None = None, *,
+                    intent: "QueryIntent | bool | None" = None, collapse: bool | None = None) -> list[SearchResult]:
         """Text -> products. Fused with the item-text match (dense + keywords) when the index holds item texts;
-        `text_weight` / `lexical_weight` override the engine's for this query."""
-        query, visual_query, text_query, weight, lexical = self._text_queries(query, text_weight, lexical_weight)
+        `text_weight` / `lexical_weight` override the engine's for this query. The query's understood intents
+        (`understand`; pass your own `QueryIntent`, e.g. with chips removed, or False for none) boost the items
+        they describe and its negations sink the ones they rule out; the encoders see the query without its negated
+        words. Near-duplicates collapse into one result (`collapse`, default the engine's `collapse_duplicates`)."""
+        understood = self._intent(query, intent)
+        query, visual_query, text_query, weight, lexical = self._text_queries(
+            understood.search_text if understood else query, text_weight, lexical_weight)
         mask = self.allowed_mask(filters)
-        return self._with_vsc(self._rank(visual_query, text_query, weight, k, mask, lexical), query)
+        return self._with_vsc(self._rank(visual_query, text_query, weight, k, mask, lexical,
+                                         self._intent_extra(understood), collapse), query)
 
     def search_image(self, image, k: int = 10, filters: Mapping | None = None,
                      exclude_ids: Iterable[str] | None = None, rerank_weight: float = 0.0,
-                     rerank_depth: int = DEFAULT_RERANK_DEPTH, expansion: int | None = None) -> list[SearchResult]:
+                     rerank_depth: int = DEFAULT_RERANK_DEPTH, expansion: int | None = None,
+                     consistency: Mapping[str, float] | None = None, collapse: bool | None = None
+                     ) -> list[SearchResult]:
         """Image (path, bytes, PIL or array) -> visually similar products, by visual cosine to the query expanded
-        with its `expansion` nearest allowed items (default `DEFAULT_QUERY_EXPANSION`, 0 = the photo alone); with
+        with its `expansion` nearest allowed items (default `DEFAULT_QUERY_EXPANSION`, 0 = the photo alone), plus
+        the attribute heads' colour and type agreement (`consistency` weights, default the engine's; {} = off); with
         `rerank_weight > 0` the top `rerank_depth` are re-scored with the re-ranking model (hybrid search)."""
         image = load_image(image)
         mask = self.allowed_mask(filters, exclude_ids)
         photo = self.encode_images([image])[0]
         results = self._rank(self._expand(photo, expansion, mask), None, 0.0,
-                             self._depth(k, rerank_weight, rerank_depth), mask)
+                             self._depth(k, rerank_weight, rerank_depth), mask,
+                             extra=lambda positions: self.consistency.scores(photo, positions, consistency),
+                             collapse=collapse)
         results = self._with_visual_cosine(results, photo)
         if rerank_weight > 0:
             results = self._rerank(results, self._reranker().encode_images([image])[0], rerank_weight, k)
         return results[:k]  # an uploaded image has no description: VSC stays None
 
     def search_item(self, item_id: str, k: int = 10, filters: Mapping | None = None, rerank_weight: float = 0.0,
-                    rerank_depth: int = DEFAULT_RERANK_DEPTH, expansion: int | None = None) -> list[SearchResult]:
+                    rerank_depth: int = DEFAULT_RERANK_DEPTH, expansion: int | None = None,
+                    consistency: Mapping[str, float] | None = None, collapse: bool | None = None
+                    ) -> list[SearchResult]:
         """More like this catalog item (itself excluded), from its indexed embedding (expansion and hybrid as
-        `search_image`)."""
+        `search_image`), favouring items that share its catalog colour and type (`consistency` weights, default
+        the engine's `item_consistency`; {} = off)."""
         position = self.position(item_id)
         mask = self.allowed_mask(filters, [str(item_id)])
         own = self.index.vectors.reconstruct(position)
+        weights = self.item_consistency if consistency is None else dict(consistency)
+        same = QueryIntent("", "", IntentScorer.reference(self.index.items.iloc[position].to_dict(),
+                                                          attributes=[a for a, w in weights.items() if w]))
         results = self._rank(self._expand(own, expansion, mask), None, 0.0,
-                             self._depth(k, rerank_weight, rerank_depth), mask)
+                             self._depth(k, rerank_weight, rerank_depth), mask,
+                             extra=self._intent_extra(same, weights), collapse=collapse)
         results = self._with_visual_cosine(results, own)
         if rerank_weight > 0:
             results = self._rerank(results, self._reranker().index.vectors.reconstruct(position), rerank_weight, k)
@@ -318,7 +383,8 @@ class FashionSearchEngine:
     def search_composed(self, image=None, text: str = "", k: int = 10, filters: Mapping | None = None,
                         text_weight: float | None = None, *, item_id: str | None = None, method: str | None = None,
                         item_text_weight: float | None = None, use_reference_attributes: bool = True,
-                        exclude_ids: Iterable[str] | None = None) -> list[SearchResult]:
+                        exclude_ids: Iterable[str] | None = None, intent: bool | None = None,
+                        collapse: bool | None = None) -> list[SearchResult]:
         """Reference (an uploaded `image` or a catalog `item_id`) + modification `text` -> target products.
 
         Args:
@@ -328,6 +394,8 @@ class FashionSearchEngine:
             item_text_weight: fusion weight of the item-text match (as `search_text`'s `text_weight`).
             use_reference_attributes: name the reference's type and gender in the text: the catalog's values for
                 an `item_id`, the attribute heads' confident predictions for an uploaded image.
+            intent: boost what the modification asks for ("in navy", "not black") and, where it does not change
+                them, the reference's type and gender (default the engine's `use_intents`).
         The reference item itself (and `exclude_ids`) never comes back.
         """
         text = validate_text(text)
@@ -344,6 +412,16 @@ class FashionSearchEngine:
             reference = self.predict_attributes(image_embeds)
         else:
             raise QueryError("Give a reference photo (or a catalog item) to modify.")
+        asked = self._intent(text, None if intent is None else bool(intent))
+        if asked is not None:  # the modification's own words win over the reference's values ("same but for men")
+            reference = {a: v for a, v in reference.items() if asked.get(a) is None}
+            text = asked.search_text
+            sure = 1.0 if item_id is not None else ATTRIBUTE_CONFIDENCE
+            # What the words do not change stays: type and gender, and (less surely: "is darker" names no colour)
+            # the reference's colour.
+            kept = IntentScorer.reference(reference, sure, attributes=COMPOSED_CONTEXT) + IntentScorer.reference(
+                reference, sure * KEPT_COLOUR_CONFIDENCE, attributes=["baseColour"])
+            asked = QueryIntent(asked.query, asked.search_text, asked.intents + kept, asked.negations, asked.free_words)
         query_text = composed_query_text(text, reference if use_reference_attributes else None)
         if text_weight is not None and not 0.0 <= float(text_weight) <= 1.0:
             raise QueryError(f"The text weight must be between 0 and 1, got {text_weight}.")
@@ -359,7 +437,7 @@ class FashionSearchEngine:
         visual_query = F.normalize(composed, dim=-1)[0].float().numpy()
         weight = self._fusion_weight(item_text_weight)
         results = self._rank(visual_query, self._item_text_query(query_text, weight), weight, k,
-                             self.allowed_mask(filters, excluded))
+                             self.allowed_mask(filters, excluded), extra=self._intent_extra(asked), collapse=collapse)
         return self._with_vsc(results, self.describe_composed(text, position))
 
     def predict_attributes(self, image_embeds: np.ndarray, min_confidence: float = ATTRIBUTE_CONFIDENCE) -> dict:
@@ -479,12 +557,15 @@ class FashionSearchEngine:
         return self.reranker.rerank(results, np.array([self._position[r.id] for r in results]), query, weight, k)
 
     def _rank(self, visual_query: np.ndarray, text_query: np.ndarray | None, weight: float, k: int,
-              mask: np.ndarray | None, lexical: tuple[float, np.ndarray] | None = None) -> list[SearchResult]:
-        """Top `k` by visual cosine alone (no `text_query`) or fused with the item-text score (`Ranker.rank`)."""
+              mask: np.ndarray | None, lexical: tuple[float, np.ndarray] | None = None, extra=None,
+              collapse: bool | None = None) -> list[SearchResult]:
+        """Top `k` by visual cosine alone (no `text_query`) or fused with the item-text score, plus `extra` scores,
+        near-duplicates collapsed unless `collapse` (default `collapse_duplicates`) is off (`Ranker.rank`)."""
         k = int(k)
         if k < 1:
             raise QueryError("k must be at least 1.")
-        return self._results(self.ranker.rank(visual_query, k, mask, text_query, weight, lexical))
+        collapse = self.collapse_duplicates if collapse is None else bool(collapse)
+        return self._results(self.ranker.rank(visual_query, k, mask, text_query, weight, lexical, extra, collapse))
 
     def _dense_vectors(self) -> np.ndarray:
         return self.ranker.dense_vectors()
@@ -500,6 +581,7 @@ class FashionSearchEngine:
                 id=str(row["id"]), title=str(row.get("title", "")), image_path=str(row.get("image_path", "")),
                 rank=rank, score=row_ranked.score, visual_score=row_ranked.visual, text_score=row_ranked.text,
                 lexical_score=row_ranked.lexical, attributes={a: str(row[a]) for a in self._attributes if str(row[a])},
+                duplicates=[self._ids[m] for m in row_ranked.duplicates],
             ))
         return results
 

@@ -1,0 +1,482 @@
+"""Query understanding: what a shopper's words say about the product, what they rule out, and what is left.
+
+"sneakers for women" names a type (Casual Shoes / Sports Shoes) and a gender; "running shoes that are not black"
+rules a colour out. Dense encoders blur both: MiniLM places "not black" close to "black", and BM25 lets a sock whose
+title says "Sneakers" beat every shoe. `QueryParser.parse` turns the text into `Intent`s — attribute (gender,
+article type, colour, usage, season), catalog values, confidence, the words they came from — plus negated intents
+and the free words left, and the engine adds them to the fused score as soft boosts and penalties
+(`intent_scores`): an item of the intended type and gender climbs, a black one sinks, nothing is filtered away.
+
+Where the words come from, best first:
+1. the catalog's own values ("Casual Shoes", "Navy Blue", "Women"), word by word with light plural folding;
+2. a synonym lexicon kept as data (`lexicon.json`: "sneakers", "tee", "ladies", "navy", "for office"; British,
+   American and Indian English), including weak hints ("wedding" -> Ethnic) that count for less;
+3. fuzzy matching of unknown words (optimal string alignment distance: "sneekers", "tshrit", "sunglases") —
+   never of a word the catalog's titles use ("puma" is a brand, not a misspelt "pumps");
+4. a learned fallback (`IntentHeads`): linear heads over the MiniLM query embedding, trained on the item
+   descriptions of the training split, consulted only for attributes the words left open when the query has words
+   nobody listed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from modeling.retrieval.lexical import fold
+
+logger = logging.getLogger(__name__)
+
+INTENT_ATTRIBUTES = ("gender", "articleType", "baseColour", "usage", "season")
+LEXICON_FILE = Path(__file__).with_name("lexicon.json")
+# Words that rule out what follows them ("not black", "without heels", "no white or grey").
+NEGATIONS = frozenset({"not", "no", "without", "except", "excluding", "exclude", "non", "never", "avoid", "nothing",
+                       "dont", "don't", "minus", "but not", "other than", "anything but", "apart from"})
+# Words a negation's scope runs through ("not black or brown", "no white, grey").
+NEGATION_CONTINUES = frozenset({"or", "and", "nor", "any", "a", "an", "the", "in", "color", "colour", "coloured",
+                                "colored", "too", "very", "that", "is", "are", "be"})
+NEGATION_SCOPE = 4  # words after a negation that can still be ruled out
+# Confidence by where an intent came from (weak lexicon hints carry their own).
+CONFIDENCE = {"catalog": 1.0, "lexicon": 0.9, "weak": 0.5, "fuzzy": 0.75}
+MIN_FUZZY_LENGTH = 4
+# A catalog value needs this many items to be worth recognising ("Home" usage has one).
+MIN_VALUE_ITEMS = 3
+MAX_PHRASE_WORDS = 4
+LEARNED_MIN_PROBABILITY = 0.6
+LEARNED_CONFIDENCE = 0.6  # times the head's probability
+_WORD = re.compile(r"[a-z0-9]+(?:['\u2019][a-z]+)?")
+
+
+def normalise_words(text: str) -> list[str]:
+    """Lower-cased words with possessives dropped ("women's" -> "women") and plurals folded ("shoes" -> "shoe")."""
+    words = []
+    for word in _WORD.findall(str(text).lower()):
+        word = re.sub(r"['\u2019](s)?$", "", word).replace("\u2019", "'")
+        words.append(fold(word))
+    return words
+
+
+def _raw_words(text: str) -> list[str]:
+    return _WORD.findall(str(text).lower())
+
+
+@dataclass(frozen=True)
+class Intent:
+    """One thing the query says (or rules out) about the product."""
+
+    attribute: str
+    values: tuple[str, ...]
+    confidence: float
+    phrase: str  # the words it came from, as typed
+    source: str  # "catalog", "lexicon", "weak", "fuzzy" or "learned"
+
+    @property
+    def label(self) -> str:
+        return " / ".join(self.values)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "values": list(self.values), "confidence": round(float(self.confidence), 3)}
+
+
+@dataclass(frozen=True)
+class QueryIntent:
+    """What `QueryParser.parse` understood: `intents` (boosts), `negations` (penalties), the `free_words` nothing
+    explained, and `search_text`: the query without its negated words, which is what the encoders embed."""
+
+    query: str
+    search_text: str
+    intents: tuple[Intent, ...] = ()
+    negations: tuple[Intent, ...] = ()
+    free_words: tuple[str, ...] = ()
+    removed: tuple[str, ...] = field(default=())  # attributes the shopper switched off (chips removed)
+
+    def __bool__(self) -> bool:
+        return bool(self.intents or self.negations)
+
+    def chips(self) -> list[str]:
+        """Short labels for the app: "Women", "Casual Shoes / Sports Shoes", "not Black"."""
+        return [i.label for i in self.intents] + [f"not {i.label}" for i in self.negations]
+
+    def without(self, *attributes: str) -> "QueryIntent":
+        """The same understanding with the intents (and negations) of `attributes` dropped."""
+        drop = set(attributes)
+        return replace(self, intents=tuple(i for i in self.intents if i.attribute not in drop),
+                       negations=tuple(i for i in self.negations if i.attribute not in drop),
+                       removed=tuple(dict.fromkeys([*self.removed, *attributes])))
+
+    def get(self, attribute: str) -> Intent | None:
+        return next((i for i in self.intents if i.attribute == attribute), None)
+
+    def to_dict(self) -> dict:
+        return {"query": self.query, "search_text": self.search_text,
+                "intents": [i.to_dict() for i in self.intents], "negations": [i.to_dict() for i in self.negations],
+                "free_words": list(self.free_words), "chips": self.chips()}
+
+
+def load_lexicon(path: str | Path = LEXICON_FILE) -> dict:
+    """The synonym lexicon (see `lexicon.json`'s "about"); a malformed file is an error naming what is wrong."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(data.get("attributes"), dict):
+        raise ValueError(f"{path}: needs an 'attributes' object of attribute -> {{phrase: [values]}}")
+    return data
+
+
+class QueryParser:
+    """Maps free text to attribute intents over a catalog's vocabulary.
+
+    Args:
+        values: attribute -> the catalog's values (with their item counts, or a plain list).
+        lexicon: the synonym lexicon (a path or the loaded dict); phrases mapping to values the catalog does not
+            have are ignored, so one lexicon serves any catalog.
+        known_words: words of the catalog's titles; a word listed here is never fuzzily "corrected".
+        heads: the learned fallback (`IntentHeads`) or None.
+    """
+
+    def __init__(self, values: Mapping[str, Mapping[str, int] | Sequence[str]], lexicon: str | Path | dict | None = None,
+                 known_words: Iterable[str] = (), heads: "IntentHeads | None" = None):
+        self.values = {a: [v for v in (vals if not isinstance(vals, Mapping) else
+                                       [v for v, n in vals.items() if n >= MIN_VALUE_ITEMS]) if str(v).strip()]
+                       for a, vals in values.items() if a in INTENT_ATTRIBUTES}
+        lexicon = load_lexicon(lexicon if lexicon is not None else LEXICON_FILE) if not isinstance(lexicon, dict) \
+            else lexicon
+        self.stopwords = frozenset(normalise_words(" ".join(lexicon.get("stopwords", [])))) | NEGATION_CONTINUES
+        # phrase (normalised words) -> {attribute: (values, confidence, source)}
+        self.phrases: dict[tuple[str, ...], dict[str, tuple[tuple[str, ...], float, str]]] = {}
+        for attribute, vals in self.values.items():
+            for value in vals:
+                self._add(value, attribute, [value], "catalog")
+        for attribute, entries in lexicon["attributes"].items():
+            for phrase, targets in entries.items():
+                self._add(phrase, attribute, targets, "lexicon")
+        for phrase, hints in lexicon.get("weak", {}).items():
+            for attribute, targets in hints.items():
+                self._add(phrase, attribute, targets, "weak")
+        self.known_words = frozenset(w for word in known_words for w in normalise_words(word)) | {
+            w for phrase in self.phrases for w in phrase}
+        # Fuzzy matching corrects towards strong phrases only: a misspelt word is a product word, not a hint.
+        self._single = sorted(p[0] for p, entry in self.phrases.items() if len(p) == 1 and len(p[0]) >= MIN_FUZZY_LENGTH
+                              and any(source != "weak" for _, _, source in entry.values()))
+        self.heads = heads
+
+    @classmethod
+    def from_items(cls, items, lexicon=None, heads: "IntentHeads | None" = None) -> "QueryParser":
+        """A parser over a catalog DataFrame's attribute values and title words."""
+        values = {a: items[a].astype(str).value_counts().to_dict() for a in INTENT_ATTRIBUTES if a in items}
+        titles = items["title"].astype(str) if "title" in items else []
+        words = set()
+        for title in titles:
+            words.update(_raw_words(title))
+        return cls(values, lexicon, known_words=words, heads=heads)
+
+    def _add(self, phrase: str, attribute: str, targets: Sequence[str], source: str) -> None:
+        if attribute not in self.values:
+            return
+        known = [t for t in targets if t in self.values[attribute]]
+        key = tuple(normalise_words(phrase))
+        if not known or not key or len(key) > MAX_PHRASE_WORDS:
+            return
+        entry = self.phrases.setdefault(key, {})
+        old = entry.get(attribute)
+        confidence = CONFIDENCE[source]
+        if old is None:
+            entry[attribute] = (tuple(known), confidence, source)
+        else:  # the catalog's own value and a lexicon entry for the same words: union, the surer confidence
+            merged = tuple(dict.fromkeys([*old[0], *known]))
+            entry[attribute] = (merged, max(old[1], confidence), old[2] if old[1] >= confidence else source)
+
+    # -- parsing -----------------------------------------------------------------------------------------------------
+    def parse(self, query: str, embedding: np.ndarray | None = None) -> QueryIntent:
+        """Understand `query`; `embedding` (its MiniLM embedding) lets the learned heads fill attributes the words
+        left open when some words matched nothing."""
+        raw = _raw_words(query)
+        words = [normalise_words(w)[0] if normalise_words(w) else w for w in raw]
+        matches: list[tuple[int, int, dict, str]] = []  # (start, end, {attribute: (values, conf, source)}, phrase)
+        corrected: dict[int, str] = {}  # misspelt word position -> the vocabulary word the encoders see instead
+        i = 0
+        while i < len(words):
+            found = self._match_at(words, i)
+            if found is not None:
+                end, entry, scale, correction = found
+                if correction is not None:
+                    corrected[i] = correction
+                if scale < 1.0:
+                    entry = {a: (v, c * scale, "fuzzy") for a, (v, c, s) in entry.items()}
+                matches.append((i, end, entry, " ".join(raw[i:end])))
+                i = end
+            else:
+                i += 1
+        consumed = {j for start, end, _, _ in matches for j in range(start, end)}
+        negated_spans, negated_words = self._negated(words, matches)
+        intents: dict[str, Intent] = {}
+        negations: dict[str, Intent] = {}
+        for n, (start, end, entry, phrase) in enumerate(matches):
+            target = negations if n in negated_spans else intents
+            for attribute, (vals, confidence, source) in entry.items():
+                self._merge(target, Intent(attribute, vals, confidence, phrase, source))
+        free = [raw[j] for j in range(len(words))
+                if j not in consumed and j not in negated_words and words[j] not in self.stopwords
+                and raw[j] not in NEGATIONS]
+        if self.heads is not None and embedding is not None and free:
+            for intent in self.heads.predict(embedding, exclude=set(intents) | set(negations)):
+                self._merge(intents, intent)
+        search_words = [corrected.get(j, raw[j]) for j in range(len(raw)) if j not in negated_words]
+        return QueryIntent(query=str(query), search_text=" ".join(search_words) or str(query),
+                           intents=tuple(intents.values()), negations=tuple(negations.values()),
+                           free_words=tuple(free))
+
+    def _match_at(self, words: list[str], i: int):
+        """The longest phrase starting at word `i`: (end, entry, confidence scale, corrected spelling or None) or
+        None. Exact phrases first, then two words written as one ("hand bag" -> "handbag"), then a fuzzy single word
+        ("sweatshrit" -> "sweatshirt", which the encoders then see)."""
+        for n in range(min(MAX_PHRASE_WORDS, len(words) - i), 0, -1):
+            entry = self.phrases.get(tuple(words[i:i + n]))
+            if entry:
+                return i + n, entry, 1.0, None
+        if i + 1 < len(words):
+            joined = fold(words[i] + words[i + 1])
+            entry = self.phrases.get((joined,))
+            if entry and words[i] not in self.stopwords:
+                return i + 2, entry, 0.95, None
+        word = words[i]
+        if len(word) >= MIN_FUZZY_LENGTH and word not in self.known_words and word not in self.stopwords:
+            best = self._fuzzy(word)
+            if best is not None:
+                return i + 1, self.phrases[(best,)], CONFIDENCE["fuzzy"], best
+        return None
+
+    def _fuzzy(self, word: str) -> str | None:
+        """The vocabulary word within edit distance 1 (2 for words of 8+ letters, transpositions counting 1)."""
+        from rapidfuzz.distance import OSA
+        from rapidfuzz.process import extractOne
+
+        limit = 2 if len(word) >= 8 else 1
+        best = extractOne(word, self._single, scorer=OSA.distance, score_cutoff=limit)
+        if best is None:
+            return None
+        # Among equally close words, the one sharing the typed word's first and last letters ("heals" -> "heel").
+        ties = [w for w in self._single if abs(len(w) - len(word)) <= limit and OSA.distance(word, w) == best[1]]
+        return min(ties, key=lambda w: (w[0] != word[0], w[-1] != word[-1], w))
+
+    def _negated(self, words: list[str], matches) -> tuple[set[int], set[int]]:
+        """Indices of the matches a negation rules out, and the word positions it covers (dropped from the text
+        the encoders see, whether or not they named an attribute: "dress without prints")."""
+        starts = {m[0]: n for n, m in enumerate(matches)}
+        spans, covered = set(), set()
+        for j, word in enumerate(words):
+            two = " ".join(words[j:j + 2])
+            if word not in NEGATIONS and two not in NEGATIONS:
+                continue
+            k = end = j + (2 if two in NEGATIONS else 1)
+            seen_any = False
+            while k < len(words) and k - j <= NEGATION_SCOPE + 1:
+                if k in starts:
+                    n = starts[k]
+                    spans.add(n)
+                    k = end = matches[n][1]
+                    seen_any = True
+                elif words[k] in NEGATION_CONTINUES or words[k] in self.stopwords:
+                    k += 1
+                elif not seen_any:  # "without prints": the word itself is ruled out, it names no attribute
+                    k = end = k + 1
+                    seen_any = True
+                else:
+                    break
+            covered.update(range(j, end))
+        return spans, covered
+
+    @staticmethod
+    def _merge(target: dict[str, Intent], intent: Intent) -> None:
+        old = target.get(intent.attribute)
+        if old is None:
+            target[intent.attribute] = intent
+        else:
+            target[intent.attribute] = replace(
+                old, values=tuple(dict.fromkeys([*old.values, *intent.values])),
+                confidence=max(old.confidence, intent.confidence), phrase=f"{old.phrase}, {intent.phrase}")
+
+
+class IntentHeads:
+    """The learned fallback: one softmax-regression head per attribute over unit MiniLM embeddings.
+
+    Trained on the item descriptions (title + attribute caption) of the training split, so a query word nobody put
+    in the lexicon still counts when MiniLM places it near the descriptions of one type, gender or colour.
+    """
+
+    def __init__(self, weights: Mapping[str, tuple[np.ndarray, np.ndarray, Sequence[str]]], num_items: int = 0):
+        self.num_items = int(num_items)  # the catalog they were fitted for (a rebuilt index fits them again)
+        self.weights = {a: (np.asarray(w, np.float32), np.asarray(b, np.float32), list(labels))
+                        for a, (w, b, labels) in weights.items()}
+
+    @classmethod
+    def fit(cls, embeddings: np.ndarray, items, attributes: Sequence[str] = INTENT_ATTRIBUTES, epochs: int = 60,
+            weight_decay: float = 1e-4, seed: int = 0) -> "IntentHeads":
+        """Fit the heads with full-batch L-BFGS (a few seconds for 10k items on a CPU)."""
+        import torch
+
+        torch.manual_seed(seed)
+        x = torch.from_numpy(np.asarray(embeddings, np.float32))
+        weights = {}
+        for attribute in attributes:
+            if attribute not in items:
+                continue
+            labels_all = items[attribute].astype(str).to_numpy()
+            counts = items[attribute].astype(str).value_counts()
+            labels = sorted(v for v, n in counts.items() if n >= MIN_VALUE_ITEMS and v.strip())
+            if len(labels) < 2:
+                continue
+            lookup = {v: i for i, v in enumerate(labels)}
+            keep = np.array([v in lookup for v in labels_all])
+            y = torch.tensor([lookup[v] for v in labels_all[keep]])
+            xs = x[torch.from_numpy(keep)]
+            linear = torch.nn.Linear(xs.shape[1], len(labels))
+            optimiser = torch.optim.LBFGS(linear.parameters(), lr=1.0, max_iter=epochs, line_search_fn="strong_wolfe")
+
+            def closure():
+                optimiser.zero_grad()
+                loss = torch.nn.functional.cross_entropy(linear(xs * 10.0), y) + weight_decay * linear.weight.square().sum()
+                loss.backward()
+                return loss
+
+            optimiser.step(closure)
+            weights[attribute] = (linear.weight.detach().numpy() * 10.0, linear.bias.detach().numpy(), labels)
+        return cls(weights)
+
+    def probabilities(self, embedding: np.ndarray) -> dict[str, dict[str, float]]:
+        out = {}
+        for attribute, (w, b, labels) in self.weights.items():
+            logits = w @ np.asarray(embedding, np.float32) + b
+            p = np.exp(logits - logits.max())
+            p /= p.sum()
+            out[attribute] = dict(zip(labels, p.tolist()))
+        return out
+
+    def predict(self, embedding: np.ndarray, exclude: Iterable[str] = (),
+                min_probability: float = LEARNED_MIN_PROBABILITY) -> list[Intent]:
+        """Intents for the attributes not in `exclude` whose most likely value reaches `min_probability`."""
+        out = []
+        for attribute, probs in self.probabilities(embedding).items():
+            if attribute in set(exclude):
+                continue
+            value, p = max(probs.items(), key=lambda kv: kv[1])
+            if p >= min_probability:
+                out.append(Intent(attribute, (value,), LEARNED_CONFIDENCE * p, "", "learned"))
+        return out
+
+    def save(self, path: str | Path) -> None:
+        from modeling.utils.io import atomic_write_bytes
+        import io
+
+        buffer = io.BytesIO()
+        arrays = {}
+        for attribute, (w, b, labels) in self.weights.items():
+            arrays[f"{attribute}.weight"], arrays[f"{attribute}.bias"] = w, b
+            arrays[f"{attribute}.labels"] = np.array(labels, dtype=object).astype(str)
+        arrays["meta.num_items"] = np.array(self.num_items)
+        np.savez(buffer, **arrays)
+        atomic_write_bytes(path, buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "IntentHeads":
+        with np.load(path, allow_pickle=False) as data:
+            attributes = sorted({k.rsplit(".", 1)[0] for k in data.files} - {"meta"})
+            num_items = int(data["meta.num_items"]) if "meta.num_items" in data.files else 0
+            return cls({a: (data[f"{a}.weight"], data[f"{a}.bias"], data[f"{a}.labels"].tolist()) for a in attributes},
+                       num_items)
+
+
+INTENT_HEADS_FILE = "intent_heads.npz"
+
+
+def load_or_fit_intent_heads(index_dir: str | Path, index) -> IntentHeads | None:
+    """The learned fallback of an index folder: read from `intent_heads.npz`, or fitted on the item-text
+    embeddings of its training split (all items when it has no split column) and written there (skipped when the
+    folder is read-only). None when the index holds no item texts."""
+    if getattr(index, "text_embeddings", None) is None:
+        return None
+    items = index.items
+    path = Path(index_dir) / INTENT_HEADS_FILE
+    if path.exists():
+        try:
+            heads = IntentHeads.load(path)
+            if heads.num_items == len(items):
+                return heads
+        except (OSError, ValueError, KeyError) as error:
+            logger.warning("refitting the intent heads: %s unreadable (%s)", path.name, error)
+    train = (items["split"].astype(str) == "train").to_numpy() if "split" in items else np.ones(len(items), bool)
+    if train.sum() < 100:
+        train = np.ones(len(items), bool)
+    logger.info("fitting the query-intent heads on %d item texts (once per index)", int(train.sum()))
+    heads = IntentHeads.fit(index.text_embeddings[train], items[train].reset_index(drop=True))
+    heads.num_items = len(items)
+    try:
+        heads.save(path)
+    except OSError as error:
+        logger.warning("intent heads not cached (%s)", error)
+    return heads
+
+
+# -- scoring ---------------------------------------------------------------------------------------------------------
+# Soft boosts per attribute (added to the fused score, times the intent's confidence) and the penalty of a negated
+# value; chosen on the dev sets (queries/shopper_dev.jsonl + queries/dev.jsonl, collapsing off). Scaling the boosts
+# by 0.5 / 1 / 1.5 / 2 gave shopper-dev P@10 0.871 / 0.917 / 0.941 / 0.955 and catalog-word dev 0.764 / 0.767 /
+# 0.768 / 0.769: 1.5 keeps most of the gain while an item that matches the words and the photo far better than a
+# same-type item can still outrank it (at 2 the type boost, 0.5, is a filter in all but name). The negation
+# penalty made no difference between 0.2 and 0.8 (negation P@10 1.0 throughout).
+INTENT_WEIGHTS = {"articleType": 0.375, "gender": 0.225, "baseColour": 0.18, "usage": 0.09, "season": 0.06}
+NEGATION_WEIGHT = 0.4
+# An item filed as Unisex half-meets a Men or Women intent.
+UNISEX_CREDIT = 0.5
+
+
+class AttributeCodes:
+    """Each item's attribute values as integer codes, for vectorised boosts: `scores(intent)` is one table lookup
+    per attribute."""
+
+    def __init__(self, items, attributes: Sequence[str] = INTENT_ATTRIBUTES):
+        self.codes, self.vocab = {}, {}
+        for attribute in attributes:
+            if attribute in items:
+                codes, uniques = np.unique(items[attribute].astype(str).to_numpy(), return_inverse=True)[::-1]
+                self.codes[attribute] = codes.astype(np.int32)
+                self.vocab[attribute] = {v: i for i, v in enumerate(uniques.tolist())}
+
+    def table(self, attribute: str, values: Iterable[str], weight: float) -> np.ndarray:
+        vocab = self.vocab[attribute]
+        table = np.zeros(len(vocab), dtype=np.float32)
+        for value in values:
+            if value in vocab:
+                table[vocab[value]] = weight
+        return table
+
+    def intent_scores(self, intent: QueryIntent, positions: np.ndarray | None = None,
+                      weights: Mapping[str, float] | None = None, negation_weight: float = NEGATION_WEIGHT
+                      ) -> np.ndarray | None:
+        """Sum of boosts (matching intents) and penalties (negated values) for the items at `positions` (default
+        all); None when the intent adds nothing."""
+        weights = INTENT_WEIGHTS if weights is None else weights
+        total = None
+        for sign, group in ((1.0, intent.intents), (-1.0, intent.negations)):
+            for item in group:
+                if item.attribute not in self.codes:
+                    continue
+                w = (weights.get(item.attribute, 0.0) if sign > 0 else negation_weight) * item.confidence * sign
+                if w == 0:
+                    continue
+                table = self.table(item.attribute, item.values, w)
+                if sign > 0 and item.attribute == "gender" and "Unisex" in self.vocab["gender"] \
+                        and {"Men", "Women"} & set(item.values) and "Unisex" not in item.values:
+                    table[self.vocab["gender"]["Unisex"]] = w * UNISEX_CREDIT
+                codes = self.codes[item.attribute]
+                part = table[codes if positions is None else codes[positions]]
+                total = part if total is None else total + part
+        return total
+
+
+__all__ = ["AttributeCodes", "INTENT_ATTRIBUTES", "load_or_fit_intent_heads", "INTENT_WEIGHTS", "Intent", "IntentHeads", "NEGATION_WEIGHT",
+           "QueryIntent", "QueryParser", "load_lexicon", "normalise_words"]
