@@ -63,12 +63,17 @@ def _vsc_at(results, k: int) -> float | None:
 
 def query_metrics(engine: FashionSearchEngine, queries: list[dict], items, k: int, text_weight: float) -> dict:
     """Text lines: visual-only, item-text-only (dense + keywords), fused, and fused without the keyword match
-    (`fused_dense`) rankings; composed lines (`"image"`): composed search."""
-    modes = {"visual": (0.0, None), "text": (1.0, None), "fused": (text_weight, None), "fused_dense": (text_weight, 0.0)}
-    out = {mode: {"per_query": []} for mode in [*modes, "composed"]}
+    (`fused_dense`) rankings, all without query understanding or collapsing; `fused_intent`: fused with the query's
+    intents (boosts, negations); `served`: as the app serves it (intents, near-duplicates collapsed). Composed
+    lines (`"image"`): composed search with intents (`composed`) and as served (`composed_served`)."""
+    plain = {"intent": False, "collapse": False}
+    modes = {"visual": (0.0, None, plain), "text": (1.0, None, plain), "fused": (text_weight, None, plain),
+             "fused_dense": (text_weight, 0.0, plain), "fused_intent": (text_weight, None, {"collapse": False}),
+             "served": (text_weight, None, {})}
+    out = {mode: {"per_query": []} for mode in [*modes, "composed", "composed_served"]}
     skipped = []
     for q in tqdm(queries, desc="queries"):
-        relevant = relevance_mask(items, q["match"])
+        relevant = relevance_mask(items, q["match"], q.get("exclude"))
         reference = None if q.get("image") is None else str(q["image"])
         if reference is not None:
             try:
@@ -80,23 +85,25 @@ def query_metrics(engine: FashionSearchEngine, queries: list[dict], items, k: in
             skipped.append(q["query"])
             continue
         if reference is not None:
-            runs = {"composed": engine.search_composed(item_id=reference, text=q["query"], k=k)}
+            runs = {"composed": engine.search_composed(item_id=reference, text=q["query"], k=k, collapse=False),
+                    "composed_served": engine.search_composed(item_id=reference, text=q["query"], k=k)}
         else:
-            runs = {mode: engine.search_text(q["query"], k=k, text_weight=w, lexical_weight=lw)
-                    for mode, (w, lw) in modes.items()}
+            runs = {mode: engine.search_text(q["query"], k=k, text_weight=w, lexical_weight=lw, **options)
+                    for mode, (w, lw, options) in modes.items()}
         for mode, results in runs.items():
             rel = result_relevance(engine, results, relevant, k)[None]
             out[mode]["per_query"].append({
-                "query": q["query"], **({"image": str(q["image"])} if mode == "composed" else {}),
+                "query": q["query"], **({"image": str(q["image"])} if mode.startswith("composed") else {}),
                 "relevant": n_relevant, f"p@{k}": float(precision_at_k(rel, k)[0]),
+                f"ideal_p@{k}": min(n_relevant, k) / k,
                 f"ndcg@{k}": float(ndcg_at_k(rel, np.array([n_relevant]), k)[0]), f"vsc@{k}": _vsc_at(results, k),
                 f"cos@{k}": summarise(results)["mean_cosine"]})
     for mode in out:
         rows = out[mode]["per_query"]
         out[mode]["mean"] = {m: (float(np.mean([r[m] for r in rows if r[m] is not None])) if rows else None)
-                             for m in (f"p@{k}", f"ndcg@{k}", f"vsc@{k}", f"cos@{k}")}
-    if not out["composed"]["per_query"]:
-        del out["composed"]
+                             for m in (f"p@{k}", f"ideal_p@{k}", f"ndcg@{k}", f"vsc@{k}", f"cos@{k}")}
+    for mode in [m for m in out if not out[m]["per_query"]]:
+        del out[mode]
     out["text_weight"] = text_weight
     out["lexical_weight"] = engine.lexical_weight
     out["num_queries"] = len(queries) - len(skipped)

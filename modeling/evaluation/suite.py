@@ -317,7 +317,8 @@ def run_evaluation(config: EvaluationConfig) -> Evaluation:
                 report = query_metrics(engines[name], load_queries(config.queries), items, k, config.text_weight)
             write_json(out_dir / f"queries_{name}.json", report)
             by_name[name]["queries"] = {m: report[m]["mean"] for m in ("visual", "text", "fused", "fused_dense",
-                                                                       "composed") if m in report}
+                                                                       "fused_intent", "served", "composed",
+                                                                       "composed_served") if m in report}
             if name == first_text:
                 write_json(out_dir / "queries.json", report)
     if config.rerank_model and first_text:
