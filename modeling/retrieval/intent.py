@@ -14,7 +14,7 @@ Where the words come from, best first:
 3. fuzzy matching of unknown words (optimal string alignment distance: "sneekers", "tshrit", "sunglases") —
    never of a word the catalog's titles use ("puma" is a brand, not a misspelt "pumps");
 4. a learned fallback (`IntentHeads`): linear heads over the MiniLM query embedding, trained on the item
-   descriptions of the training split, consulted only for attributes the words left open when the query has words
+   descriptions of the training split, consulted for the article type when the words named none and some words
    nobody listed.
 """
 
@@ -48,7 +48,10 @@ MIN_FUZZY_LENGTH = 4
 # A catalog value needs this many items to be worth recognising ("Home" usage has one).
 MIN_VALUE_ITEMS = 3
 MAX_PHRASE_WORDS = 4
-LEARNED_MIN_PROBABILITY = 0.6
+# The learned fallback names only article types: on words nobody listed ("trackies", "sliders", "lippy") the type
+# head is often right, while the gender, usage and season heads guess from style ("high heals" -> Men 0.73).
+LEARNED_ATTRIBUTES = ("articleType",)
+LEARNED_MIN_PROBABILITY = 0.5
 LEARNED_CONFIDENCE = 0.6  # times the head's probability
 _WORD = re.compile(r"[a-z0-9]+(?:['\u2019][a-z]+)?")
 
@@ -358,10 +361,11 @@ class IntentHeads:
 
     def predict(self, embedding: np.ndarray, exclude: Iterable[str] = (),
                 min_probability: float = LEARNED_MIN_PROBABILITY) -> list[Intent]:
-        """Intents for the attributes not in `exclude` whose most likely value reaches `min_probability`."""
+        """Intents for the `LEARNED_ATTRIBUTES` not in `exclude` whose most likely value reaches
+        `min_probability`."""
         out = []
         for attribute, probs in self.probabilities(embedding).items():
-            if attribute in set(exclude):
+            if attribute in set(exclude) or attribute not in LEARNED_ATTRIBUTES:
                 continue
             value, p = max(probs.items(), key=lambda kv: kv[1])
             if p >= min_probability:
