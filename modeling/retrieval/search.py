@@ -31,7 +31,6 @@ import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,11 +39,9 @@ import torch.nn.functional as F
 from modeling.data.catalog import ATTRIBUTES
 from modeling.data.images import load_image
 from modeling.data.text import item_description
-from modeling.encoders.loading import encode_images, encode_texts, has_text_tower, load_model, model_fingerprint
-from modeling.encoders.onnx import OnnxEncoder
+from modeling.encoders.loading import encode_images, encode_texts, has_text_tower, load_model
 from modeling.encoders.sentence import SentenceEncoder
 from modeling.retrieval.cache import EmbeddingCache
-from modeling.retrieval.build import attach_image_paths, has_image_files, load_or_build_index
 from modeling.retrieval.index import CatalogIndex
 from modeling.retrieval.lexical import BM25Index
 from modeling.retrieval.query import (COMPOSED_CONTEXT, MAX_QUERY_CHARS, QueryError, SearchResult,  # noqa: F401
@@ -52,9 +49,10 @@ from modeling.retrieval.query import (COMPOSED_CONTEXT, MAX_QUERY_CHARS, QueryEr
 from modeling.retrieval import ranking
 from modeling.retrieval.ranker import EXACT_FUSION_LIMIT, FUSION_CANDIDATE_DEPTH, Ranked, Ranker, fuse  # noqa: F401
 from modeling.retrieval.ranking import DEFAULT_QUERY_EXPANSION, expand_queries, top_k_order
-from modeling.retrieval.intent import IntentHeads, QueryIntent, load_or_fit_intent_heads
+from modeling.retrieval.intent import IntentHeads, QueryIntent
+from modeling.retrieval.loading import load_engine_parts
 from modeling.retrieval.rerank import VisualReranker
-from modeling.retrieval.signals import ITEM_CONSISTENCY_WEIGHTS, ConsistencyScorer, IntentScorer
+from modeling.retrieval.signals import ITEM_CONSISTENCY_WEIGHTS, NEIGHBOURS, ConsistencyScorer, IntentScorer
 from modeling.retrieval.vsc import VSCScorer
 
 
@@ -98,7 +96,7 @@ class FashionSearchEngine:
         # collapsing, each switchable per engine (and per call where the method takes the argument).
         self.intents = IntentScorer(index.items, intent_heads)
         self.use_intents = True
-        self.consistency = ConsistencyScorer(model, self._dense_vectors)
+        self.consistency = ConsistencyScorer(model, self._dense_vectors, index.items)
         self.item_consistency = dict(ITEM_CONSISTENCY_WEIGHTS)
         self.collapse_duplicates = True
         self.sentence_encoder = sentence_encoder
@@ -144,45 +142,10 @@ class FashionSearchEngine:
         Runtime. An index whose items carry no usable image path (a pushed index, a Hub catalog with embedded images)
         takes its images from the catalog; embedded images are written once to `FASHION_IMAGE_CACHE`.
         """
-        model, tokenizer, processor = cls.load_model(model_dir)
-        encoder = sentence_encoder or (SentenceEncoder(text_encoder) if text_encoder else None)
-        dataset = None
-
-        def get_dataset():
-            nonlocal dataset
-            if dataset is None:
-                if catalog is None:
-                    raise FileNotFoundError(f"no index at {index_dir} and no catalog given to build one")
-                from modeling.data.catalog import load_catalog
-
-                if isinstance(catalog, (str, os.PathLike)):
-                    dataset = load_catalog(catalog)
-                else:
-                    dataset = catalog() if callable(catalog) else catalog
-            return dataset
-
-        image_encoder = None
-        if onnx_dir is not None:
-            image_encoder = OnnxEncoder(onnx_dir)
-            if image_encoder.fingerprint != model_fingerprint(model):
-                raise ValueError(f"the ONNX export at {onnx_dir} was made from another model than {model_dir} "
-                                 f"(fingerprint {image_encoder.fingerprint}); export this model again")
-        index = load_or_build_index(model, tokenizer, processor, index_dir, model_dir, get_dataset,
-                                    sentence_encoder=encoder if has_text_tower(model) else None, rebuild=rebuild,
-                                    image_encoder=image_encoder)
-        if catalog is not None and not has_image_files(index.items):
-            attach_image_paths(index.items, get_dataset())
-        vsc = VSCScorer.load_or_build(index_dir, encoder, index.items, vsc_source) if encoder and vsc_source else None
-        reranker = None
-        if rerank_model is not None:
-            r_model, _, r_processor = cls.load_model(rerank_model)
-            r_index = load_or_build_index(r_model, None, r_processor, rerank_index or Path(index_dir) / "rerank",
-                                          rerank_model, get_dataset, rebuild=rebuild)
-            reranker = VisualReranker(r_model, r_processor, r_index, name=Path(rerank_model).name)
-        heads = load_or_fit_intent_heads(index_dir, index) if index.text_embeddings is not None else None
-        return cls(model, tokenizer, processor, index, encoder, text_weight=text_weight,
-                   model_name=Path(model_dir).name, reranker=reranker, vsc=vsc, lexical_weight=lexical_weight,
-                   intent_heads=heads)
+        parts = load_engine_parts(model_dir, index_dir, catalog=catalog, text_encoder=text_encoder, rebuild=rebuild,
+                                  rerank_model=rerank_model, rerank_index=rerank_index, vsc_source=vsc_source,
+                                  sentence_encoder=sentence_encoder, onnx_dir=onnx_dir)
+        return cls(*parts.pop("args"), text_weight=text_weight, lexical_weight=lexical_weight, **parts)
 
     # -- encoding ------------------------------------------------------------------------------------------------
     @property
@@ -348,9 +311,13 @@ class FashionSearchEngine:
         image = load_image(image)
         mask = self.allowed_mask(filters, exclude_ids)
         photo = self.encode_images([image])[0]
+        near = (self.index.search(photo[None], NEIGHBOURS, allowed=mask)
+                if mask is None or mask.any() else (np.zeros((1, 0)), np.zeros((1, 0), np.int64)))
+        found = near[1][0] >= 0
         results = self._rank(self._expand(photo, expansion, mask), None, 0.0,
                              self._depth(k, rerank_weight, rerank_depth), mask,
-                             extra=lambda positions: self.consistency.scores(photo, positions, consistency),
+                             extra=lambda positions: self.consistency.scores(
+                                 photo, positions, consistency, near[1][0][found], near[0][0][found]),
                              collapse=collapse)
         results = self._with_visual_cosine(results, photo)
         if rerank_weight > 0:
