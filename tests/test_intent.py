@@ -237,30 +237,45 @@ def test_item_consistency_boosts_the_reference_values(small_engine, monkeypatch)
     np.testing.assert_allclose([r.score for r in boosted], [score[i] for i in order], atol=1e-5)
 
 
-def test_photo_consistency_is_the_heads_agreement():
+def test_photo_consistency_matches_brute_force():
+    """Colour: half the colour head, half the neighbours' catalog colours (softmax of cosine / temperature), read at
+    each item's catalog colour; type: the type heads' dot product."""
+    from modeling.retrieval.signals import NEIGHBOUR_TEMPERATURE
+
     rng = np.random.default_rng(2)
     vectors = rng.normal(size=(50, 6)).astype(np.float32)
     projection = {"baseColour": rng.normal(size=(6, 4)), "articleType": rng.normal(size=(6, 3))}
+    colours = ["Red", "Blue", "Black", "White"]
 
     def predict_attributes(x):
         import torch
 
         return {a: torch.softmax(x @ torch.tensor(w, dtype=torch.float32), -1) for a, w in projection.items()}
 
-    model = SimpleNamespace(config=SimpleNamespace(attribute_labels={"baseColour": list("abcd"),
+    model = SimpleNamespace(config=SimpleNamespace(attribute_labels={"baseColour": colours,
                                                                      "articleType": list("xyz")}),
                             predict_attributes=predict_attributes)
-    scorer = ConsistencyScorer(model, lambda: vectors, {"baseColour": 0.5, "articleType": 0.3})
+    items = pd.DataFrame({"baseColour": rng.choice(colours + ["Teal"], 50)})  # Teal: not a head label
+    weights = {"baseColour": 0.5, "articleType": 0.3}
+    scorer = ConsistencyScorer(model, lambda: vectors, items, weights)
     photo = rng.normal(size=6).astype(np.float32)
+    neighbours, similarities = np.array([4, 9, 17]), np.array([0.9, 0.8, 0.85])
 
     def softmax(z):
         e = np.exp(z - z.max(-1, keepdims=True))
         return e / e.sum(-1, keepdims=True)
 
-    expected = sum(w * softmax(vectors @ projection[a]) @ softmax(photo @ projection[a])
-                   for a, w in {"baseColour": 0.5, "articleType": 0.3}.items())
-    positions = np.array([3, 0, 49])
-    np.testing.assert_allclose(scorer.scores(photo, positions), expected[positions], atol=1e-5)
+    vote = np.zeros(4)
+    for n, w in zip(neighbours, softmax(similarities / NEIGHBOUR_TEMPERATURE)):
+        if items.baseColour[n] in colours:
+            vote[colours.index(items.baseColour[n])] += w
+    distribution = 0.5 * softmax(photo @ projection["baseColour"]) + 0.5 * vote
+    colour = np.array([distribution[colours.index(c)] if c in colours else 0.0 for c in items.baseColour])
+    kind = softmax(vectors @ projection["articleType"]) @ softmax(photo @ projection["articleType"])
+    expected = 0.5 * colour + 0.3 * kind
+    positions = np.array([3, 0, 49, 4])
+    got = scorer.scores(photo, positions, neighbours=neighbours, similarities=similarities)
+    np.testing.assert_allclose(got, expected[positions], atol=1e-5)
     assert scorer.scores(photo, positions, {"baseColour": 0.0, "articleType": 0.0}) is None
 
 
