@@ -1,13 +1,18 @@
 """Catalog -> index: encode a catalog's images (and item descriptions) with a model and keep it as a `CatalogIndex`.
 
 `load_or_build_index` is what the engine and the app call: the index of a model in a folder, built and saved
-atomically when absent, refused when it was built by another model."""
+atomically when absent, refused when it was built by another model.
+
+`python -m modeling.retrieval.build --model M --catalog C --vector-store faiss|qdrant` is the command line: a FAISS
+index folder (through `load_or_build_index`), or a Qdrant collection streamed in resumable batches
+(`modeling.retrieval.indexing`, several processes under `accelerate launch`)."""
 
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -18,6 +23,9 @@ from modeling.data.text import item_description
 from modeling.encoders.loading import embedding_dim, encode_images, model_fingerprint
 from modeling.encoders.sentence import SentenceEncoder
 from modeling.retrieval.index import CatalogIndex
+
+if TYPE_CHECKING:
+    from modeling.retrieval.qdrant_store import QdrantConfig
 
 logger = logging.getLogger(__name__)
 
@@ -83,3 +91,97 @@ def load_or_build_index(model, tokenizer, processor, index_dir, model_dir, get_d
         index.save(index_dir)
         return index
     return CatalogIndex.load(index_dir, expected_model=info)
+
+
+# -- the build command ------------------------------------------------------------------------------------------
+def qdrant_config_from_args(args) -> "QdrantConfig":
+    """`--qdrant-url` / `--qdrant-path`, else `FASHION_QDRANT_URL` / `FASHION_QDRANT_PATH`; the API key only from
+    `FASHION_QDRANT_API_KEY` (a command line is visible to every user of the machine)."""
+    from modeling.retrieval.qdrant_store import QdrantConfig, QdrantStoreError
+
+    url = args.qdrant_url or (None if args.qdrant_path else os.environ.get("FASHION_QDRANT_URL"))
+    path = args.qdrant_path or (None if url else os.environ.get("FASHION_QDRANT_PATH"))
+    if not url and not path:
+        raise QdrantStoreError("--vector-store qdrant needs --qdrant-url URL (or FASHION_QDRANT_URL) for a server, "
+                               "or --qdrant-path DIR (or FASHION_QDRANT_PATH) for local mode")
+    return QdrantConfig(url=url, path=None if url else str(path), api_key=os.environ.get("FASHION_QDRANT_API_KEY"),
+                        collection=args.qdrant_collection, shard_number=args.shard_number,
+                        replication_factor=args.replication_factor, on_disk=not args.in_memory,
+                        quantization=not args.no_quantization, timeout=args.qdrant_timeout)
+
+
+def parse_args(argv=None):
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m modeling.retrieval.build",
+        description="Index a catalog with a model: a FAISS index folder, or a Qdrant collection (streamed, batched, "
+                    "resumable; several processes with `accelerate launch ... -m modeling.retrieval.build`).")
+    parser.add_argument("--model", required=True, help="model folder (e.g. runs/dual-encoder)")
+    parser.add_argument("--catalog", required=True, help="catalog folder, CSV/JSONL/Parquet file or Hub dataset id")
+    parser.add_argument("--vector-store", choices=("faiss", "qdrant"), default="faiss")
+    parser.add_argument("--index-dir", help="faiss: the index folder (default <model>/index)")
+    parser.add_argument("--qdrant-url", help="Qdrant server or cluster URL (API key from FASHION_QDRANT_API_KEY)")
+    parser.add_argument("--qdrant-path", help="folder of an embedded local-mode Qdrant (one process)")
+    parser.add_argument("--qdrant-collection", help="serving name (default fashion-search-<model fingerprint>)")
+    parser.add_argument("--qdrant-timeout", type=float, default=10.0, help="seconds per request (default 10)")
+    parser.add_argument("--shard-number", type=int, default=1, help="qdrant: shards, set at creation")
+    parser.add_argument("--replication-factor", type=int, default=1, help="qdrant: copies of each shard")
+    parser.add_argument("--in-memory", action="store_true", help="qdrant: keep original vectors in RAM, not on disk")
+    parser.add_argument("--no-quantization", action="store_true", help="qdrant: no int8 scalar quantization")
+    parser.add_argument("--batch-size", type=int, default=256, help="items encoded and written per batch")
+    parser.add_argument("--split", help="only these catalog splits (e.g. val or val,test)")
+    parser.add_argument("--max-items", type=int, help="only the first N items (after the split filter)")
+    parser.add_argument("--text-encoder", default="sentence-transformers/all-MiniLM-L6-v2",
+                        help="item-text encoder of fused text search ('none' for image-only)")
+    parser.add_argument("--rebuild", action="store_true", help="build again even when up to date")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    """The build command (see `parse_args`); prints items/s at the end."""
+    import time
+
+    from modeling.encoders.loading import has_text_tower, load_model
+
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    model, tokenizer, processor = load_model(args.model)
+    encoder = None
+    if args.text_encoder.lower() != "none" and has_text_tower(model):
+        encoder = SentenceEncoder(args.text_encoder)
+    info = {"name": str(args.model), "fingerprint": model_fingerprint(model), "embedding_dim": embedding_dim(model)}
+    from modeling.retrieval.indexing import build_collection, process_state
+
+    state = process_state()
+    if args.vector_store == "faiss":
+        if not state.is_main_process:  # one process writes a FAISS folder; the others have nothing to do
+            return 0
+        from modeling.data.catalog import load_catalog
+
+        start = time.perf_counter()
+        index = load_or_build_index(model, tokenizer, processor, args.index_dir or Path(args.model) / "index",
+                                    args.model, lambda: load_catalog(args.catalog, split=args.split,
+                                                                     max_items=args.max_items),
+                                    sentence_encoder=encoder, rebuild=args.rebuild)
+        seconds = time.perf_counter() - start
+        print(f"{len(index)} items in {args.index_dir or Path(args.model) / 'index'}: {seconds:.1f} s, "
+              f"{len(index) / seconds:.1f} items/s")
+        return 0
+
+    config = qdrant_config_from_args(args)
+    report = build_collection(model, processor, args.catalog, config, model_info=info, sentence_encoder=encoder,
+                              batch_size=args.batch_size, split=args.split, max_items=args.max_items,
+                              rebuild=args.rebuild, state=state)
+    if report.up_to_date:
+        print(f"{report.name} -> {report.collection} is up to date ({report.total_points} points); --rebuild to redo")
+    else:
+        print(f"process {state.process_index}/{state.num_processes}: {report.items} items in {report.seconds:.1f} s, "
+              f"{report.items_per_second:.1f} items/s")
+        if report.total_points is not None:
+            print(f"{report.name} -> {report.collection}: {report.total_points} points")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
