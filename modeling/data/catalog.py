@@ -108,7 +108,7 @@ def filter_values(dataset: datasets.Dataset) -> dict[str, list[str]]:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _plan_columns(columns: Sequence[str], column_map: Mapping[str, str] | None) -> dict[str, str]:
+def plan_columns(columns: Sequence[str], column_map: Mapping[str, str] | None) -> dict[str, str]:
     """Returns `{output column: source column}` for every column kept: canonical ones, then extras."""
     plan: dict[str, str] = {}
 
@@ -158,7 +158,7 @@ def _is_image_storage(feature: Any) -> bool:
     return isinstance(feature, dict) and bool({"bytes", "path"} & set(feature))
 
 
-def _image_ref(value: Any, root: str | None) -> tuple[dict[str, Any] | None, str]:
+def image_ref(value: Any, root: str | None) -> tuple[dict[str, Any] | None, str]:
     """Turns an image cell into `datasets.Image` storage and the absolute local path ("" when embedded)."""
     if isinstance(value, dict):
         data, path = value.get("bytes"), value.get("path")
@@ -175,14 +175,15 @@ def _image_ref(value: Any, root: str | None) -> tuple[dict[str, Any] | None, str
     return {"bytes": None, "path": path}, path if os.path.isabs(path) else ""
 
 
-def _cell_text(value: Any, label_names: list[str] | None) -> str:
+def cell_text(value: Any, label_names: list[str] | None) -> str:
+    """A metadata cell as text: class labels by name, everything else through `as_text`."""
     if label_names is None:
         return as_text(value)
     return label_names[value] if value is not None and value >= 0 else ""
 
 
 def _normalise_batch(images: list[Any], *columns: list[Any], spec: dict[str, Any]) -> dict[str, list[Any]]:
-    refs = [_image_ref(value, spec["root"]) for value in images]
+    refs = [image_ref(value, spec["root"]) for value in images]
     size = len(refs)
     batch = {
         "id": [""] * size,
@@ -192,7 +193,7 @@ def _normalise_batch(images: list[Any], *columns: list[Any], spec: dict[str, Any
         "split": [spec["split"]] * size,
     }
     for (target, label_names), values in zip(spec["text"], columns):
-        batch[target] = [_cell_text(value, label_names) for value in values]
+        batch[target] = [cell_text(value, label_names) for value in values]
     return batch
 
 
@@ -378,7 +379,7 @@ def load_catalog_with_report(
     if max_items is not None and max_items < 0:
         raise ValueError(f"max_items must be >= 0, got {max_items}.")
     parts, root = load_source(source, revision)
-    plans = {name: _plan_columns(part.column_names, column_map) for name, part in parts.items()}
+    plans = {name: plan_columns(part.column_names, column_map) for name, part in parts.items()}
     wanted = parse_splits(split)
     selected = _select_splits(parts, plans, wanted) if wanted else dict(parts)
     if max_items is not None:

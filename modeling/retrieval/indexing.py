@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from modeling.data.catalog import ATTRIBUTES, _cell_text, _image_ref, _plan_columns, parse_splits
+from modeling.data.catalog import ATTRIBUTES, cell_text, image_ref, plan_columns, parse_splits
 from modeling.data.sources import METADATA_FILES, TABLE_BUILDERS, CatalogError
 from modeling.data.text import as_text, item_description
 from modeling.encoders.sentence import SentenceEncoder
@@ -121,7 +121,7 @@ def iter_catalog(source: str | os.PathLike, *, split=None, column_map: Mapping[s
     for split_name, part in parts.items():
         features = part.features
         columns = list(features) if features is not None else list(next(iter(part.take(1)), {}).keys())
-        plan = _plan_columns(columns, column_map)
+        plan = plan_columns(columns, column_map)
         split_column = plan.get("split")
         if wanted and split_column is None and split_name not in wanted:
             continue
@@ -134,7 +134,7 @@ def iter_catalog(source: str | os.PathLike, *, split=None, column_map: Mapping[s
             for i in range(len(batch[plan["image"]])):
                 if split_column is not None and wanted and as_text(batch[split_column][i]) not in wanted:
                     continue
-                ref, path = _image_ref(batch[plan["image"]][i], root)
+                ref, path = image_ref(batch[plan["image"]][i], root)
                 if ref is None:
                     continue
                 row = {"image": ref, "image_path": path, "split": split_name}
@@ -142,7 +142,7 @@ def iter_catalog(source: str | os.PathLike, *, split=None, column_map: Mapping[s
                     if target != "image":
                         value = batch[source_column][i]
                         if labels[target] is not None or isinstance(value, (str, int, float, bool)) or value is None:
-                            row[target] = _cell_text(value, labels[target])
+                            row[target] = cell_text(value, labels[target])
                 row.setdefault("title", "")
                 row["id"] = row.get("id") or Path(ref.get("path") or "").stem or str(produced)
                 yield row
