@@ -58,6 +58,8 @@ def test_synonyms_gender_words_and_catalog_values(parser, query, expected):
      "shirts for men"),
     ("dress without prints", {"articleType": {"Dresses"}}, {}, "dress"),  # the word goes, it names no attribute
     ("sandals without heels", {"articleType": {"Sandals"}}, {"articleType": {"Heels"}}, "sandals"),
+    ("no logo tshirt", {"articleType": {"Tshirts"}}, {}, "tshirt"),  # the logo goes, the t-shirt stays
+    ("shoes that are not black for men", {"gender": {"Men"}}, {"baseColour": {"Black"}}, "shoes that are for men"),
 ])
 def test_negations_are_penalties_and_leave_the_encoded_text(parser, query, kept, ruled_out, text):
     intents, negations, parsed = understood(parser, query)

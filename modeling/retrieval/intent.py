@@ -41,7 +41,8 @@ NEGATIONS = frozenset({"not", "no", "without", "except", "excluding", "exclude",
 # Words a negation's scope runs through ("not black or brown", "no white, grey").
 NEGATION_CONTINUES = frozenset({"or", "and", "nor", "any", "a", "an", "the", "in", "color", "colour", "coloured",
                                 "colored", "too", "very", "that", "is", "are", "be"})
-NEGATION_SCOPE = 4  # words after a negation that can still be ruled out
+NEGATION_SCOPE = 4  # filler words a negation's scope may skip
+CONJUNCTIONS = frozenset({"or", "and", "nor"})
 # Confidence by where an intent came from (weak lexicon hints carry their own).
 CONFIDENCE = {"catalog": 1.0, "lexicon": 0.9, "weak": 0.5, "fuzzy": 0.75}
 MIN_FUZZY_LENGTH = 4
@@ -268,28 +269,40 @@ class QueryParser:
 
     def _negated(self, words: list[str], matches) -> tuple[set[int], set[int]]:
         """Indices of the matches a negation rules out, and the word positions it covers (dropped from the text
-        the encoders see, whether or not they named an attribute: "dress without prints")."""
+        the encoders see, whether or not they named an attribute: "dress without prints").
+
+        A negation rules out the next item — an attribute phrase or, failing that, one content word — and further
+        items joined to it by "or" / "and" / "nor" ("no white or grey"); filler words ("a", "any", "in") may come
+        between. "no logo tshirt" rules out the logo, not the t-shirt.
+        """
         starts = {m[0]: n for n, m in enumerate(matches)}
         spans, covered = set(), set()
+
+        def filler(k: int) -> bool:
+            return k not in starts and (words[k] in NEGATION_CONTINUES or words[k] in self.stopwords) \
+                and words[k] not in CONJUNCTIONS
+
         for j, word in enumerate(words):
             two = " ".join(words[j:j + 2])
             if word not in NEGATIONS and two not in NEGATIONS:
                 continue
             k = end = j + (2 if two in NEGATIONS else 1)
-            seen_any = False
-            while k < len(words) and k - j <= NEGATION_SCOPE + 1:
-                if k in starts:
-                    n = starts[k]
-                    spans.add(n)
-                    k = end = matches[n][1]
-                    seen_any = True
-                elif words[k] in NEGATION_CONTINUES or words[k] in self.stopwords:
+            while True:
+                while k < len(words) and k - j <= NEGATION_SCOPE and filler(k):
                     k += 1
-                elif not seen_any:  # "without prints": the word itself is ruled out, it names no attribute
+                if k >= len(words) or k - j > NEGATION_SCOPE + 1:
+                    break
+                if k in starts:
+                    spans.add(starts[k])
+                    k = end = matches[starts[k]][1]
+                elif words[k] not in CONJUNCTIONS and words[k] not in NEGATIONS:  # "without prints"
                     k = end = k + 1
-                    seen_any = True
                 else:
                     break
+                if k < len(words) and words[k] in CONJUNCTIONS:
+                    k += 1
+                    continue
+                break
             covered.update(range(j, end))
         return spans, covered
 
