@@ -219,10 +219,18 @@ class QueryParser:
         negated_spans, negated_words = self._negated(words, matches)
         intents: dict[str, Intent] = {}
         negations: dict[str, Intent] = {}
+        found: dict[bool, dict[str, list[Intent]]] = {False: {}, True: {}}
         for n, (start, end, entry, phrase) in enumerate(matches):
-            target = negations if n in negated_spans else intents
             for attribute, (vals, confidence, source) in entry.items():
-                self._merge(target, Intent(attribute, vals, confidence, phrase, source))
+                found[n in negated_spans].setdefault(attribute, []).append(
+                    Intent(attribute, vals, confidence, phrase, source))
+        for negated, target in ((False, intents), (True, negations)):
+            for attribute, candidates in found[negated].items():
+                # A weak hint only speaks when nothing firmer names the attribute: "watch with leather strap" is a
+                # watch, not also the wallets and belts "leather" hints at.
+                strong = [i for i in candidates if i.source != "weak"]
+                for intent in strong or candidates:
+                    self._merge(target, intent)
         free = [raw[j] for j in range(len(words))
                 if j not in consumed and j not in negated_words and words[j] not in self.stopwords
                 and raw[j] not in NEGATIONS]
