@@ -401,7 +401,7 @@ class QdrantStore:
     def rank(self, visual_query: np.ndarray, text_query: np.ndarray | None = None, query_text: str | None = None,
              weight: float = 0.0, lexical_weight: float = 0.0, k: int = 10, filters: Mapping | None = None,
              exclude_ids: Iterable | None = None, boosts: Sequence[FormulaTerm] = (),
-             fusion: str = "formula") -> list[StoreHit]:
+             fusion: str = "formula", depth: int | None = None) -> list[StoreHit]:
         """The engine's `_rank`, server-side: the top `k` by visual cosine alone (no `text_query`, or `weight` 0)
         or by `(1 - weight) * visual + weight * (text + lexical_weight * keywords / max keywords)`, plus `boosts`.
 
@@ -413,6 +413,8 @@ class QdrantStore:
             boosts: extra formula terms (`payload_boost`), added to the fused score.
             fusion: `"formula"` (the engine's weighted score) or `"rrf"` (Qdrant's reciprocal rank fusion of the
                 same prefetches: rank-based, ignores the weights; not the engine's ranking, an option to compare).
+            depth: candidates per prefetch (default `max(prefetch_depth, 20 k, 500)`); a caller that can bound
+                what lies below the visual top `depth` (`visual_score_at`) ranks exactly from fewer.
         """
         k = int(k)
         if k < 1:
@@ -427,7 +429,8 @@ class QdrantStore:
                                               query_filter=query_filter, limit=k, search_params=self._search_params(),
                                               with_payload=True).points
             return [StoreHit(str(p.payload["id"]), p.score, p.score, None, None, p.payload) for p in points]
-        depth, params = self._depth(k), self._search_params()
+        depth = self._depth(k) if depth is None else max(int(depth), k)
+        params = self._search_params()
         prefetch = [models.Prefetch(query=visual_query.tolist(), using=VISUAL, filter=query_filter, limit=depth,
                                     params=params)]
         terms = [FormulaTerm(1.0 - weight if fused else 1.0, "$score[0]")]
@@ -476,6 +479,16 @@ class QdrantStore:
                 wanted = set(keyword_query[0])
                 lexical = float(sum(v for i, v in zip(sparse.indices, sparse.values) if i in wanted)) / top
         return StoreHit(str(point.payload["id"]), float(point.score), visual, text, lexical, point.payload)
+
+    def visual_score_at(self, query: np.ndarray, rank: int, filters: Mapping | None = None,
+                        exclude_ids: Iterable | None = None) -> float | None:
+        """The visual cosine of the `rank`-th nearest allowed item (1-based), None when fewer items are allowed: every
+        item below a visual prefetch of depth `rank - 1` scores at most this."""
+        points = self.client.query_points(self.name, query=np.asarray(query, np.float32).tolist(), using=VISUAL,
+                                          query_filter=self.query_filter(filters, exclude_ids), limit=1,
+                                          offset=int(rank) - 1, search_params=self._search_params(),
+                                          with_payload=False).points
+        return float(points[0].score) if points else None
 
     def neighbours(self, query: np.ndarray, n: int, filters: Mapping | None = None,
                    exclude_ids: Iterable | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:

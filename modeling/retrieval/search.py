@@ -21,7 +21,8 @@ search (reference image or catalog item + modification text) composes the two in
 sum or the model's learned combiner), names what the catalog knows of the reference (or what the attribute heads
 predict for an uploaded photo) in the text, and fuses with the item-text match (without keywords) like text search.
 Filters restrict the candidate set inside the index search, so a filtered query still returns k results whenever k
-items match.
+items match. With a Qdrant collection (`store`, `load(..., vector_store="qdrant")`) the same rankings are computed
+by the store (`modeling.retrieval.store_ranking`); the engine keeps the local item table (docs/qdrant.md).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -53,8 +55,12 @@ from modeling.retrieval.intent import IntentHeads, QueryIntent
 from modeling.retrieval.loading import load_engine_parts
 from modeling.retrieval.rerank import VisualReranker
 from modeling.retrieval.signals import ITEM_CONSISTENCY_WEIGHTS, NEIGHBOURS, ConsistencyScorer, IntentScorer
+from modeling.retrieval.store_ranking import IntentTerms, PhotoConsistencyTerms, Scope, StoreRanker
 from modeling.retrieval.vsc import VSCScorer
 
+
+if TYPE_CHECKING:
+    from modeling.retrieval.qdrant_store import QdrantConfig, QdrantStore
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +87,7 @@ class FashionSearchEngine:
                  sentence_encoder: SentenceEncoder | None = None, text_weight: float = DEFAULT_TEXT_WEIGHT,
                  model_name: str = "dual-encoder", reranker: "VisualReranker | None" = None,
                  vsc: VSCScorer | None = None, lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
-                 intent_heads: IntentHeads | None = None):
+                 intent_heads: IntentHeads | None = None, store: "QdrantStore | None" = None):
         self.model = model.eval()
         self.vsc = vsc
         self.reranker = reranker
@@ -115,6 +121,9 @@ class FashionSearchEngine:
         if reranker is not None and tuple(reranker.ids) != self._ids:
             raise ValueError("the re-ranking index holds other items (or another order) than the main index; "
                              "rebuild it from the same catalog")
+        # The vector store that ranks (None: the in-process index); the local index still holds the item table.
+        self.store = store
+        self.store_ranker = StoreRanker(store, self.ranker, self._ids) if store is not None else None
 
     # -- loading -------------------------------------------------------------------------------------------------
     load_model = staticmethod(load_model)
@@ -126,7 +135,8 @@ class FashionSearchEngine:
              rerank_index: str | os.PathLike | None = None, vsc_source: str | None = "title",
              sentence_encoder: SentenceEncoder | None = None,
              onnx_dir: str | os.PathLike | None = None,
-             lexical_weight: float = DEFAULT_LEXICAL_WEIGHT) -> "FashionSearchEngine":
+             lexical_weight: float = DEFAULT_LEXICAL_WEIGHT, vector_store: str = "faiss",
+             qdrant: "QdrantConfig | None" = None, qdrant_client=None) -> "FashionSearchEngine":
         """Load a model folder and its index; build the index from `catalog` when it is absent (or `rebuild`).
 
         An index built by another model is refused (`IndexMismatchError`) unless `rebuild` is set. With
@@ -141,10 +151,13 @@ class FashionSearchEngine:
         With `onnx_dir` (an export of this model by `modeling.hub.onnx_export`) a missing index is encoded with ONNX
         Runtime. An index whose items carry no usable image path (a pushed index, a Hub catalog with embedded images)
         takes its images from the catalog; embedded images are written once to `FASHION_IMAGE_CACHE`.
+        `vector_store="qdrant"` ranks in the model's Qdrant collection that `qdrant` locates (`QdrantStore.open`
+        raises what is wrong with it), through `qdrant_client` when given (engines sharing one local-mode folder).
         """
         parts = load_engine_parts(model_dir, index_dir, catalog=catalog, text_encoder=text_encoder, rebuild=rebuild,
                                   rerank_model=rerank_model, rerank_index=rerank_index, vsc_source=vsc_source,
-                                  sentence_encoder=sentence_encoder, onnx_dir=onnx_dir)
+                                  sentence_encoder=sentence_encoder, onnx_dir=onnx_dir,
+                                  vector_store=vector_store, qdrant=qdrant, qdrant_client=qdrant_client)
         return cls(*parts.pop("args"), text_weight=text_weight, lexical_weight=lexical_weight, **parts)
 
     # -- encoding ------------------------------------------------------------------------------------------------
@@ -269,7 +282,7 @@ class FashionSearchEngine:
     def _intent_extra(self, intent: QueryIntent | None, weights=None):
         if not intent:
             return None
-        return lambda positions: self.intents.scores(intent, positions, weights)
+        return IntentTerms(self.intents, intent, weights)
 
     # -- search --------------------------------------------------------------------------------------------------
     def allowed_mask(self, filters: Mapping | None = None, exclude_ids: Iterable[str] | None = None):
@@ -284,6 +297,10 @@ class FashionSearchEngine:
             mask[excluded] = False
         return mask
 
+    def _scope(self, filters: Mapping | None = None, exclude_ids: Iterable[str] | None = None) -> Scope:
+        excluded = tuple(str(i) for i in (exclude_ids or ()))
+        return Scope(self.allowed_mask(filters, excluded), dict(filters) if filters else None, excluded)
+
     def search_text(self, query: str, k: int = 10, filters: Mapping | None = None,
                     text_weight: float | None = None, lexical_weight: float | None = None, *,
                     intent: "QueryIntent | bool | None" = None, collapse: bool | None = None) -> list[SearchResult]:
@@ -294,10 +311,9 @@ class FashionSearchEngine:
         words. Near-duplicates collapse into one result (`collapse`, default the engine's `collapse_duplicates`)."""
         understood = self._intent(query, intent)
         query, visual_query, text_query, weight, lexical = self._text_queries(
-            understood.search_text if understood else query, text_weight, lexical_weight)
-        mask = self.allowed_mask(filters)
-        return self._with_vsc(self._rank(visual_query, text_query, weight, k, mask, lexical,
-                                         self._intent_extra(understood), collapse), query)
+            understood.search_text if understood else query, text_weight, lexical_weight, self.store is None)
+        return self._with_vsc(self._rank(visual_query, text_query, weight, k, self._scope(filters), lexical,
+                                         self._intent_extra(understood), collapse, query_text=query), query)
 
     def search_image(self, image, k: int = 10, filters: Mapping | None = None,
                      exclude_ids: Iterable[str] | None = None, rerank_weight: float = 0.0,
@@ -309,15 +325,12 @@ class FashionSearchEngine:
         the attribute heads' colour and type agreement (`consistency` weights, default the engine's; {} = off); with
         `rerank_weight > 0` the top `rerank_depth` are re-scored with the re-ranking model (hybrid search)."""
         image = load_image(image)
-        mask = self.allowed_mask(filters, exclude_ids)
+        scope = self._scope(filters, exclude_ids)
         photo = self.encode_images([image])[0]
-        near = (self.index.search(photo[None], NEIGHBOURS, allowed=mask)
-                if mask is None or mask.any() else (np.zeros((1, 0)), np.zeros((1, 0), np.int64)))
-        found = near[1][0] >= 0
-        results = self._rank(self._expand(photo, expansion, mask), None, 0.0,
-                             self._depth(k, rerank_weight, rerank_depth), mask,
-                             extra=lambda positions: self.consistency.scores(
-                                 photo, positions, consistency, near[1][0][found], near[0][0][found]),
+        near_scores, near, _ = self._nearest(photo, NEIGHBOURS, scope)
+        results = self._rank(self._expand(photo, expansion, scope), None, 0.0,
+                             self._depth(k, rerank_weight, rerank_depth), scope,
+                             extra=PhotoConsistencyTerms(self.consistency, photo, consistency, near, near_scores),
                              collapse=collapse)
         results = self._with_visual_cosine(results, photo)
         if rerank_weight > 0:
@@ -332,13 +345,13 @@ class FashionSearchEngine:
         `search_image`), favouring items that share its catalog colour and type (`consistency` weights, default
         the engine's `item_consistency`; {} = off)."""
         position = self.position(item_id)
-        mask = self.allowed_mask(filters, [str(item_id)])
-        own = self.index.vectors.reconstruct(position)
+        scope = self._scope(filters, [str(item_id)])
+        own = self._item_vector(position)
         weights = self.item_consistency if consistency is None else dict(consistency)
         same = QueryIntent("", "", IntentScorer.reference(self.index.items.iloc[position].to_dict(),
                                                           attributes=[a for a, w in weights.items() if w]))
-        results = self._rank(self._expand(own, expansion, mask), None, 0.0,
-                             self._depth(k, rerank_weight, rerank_depth), mask,
+        results = self._rank(self._expand(own, expansion, scope), None, 0.0,
+                             self._depth(k, rerank_weight, rerank_depth), scope,
                              extra=self._intent_extra(same, weights), collapse=collapse)
         results = self._with_visual_cosine(results, own)
         if rerank_weight > 0:
@@ -371,7 +384,7 @@ class FashionSearchEngine:
         position = None
         if item_id is not None:
             position = self.position(item_id)
-            image_embeds = self.index.vectors.reconstruct(position)
+            image_embeds = self._item_vector(position)
             reference = self.index.items.iloc[position].to_dict()
             excluded.append(str(item_id))
         elif image is not None:
@@ -404,7 +417,7 @@ class FashionSearchEngine:
         visual_query = F.normalize(composed, dim=-1)[0].float().numpy()
         weight = self._fusion_weight(item_text_weight)
         results = self._rank(visual_query, self._item_text_query(query_text, weight), weight, k,
-                             self.allowed_mask(filters, excluded), extra=self._intent_extra(asked), collapse=collapse)
+                             self._scope(filters, excluded), extra=self._intent_extra(asked), collapse=collapse)
         return self._with_vsc(results, self.describe_composed(text, position))
 
     def predict_attributes(self, image_embeds: np.ndarray, min_confidence: float = ATTRIBUTE_CONFIDENCE) -> dict:
@@ -442,9 +455,11 @@ class FashionSearchEngine:
         return results
 
     # -- helpers ---------------------------------------------------------------------------------------------------
-    def _text_queries(self, query: str, text_weight: float | None, lexical_weight: float | None):
+    def _text_queries(self, query: str, text_weight: float | None, lexical_weight: float | None,
+                      keyword_scores: bool = True):
         """(query, model query embedding, item-text query or None, fusion weight, (keyword weight, per-item keyword
-        scores) or None) of a text query, as `search_text` and `fused_scores` fuse them."""
+        scores, None without `keyword_scores`: a store scores keywords itself) or None) of a text query, as
+        `search_text` and `fused_scores` fuse them."""
         query = validate_text(query)
         self._require_text()
         weight = self._fusion_weight(text_weight)
@@ -455,7 +470,7 @@ class FashionSearchEngine:
         text_query = self._item_text_query(query, weight)
         lexical = None
         if text_query is not None and lexical_weight > 0:
-            lexical = (lexical_weight, self._lexical_index().normalised_scores(query))
+            lexical = (lexical_weight, self._lexical_index().normalised_scores(query) if keyword_scores else None)
         return query, visual_query, text_query, weight, lexical
 
     _fuse = staticmethod(fuse)
@@ -488,17 +503,30 @@ class FashionSearchEngine:
             raise QueryError(f"The query expansion must be 0 or more neighbours, got {expansion}.")
         return n
 
-    def _expand(self, query: np.ndarray, expansion: int | None, mask: np.ndarray | None) -> np.ndarray:
+    def _expand(self, query: np.ndarray, expansion: int | None, scope: Scope) -> np.ndarray:
         """The unit image query expanded with its nearest allowed items (`expand_queries`)."""
         n = self._expansion(expansion)
-        if n == 0 or (mask is not None and not mask.any()):
+        scores, positions, neighbours = self._nearest(query, n, scope)
+        if len(positions) == 0:
             return query
-        scores, positions = self.index.search(query[None], n, allowed=mask)
+        return expand_queries(query[None], neighbours[None], scores[None])[0]
+
+    def _nearest(self, query: np.ndarray, n: int, scope: Scope) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The `n` nearest allowed items of a unit image query: (cosines, positions, their vectors)."""
+        if self.store_ranker is not None:
+            return self.store_ranker.nearest(query, n, scope)
+        if n < 1 or scope.empty:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros((0, len(query)), np.float32)
+        scores, positions = self.index.search(query[None], n, allowed=scope.mask)
         found = positions[0] >= 0
-        if not found.any():
-            return query
-        neighbours = self.index.vectors.reconstruct_batch(positions[0][found])
-        return expand_queries(query[None], neighbours[None], scores[0][found][None])[0]
+        return (scores[0][found], positions[0][found], self.index.vectors.reconstruct_batch(positions[0][found])
+                if found.any() else np.zeros((0, len(query)), np.float32))
+
+    def _item_vector(self, position: int) -> np.ndarray:
+        """A catalog item's stored image vector, from the store that ranks."""
+        if self.store_ranker is not None:
+            return self.store_ranker.vector(self._ids[position])
+        return self.index.vectors.reconstruct(position)
 
     def _with_visual_cosine(self, results: list[SearchResult], query: np.ndarray) -> list[SearchResult]:
         """`visual_score` = cosine to the query photo itself (what the UI shows); `score` keeps the expanded
@@ -524,15 +552,21 @@ class FashionSearchEngine:
         return self.reranker.rerank(results, np.array([self._position[r.id] for r in results]), query, weight, k)
 
     def _rank(self, visual_query: np.ndarray, text_query: np.ndarray | None, weight: float, k: int,
-              mask: np.ndarray | None, lexical: tuple[float, np.ndarray] | None = None, extra=None,
-              collapse: bool | None = None) -> list[SearchResult]:
-        """Top `k` by visual cosine alone (no `text_query`) or fused with the item-text score, plus `extra` scores,
-        near-duplicates collapsed unless `collapse` (default `collapse_duplicates`) is off (`Ranker.rank`)."""
+              scope: Scope | np.ndarray | None, lexical: tuple[float, np.ndarray | None] | None = None, extra=None,
+              collapse: bool | None = None, query_text: str | None = None) -> list[SearchResult]:
+        """Top `k` by visual cosine alone (no `text_query`) or fused with the item-text score (keywords of
+        `query_text`), plus `extra` scores, near-duplicates collapsed unless `collapse` (default
+        `collapse_duplicates`) is off: `Ranker.rank` in process, `StoreRanker.rank` with a store."""
         k = int(k)
         if k < 1:
             raise QueryError("k must be at least 1.")
         collapse = self.collapse_duplicates if collapse is None else bool(collapse)
-        return self._results(self.ranker.rank(visual_query, k, mask, text_query, weight, lexical, extra, collapse))
+        scope = scope if isinstance(scope, Scope) else Scope(scope)
+        if self.store_ranker is not None:
+            return self._results(self.store_ranker.rank(visual_query, k, scope, text_query, weight, query_text,
+                                                        lexical[0] if lexical else 0.0, extra, collapse))
+        return self._results(self.ranker.rank(visual_query, k, scope.mask, text_query, weight, lexical, extra,
+                                              collapse))
 
     def _dense_vectors(self) -> np.ndarray:
         return self.ranker.dense_vectors()

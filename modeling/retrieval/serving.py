@@ -8,6 +8,12 @@
 Every engine indexes the same catalog, so an item id means the same product under every model (the app's compare
 view and "click a result to search with it" rely on that). The sentence encoder (fused text score and VSC) is
 loaded once and shared by all engines; a re-ranking model's index is shared with that model's own engine.
+
+With `vector_store="qdrant"` every engine ranks in its model's collection (one per model fingerprint) at the server
+or local folder `qdrant` names, through one client shared by all engines (local mode allows one per folder):
+
+    registry = EngineRegistry([ModelSpec.parse("runs/dual-encoder")], catalog="../shared/data",
+                              vector_store="qdrant", qdrant=qdrant_config(path="runs/qdrant"))
 """
 
 from __future__ import annotations
@@ -19,12 +25,17 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from transformers import MODEL_MAPPING, AutoConfig
 
 from modeling.models.configuration_dual_encoder import DEFAULT_TEXT_MODEL
+from modeling.retrieval.loading import VECTOR_STORES
 from modeling.retrieval.search import DEFAULT_TEXT_WEIGHT, FashionSearchEngine, QueryError
 from modeling.encoders.sentence import SentenceEncoder
+
+if TYPE_CHECKING:
+    from modeling.retrieval.qdrant_store import QdrantConfig
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +101,22 @@ def resolve_index_repo(repo_or_dir: str | os.PathLike, names: Sequence[str] | No
     return Path(snapshot_download(str(repo_or_dir), repo_type="dataset", allow_patterns=patterns + ["README.md"]))
 
 
+def qdrant_config(url: str | None = None, path: str | os.PathLike | None = None, collection: str | None = None,
+                  timeout: float = 10.0) -> "QdrantConfig":
+    """Where the app's collections live: `url` (a server or cluster) or `path` (local mode), else the environment's
+    `FASHION_QDRANT_URL` / `FASHION_QDRANT_PATH`. The API key comes from `FASHION_QDRANT_API_KEY` only: a command
+    line is visible to every user of the machine. `collection` overrides the serving name (one model only)."""
+    from modeling.retrieval.qdrant_store import QdrantConfig, QdrantStoreError
+
+    url = url or (None if path else os.environ.get("FASHION_QDRANT_URL"))
+    path = path or (None if url else os.environ.get("FASHION_QDRANT_PATH"))
+    if not url and not path:
+        raise QdrantStoreError("--vector-store qdrant needs --qdrant-url URL (or FASHION_QDRANT_URL) for a server, "
+                               "or --qdrant-path DIR (or FASHION_QDRANT_PATH) for local mode")
+    return QdrantConfig(url=url, path=None if url else str(path), api_key=os.environ.get("FASHION_QDRANT_API_KEY"),
+                        collection=collection, timeout=timeout)
+
+
 def model_supports_text(path: str | os.PathLike) -> bool:
     """Whether a saved model has a text tower, read from its config alone (no weights loaded)."""
     config = AutoConfig.from_pretrained(path)
@@ -106,7 +133,12 @@ class EngineRegistry:
     def __init__(self, specs: Iterable[ModelSpec], *, catalog=None, rerank_model: str | None = None,
                  text_encoder: str | None = DEFAULT_TEXT_MODEL, text_weight: float = DEFAULT_TEXT_WEIGHT,
                  engines: Mapping[str, FashionSearchEngine] | None = None,
-                 onnx: Mapping[str, str] | None = None):
+                 onnx: Mapping[str, str] | None = None, vector_store: str = "faiss",
+                 qdrant: "QdrantConfig | None" = None):
+        if vector_store not in VECTOR_STORES:
+            raise ValueError(f"unknown vector store {vector_store!r}; use one of {', '.join(VECTOR_STORES)}")
+        if vector_store == "qdrant" and qdrant is None:
+            raise ValueError("the qdrant vector store needs a QdrantConfig (see `qdrant_config`)")
         self.specs: dict[str, ModelSpec] = {}
         for spec in specs:
             if spec.name in self.specs:
@@ -128,6 +160,8 @@ class EngineRegistry:
         self._sentence_encoder: SentenceEncoder | None = None
         self._dataset = None
         self._supports_text: dict[str, bool] = {}
+        self.vector_store, self.qdrant = vector_store, qdrant
+        self._qdrant_client = None  # connected on the first engine's load, shared by all
 
     @classmethod
     def from_engines(cls, engines: Mapping[str, FashionSearchEngine]) -> "EngineRegistry":
@@ -187,6 +221,15 @@ class EngineRegistry:
                 self._dataset = load_catalog(catalog) if isinstance(catalog, (str, os.PathLike)) else catalog
             return self._dataset
 
+    def _store_client(self):
+        """The one Qdrant client of every engine (None for FAISS); connecting fails clearly here, at start."""
+        if self.vector_store != "qdrant":
+            return None
+        with self._lock:
+            if self._qdrant_client is None:
+                self._qdrant_client = self.qdrant.connect()
+            return self._qdrant_client
+
     def _rerank_index(self) -> str | None:
         """A re-ranking model that is also served shares that engine's index folder."""
         for spec in self.specs.values():
@@ -205,11 +248,12 @@ class EngineRegistry:
                                           sentence_encoder=self._encoder(), text_encoder=self.text_encoder,
                                           text_weight=self.text_weight, rerank_model=reranker,
                                           rerank_index=self._rerank_index() if reranker else None,
-                                          onnx_dir=self.onnx.get(spec.name))
+                                          onnx_dir=self.onnx.get(spec.name), vector_store=self.vector_store,
+                                          qdrant=self.qdrant, qdrant_client=self._store_client())
         engine.model_name = spec.name
         self.load_seconds[spec.name] = time.perf_counter() - start
         logger.info("model %s ready in %.1f s (%d items)", spec.name, self.load_seconds[spec.name], len(engine.index))
         return engine
 
 
-__all__ = ["EngineRegistry", "ModelSpec", "model_supports_text", "with_index_repo"]
+__all__ = ["EngineRegistry", "ModelSpec", "model_supports_text", "qdrant_config", "with_index_repo"]
