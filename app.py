@@ -13,8 +13,14 @@ Configuration by flags or environment variables (flags win):
     --rerank-model / FASHION_RERANK_MODEL   image model offered for hybrid re-ranking (default runs/vae when present)
     --host / GRADIO_SERVER_NAME, --port / GRADIO_SERVER_PORT
 
-Handlers only translate between the UI and the engines (`modeling.serving.EngineRegistry`); every endpoint has a
-stable `api_name` (README: "Calling the app from Python").
+More settings by environment only: FASHION_MONITORING=1 (Gradio's /monitoring pages, off by default),
+FASHION_SERVING_THREADS (threads per torch/BLAS op while serving, default 1), FASHION_QUERY_PRECISION (auto, fp32 or
+bf16: how batched text queries are encoded), FASHION_MALLOC_ARENAS (glibc malloc arenas, default 2; 0 = untouched). The app sets GRADIO_ANALYTICS_ENABLED=False before importing Gradio.
+
+Handlers only translate between the UI and the search service (`modeling.retrieval.service.SearchService`: one
+validation contract, batched text queries, public results), which the plain JSON routes under /api/v1 share
+(`modeling.retrieval.http`, with the security headers of every page). Every endpoint has a stable `api_name`
+(docs/api.md: "Calling the app from Python", "Calling the app over HTTP").
 """
 
 from __future__ import annotations
@@ -27,16 +33,17 @@ import json
 import logging
 import os
 import random
-import re
-import time
 from pathlib import Path
+
+# Before gradio is imported: it reads the variable at import time. The app phones no one home.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 
-from modeling.data.images import ImageError
-from modeling.retrieval.search import QueryError, SearchResult
+from modeling.retrieval.search import SearchResult
+from modeling.retrieval.service import (ANY, FILTERS, MAX_K, REFUSED, SearchService, cap_malloc_arenas, limit_threads,
+                                        parse_item_id, shorten, user_message)
 from modeling.retrieval.serving import EngineRegistry, ModelSpec, with_index_repo
-from modeling.retrieval.vsc import summarise
 
 logger = logging.getLogger("app")
 
@@ -44,11 +51,12 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_MODEL = "runs/dual-encoder"
 OPTIONAL_MODELS = ("runs/clip-lora", "runs/vae")  # offered when trained
 DEFAULT_CATALOG = str(HERE.parent / "shared" / "data")
-FILTERS = {"gender": "Gender", "articleType": "Category", "baseColour": "Colour"}
-ANY = "Any"
-MAX_K = 50
 MAX_UPLOAD = "20mb"
+# Searches the queue runs at once (UI events and queued API calls); the structured-data endpoints skip the queue
+# and are batched by the search service instead.
+QUEUE_CONCURRENCY = 8
 COMBINER, WEIGHTED_SUM = "learned combiner", "weighted sum"
+METHODS = {COMBINER: "combiner", WEIGHTED_SUM: "sum"}
 # The seeds' own queries first.
 TEXT_EXAMPLES = ["red summer dress", "white polo t-shirts", "watches for men", "men formal black shoes",
                  "blue denim jeans for women", "black leather handbag", "sports shoes for running"]
@@ -66,10 +74,16 @@ CSS = """
 """
 
 
-# -- handlers: UI values in, engine calls, UI values out --------------------------------------------------------------
+# -- handlers: UI values in, service calls, UI values out ----------------------------------------------------------
+def refused(message: str, title: str = "Cannot search") -> gr.Error:
+    """A refused request: the message goes to the user, one line to the log, no traceback."""
+    logger.info("refused: %s", message)
+    return gr.Error(message, title=title, print_exception=False)
+
+
 def user_errors(fn):
-    """Engine errors become a clear message in the UI (gr.Error); anything unexpected is logged and reported
-    without a traceback. The app keeps serving either way."""
+    """Refused queries become a clear message in the UI (gr.Error); anything unexpected is logged with its
+    traceback and reported without one. The app keeps serving either way."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -77,28 +91,14 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except gr.Error:
             raise
-        except (QueryError, ImageError) as error:
-            # Name an uploaded file by its name, not by the server's temporary path.
-            message = re.sub(r"'/[^']*/([^'/]+)'", r"'\1'", str(error))
-            raise gr.Error(message, title="Cannot search") from None
+        except REFUSED as error:
+            raise refused(user_message(error)) from None
         except Exception:
             logger.exception("search failed")
             raise gr.Error("The search failed unexpectedly; the error was logged. Please try another query.",
-                           title="Search failed") from None
+                           title="Search failed", print_exception=False) from None
 
     return wrapper
-
-
-def _filters(gender: str | None = ANY, category: str | None = ANY, colour: str | None = ANY) -> dict:
-    chosen = {"gender": gender, "articleType": category, "baseColour": colour}
-    return {key: value for key, value in chosen.items() if value and value != ANY}
-
-
-def _k(k) -> int:
-    try:
-        return max(1, min(MAX_K, int(k)))
-    except (TypeError, ValueError):
-        raise QueryError(f"The number of results must be a whole number from 1 to {MAX_K}.") from None
 
 
 def caption(result: SearchResult) -> str:
@@ -121,93 +121,59 @@ def summary_line(data: dict | None) -> str:
             f"{data.get('took_ms', 0):.0f} ms")
 
 
-def structured(results: list[SearchResult], model: str, mode: str, seconds: float, query: dict) -> dict:
-    """What API clients read: ids, titles, attributes, scores and VSC per result, and the query's summary."""
-    return {"model": model, "mode": mode, "query": query, "took_ms": round(seconds * 1000, 1),
-            "summary": summarise(results), "results": [r.to_dict() for r in results]}
-
-
-def _respond(results, model, mode, start, query):
-    seconds = time.perf_counter() - start
-    if not results:
+def _respond(answer):
+    """(gallery, structured results) of an answer; the gallery shows the photos from inside the server."""
+    if not answer.results:
         gr.Warning("No products match this query and these filters. Try removing a filter.")
-    gallery = [(r.image_path, caption(r)) for r in results if r.image_path]
-    return gallery, structured(results, model, mode, seconds, query)
+    gallery = [(r.image_path, caption(r)) for r in answer.results if r.image_path]
+    return gallery, answer.data
+
+
+def _method(method) -> str:
+    if method not in METHODS:
+        raise refused(f"Unknown composition {shorten(method)}; use '{COMBINER}' or '{WEIGHTED_SUM}'.")
+    return METHODS[method]
 
 
 class Handlers:
-    """The app's event handlers, bound to a registry of engines (tests pass a small one)."""
+    """The app's event handlers, bound to a registry of engines (tests pass a small one). Validation, batching and
+    the structured results come from `SearchService`, shared with the JSON routes."""
 
-    def __init__(self, registry: EngineRegistry):
+    def __init__(self, registry: EngineRegistry, service: SearchService | None = None):
         self.registry = registry
+        self.service = service or SearchService(registry)
 
-    def _engine(self, model: str | None):
-        return self.registry.get(model or None)
-
-    def _name(self, model: str | None) -> str:
-        return model or self.registry.default
-
-    @staticmethod
-    def _reference_item(engine, image, item_id: str | None) -> str | None:
+    def _reference_item(self, model, image, item_id) -> str | None:
         """The catalog item a query image stands for: `item_id` (set when a result was clicked or a random product
         picked) unless another photo has been given since (Gradio serves the item's photo under its own name)."""
         if not item_id or image is None:
             return item_id or None
-        rows = engine.index.items.loc[engine.index.items["id"] == str(item_id), "image_path"]
-        return item_id if len(rows) and Path(str(image)).name == Path(rows.iloc[0]).name else None
+        try:
+            path = self.service.image_path(item_id, model)
+        except REFUSED:
+            return None
+        return item_id if Path(str(image)).name == Path(path).name else None
 
     # Text
     @user_errors
     def search_text(self, query: str, k=10, model: str | None = None, gender=ANY, category=ANY, colour=ANY):
-        start = time.perf_counter()
-        engine = self._engine(model)
-        results = engine.search_text(query, k=_k(k), filters=_filters(gender, category, colour))
-        return _respond(results, self._name(model), "text", start, {"text": query})
+        return _respond(self.service.text(query, k, model, gender, category, colour))
 
     # Image (an uploaded photo, or a catalog item when `item_id` is set: a clicked result or a random product)
     @user_errors
     def search_image(self, image, k=10, model: str | None = None, gender=ANY, category=ANY, colour=ANY,
                      hybrid: bool = False, rerank_weight: float = 0.3, item_id: str | None = None):
-        start = time.perf_counter()
-        engine = self._engine(model)
-        weight = self._rerank_weight(engine, hybrid, rerank_weight)
-        filters = _filters(gender, category, colour)
-        item_id = self._reference_item(engine, image, item_id)
-        if item_id:
-            results = engine.search_item(item_id, k=_k(k), filters=filters, rerank_weight=weight)
-        elif image is None:
-            raise QueryError("Upload a photo of a product first (or pick a random product).")
-        else:
-            results = engine.search_image(image, k=_k(k), filters=filters, rerank_weight=weight)
-        return _respond(results, self._name(model), "image", start,
-                        {"item_id": item_id} if item_id else {"image": "upload"})
+        item_id = self._reference_item(model, image, item_id)
+        return _respond(self.service.image(None if item_id else image, k, model, gender, category, colour,
+                                           hybrid=bool(hybrid), rerank_weight=rerank_weight, item_id=item_id))
 
     # Composed: reference photo (or catalog item) + modification text
     @user_errors
     def search_composed(self, image, text: str, k=10, model: str | None = None, gender=ANY, category=ANY,
                         colour=ANY, method: str = COMBINER, text_weight: float = 0.5, item_id: str | None = None):
-        start = time.perf_counter()
-        engine = self._engine(model)
-        item_id = self._reference_item(engine, image, item_id)
-        if not item_id and image is None:
-            raise QueryError("Upload a photo of the product to start from.")
-        chosen = "sum" if method == WEIGHTED_SUM else "combiner"
-        if chosen == "combiner" and getattr(engine.model, "combiner", None) is None:
-            chosen = "sum"  # this model composes by weighted sum only
-        results = engine.search_composed(None if item_id else image, text, k=_k(k),
-                                         filters=_filters(gender, category, colour), item_id=item_id or None,
-                                         method=chosen, text_weight=float(text_weight) if chosen == "sum" else None)
-        return _respond(results, self._name(model), "composed", start,
-                        {"item_id": item_id, "text": text, "method": chosen} if item_id
-                        else {"image": "upload", "text": text, "method": chosen})
-
-    @staticmethod
-    def _rerank_weight(engine, hybrid: bool, weight) -> float:
-        if not hybrid:
-            return 0.0
-        if engine.reranker is None:
-            raise QueryError("Hybrid re-ranking is not available for this model (no re-ranking model is loaded).")
-        return float(weight)
+        item_id = self._reference_item(model, image, item_id)
+        return _respond(self.service.composed(None if item_id else image, text, k, model, gender, category, colour,
+                                              method=_method(method), text_weight=text_weight, item_id=item_id))
 
     # Click a result: it becomes the next query image, the text is kept.
     def refine(self, evt: gr.SelectData, data, mode, text, k, model, gender, category, colour, hybrid,
@@ -215,22 +181,24 @@ class Handlers:
         results = (data or {}).get("results") or []
         index = evt.index if isinstance(evt.index, int) else (evt.index or [0])[0]
         if not 0 <= index < len(results):
-            raise gr.Error("That result is no longer on the page; run the search again.")
+            raise refused("That result is no longer on the page; run the search again.")
         item = results[index]
+        photo = user_errors(self.service.image_path)(item["id"], model)
         if mode == "composed" and (text or "").strip():
             gallery, out = self.search_composed(None, text, k, model, gender, category, colour, method, text_weight,
                                                 item_id=item["id"])
-            return (gr.skip(), item["image_path"], gr.skip(), item["id"], gr.Tabs(selected="composed"), gallery, out)
+            return (gr.skip(), photo, gr.skip(), item["id"], gr.Tabs(selected="composed"), gallery, out)
         gallery, out = self.search_image(None, k, model, gender, category, colour, hybrid, rerank_weight,
                                          item_id=item["id"])
-        return item["image_path"], gr.skip(), item["id"], gr.skip(), gr.Tabs(selected="image"), gallery, out
+        return photo, gr.skip(), item["id"], gr.skip(), gr.Tabs(selected="image"), gallery, out
 
+    @user_errors
     def random_product(self, k, model, gender, category, colour, hybrid, rerank_weight):
-        engine = self._engine(model)
-        mask = engine.allowed_mask(_filters(gender, category, colour))
+        engine = self.registry.get(self.service.model_name(model))
+        mask = engine.allowed_mask(self.service.filters(gender, category, colour))
         items = engine.index.items if mask is None else engine.index.items[mask]
         if items.empty:
-            raise gr.Error("No product matches these filters.")
+            raise refused("No product matches these filters.")
         row = items.iloc[random.randrange(len(items))]
         gallery, data = self.search_image(None, k, model, gender, category, colour, hybrid, rerank_weight,
                                           item_id=str(row["id"]))
@@ -238,9 +206,9 @@ class Handlers:
 
     # Compare: the same query through every model, side by side
     def compare(self, text: str, image, k=10, gender=ANY, category=ANY, colour=ANY):
-        text = (text or "").strip()
+        text = text.strip() if isinstance(text, str) else ""
         if not text and image is None:
-            raise gr.Error("Type a query, upload a photo, or both (photo + change).", title="Cannot search")
+            raise refused("Type a query, upload a photo, or both (photo + change).")
         galleries, data = [], {}
         for name in self.registry.names:
             try:
@@ -259,11 +227,13 @@ class Handlers:
             data[name] = out
         return (*galleries, data)
 
+    @user_errors
     def model_changed(self, model):
         """Show what the chosen model can do (loads it on first use)."""
-        engine = self._engine(model)
+        name = self.service.model_name(model)
+        engine = self.registry.get(name)
         has_combiner = getattr(engine.model, "combiner", None) is not None
-        notes = [f"**{self._name(model)}**: {len(engine.index):,} products"]
+        notes = [f"**{name}**: {len(engine.index):,} products"]
         if not engine.supports_text:
             notes.append("image search only (no text encoder)")
         if engine.reranker is not None:
@@ -273,41 +243,130 @@ class Handlers:
                 gr.Checkbox(interactive=engine.reranker is not None, value=False),
                 " · ".join(notes))
 
-    # Structured-data API endpoints (no images to download)
+    # Structured-data API endpoints (no images to download; the same service as the JSON routes /api/v1/...)
+    @user_errors
     def search_text_data(self, query: str, k: int = 10, model: str = "", gender: str = ANY, category: str = ANY,
                          colour: str = ANY) -> dict:
         """Text search returning only structured results: ids, titles, attributes, scores, VSC."""
-        return self.search_text(query, k, model or None, gender, category, colour)[1]
+        return self.service.text(query, k, model, gender, category, colour).data
 
+    @user_errors
     def similar_items_data(self, item_id: str, k: int = 10, model: str = "", gender: str = ANY, category: str = ANY,
                            colour: str = ANY, rerank_weight: float = 0.0) -> dict:
         """Products similar to a catalog item (by id), structured results only; rerank_weight > 0 = hybrid."""
-        return self.search_image(None, k, model or None, gender, category, colour, rerank_weight > 0, rerank_weight,
-                                 item_id=str(item_id))[1]
+        return self.service.similar(item_id, k, model, gender, category, colour, rerank_weight).data
 
+    @user_errors
     def composed_item_data(self, item_id: str, text: str, k: int = 10, model: str = "", gender: str = ANY,
                            category: str = ANY, colour: str = ANY) -> dict:
         """A catalog item + modification text, structured results only (the model's default composition)."""
-        return self.search_composed(None, text, k, model or None, gender, category, colour, item_id=str(item_id))[1]
+        return self.service.composed(None, text, k, model, gender, category, colour,
+                                     item_id=parse_item_id(item_id)).data
 
 
 # -- the page ----------------------------------------------------------------------------------------------------------
 def product_image(**kwargs) -> gr.Image:
-    """A filepath gr.Image (upload, webcam, clipboard) that hands unreadable uploads to the engine, which answers
-    with a clear message; the stock component would fail inside Gradio with a bare "Error". (Patched on the
-    instance: a gr.Image subclass makes Gradio write a .pyi stub next to this file.)"""
+    """A filepath gr.Image (upload, webcam, clipboard) that hands the file as uploaded to the app's own image loader
+    (`modeling.data.images`): `image_mode=None` keeps Gradio from converting it first, which would decode a
+    decompression bomb before any size check, clip 16-bit photos to white and put transparent cut-outs on black.
+    Unreadable uploads also reach the loader, which answers with a clear message where the stock component would
+    fail inside Gradio with a bare "Error". (Patched on the instance: a gr.Image subclass makes Gradio write a .pyi
+    stub next to this file.)"""
     kwargs.setdefault("sources", ["upload", "webcam", "clipboard"])
-    component = gr.Image(type="filepath", **kwargs)
+    component = gr.Image(type="filepath", image_mode=None, **kwargs)
     stock = component.preprocess
 
     def preprocess(payload):
         try:
             return stock(payload)
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever Gradio cannot open, the app's loader explains
             return None if payload is None or payload.path is None else str(payload.path)
 
     component.preprocess = preprocess
     return component
+
+
+def _expected(component) -> str:
+    if isinstance(component, gr.Slider):
+        return f"a number from {component.minimum:g} to {component.maximum:g}"
+    if isinstance(component, (gr.Dropdown, gr.Radio)):
+        choices = [c[1] if isinstance(c, (tuple, list)) else c for c in component.choices or []]
+        return "one of " + ", ".join(repr(c) for c in choices[:6]) + (", ..." if len(choices) > 6 else "")
+    if isinstance(component, gr.Checkbox):
+        return "true or false"
+    if isinstance(component, gr.Textbox):
+        return "a text"
+    if isinstance(component, gr.Image):
+        return "an uploaded image file"
+    return "a value of the kind the API page lists"
+
+
+def guard_inputs(demo: gr.Blocks) -> None:
+    """Every input component of `demo` refuses a value it cannot take with a message naming the input and what it
+    expects (Gradio's own failure would reach the client as an error without a message, and print a traceback)."""
+    for component in list(demo.blocks.values()):
+        if not isinstance(component, gr.components.Component) or getattr(component, "_guarded", False):
+            continue
+        stock = component.preprocess
+
+        def preprocess(payload, stock=stock, component=component):
+            try:
+                return stock(payload)
+            except Exception:  # noqa: BLE001 - Gradio's own message names its internals, or not the input
+                name = getattr(component, "label", None) or type(component).__name__
+                raise refused(f"{name}: {shorten(payload)} is not valid here; expected "
+                              f"{_expected(component)}.") from None
+
+        component.preprocess = preprocess
+        component._guarded = True
+
+
+def explain_refusals(demo: gr.Blocks) -> None:
+    """Whatever Gradio itself refuses before a handler runs (a wrong number of arguments, a file path that was not
+    uploaded to the app, a malformed value) is answered with a message and logged in one line."""
+    stock = demo.process_api
+
+    async def process_api(block_fn, inputs, *args, **kwargs):
+        try:
+            return await stock(block_fn, inputs, *args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as error:  # noqa: BLE001 - refused before the handler: no internals to the client
+            fn = demo.fns.get(block_fn) if isinstance(block_fn, int) else block_fn
+            api = getattr(fn, "api_name", None) or "this endpoint"
+            wanted = len(getattr(fn, "inputs", []) or [])
+            text = str(error)
+            if "path" in text.lower() or "file" in text.lower() or "upload" in text.lower():
+                message = ("Files must be uploaded to this app first (gradio_client: handle_file(...)); paths on "
+                           "the server are not accepted.")
+            elif not isinstance(inputs, list) or len(inputs) != wanted:
+                got = len(inputs) if isinstance(inputs, list) else 0
+                message = f"/{api} takes {wanted} values (see the API page), got {got}."
+            else:
+                message = f"/{api} could not read its arguments; see the API page for what each one takes."
+            # One line for the server's log, with Gradio's own words for whoever reads it.
+            logger.info("refused /%s: %s [%s: %s]", api, message, type(error).__name__,
+                        " ".join(text.split())[:300])
+            raise gr.Error(message, title="Cannot search", print_exception=False) from None
+
+    demo.process_api = process_api
+
+
+def monitoring_enabled() -> bool:
+    """Gradio's /monitoring pages show traffic to anyone: on only when FASHION_MONITORING=1."""
+    return os.environ.get("FASHION_MONITORING", "").strip().lower() in ("1", "true", "yes")
+
+
+def serve(demo: gr.Blocks, service: SearchService, **launch_kwargs):
+    """Launch `demo` with the JSON routes over `service` and the security headers (`modeling.retrieval.http`),
+    monitoring off unless configured, and the queue's concurrency set explicitly. Returns what `launch` returns."""
+    from modeling.retrieval.http import app_kwargs
+
+    demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=256)
+    launch_kwargs.setdefault("enable_monitoring", monitoring_enabled())
+    launch_kwargs.setdefault("max_file_size", MAX_UPLOAD)
+    launch_kwargs.setdefault("show_error", False)
+    return demo.launch(app_kwargs=app_kwargs(service), **launch_kwargs)
 
 
 def _catalog_examples(items, types) -> dict[str, str]:
@@ -342,12 +401,13 @@ def examples_cache(engine):
             os.environ["GRADIO_EXAMPLES_CACHE"] = previous
 
 
-def build_demo(registry: EngineRegistry) -> gr.Blocks:
-    """The Blocks UI bound to a registry of engines (loaded lazily, except the default)."""
-    h = Handlers(registry)
+def build_demo(registry: EngineRegistry, service: SearchService | None = None) -> gr.Blocks:
+    """The Blocks UI bound to a registry of engines (loaded lazily, except the default) through `service` (one is
+    made when not given; `serve` needs the same one for the JSON routes)."""
+    h = Handlers(registry, service)
     engine = registry.get()
     items = engine.index.items
-    values = {c: sorted(v for v in items[c].unique() if v) if c in items else [] for c in FILTERS}
+    values = h.service.filter_choices()
     has_combiner = getattr(engine.model, "combiner", None) is not None
     default_weight = float(getattr(engine.model.config, "composition_text_weight", 0.5) or 0.5)
     photos = _catalog_examples(items, IMAGE_EXAMPLE_TYPES + tuple(t for t, _ in COMPOSED_EXAMPLES))
@@ -455,6 +515,8 @@ def build_demo(registry: EngineRegistry) -> gr.Blocks:
         gr.api(h.similar_items_data, api_name="similar_items_data", queue=False)
         gr.api(h.composed_item_data, api_name="composed_item_data")
 
+    guard_inputs(demo)
+    explain_refusals(demo)
     return demo
 
 
@@ -517,8 +579,13 @@ def main(argv=None) -> None:
                          "FASHION_MODEL at a trained model folder) and --catalog at a catalog.") from None
     items = registry.get().index.items
     allowed = sorted({str(Path(p).parent) for p in items.get("image_path", []) if p})
-    build_demo(registry).launch(server_name=args.host, server_port=args.port, allowed_paths=allowed,
-                                max_file_size=MAX_UPLOAD, css=CSS, footer_links=["api"])
+    # Once the default model is loaded (and its index built with every core): one thread per op while serving.
+    limit_threads(int(os.environ.get("FASHION_SERVING_THREADS", "1")))
+    if int(os.environ.get("FASHION_MALLOC_ARENAS", "2")) > 0:
+        cap_malloc_arenas(int(os.environ.get("FASHION_MALLOC_ARENAS", "2")))
+    service = SearchService(registry, query_precision=os.environ.get("FASHION_QUERY_PRECISION", "auto"))
+    serve(build_demo(registry, service), service, server_name=args.host, server_port=args.port,
+          allowed_paths=allowed, css=CSS, footer_links=["api"])
 
 
 if __name__ == "__main__":

@@ -28,8 +28,9 @@ def test_text_handler_returns_gallery_and_structured_results(handlers, small_eng
     assert data["model"] == "tiny-dual-encoder" and data["mode"] == "text"
     first = data["results"][0]
     assert {"id", "title", "score", "visual_score", "text_score", "vsc", "attributes"} <= set(first)
-    path, caption = gallery[0]
-    assert path == first["image_path"] and first["title"] in caption
+    path, caption = gallery[0]  # the gallery shows the photo from inside the server; the data names it publicly
+    assert Path(path).is_absolute() and first["image_path"] == f"images/{Path(path).name}"
+    assert first["image_url"] == f"/api/v1/images/{first['id']}" and first["title"] in caption
     assert f"VSC {first['vsc']:.2f}" in caption and f"cosine {first['visual_score']:.3f}" in caption
     assert data["summary"]["vsc@k"] == pytest.approx(np.mean([r["vsc"] for r in data["results"]]))
     line = app.summary_line(data)
@@ -95,19 +96,20 @@ class _Select:
         self.index = index
 
 
-def test_clicking_a_result_makes_it_the_query_and_keeps_the_text(handlers):
+def test_clicking_a_result_makes_it_the_query_and_keeps_the_text(handlers, small_engine):
     _, data = handlers.search_text("blue shirt", 6)
     clicked = data["results"][2]
     image, ref, image_item, ref_item, tabs, gallery, new = handlers.refine(
         _Select(2), data, "text", "", 6, None, app.ANY, app.ANY, app.ANY, False, 0.3, app.COMBINER, 0.5)
-    assert image == clicked["image_path"] and image_item == clicked["id"] and tabs.constructor_args["selected"] == \
-        "image"
+    photo = small_engine.index.items.set_index("id").loc[clicked["id"], "image_path"]
+    assert image == photo and image_item == clicked["id"] and tabs.constructor_args["selected"] == "image"
     assert new["query"] == {"item_id": clicked["id"]} and clicked["id"] not in [r["id"] for r in new["results"]]
     # In composed mode with a change text, the clicked product becomes the reference; the text stays.
     image, ref, image_item, ref_item, tabs, gallery, again = handlers.refine(
         _Select(0), new, "composed", "make it red", 6, None, app.ANY, app.ANY, app.ANY, False, 0.3, app.COMBINER,
         0.5)
-    assert ref == new["results"][0]["image_path"] and ref_item == new["results"][0]["id"]
+    assert ref == small_engine.index.items.set_index("id").loc[new["results"][0]["id"], "image_path"]
+    assert ref_item == new["results"][0]["id"]
     assert again["mode"] == "composed" and again["query"]["text"] == "make it red"
     with pytest.raises(gr.Error, match="no longer"):
         handlers.refine(_Select(99), new, "text", "", 6, None, app.ANY, app.ANY, app.ANY, False, 0.3, app.COMBINER,
@@ -186,9 +188,13 @@ def test_unexpected_errors_are_reported_without_a_traceback(handlers, monkeypatc
     assert "index on fire" in caplog.text
 
 
-def test_no_results_warns_and_returns_empty(handlers):
+def test_no_results_warns_and_returns_empty(handlers, small_engine):
+    items = small_engine.index.items
+    # Two values the catalog holds that no item has together.
+    gender, article = next((g, a) for g in sorted(set(items["gender"])) for a in sorted(set(items["articleType"]))
+                           if not ((items["gender"] == g) & (items["articleType"] == a)).any())
     with pytest.warns(UserWarning, match="No products match"):
-        gallery, data = handlers.search_text("shirt", 5, None, app.ANY, "No Such Type", app.ANY)
+        gallery, data = handlers.search_text("shirt", 5, None, gender, article, app.ANY)
     assert gallery == [] and data["results"] == [] and data["summary"]["vsc@k"] is None
     assert app.summary_line(data).startswith("No results")
 

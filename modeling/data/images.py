@@ -56,8 +56,9 @@ def open_image(source: str | os.PathLike | io.BytesIO, what: str | None = None) 
         raise ImageError(f"{what} is too large to decode safely: {error}") from error
     except Exception as error:
         # Truncated or corrupt data surfaces as OSError, SyntaxError, ValueError, struct.error... depending on the
-        # codec; for a caller they all mean the same thing.
-        raise ImageError(f"{what} is corrupt or truncated ({type(error).__name__}: {error}).") from error
+        # codec; for a caller they all mean the same thing. The codec's own words stay in the chained exception
+        # (logs): they name library internals, not something a user can act on.
+        raise ImageError(f"{what} is corrupt or truncated; it cannot be decoded.") from error
 
 
 def image_problem(source: str | os.PathLike | io.BytesIO, what: str | None = None) -> str:
@@ -85,13 +86,16 @@ def _array_to_image(array: np.ndarray) -> Image.Image:
 
 def _high_depth_to_l(image: Image.Image) -> Image.Image:
     # Pillow converts 16/32-bit and float images to 8 bits by clipping, which turns most 16-bit photos white.
-    array = np.asarray(image, dtype=np.float32)
-    peak = float(array.max(initial=0))
-    if image.mode == "F" and peak <= 1:
-        array = array * 255
-    elif image.mode.startswith("I;16") or peak > 255:
-        array = array / 257
-    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), mode="L")
+    # 16-bit values keep their top byte (v >> 8, exact: an 8-bit image stored as v * 257 comes back as v);
+    # floats in [0, 1] are scaled to 255, anything else is clipped to the 8-bit range.
+    array = np.asarray(image)
+    if image.mode.startswith("I;16") or (image.mode == "I" and int(array.max(initial=0)) > 255):
+        array = np.clip(array.astype(np.int64), 0, 65535) >> 8
+    elif image.mode == "F":
+        array = np.nan_to_num(array.astype(np.float32))
+        if float(array.max(initial=0)) <= 1:
+            array = array * 255
+    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -133,7 +137,7 @@ def load_image(image: str | os.PathLike | bytes | Image.Image | np.ndarray | Map
         try:
             image.load()  # a lazily opened image may still fail to decode
         except Exception as error:
-            raise ImageError(f"The image is corrupt or truncated ({type(error).__name__}: {error}).") from error
+            raise ImageError("The image is corrupt or truncated; it cannot be decoded.") from error
     elif isinstance(image, np.ndarray):
         image = _array_to_image(image)
     elif isinstance(image, (bytes, bytearray, memoryview)):

@@ -127,7 +127,10 @@ class VSCScorer:
         self.descriptions = [item_vsc_text(r, source) for r in records]
         self._records = records
         if embeddings is None:
-            embeddings = encoder.encode(self.descriptions, progress=progress)
+            # Catalogs repeat titles (12,168 distinct among the shared catalog's 14,999): each is encoded once.
+            unique = list(dict.fromkeys(self.descriptions))
+            row = {text: i for i, text in enumerate(unique)}
+            embeddings = np.asarray(encoder.encode(unique, progress=progress))[[row[d] for d in self.descriptions]]
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.shape != (len(records), encoder.dim):
             raise ValueError(f"VSC embeddings have shape {embeddings.shape}, expected ({len(records)}, {encoder.dim})")

@@ -1,0 +1,211 @@
+"""Load test of the served app: concurrent clients over plain HTTP, as API clients would call it.
+
+    python benchmarks/app_load.py                          # /api/v1 JSON routes, 1, 8 and 32 clients, 5,000-request soak
+    python benchmarks/app_load.py --protocol gradio        # the same searches through Gradio's /gradio_api/run/...
+    python benchmarks/app_load.py --clients 1 8 --requests 400 --soak 0
+
+`app.py` starts in a fresh process on a free port (the default model only, over the shared catalog; the index is
+built first when absent). Each client is a thread with one keep-alive connection sending requests back to back:
+half text searches (`search_text`), half "more like this item" (`similar_items`), every text query and item
+distinct over the whole run (no cache hits). For each number of clients the script prints p50/p95/p99 latency,
+throughput, errors and the server's memory (RSS); then a soak of `--soak` requests at the largest number of
+clients reports the RSS growth. Targets on 2 cores (issue 17): >= 80 req/s at 32 clients with p95 <= 500 ms,
+single-client p95 <= 60 ms, no errors, RSS growth <= 10 % over 5,000 requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import itertools
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.app_latency import (COLOURS, ITEMS, OFFLINE, WHO, ensure_index, free_port, percentiles, rss_mb)
+
+STYLES = ["", "cotton ", "printed ", "striped ", "slim fit ", "casual ", "formal ", "solid ", "checked "]
+ANY3 = {"gender": "Any", "category": "Any", "colour": "Any"}
+
+
+def distinct_queries(seed: int = 0) -> list[str]:
+    """About 20,000 distinct shopper queries ("striped navy blue casual shirt for men"), shuffled."""
+    queries = [f"{s}{c} {i}{w}" for s, c, i, w in itertools.product(STYLES, COLOURS, ITEMS, WHO)]
+    random.Random(seed).shuffle(queries)
+    return queries
+
+
+class Workload:
+    """Hands out requests: text and item searches alternating, each query and item used once."""
+
+    def __init__(self, queries: list[str], item_ids: list[str], k: int):
+        self._queries, self._items = iter(queries), iter(item_ids)
+        self._lock = threading.Lock()
+        self._n = 0
+        self.k = k
+
+    def next(self) -> tuple[str, dict]:
+        with self._lock:
+            self._n += 1
+            if self._n % 2:
+                return "search_text", {"query": next(self._queries), "k": self.k, "model": "", **ANY3}
+            return "similar_items", {"item_id": next(self._items), "k": self.k, "model": "", **ANY3,
+                                     "rerank_weight": 0.0}
+
+
+GRADIO_ORDER = {"search_text": ("search_text_data", ["query", "k", "model", "gender", "category", "colour"]),
+                "similar_items": ("similar_items_data",
+                                  ["item_id", "k", "model", "gender", "category", "colour", "rerank_weight"])}
+
+
+def request(connection: http.client.HTTPConnection, protocol: str, endpoint: str, fields: dict) -> bool:
+    """One search; True when it answered with results."""
+    if protocol == "gradio":
+        name, order = GRADIO_ORDER[endpoint]
+        path, body = f"/gradio_api/run/{name}", {"data": [fields[f] for f in order]}
+    else:
+        path, body = f"/api/v1/{endpoint}", fields
+    connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    payload = response.read()
+    if response.status != 200:
+        return False
+    data = json.loads(payload)
+    data = data["data"][0] if protocol == "gradio" else data
+    return len(data.get("results") or []) == fields["k"]
+
+
+def run_clients(port: int, protocol: str, clients: int, total: int, work: Workload) -> dict:
+    """`clients` threads sending `total` requests between them, back to back."""
+    latencies, errors = [], [0]
+    lock = threading.Lock()
+    remaining = [total]
+
+    def client():
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while True:
+            with lock:
+                if remaining[0] <= 0:
+                    break
+                remaining[0] -= 1
+            endpoint, fields = work.next()
+            start = time.perf_counter()
+            try:
+                ok = request(connection, protocol, endpoint, fields)
+            except (OSError, http.client.HTTPException, ValueError):
+                ok = False
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            elapsed = (time.perf_counter() - start) * 1000
+            with lock:
+                latencies.append(elapsed)
+                errors[0] += not ok
+        connection.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - start
+    return {"clients": clients, "requests": total, "errors": errors[0], "seconds": seconds,
+            "throughput": total / seconds, "latency_ms": percentiles(latencies)}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="runs/dual-encoder")
+    p.add_argument("--catalog", default=str(REPO.parent / "shared" / "data"))
+    p.add_argument("--protocol", choices=["json", "gradio"], default="json",
+                   help="json: the /api/v1 routes; gradio: Gradio's /gradio_api/run/<endpoint>")
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--requests", type=int, default=None, help="per level (default 300 + 40 per client)")
+    p.add_argument("--soak", type=int, default=5000, help="requests of the memory soak (0: none)")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--startup-timeout", type=float, default=300)
+    p.add_argument("--output", default="runs/bench/app_load.json")
+    args = p.parse_args(argv)
+    os.environ.update(OFFLINE)
+    ensure_index(args.model, args.catalog)
+    import pandas as pd
+
+    item_ids = pd.read_parquet(Path(args.model) / "index" / "items.parquet", columns=["id"])["id"].astype(str)
+    item_ids = item_ids.sample(frac=1.0, random_state=0).tolist()
+    work = Workload(distinct_queries(), item_ids * 3, args.k)
+
+    port = free_port()
+    command = [sys.executable, str(REPO / "app.py"), "--model", args.model, "--catalog", args.catalog,
+               "--port", str(port), "--extra-model", args.model]  # only the default model: nothing else loads
+    server = subprocess.Popen(command, cwd=REPO, env={**os.environ, **OFFLINE}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    report = {"protocol": args.protocol, "model": args.model, "cpu_count": os.cpu_count(),
+              "loadavg_before": os.getloadavg(), "levels": []}
+    try:
+        start = time.perf_counter()
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"the app exited during start-up:\n{server.stderr.read()[-3000:]}")
+            if time.perf_counter() - start > args.startup_timeout:
+                raise RuntimeError(f"no answer within {args.startup_timeout} s")
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                if request(connection, args.protocol, *work.next()):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        print(f"{args.protocol} protocol · app answering after {time.perf_counter() - start:.1f} s · "
+              f"load average {os.getloadavg()[0]:.2f} · {os.cpu_count()} CPUs", flush=True)
+        run_clients(port, args.protocol, 8, 200, work)  # warm-up: threads, lazy structures, allocator
+        for clients in args.clients:
+            level = run_clients(port, args.protocol, clients, args.requests or 300 + 40 * clients, work)
+            level["server_rss_mb"] = rss_mb(server.pid)
+            report["levels"].append(level)
+            lat = level["latency_ms"]
+            print(f"{clients:3d} clients: {level['requests']:5d} requests  {level['throughput']:6.1f} req/s  "
+                  f"p50 {lat['p50']:6.1f}  p95 {lat['p95']:6.1f}  p99 {lat['p99']:6.1f} ms  "
+                  f"errors {level['errors']}  RSS {level['server_rss_mb']:.0f} MB", flush=True)
+        if args.soak:
+            clients = max(args.clients)
+            before = rss_mb(server.pid)
+            soak = run_clients(port, args.protocol, clients, args.soak, work)
+            after = rss_mb(server.pid)
+            soak.update(rss_before_mb=before, rss_after_mb=after, rss_growth=(after - before) / before)
+            report["soak"] = soak
+            print(f"soak: {args.soak} requests at {clients} clients, {soak['throughput']:.1f} req/s, "
+                  f"errors {soak['errors']}, RSS {before:.0f} -> {after:.0f} MB ({soak['rss_growth']:+.1%})",
+                  flush=True)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    report["loadavg_after"] = os.getloadavg()
+    levels = {level["clients"]: level for level in report["levels"]}
+    checks = []
+    if 32 in levels:
+        checks.append(levels[32]["throughput"] >= 80 and levels[32]["latency_ms"]["p95"] <= 500)
+    if 1 in levels:
+        checks.append(levels[1]["latency_ms"]["p95"] <= 60)
+    checks.append(all(level["errors"] == 0 for level in report["levels"]))
+    if "soak" in report:
+        checks.append(report["soak"]["errors"] == 0 and report["soak"]["rss_growth"] <= 0.10)
+    print("targets (32 clients >= 80 req/s and p95 <= 500 ms; 1 client p95 <= 60 ms; no errors; RSS growth "
+          f"<= 10 %): {'OK' if all(checks) else 'MISSED'}")
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,436 @@
+"""The served search: one request contract for every caller of the app (UI events, Gradio API, JSON routes).
+
+`SearchService` sits between a transport (the Gradio app, the plain JSON routes of `modeling.retrieval.http`) and
+the engines of an `EngineRegistry`. It
+
+* **validates every argument the same way**, whoever sends it: k a whole number in [1, `MAX_K`] (not clamped),
+  filter values from the catalog, weights finite and in [0, 1], item ids of at most `MAX_ID_CHARS` characters,
+  model names from the registry. A refused argument raises `QueryError` with a message meant for the user that
+  never repeats a long value whole, names no exception class and no server path (`user_message`);
+* **batches concurrent text queries** (`modeling.retrieval.batching`): the queries that arrive while one encoding
+  pass runs are encoded together in the next, on one encoder thread, in bf16 where parity holds
+  (`choose_query_precision`); the searches themselves run on a few threads of their own (`search_slots`), which an
+  asyncio server awaits (`text_async`, `run_async`) without a thread per waiting request;
+* **answers with public results**: each result's `image_path` is the catalog-relative path of its photo
+  ("images/15970.jpg") and `image_url` the app's own route for it (`IMAGE_ROUTE`); the absolute path on the server
+  never leaves it (the UI's gallery gets it from `Answer.results`, inside the server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import numbers
+import re
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from modeling.data.images import ImageError
+from modeling.retrieval.batching import DEFAULT_MAX_BATCH, TextQueryBatcher
+from modeling.retrieval.query import QueryError, SearchResult, validate_text
+from modeling.retrieval.serving import EngineRegistry
+from modeling.retrieval.vsc import summarise
+
+logger = logging.getLogger(__name__)
+
+MAX_K = 50
+DEFAULT_SEARCH_SLOTS = 2
+MAX_ID_CHARS = 64
+ANY = "Any"
+# The filters offered to users: catalog column -> the name users see (UI labels, messages).
+FILTERS = {"gender": "Gender", "articleType": "Category", "baseColour": "Colour"}
+IMAGE_ROUTE = "/api/v1/images/"
+COMPOSITION_METHODS = ("combiner", "sum")
+QUERY_PRECISIONS = ("fp32", "bf16")
+# Shopper-like queries the bf16 parity is measured on.
+PROBE_QUERIES = ["red summer dress", "white polo t-shirts", "watches for men", "men formal black shoes",
+                 "blue denim jeans for women", "black leather handbag", "sports shoes for running",
+                 "navy blue casual shirt for men", "pink floral kurta", "grey track pants for boys",
+                 "gold analog watch for women", "brown leather belt", "striped cotton t-shirt for girls",
+                 "silver sunglasses", "green backpack", "beige flip flops"]
+BF16_MIN_COSINE = 0.999
+BF16_MIN_BATCH = 8
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^\s'\"/]+/)+([^\s'\"/]+)")
+
+
+def shorten(value, limit: int = 40) -> str:
+    """A value as messages quote it: its repr, cut to `limit` characters with its full length said."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f" ({len(value):,} characters)" if isinstance(value, str) else ""
+    return f"{text[:limit]}…{size}"
+
+
+def user_message(error: BaseException) -> str:
+    """The message of a refused request as users see it: absolute paths cut to the file's name."""
+    return _ABSOLUTE_PATH.sub(r"\1", str(error))
+
+
+def parse_k(value, max_k: int = MAX_K) -> int:
+    """The number of results: a whole number in [1, max_k] (an int, an integral float such as a slider's 10.0, or
+    its decimal string). Anything else is refused, not clamped: 0, 3.7 or 10**9 are mistakes worth reporting."""
+    number = None
+    integral = isinstance(value, numbers.Integral) or (
+        isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer())
+    if (integral and not isinstance(value, bool)) or (isinstance(value, str) and re.fullmatch(r"\s*\d{1,6}\s*",
+                                                                                             value)):
+        number = int(value)
+    if number is None or not 1 <= number <= max_k:
+        raise QueryError(f"The number of results (k) must be a whole number from 1 to {max_k}; got "
+                         f"{shorten(value)}.")
+    return number
+
+
+def parse_weight(value, what: str = "weight") -> float:
+    """A weight in [0, 1]: a finite number or its decimal string."""
+    number = None
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str) and len(value) <= 32:
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if number is None or not math.isfinite(number) or not 0.0 <= number <= 1.0:
+        raise QueryError(f"The {what} must be a number from 0 to 1; got {shorten(value)}.")
+    return number
+
+
+def parse_item_id(value) -> str:
+    """A catalog item id as a string of at most MAX_ID_CHARS characters (ints are accepted, ids compare as text)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise QueryError(f"Give the id of a catalog item (a text such as '15970'); got {shorten(value)}.")
+    if len(value) > MAX_ID_CHARS:
+        raise QueryError(f"The item id is {len(value):,} characters long; catalog ids have at most {MAX_ID_CHARS}.")
+    return value.strip()
+
+
+def catalog_relative(path: str) -> str:
+    """The photo's path as the catalog names it ("images/15970.jpg"): its folder and file name, nothing above."""
+    if not path:
+        return ""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+
+
+@dataclass
+class Answer:
+    """One answered request: the engine's results (absolute image paths, for use inside the server) and the public
+    structured data that goes out."""
+
+    results: list[SearchResult]
+    data: dict
+
+
+class SearchService:
+    """Validated, batched access to the engines of a registry; see the module docstring."""
+
+    def __init__(self, registry: EngineRegistry, max_batch: int = DEFAULT_MAX_BATCH, batch_window_s: float = 0.0,
+                 query_precision: str = "fp32", search_slots: int | None = DEFAULT_SEARCH_SLOTS):
+        if query_precision not in ("auto", *QUERY_PRECISIONS):
+            raise ValueError(f"query_precision must be auto, fp32 or bf16, got {query_precision!r}")
+        self.registry = registry
+        # Searches run on `search_slots` threads of their own (None: on the caller's thread). Dozens of request
+        # threads scoring together only fight over the cores and the GIL, starving the server's event loop, and
+        # each grows its own BLAS and allocator buffers; here the others wait their turn in arrival order.
+        self._pool = ThreadPoolExecutor(search_slots, thread_name_prefix="search",
+                                        initializer=self._mark_search_thread) if search_slots else None
+        self._local = threading.local()
+        # Batched query encoding in bfloat16 autocast ("bf16", "auto") where parity holds, decided per model when
+        # its first text query arrives (`choose_query_precision`); `precisions` keeps what was decided.
+        self.query_precision = query_precision
+        self.precisions: dict[str, tuple[str, float | None]] = {}
+        self.max_batch = max_batch
+        self.batch_window_s = batch_window_s
+        self._batchers: dict[str, TextQueryBatcher] = {}
+        self._lock = threading.Lock()
+        self._choices: dict[str, dict[str, str]] | None = None
+
+    # -- arguments --------------------------------------------------------------------------------------------
+    def model_name(self, model) -> str:
+        """The registry's name for `model` ("" or None = the default)."""
+        if model is None or model == "":
+            return self.registry.default
+        if not isinstance(model, str) or model not in self.registry.specs:
+            raise QueryError(f"Unknown model {shorten(model)}; choose one of {', '.join(self.registry.names)}.")
+        return model
+
+    def filter_choices(self) -> dict[str, list[str]]:
+        """The values each filter accepts (besides "Any"), from the default model's catalog."""
+        return {column: sorted(values.values()) for column, values in self._filter_values().items()}
+
+    def _filter_values(self) -> dict[str, dict[str, str]]:
+        if self._choices is None:
+            items = self.registry.get().index.items
+            self._choices = {c: {str(v).casefold(): str(v) for v in items[c].unique() if str(v)} if c in items
+                             else {} for c in FILTERS}
+        return self._choices
+
+    def filters(self, gender=ANY, category=ANY, colour=ANY) -> dict[str, str]:
+        """The filters of a request as engine filters; "Any", "" or None leave one off. Values compare without
+        case; one the catalog does not hold is refused (it would silently return nothing)."""
+        chosen = {}
+        for (column, label), value in zip(FILTERS.items(), (gender, category, colour)):
+            if value is None or value == "" or (isinstance(value, str) and value.casefold() == ANY.casefold()):
+                continue
+            known = self._filter_values()[column]
+            canonical = known.get(value.casefold()) if isinstance(value, str) else None
+            if canonical is None:
+                examples = ", ".join(sorted(known.values())[:8])
+                raise QueryError(f"Unknown {label.lower()} {shorten(value)}; use '{ANY}' or one of the catalog's "
+                                 f"values ({examples}, ...: the app's {label} list).")
+            chosen[column] = canonical
+        return chosen
+
+    def _engine(self, model):
+        name = self.model_name(model)
+        return name, self.registry.get(name)
+
+    # -- searches ---------------------------------------------------------------------------------------------
+    def text(self, query, k=10, model=None, gender=ANY, category=ANY, colour=ANY) -> Answer:
+        """Text search (batched with the concurrent text queries of the same model)."""
+        start = time.perf_counter()
+        k = parse_k(k)
+        name, engine = self._engine(model)
+        filters = self.filters(gender, category, colour)
+        query = validate_text(query)
+        if engine.supports_text:
+            self._batcher(name, engine).prepare(query)
+        results = self._run(engine.search_text, query, k=k, filters=filters)
+        return self._answer(results, name, "text", start, {"text": query})
+
+    def image(self, image=None, k=10, model=None, gender=ANY, category=ANY, colour=ANY, hybrid: bool = False,
+              rerank_weight=0.3, item_id=None) -> Answer:
+        """Image search: an uploaded photo (a file path), or "more like this" catalog item (`item_id`). With
+        `hybrid`, the top candidates are re-ranked by the re-ranking model with `rerank_weight`."""
+        start = time.perf_counter()
+        k = parse_k(k)
+        name, engine = self._engine(model)
+        filters = self.filters(gender, category, colour)
+        weight = self._rerank_weight(engine, hybrid, rerank_weight)
+        if item_id is not None:
+            item_id = parse_item_id(item_id)
+            results = self._run(engine.search_item, item_id, k=k, filters=filters, rerank_weight=weight)
+            query = {"item_id": item_id}
+        elif image is None:
+            raise QueryError("Upload a photo of a product first (or pick a random product).")
+        else:
+            results = self._run(engine.search_image, image, k=k, filters=filters, rerank_weight=weight)
+            query = {"image": "upload"}
+        return self._answer(results, name, "image", start, query)
+
+    def similar(self, item_id, k=10, model=None, gender=ANY, category=ANY, colour=ANY, rerank_weight=0.0) -> Answer:
+        """More like a catalog item; `rerank_weight` > 0 turns hybrid re-ranking on (the API's one knob)."""
+        weight = parse_weight(rerank_weight, "re-ranking weight")
+        return self.image(None, k, model, gender, category, colour, hybrid=weight > 0, rerank_weight=weight,
+                          item_id=parse_item_id(item_id))
+
+    def composed(self, image=None, text="", k=10, model=None, gender=ANY, category=ANY, colour=ANY,
+                 method: str | None = None, text_weight=None, item_id=None) -> Answer:
+        """Reference (uploaded photo or catalog item) + modification text. `method` "combiner" (the model's
+        learned combiner; the weighted sum for a model without one) or "sum" with `text_weight`; None = the
+        combiner when the model has one."""
+        start = time.perf_counter()
+        k = parse_k(k)
+        name, engine = self._engine(model)
+        filters = self.filters(gender, category, colour)
+        if method is not None and method not in COMPOSITION_METHODS:
+            raise QueryError(f"Unknown composition method {shorten(method)}; use one of {COMPOSITION_METHODS}.")
+        if item_id is not None:
+            item_id = parse_item_id(item_id)
+        elif image is None:
+            raise QueryError("Upload a photo of the product to start from.")
+        text = validate_text(text)
+        if (method or "combiner") == "combiner" and getattr(engine.model, "combiner", None) is None:
+            method = "sum"  # this model composes by weighted sum only
+        method = method or "combiner"
+        weight = parse_weight(text_weight, "text influence") if method == "sum" and text_weight is not None else None
+        results = self._run(engine.search_composed, None if item_id else image, text, k=k, filters=filters,
+                            item_id=item_id, method=method, text_weight=weight)
+        query = {"item_id": item_id} if item_id else {"image": "upload"}
+        return self._answer(results, name, "composed", start, {**query, "text": text, "method": method})
+
+    def _mark_search_thread(self) -> None:
+        self._local.search_thread = True
+
+    def _run(self, search, *args, **kwargs):
+        """`search(*args, **kwargs)` on the search threads (its exception, if any, raised here)."""
+        if self._pool is None or getattr(self._local, "search_thread", False):
+            return search(*args, **kwargs)
+        return self._pool.submit(search, *args, **kwargs).result()
+
+    async def run_async(self, fn, *args, **kwargs):
+        """`fn(*args, **kwargs)` on the search threads, awaited by an asyncio server (no thread of its own waits):
+        a whole `similar` / `composed` request, or `image_path`."""
+        if self._pool is None:
+            return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args, **kwargs))
+        return await asyncio.wrap_future(self._pool.submit(fn, *args, **kwargs))
+
+    async def text_async(self, query, k=10, model=None, gender=ANY, category=ANY, colour=ANY) -> Answer:
+        """`text` for an asyncio server: the request waits for its encoding pass and its search without a thread
+        of its own (two thread hand-offs fewer per request than `text` on a worker thread)."""
+        start = time.perf_counter()
+        k = parse_k(k)
+        name = self.model_name(model)
+        engine = self.registry.get(name) if self.registry.is_loaded(name) else await self.run_async(
+            self.registry.get, name)
+        filters = self.filters(gender, category, colour)
+        query = validate_text(query)
+        if engine.supports_text:
+            batcher = self._batchers.get(name) or await self.run_async(self._batcher, name, engine)
+            await asyncio.wrap_future(batcher.submit(query))
+        results = await self.run_async(engine.search_text, query, k=k, filters=filters)
+        return self._answer(results, name, "text", start, {"text": query})
+
+    @staticmethod
+    def _rerank_weight(engine, hybrid: bool, weight) -> float:
+        if not hybrid:
+            return 0.0
+        weight = parse_weight(weight, "re-ranking weight")
+        if engine.reranker is None:
+            raise QueryError("Hybrid re-ranking is not available for this model (no re-ranking model is loaded).")
+        return weight
+
+    # -- catalog items ----------------------------------------------------------------------------------------
+    def image_path(self, item_id, model=None) -> str:
+        """The absolute path of a catalog item's photo (inside the server: the UI, the image route)."""
+        item_id = parse_item_id(item_id)
+        _, engine = self._engine(model)
+        position = engine.position(item_id)
+        return str(engine.index.items["image_path"].iloc[position])
+
+    # -- output -----------------------------------------------------------------------------------------------
+    @staticmethod
+    def public_result(result: SearchResult) -> dict:
+        """A result as it leaves the server: the photo's catalog-relative path and the app's URL for it."""
+        # to_dict() without dataclasses.asdict's recursive deep copies (a tenth of a millisecond per answer)
+        data = {key: dict(value) if isinstance(value, dict) else list(value) if isinstance(value, list) else value
+                for key, value in vars(result).items()}
+        data["image_path"] = catalog_relative(result.image_path)
+        data["image_url"] = IMAGE_ROUTE + quote(result.id, safe="") if result.image_path else None
+        return data
+
+    def structured(self, results: list[SearchResult], model: str, mode: str, seconds: float, query: Mapping) -> dict:
+        """What API clients read: ids, titles, attributes, scores and VSC per result, and the query's summary."""
+        return {"model": model, "mode": mode, "query": dict(query), "took_ms": round(seconds * 1000, 1),
+                "summary": summarise(results), "results": [self.public_result(r) for r in results]}
+
+    def _answer(self, results, model, mode, start, query) -> Answer:
+        return Answer(results, self.structured(results, model, mode, time.perf_counter() - start, query))
+
+    def _batcher(self, name: str, engine) -> TextQueryBatcher:
+        with self._lock:
+            batcher = self._batchers.get(name)
+            if batcher is None:
+                encode = engine.prepare_text_queries
+                self.precisions[name] = choose_query_precision(engine, PROBE_QUERIES, self.query_precision)
+                logger.info("text queries of %s are encoded in %s (bf16 parity: %s)", name,
+                            *self.precisions[name])
+                if self.precisions[name][0] == "bf16":
+                    encode = functools.partial(_bf16_when_batched, encode)
+                batcher = self._batchers[name] = TextQueryBatcher(encode, self.max_batch, self.batch_window_s,
+                                                                  name=f"query-encoder-{name}")
+            return batcher
+
+
+def _in_bf16(fn, *args):
+    import torch
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return fn(*args)
+
+
+def _bf16_when_batched(encode, queries):
+    # bf16 pays off from about 8 queries a pass (measured on 2 cores, per query: 1 query 29 ms fp32 vs 41 ms bf16,
+    # 8: 7.5 vs 7.4, 32: 5.5 vs 3.0 under load); a lone query keeps fp32 and its lower latency.
+    return _in_bf16(encode, queries) if len(queries) >= BF16_MIN_BATCH else encode(queries)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def bf16_parity(engine, queries) -> float:
+    """The lowest cosine between the fp32 and the bf16-autocast query embeddings of `queries`, over the model's text
+    tower and the sentence encoder of the fused score."""
+    import numpy as np
+
+    encoders = [engine.encode_texts]
+    if engine.sentence_encoder is not None:
+        encoders.append(engine.sentence_encoder.encode)
+    worst = 1.0
+    for encode in encoders:
+        full = np.asarray(encode(list(queries)), dtype=np.float32)
+        half = np.asarray(_in_bf16(encode, list(queries)), dtype=np.float32)
+        cos = (full * half).sum(1) / (np.linalg.norm(full, axis=1) * np.linalg.norm(half, axis=1) + 1e-12)
+        worst = min(worst, float(cos.min()))
+    return worst
+
+
+def choose_query_precision(engine, queries, setting: str = "auto", min_cosine: float = BF16_MIN_COSINE
+                           ) -> tuple[str, float | None]:
+    """("bf16" or "fp32", the measured parity) for serving `engine`'s text queries. "auto" takes bf16 only on a
+    CPU with native bf16 and when every probe query's bf16 embedding has cosine >= `min_cosine` with its fp32 one
+    (on this repo's default model: >= 0.99995 over 256 shopper queries; 1.8x faster per query in passes of 32 on
+    an AMX CPU, slower for a lone query, hence bf16 only for passes of BF16_MIN_BATCH queries or more).
+    "fp32" / "bf16" force one (bf16 still refused when parity fails)."""
+    if setting not in ("auto", *QUERY_PRECISIONS):
+        raise ValueError(f"query precision must be auto, fp32 or bf16, got {setting!r}")
+    if setting == "fp32" or not engine.supports_text or (setting == "auto" and not cpu_has_bf16()):
+        return "fp32", None
+    parity = bf16_parity(engine, queries)
+    return ("bf16" if parity >= min_cosine else "fp32"), parity
+
+
+def limit_threads(threads: int = 1) -> None:
+    """One thread per operation in torch and in the BLAS/OpenMP pools (threadpoolctl, when installed) for a server.
+
+    A server runs many requests at once; each numpy product or torch op spreading over every core as well makes
+    the threads fight over the cores. Measured with `benchmarks/app_load.py` on 2 cores at 32 clients: 38 req/s
+    (p95 3.3 s) with the libraries' default 2 threads per op, 171 req/s (p95 0.40 s) with 1.
+    """
+    import torch
+
+    torch.set_num_threads(max(1, int(threads)))
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: without it the BLAS pool keeps its size (OPENBLAS_NUM_THREADS sets it)
+        return
+    threadpool_limits(max(1, int(threads)))
+
+
+def cap_malloc_arenas(arenas: int = 2) -> bool:
+    """Caps glibc's malloc arenas (M_ARENA_MAX) for a threaded server; False where it cannot (not glibc).
+
+    glibc gives each thread that allocates concurrently an arena of its own (up to 8 per core) and keeps their freed
+    memory: with dozens of request threads the server's memory creeps up with the traffic. Two arenas keep it flat
+    at no measurable cost in throughput (the threads mostly wait on the GIL or the batcher anyway)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-8, int(arenas)))  # -8 = M_ARENA_MAX
+    except (OSError, AttributeError):
+        return False
+
+
+REFUSED = (QueryError, ImageError)
+
+__all__ = ["ANY", "FILTERS", "IMAGE_ROUTE", "MAX_ID_CHARS", "MAX_K", "REFUSED", "Answer", "SearchService",
+           "bf16_parity", "cap_malloc_arenas", "catalog_relative", "choose_query_precision", "cpu_has_bf16", "limit_threads", "parse_item_id", "parse_k", "parse_weight", "shorten", "user_message"]
