@@ -106,7 +106,8 @@ def caption(result: SearchResult) -> str:
     attrs = " · ".join(result.attributes[a] for a in ("gender", "articleType", "baseColour")
                        if result.attributes.get(a))
     vsc = "n/a" if result.vsc is None else f"{result.vsc:.2f}"
-    return f"{result.title}\n{attrs}\ncosine {result.visual_score:.3f} · VSC {vsc}"
+    more = f" · +{len(result.duplicates)} more like it" if result.duplicates else ""
+    return f"{result.title}\n{attrs}\ncosine {result.visual_score:.3f} · VSC {vsc}{more}"
 
 
 def summary_line(data: dict | None) -> str:
@@ -127,6 +128,36 @@ def _respond(answer):
         gr.Warning("No products match this query and these filters. Try removing a filter.")
     gallery = [(r.image_path, caption(r)) for r in answer.results if r.image_path]
     return gallery, answer.data
+
+
+def chip_choices(data: dict | None) -> tuple[list[tuple[str, str]], list[str], list[tuple[str, str]]]:
+    """(chips as (label, key), the ticked keys, filter choices as (label, "attribute=value")) of a text answer's
+    `understood`; empty for answers without one (image searches)."""
+    understood = (data or {}).get("understood")
+    if not understood or data.get("mode") != "text":
+        return [], [], []
+    chips = [(label, key) for label, key in zip(understood["chips"], understood["chip_keys"])]
+    ticked = [key for _, key in chips if key not in set(understood.get("ignored") or [])]
+    filters = [(f"{FILTERS[i['attribute']]}: {value}", f"{i['attribute']}={value}")
+               for i in understood["intents"] if i["attribute"] in FILTERS for value in i["values"]]
+    return chips, ticked, filters
+
+
+def show_chips(data):
+    """The chips of the last text answer ("Women", "Casual Shoes / Sports Shoes", "not Black") and the filters they
+    offer; hidden when there are none."""
+    chips, ticked, filters = chip_choices(data)
+    return (gr.CheckboxGroup(choices=chips, value=ticked, visible=bool(chips)),
+            gr.Radio(choices=filters, value=None, visible=bool(filters)))
+
+
+def chip_to_filter(choice, gender=ANY, category=ANY, colour=ANY):
+    """One click on a filter chip ("Gender: Women") sets that filter's dropdown; the others stay."""
+    values = {"gender": gender, "articleType": category, "baseColour": colour}
+    attribute, _, value = str(choice or "").partition("=")
+    if attribute in values and value:
+        values[attribute] = value
+    return [values[c] for c in FILTERS]
 
 
 def _method(method) -> str:
@@ -158,6 +189,15 @@ class Handlers:
     @user_errors
     def search_text(self, query: str, k=10, model: str | None = None, gender=ANY, category=ANY, colour=ANY):
         return _respond(self.service.text(query, k, model, gender, category, colour))
+
+    @user_errors
+    def search_text_chips(self, query: str, k=10, model: str | None = None, gender=ANY, category=ANY, colour=ANY,
+                          ticked=None):
+        """The text search again after the shopper ticked or unticked chips: the unticked ones are ignored."""
+        chips = self.service.understand(query, model).get("chip_keys", [])
+        ticked = set(ticked or [])
+        return _respond(self.service.text(query, k, model, gender, category, colour,
+                                          ignore=[key for key in chips if key not in ticked]))
 
     # Image (an uploaded photo, or a catalog item when `item_id` is set: a clicked result or a random product)
     @user_errors
@@ -437,6 +477,11 @@ def build_demo(registry: EngineRegistry, service: SearchService | None = None) -
                     query = gr.Textbox(label="Describe what you want", placeholder="e.g. red summer dress",
                                        max_lines=1, scale=4, elem_id="text-query")
                     text_button = gr.Button("Search", variant="primary", scale=1, elem_id="text-search")
+                with gr.Row():
+                    chips = gr.CheckboxGroup([], label="Understood (untick to ignore)", elem_id="intent-chips",
+                                             visible=False, scale=3)
+                    chip_filter = gr.Radio([], label="One click makes it a filter", elem_id="intent-filters",
+                                           visible=False, scale=2)
                 # Examples run with the default model and no filters, cached on first use.
                 gr.Examples([[q] for q in TEXT_EXAMPLES], inputs=[query], outputs=outputs, label="Examples",
                             fn=lambda q: h.search_text(q), cache_examples=True, cache_mode="lazy",
@@ -503,6 +548,12 @@ def build_demo(registry: EngineRegistry, service: SearchService | None = None) -
                        [image, ref_image, image_item, ref_item, tabs, *outputs], api_visibility="private")
         # The summary line above the gallery is rendered from the structured results, whatever produced them.
         data.change(summary_line, data, summary, api_visibility="private", queue=False)
+        # What the engine understood of a text query, as chips: untick one to ignore it, or make one a filter.
+        data.change(show_chips, data, [chips, chip_filter], api_visibility="private", queue=False)
+        chips.input(h.search_text_chips, [query, k, model, *dropdowns, chips], outputs, api_visibility="private")
+        chip_filter.input(chip_to_filter, [chip_filter, *dropdowns], dropdowns, api_visibility="private",
+                          queue=False).then(h.search_text_chips, [query, k, model, *dropdowns, chips], outputs,
+                                            api_visibility="private")
         # A new upload replaces a clicked result as the query.
         image.upload(lambda: None, None, image_item, api_visibility="private", queue=False)
         image.clear(lambda: None, None, image_item, api_visibility="private", queue=False)

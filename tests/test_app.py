@@ -282,3 +282,39 @@ def test_a_new_photo_replaces_a_clicked_item(handlers, small_engine):
     assert data["query"] == {"image": "upload"} and data["results"][0]["id"] == other["id"]
     _, data = handlers.search_composed(other["image_path"], "make it blue", 3, item_id=clicked["id"])
     assert "item_id" not in data["query"]
+
+
+def test_text_answers_carry_the_understanding_and_chips_switch_it_off(handlers, small_engine):
+    """The API returns what the engine understood; unticking a chip searches without that intent; a filter chip
+    sets its dropdown."""
+    query = "black sneakers for women not white"
+    _, data = handlers.search_text(query, 10)
+    understood = data["understood"]
+    assert {"Women", "not White"} <= set(understood["chips"]) and "gender" in understood["chip_keys"]
+    assert understood["ignored"] == [] and "duplicates" in data["results"][0]
+    chips, ticked, filters = app.chip_choices(data)
+    assert ("Women", "gender") in chips and set(ticked) == {key for _, key in chips}
+    assert ("Gender: Women", "gender=Women") in filters
+    # Untick gender: the search runs without the gender boost (the engine's own ranking of that intent).
+    kept = [key for key in ticked if key != "gender"]
+    _, without = handlers.search_text_chips(query, 10, None, app.ANY, app.ANY, app.ANY, kept)
+    assert without["understood"]["ignored"] == ["gender"]
+    engine = small_engine
+    expected = engine.search_text(query, k=10, intent=engine.understand(query).without("gender"))
+    assert [r["id"] for r in without["results"]] == [r.id for r in expected]
+    assert app.chip_choices(without)[1] == kept  # the unticked chip stays on show, unticked
+    # One click makes a chip a filter.
+    assert app.chip_to_filter("gender=Women", app.ANY, "Heels", app.ANY) == ["Women", "Heels", app.ANY]
+    assert app.chip_to_filter(None, "Men", app.ANY, app.ANY) == ["Men", app.ANY, app.ANY]
+    # Image answers carry no chips.
+    assert app.chip_choices(handlers.search_image(small_engine.index.items["image_path"].iloc[0], 5)[1]) == \
+        ([], [], [])
+
+
+def test_bad_chip_keys_are_refused_with_a_message(handlers):
+    from modeling.retrieval.service import QueryError
+
+    with pytest.raises(QueryError, match="Unknown chip key"):
+        handlers.service.text("red dress", 5, ignore=["price"])
+    assert handlers.service.text("red dress", 5, ignore="gender, not:baseColour").data["understood"]["ignored"] == \
+        ["gender", "not:baseColour"]

@@ -162,3 +162,28 @@ def test_errors_show_a_message_and_the_page_keeps_working(page, tmp_path):
     page.locator("#text-query input, #text-query textarea").first.fill("red dress")
     page.locator("#text-search").click()
     assert len(_wait_for_new_results(page, [])) == 10
+
+
+def test_chips_show_what_was_understood_and_one_click_filters(page):
+    """A text query's understanding shows as chips; unticking one searches without it; one click on a filter chip
+    sets the filter and every result follows it."""
+    page.locator("#text-query input, #text-query textarea").first.fill("sneakers for women")
+    page.locator("#text-search").click()
+    boosted = _wait_for_new_results(page, [])
+    chips = page.locator("#intent-chips")
+    chips.wait_for(state="visible", timeout=30_000)
+    assert "Women" in chips.inner_text() and "Sports Shoes" in chips.inner_text()
+    _shot(page, "chips")
+    chips.get_by_label("Women", exact=True).uncheck()
+    unboosted = _wait_for_new_results(page, boosted)  # searched again without the gender boost
+    assert not chips.get_by_label("Women", exact=True).is_checked()  # the chip stays on show, unticked
+    assert chips.get_by_label("Sports Shoes", exact=False).is_checked()
+    page.locator("#intent-filters").get_by_label("Gender: Women").check()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        captions = _results(page)
+        if captions != unboosted and captions and all("Women" in c for c in captions):
+            break
+        time.sleep(0.2)
+    assert captions and all("Women" in c for c in captions), captions
+    _shot(page, "chip-filter")

@@ -34,6 +34,7 @@ from modeling.retrieval.lexical import fold
 logger = logging.getLogger(__name__)
 
 INTENT_ATTRIBUTES = ("gender", "articleType", "baseColour", "usage", "season")
+NOT = "not:"  # chip key prefix of a negation
 LEXICON_FILE = Path(__file__).with_name("lexicon.json")
 # Words that rule out what follows them ("not black", "without heels", "no white or grey").
 NEGATIONS = frozenset({"not", "no", "without", "except", "excluding", "exclude", "non", "never", "avoid", "nothing",
@@ -105,14 +106,22 @@ class QueryIntent:
 
     def chips(self) -> list[str]:
         """Short labels for the app: "Women", "Casual Shoes / Sports Shoes", "not Black"."""
-        return [i.label for i in self.intents] + [f"not {i.label}" for i in self.negations]
+        return [label for label, _ in self.chip_keys()]
 
-    def without(self, *attributes: str) -> "QueryIntent":
-        """The same understanding with the intents (and negations) of `attributes` dropped."""
-        drop = set(attributes)
+    def chip_keys(self) -> list[tuple[str, str]]:
+        """(label, key) per chip: the key is the attribute of an intent ("gender") or "not:" + the attribute of a
+        negation ("not:baseColour"), what `without` takes to switch it off."""
+        return [(i.label, i.attribute) for i in self.intents] + [(f"not {i.label}", f"{NOT}{i.attribute}")
+                                                                 for i in self.negations]
+
+    def without(self, *keys: str) -> "QueryIntent":
+        """The same understanding with some chips switched off: an attribute name drops its intent and its
+        negation, "not:<attribute>" the negation only."""
+        drop = set(keys)
         return replace(self, intents=tuple(i for i in self.intents if i.attribute not in drop),
-                       negations=tuple(i for i in self.negations if i.attribute not in drop),
-                       removed=tuple(dict.fromkeys([*self.removed, *attributes])))
+                       negations=tuple(i for i in self.negations
+                                       if i.attribute not in drop and f"{NOT}{i.attribute}" not in drop),
+                       removed=tuple(dict.fromkeys([*self.removed, *keys])))
 
     def get(self, attribute: str) -> Intent | None:
         return next((i for i in self.intents if i.attribute == attribute), None)
@@ -120,7 +129,7 @@ class QueryIntent:
     def to_dict(self) -> dict:
         return {"query": self.query, "search_text": self.search_text,
                 "intents": [i.to_dict() for i in self.intents], "negations": [i.to_dict() for i in self.negations],
-                "free_words": list(self.free_words), "chips": self.chips()}
+                "free_words": list(self.free_words), "chips": self.chips(), "removed": list(self.removed)}
 
 
 def load_lexicon(path: str | Path = LEXICON_FILE) -> dict:
@@ -503,5 +512,5 @@ class AttributeCodes:
         return total
 
 
-__all__ = ["AttributeCodes", "INTENT_ATTRIBUTES", "load_or_fit_intent_heads", "INTENT_WEIGHTS", "Intent", "IntentHeads", "NEGATION_WEIGHT",
+__all__ = ["AttributeCodes", "INTENT_ATTRIBUTES", "NOT", "load_or_fit_intent_heads", "INTENT_WEIGHTS", "Intent", "IntentHeads", "NEGATION_WEIGHT",
            "QueryIntent", "QueryParser", "load_lexicon", "normalise_words"]

@@ -186,8 +186,9 @@ class FashionSearchEngine:
             return
         texts = []
         for query in queries:
-            try:
-                texts.append(validate_text(query))
+            try:  # what `search_text` encodes: the query without negated words, misspellings corrected
+                texts.append(self.intents.parser.parse(validate_text(query)).search_text if self.use_intents
+                             else validate_text(query))
             except QueryError:
                 continue
         texts = list(dict.fromkeys(texts))

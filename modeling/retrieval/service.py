@@ -34,6 +34,7 @@ from urllib.parse import quote
 
 from modeling.data.images import ImageError
 from modeling.retrieval.batching import DEFAULT_MAX_BATCH, TextQueryBatcher
+from modeling.retrieval.intent import INTENT_ATTRIBUTES, NOT
 from modeling.retrieval.query import QueryError, SearchResult, validate_text
 from modeling.retrieval.serving import EngineRegistry
 from modeling.retrieval.vsc import summarise
@@ -113,6 +114,21 @@ def parse_item_id(value) -> str:
     if len(value) > MAX_ID_CHARS:
         raise QueryError(f"The item id is {len(value):,} characters long; catalog ids have at most {MAX_ID_CHARS}.")
     return value.strip()
+
+
+def parse_ignore(value) -> list[str]:
+    """Chip keys to switch off: a list (or comma-separated text) of intent attributes, each optionally "not:"-
+    prefixed (a negation only); empty or None for none."""
+    if value is None or value == "":
+        return []
+    keys = [v.strip() for v in value.split(",")] if isinstance(value, str) else value
+    if not isinstance(keys, (list, tuple)) or len(keys) > 2 * len(INTENT_ATTRIBUTES):
+        raise QueryError(f"'ignore' takes a list of chip keys (e.g. ['gender', 'not:baseColour']); got {shorten(value)}.")
+    known = {*INTENT_ATTRIBUTES, *(NOT + a for a in INTENT_ATTRIBUTES)}
+    for key in keys:
+        if key not in known:
+            raise QueryError(f"Unknown chip key {shorten(key)}; use one of {', '.join(sorted(known))}.")
+    return list(dict.fromkeys(keys))
 
 
 def catalog_relative(path: str) -> str:
@@ -197,17 +213,34 @@ class SearchService:
         return name, self.registry.get(name)
 
     # -- searches ---------------------------------------------------------------------------------------------
-    def text(self, query, k=10, model=None, gender=ANY, category=ANY, colour=ANY) -> Answer:
-        """Text search (batched with the concurrent text queries of the same model)."""
+    def text(self, query, k=10, model=None, gender=ANY, category=ANY, colour=ANY, ignore=None) -> Answer:
+        """Text search (batched with the concurrent text queries of the same model). `ignore`: chip keys of the
+        query's understood intents to switch off ("gender", "not:baseColour"; see `understood`)."""
         start = time.perf_counter()
         k = parse_k(k)
         name, engine = self._engine(model)
         filters = self.filters(gender, category, colour)
         query = validate_text(query)
+        ignore = parse_ignore(ignore)
         if engine.supports_text:
             self._batcher(name, engine).prepare(query)
-        results = self._run(engine.search_text, query, k=k, filters=filters)
-        return self._answer(results, name, "text", start, {"text": query})
+        understood, intent = self._understood(engine, query, ignore)
+        results = self._run(engine.search_text, query, k=k, filters=filters, intent=intent)
+        return self._answer(results, name, "text", start, {"text": query}, understood)
+
+    def understand(self, query, model=None) -> dict:
+        """What the engine understands of a text query (`understood` of a text answer, nothing ignored)."""
+        _, engine = self._engine(model)
+        return self._understood(engine, validate_text(query), [])[0] or {}
+
+    def _understood(self, engine, query: str, ignore: list[str]):
+        """(the query's full understanding as the API returns it, the intent the search uses) — (None, None) for
+        an engine with query understanding off or without a text tower."""
+        if not engine.supports_text or not engine.use_intents:
+            return None, None
+        full = self._run(engine.understand, query)
+        return {**full.to_dict(), "chip_keys": [key for _, key in full.chip_keys()], "ignored": ignore}, \
+            full.without(*ignore) if ignore else full
 
     def image(self, image=None, k=10, model=None, gender=ANY, category=ANY, colour=ANY, hybrid: bool = False,
               rerank_weight=0.3, item_id=None) -> Answer:
@@ -258,7 +291,8 @@ class SearchService:
         results = self._run(engine.search_composed, None if item_id else image, text, k=k, filters=filters,
                             item_id=item_id, method=method, text_weight=weight)
         query = {"item_id": item_id} if item_id else {"image": "upload"}
-        return self._answer(results, name, "composed", start, {**query, "text": text, "method": method})
+        understood, _ = self._understood(engine, text, [])  # what the change asks for
+        return self._answer(results, name, "composed", start, {**query, "text": text, "method": method}, understood)
 
     def _mark_search_thread(self) -> None:
         self._local.search_thread = True
@@ -289,8 +323,9 @@ class SearchService:
         if engine.supports_text:
             batcher = self._batchers.get(name) or await self.run_async(self._batcher, name, engine)
             await asyncio.wrap_future(batcher.submit(query))
-        results = await self.run_async(engine.search_text, query, k=k, filters=filters)
-        return self._answer(results, name, "text", start, {"text": query})
+        understood, intent = self._understood(engine, query, [])
+        results = await self.run_async(engine.search_text, query, k=k, filters=filters, intent=intent)
+        return self._answer(results, name, "text", start, {"text": query}, understood)
 
     @staticmethod
     def _rerank_weight(engine, hybrid: bool, weight) -> float:
@@ -320,13 +355,18 @@ class SearchService:
         data["image_url"] = IMAGE_ROUTE + quote(result.id, safe="") if result.image_path else None
         return data
 
-    def structured(self, results: list[SearchResult], model: str, mode: str, seconds: float, query: Mapping) -> dict:
-        """What API clients read: ids, titles, attributes, scores and VSC per result, and the query's summary."""
-        return {"model": model, "mode": mode, "query": dict(query), "took_ms": round(seconds * 1000, 1),
-                "summary": summarise(results), "results": [self.public_result(r) for r in results]}
+    def structured(self, results: list[SearchResult], model: str, mode: str, seconds: float, query: Mapping,
+                   understood: dict | None = None) -> dict:
+        """What API clients read: ids, titles, attributes, scores, VSC and collapsed near-duplicates
+        (`duplicates`) per result, the query's summary and, for text, what the engine understood of it."""
+        out = {"model": model, "mode": mode, "query": dict(query), "took_ms": round(seconds * 1000, 1),
+               "summary": summarise(results), "results": [self.public_result(r) for r in results]}
+        if understood is not None:
+            out["understood"] = understood
+        return out
 
-    def _answer(self, results, model, mode, start, query) -> Answer:
-        return Answer(results, self.structured(results, model, mode, time.perf_counter() - start, query))
+    def _answer(self, results, model, mode, start, query, understood=None) -> Answer:
+        return Answer(results, self.structured(results, model, mode, time.perf_counter() - start, query, understood))
 
     def _batcher(self, name: str, engine) -> TextQueryBatcher:
         with self._lock:
