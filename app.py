@@ -43,7 +43,7 @@ import gradio as gr
 from modeling.retrieval.search import SearchResult
 from modeling.retrieval.service import (ANY, FILTERS, MAX_K, REFUSED, SearchService, cap_malloc_arenas, limit_threads,
                                         parse_item_id, shorten, user_message)
-from modeling.retrieval.serving import EngineRegistry, ModelSpec, with_index_repo
+from modeling.retrieval.serving import EngineRegistry, ModelSpec, qdrant_config, with_index_repo
 
 logger = logging.getLogger("app")
 
@@ -593,6 +593,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="catalog folder, metadata file or Hub dataset (used to build missing indexes)")
     p.add_argument("--rerank-model", default=os.environ.get("FASHION_RERANK_MODEL"),
                    help="image model for hybrid re-ranking (default runs/vae if trained; 'none' turns it off)")
+    p.add_argument("--vector-store", choices=("faiss", "qdrant"), default=os.environ.get("FASHION_VECTOR_STORE", "faiss"),
+                   help="where vectors live and ranking runs: the in-process FAISS index (default) or a Qdrant "
+                        "collection built by `python -m modeling.retrieval.build --vector-store qdrant` (docs/qdrant.md)")
+    p.add_argument("--qdrant-url", default=None,
+                   help="Qdrant server or cluster (env FASHION_QDRANT_URL; the API key only from FASHION_QDRANT_API_KEY)")
+    p.add_argument("--qdrant-path", default=None, help="local-mode Qdrant folder (env FASHION_QDRANT_PATH)")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     args = p.parse_args(argv)
@@ -615,19 +621,26 @@ def make_registry(args: argparse.Namespace) -> EngineRegistry:
         specs = with_index_repo(specs, args.index_repo)
         if args.index:  # an explicit index folder wins
             specs[0] = ModelSpec(default.name, default.path, args.index)
+    qdrant = None
+    if getattr(args, "vector_store", "faiss") == "qdrant":
+        qdrant = qdrant_config(getattr(args, "qdrant_url", None), getattr(args, "qdrant_path", None))
     return EngineRegistry(specs, catalog=args.catalog, rerank_model=args.rerank_model,
-                          onnx={default.name: args.onnx} if getattr(args, "onnx", None) else None)
+                          onnx={default.name: args.onnx} if getattr(args, "onnx", None) else None,
+                          vector_store=getattr(args, "vector_store", "faiss"), qdrant=qdrant)
 
 
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args(argv)
-    registry = make_registry(args)
     try:
+        registry = make_registry(args)
         registry.get()  # the default model loads (and indexes the catalog if needed) before the page is served
     except (OSError, ValueError) as error:
-        raise SystemExit(f"Cannot start: {error}\nTrain the default model with `make train` (or point --model / "
-                         "FASHION_MODEL at a trained model folder) and --catalog at a catalog.") from None
+        hint = ("Build the collection with `python -m modeling.retrieval.build --vector-store qdrant ...` and point "
+                "--qdrant-url / --qdrant-path at it (docs/qdrant.md)." if args.vector_store == "qdrant" else
+                "Train the default model with `make train` (or point --model / FASHION_MODEL at a trained model "
+                "folder) and --catalog at a catalog.")
+        raise SystemExit(f"Cannot start: {error}\n{hint}") from None
     items = registry.get().index.items
     allowed = sorted({str(Path(p).parent) for p in items.get("image_path", []) if p})
     # Once the default model is loaded (and its index built with every core): one thread per op while serving.

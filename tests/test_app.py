@@ -318,3 +318,22 @@ def test_bad_chip_keys_are_refused_with_a_message(handlers):
         handlers.service.text("red dress", 5, ignore=["price"])
     assert handlers.service.text("red dress", 5, ignore="gender, not:baseColour").data["understood"]["ignored"] == \
         ["gender", "not:baseColour"]
+
+
+def test_vector_store_flags(monkeypatch, tmp_path):
+    """--vector-store qdrant needs a server URL or a local folder; the API key is read from the environment only and
+    never shows in the configuration's repr."""
+    from modeling.retrieval.qdrant_store import QdrantStoreError
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("FASHION_QDRANT_URL", "FASHION_QDRANT_PATH", "FASHION_VECTOR_STORE"):
+        monkeypatch.delenv(name, raising=False)
+    assert app.make_registry(app.parse_args(["--model", "/models/dual"])).vector_store == "faiss"
+    with pytest.raises(QdrantStoreError, match="--qdrant-url"):
+        app.make_registry(app.parse_args(["--vector-store", "qdrant"]))
+    monkeypatch.setenv("FASHION_QDRANT_API_KEY", "s3cret-key")
+    registry = app.make_registry(app.parse_args(["--vector-store", "qdrant", "--qdrant-url", "http://qdrant:6333"]))
+    assert registry.vector_store == "qdrant" and registry.qdrant.url == "http://qdrant:6333"
+    assert registry.qdrant.api_key == "s3cret-key" and "s3cret" not in repr(registry.qdrant)
+    registry = app.make_registry(app.parse_args(["--vector-store", "qdrant", "--qdrant-path", str(tmp_path / "q")]))
+    assert registry.qdrant.path == str(tmp_path / "q")
