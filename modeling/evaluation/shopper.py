@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -203,7 +204,8 @@ def main(argv=None) -> dict:
     filters = {"split": splits}
     gallery = engine.index.items["split"].astype(str).isin(splits).to_numpy()
     texts = {Path(f).name: load_queries(f) for f in args.text_files}
-    report = {"command": "python -m modeling.evaluation.shopper " + " ".join(argv or []), "gallery": splits,
+    command = " ".join(["python -m modeling.evaluation.shopper", *(sys.argv[1:] if argv is None else argv)])
+    report = {"command": command, "gallery": splits,
               "gallery_size": int(gallery.sum()),
               "text": {name: text_report(engine, qs, gallery, filters) for name, qs in texts.items()},
               "composed": {Path(f).name: composed_report(engine, load_queries(f), gallery, filters)
