@@ -8,7 +8,8 @@ Embeddings are L2-normalised, so cosine similarity is an inner product (`METRIC_
 * Below `EXACT_THRESHOLD` (50,000) items the index is an exact `IndexFlatIP`. A brute-force scan of a fashion
   catalogue of that size takes a few milliseconds per query, so there is nothing to gain from an approximation
   and exact results keep evaluation numbers reproducible.
-* At or above it the index is `IndexHNSWFlat` (M=32, efConstruction=200, efSearch=128 by default). HNSW was
+* At or above it the index is `IndexHNSWFlat` (M=32, efConstruction=200, efSearch=128 by default), up to
+  `COMPRESSED_THRESHOLD` (1M) items, where `compressed.CompressedIndex` (OPQ + IVF-PQ codes) takes over. HNSW was
   chosen over IVF/PQ because it needs no training step (the index can be built from any number of vectors, with
   no k-means whose quality depends on the sample), it keeps the full float32 vectors so recall is high, and it
   supports filtered search natively: an `IDSelector` passed through `SearchParametersHNSW(sel=...)` restricts
@@ -41,6 +42,7 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from modeling.retrieval import compressed
 from modeling.utils.io import staged_folder
 
 
@@ -102,6 +104,8 @@ class VectorIndex:
             Dimension of the vectors.
         exact_threshold (`int`, *optional*, defaults to `EXACT_THRESHOLD`):
             Collections with at least this many vectors get an HNSW index in [`~VectorIndex.build`].
+        compressed_threshold (`int`, *optional*, defaults to `compressed.COMPRESSED_THRESHOLD`):
+            Collections with at least this many vectors get a [`CompressedIndex`] instead.
         hnsw_m (`int`, *optional*, defaults to 32):
             Graph degree of the HNSW index.
         ef_construction (`int`, *optional*, defaults to 200):
@@ -115,13 +119,14 @@ class VectorIndex:
         dim: int,
         *,
         exact_threshold: int = EXACT_THRESHOLD,
+        compressed_threshold: int = compressed.COMPRESSED_THRESHOLD,
         hnsw_m: int = 32,
         ef_construction: int = 200,
         ef_search: int = 128,
     ):
         for name, value in [
             ("dim", dim),
-            ("exact_threshold", exact_threshold),
+            ("exact_threshold", exact_threshold), ("compressed_threshold", compressed_threshold),
             ("hnsw_m", hnsw_m),
             ("ef_construction", ef_construction),
             ("ef_search", ef_search),
@@ -130,6 +135,7 @@ class VectorIndex:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.dim = int(dim)
         self.exact_threshold = int(exact_threshold)
+        self.compressed_threshold = int(compressed_threshold)
         self.hnsw_m = int(hnsw_m)
         self.ef_construction = int(ef_construction)
         self.ef_search = int(ef_search)
@@ -143,6 +149,9 @@ class VectorIndex:
         """
         embeddings = _as_matrix(embeddings, "embeddings")
         index = cls(embeddings.shape[1], **kwargs)
+        if len(embeddings) >= index.compressed_threshold:
+            index._index = compressed.CompressedIndex.build(l2_normalise(embeddings))
+            return index
         if len(embeddings) >= index.exact_threshold:
             hnsw = faiss.IndexHNSWFlat(index.dim, index.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             hnsw.hnsw.efConstruction = index.ef_construction
@@ -154,7 +163,9 @@ class VectorIndex:
 
     @property
     def kind(self) -> str:
-        """`"hnsw"` or `"flat"`."""
+        """`"hnsw"`, `"flat"` or `"ivfpq"` (a [`CompressedIndex`])."""
+        if isinstance(self._index, compressed.CompressedIndex):
+            return compressed.COMPRESSED_KIND
         return "hnsw" if isinstance(self._index, faiss.IndexHNSW) else "flat"
 
     @property
@@ -199,6 +210,8 @@ class VectorIndex:
         if num_allowed == 0:
             scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
             indices = np.full((len(queries), k), -1, dtype=np.int64)
+        elif self.kind == compressed.COMPRESSED_KIND:
+            scores, indices = self._index.search(queries, k, mask)
         elif num_allowed == self.ntotal:
             scores, indices = self._index.search(queries, k, params=self._params(k, None, 1.0))
         elif self.kind == "hnsw" and num_allowed < max(FILTERED_EXACT_MIN, FILTERED_EXACT_FRACTION * self.ntotal):
@@ -263,21 +276,22 @@ class VectorIndex:
     @property
     def nbytes(self) -> int:
         """Size of the serialised faiss index (what `write` puts on disk)."""
-        return int(faiss.serialize_index(self._index).size)
+        return compressed.index_nbytes(self._index)
 
     def write(self, path: str | os.PathLike) -> None:
-        """Writes the faiss index (vectors and HNSW graph, efSearch included) to `path`."""
-        faiss.write_index(self._index, str(path))
+        """Writes the faiss index (vectors and HNSW graph, efSearch included) to `path` (and the vectors file of a
+        compressed index beside it)."""
+        compressed.write_index(self._index, path)
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> "VectorIndex":
         """Reads an index written by [`~VectorIndex.write`]."""
         try:
-            index = faiss.read_index(str(path))
-        except RuntimeError as e:
+            index = compressed.read_index(path)
+        except (RuntimeError, OSError, ValueError) as e:
             raise IndexFormatError(f"cannot read faiss index {path}: {e}") from e
         if index.metric_type != faiss.METRIC_INNER_PRODUCT or not isinstance(
-            index, (faiss.IndexFlat, faiss.IndexHNSWFlat)
+            index, (faiss.IndexFlat, faiss.IndexHNSWFlat, compressed.CompressedIndex)
         ):
             raise IndexFormatError(
                 f"{path} holds a {type(index).__name__} (metric {index.metric_type}); expected an inner-product "
@@ -415,6 +429,8 @@ class CatalogIndex:
             index_params.update(
                 hnsw_m=vectors.hnsw_m, ef_construction=vectors.ef_construction, ef_search=vectors.ef_search
             )
+        elif vectors.kind == compressed.COMPRESSED_KIND:
+            index_params.update(vectors._index.params)
         manifest = {
             "format_version": FORMAT_VERSION,
             "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
