@@ -593,11 +593,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="catalog folder, metadata file or Hub dataset (used to build missing indexes)")
     p.add_argument("--rerank-model", default=os.environ.get("FASHION_RERANK_MODEL"),
                    help="image model for hybrid re-ranking (default runs/vae if trained; 'none' turns it off)")
-    p.add_argument("--vector-store", choices=("faiss", "qdrant"), default=os.environ.get("FASHION_VECTOR_STORE", "faiss"),
+    p.add_argument("--vector-store", choices=("faiss", "qdrant"),
+                   default=os.environ.get("FASHION_VECTOR_STORE", "faiss"),
                    help="where vectors live and ranking runs: the in-process FAISS index (default) or a Qdrant "
-                        "collection built by `python -m modeling.retrieval.build --vector-store qdrant` (docs/qdrant.md)")
+                        "collection built by `python -m modeling.retrieval.build --vector-store qdrant` "
+                        "(docs/qdrant.md)")
     p.add_argument("--qdrant-url", default=None,
-                   help="Qdrant server or cluster (env FASHION_QDRANT_URL; the API key only from FASHION_QDRANT_API_KEY)")
+                   help="Qdrant server or cluster (env FASHION_QDRANT_URL; the API key only from "
+                        "FASHION_QDRANT_API_KEY)")
     p.add_argument("--qdrant-path", default=None, help="local-mode Qdrant folder (env FASHION_QDRANT_PATH)")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))

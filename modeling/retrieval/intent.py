@@ -151,8 +151,9 @@ class QueryParser:
         heads: the learned fallback (`IntentHeads`) or None.
     """
 
-    def __init__(self, values: Mapping[str, Mapping[str, int] | Sequence[str]], lexicon: str | Path | dict | None = None,
-                 known_words: Iterable[str] = (), heads: "IntentHeads | None" = None):
+    def __init__(self, values: Mapping[str, Mapping[str, int] | Sequence[str]],
+                 lexicon: str | Path | dict | None = None, known_words: Iterable[str] = (),
+                 heads: "IntentHeads | None" = None):
         self.values = {a: [v for v in (vals if not isinstance(vals, Mapping) else
                                        [v for v, n in vals.items() if n >= MIN_VALUE_ITEMS]) if str(v).strip()]
                        for a, vals in values.items() if a in INTENT_ATTRIBUTES}
@@ -372,7 +373,8 @@ class IntentHeads:
 
             def closure():
                 optimiser.zero_grad()
-                loss = torch.nn.functional.cross_entropy(linear(xs * 10.0), y) + weight_decay * linear.weight.square().sum()
+                loss = torch.nn.functional.cross_entropy(linear(xs * 10.0), y)
+                loss = loss + weight_decay * linear.weight.square().sum()
                 loss.backward()
                 return loss
 
@@ -512,5 +514,5 @@ class AttributeCodes:
         return total
 
 
-__all__ = ["AttributeCodes", "INTENT_ATTRIBUTES", "NOT", "load_or_fit_intent_heads", "INTENT_WEIGHTS", "Intent", "IntentHeads", "NEGATION_WEIGHT",
-           "QueryIntent", "QueryParser", "load_lexicon", "normalise_words"]
+__all__ = ["AttributeCodes", "INTENT_ATTRIBUTES", "INTENT_WEIGHTS", "Intent", "IntentHeads", "NEGATION_WEIGHT", "NOT",
+           "QueryIntent", "QueryParser", "load_lexicon", "load_or_fit_intent_heads", "normalise_words"]

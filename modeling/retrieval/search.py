@@ -248,7 +248,7 @@ class FashionSearchEngine:
         (boosts and penalties); each None when the query does not use it."""
         understood = self._intent(query, intent)
         query, visual_query, text_query, weight, lexical = self._text_queries(
-            understood.search_text if understood else query, text_weight, lexical_weight)
+            understood.search_text if understood is not None else query, text_weight, lexical_weight)
         visual = self._dense_vectors() @ visual_query
         boosts = self.intents.scores(understood, np.arange(len(self._ids)))
         out = {"score": visual, "visual": visual, "text": None, "lexical": None, "intent": boosts}
@@ -311,8 +311,9 @@ class FashionSearchEngine:
         they describe and its negations sink the ones they rule out; the encoders see the query without its negated
         words. Near-duplicates collapse into one result (`collapse`, default the engine's `collapse_duplicates`)."""
         understood = self._intent(query, intent)
-        query, visual_query, text_query, weight, lexical = self._text_queries(
-            understood.search_text if understood else query, text_weight, lexical_weight, self.store is None)
+        encoded = understood.search_text if understood is not None else query  # negated words out, spelling fixed
+        query, visual_query, text_query, weight, lexical = self._text_queries(encoded, text_weight, lexical_weight,
+                                                                              self.store is None)
         return self._with_vsc(self._rank(visual_query, text_query, weight, k, self._scope(filters), lexical,
                                          self._intent_extra(understood), collapse, query_text=query), query)
 

@@ -123,7 +123,8 @@ def parse_ignore(value) -> list[str]:
         return []
     keys = [v.strip() for v in value.split(",")] if isinstance(value, str) else value
     if not isinstance(keys, (list, tuple)) or len(keys) > 2 * len(INTENT_ATTRIBUTES):
-        raise QueryError(f"'ignore' takes a list of chip keys (e.g. ['gender', 'not:baseColour']); got {shorten(value)}.")
+        raise QueryError(f"'ignore' takes a list of chip keys (e.g. ['gender', 'not:baseColour']); "
+                         f"got {shorten(value)}.")
     known = {*INTENT_ATTRIBUTES, *(NOT + a for a in INTENT_ATTRIBUTES)}
     for key in keys:
         if key not in known:
