@@ -283,3 +283,12 @@ def test_photo_consistency_matches_brute_force():
 
 def test_query_intent_is_falsy_without_intents():
     assert not QueryIntent("x", "x")
+
+
+def test_a_broader_word_keeps_the_reference_type(parser):
+    """Composed search: "same shoe in grey" of Casual Shoes keeps Casual Shoes (the words only name it broadly);
+    "same but sandals" changes it."""
+    broad = parser.parse("same shoe in grey").narrowed_to({"articleType": "Casual Shoes", "gender": "Men"})
+    assert broad.get("articleType").values == ("Casual Shoes",) and "Grey" in broad.get("baseColour").values
+    changed = parser.parse("same but sandals").narrowed_to({"articleType": "Casual Shoes"})
+    assert "Casual Shoes" not in changed.get("articleType").values

@@ -53,7 +53,7 @@ MAX_PHRASE_WORDS = 4
 # The learned fallback names only article types: on words nobody listed ("trackies", "sliders", "lippy") the type
 # head is often right, while the gender, usage and season heads guess from style ("high heals" -> Men 0.73).
 LEARNED_ATTRIBUTES = ("articleType",)
-LEARNED_MIN_PROBABILITY = 0.5
+LEARNED_MIN_PROBABILITY = 0.6  # at 0.5, "do these come in brown" was Trousers
 LEARNED_CONFIDENCE = 0.6  # times the head's probability
 _WORD = re.compile(r"[a-z0-9]+(?:['\u2019][a-z]+)?")
 
@@ -122,6 +122,13 @@ class QueryIntent:
                        negations=tuple(i for i in self.negations
                                        if i.attribute not in drop and f"{NOT}{i.attribute}" not in drop),
                        removed=tuple(dict.fromkeys([*self.removed, *keys])))
+
+    def narrowed_to(self, reference: Mapping[str, str]) -> "QueryIntent":
+        """A reference product's own value where an intent only names it more broadly: "same shoe in grey" of a
+        pair of Casual Shoes keeps Casual Shoes, not every kind of shoe."""
+        narrowed = tuple(replace(i, values=(str(reference[i.attribute]),)) if len(i.values) > 1
+                         and str(reference.get(i.attribute, "")) in i.values else i for i in self.intents)
+        return replace(self, intents=narrowed)
 
     def get(self, attribute: str) -> Intent | None:
         return next((i for i in self.intents if i.attribute == attribute), None)

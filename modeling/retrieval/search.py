@@ -261,24 +261,24 @@ class FashionSearchEngine:
         return out
 
     # -- query understanding -----------------------------------------------------------------------------------------
-    def understand(self, query: str) -> QueryIntent:
+    def understand(self, query: str, learned: bool = True) -> QueryIntent:
         """What the engine understands of a text query (`modeling.retrieval.intent`): the intents text search boosts,
         the negations it penalises, the free words; the learned heads fill in when some words matched nothing."""
         query = validate_text(query)
         parser = self.intents.parser
         parsed = parser.parse(query)
-        if parsed.free_words and parser.heads is not None and self.sentence_encoder is not None:
+        if learned and parsed.free_words and parser.heads is not None and self.sentence_encoder is not None:
             embedding = self._cached("sentence", parsed.search_text, lambda q: self.sentence_encoder.encode([q])[0])
             parsed = parser.parse(query, embedding)
         return parsed
 
-    def _intent(self, query: str, intent) -> QueryIntent | None:
+    def _intent(self, query: str, intent, learned: bool = True) -> QueryIntent | None:
         """`intent` as given (a `QueryIntent`), off (False, or None on an engine with `use_intents` off), or parsed."""
         if isinstance(intent, QueryIntent):
             return intent
         if intent is False or (intent is None and not self.use_intents):
             return None
-        return self.understand(query)
+        return self.understand(query, learned)
 
     def _intent_extra(self, intent: QueryIntent | None, weights=None):
         if not intent:
@@ -394,8 +394,9 @@ class FashionSearchEngine:
             reference = self.predict_attributes(image_embeds)
         else:
             raise QueryError("Give a reference photo (or a catalog item) to modify.")
-        asked = self._intent(text, None if intent is None else bool(intent))
+        asked = self._intent(text, None if intent is None else bool(intent), learned=False)  # the type is known
         if asked is not None:  # the modification's own words win over the reference's values ("same but for men")
+            asked = asked.narrowed_to(reference)  # ... unless they only say it more broadly ("same shoe in grey")
             reference = {a: v for a, v in reference.items() if asked.get(a) is None}
             text = asked.search_text
             sure = 1.0 if item_id is not None else ATTRIBUTE_CONFIDENCE
