@@ -59,6 +59,7 @@ def test_synonyms_gender_words_and_catalog_values(parser, query, expected):
     ("dress without prints", {"articleType": {"Dresses"}}, {}, "dress"),  # the word goes, it names no attribute
     ("sandals without heels", {"articleType": {"Sandals"}}, {"articleType": {"Heels"}}, "sandals"),
     ("no logo tshirt", {"articleType": {"Tshirts"}}, {}, "tshirt"),  # the logo goes, the t-shirt stays
+    ("sandals not flats", {"articleType": {"Sandals"}}, {"articleType": {"Flats"}}, "sandals"),
     ("shoes that are not black for men", {"gender": {"Men"}}, {"baseColour": {"Black"}}, "shoes that are for men"),
 ])
 def test_negations_are_penalties_and_leave_the_encoded_text(parser, query, kept, ruled_out, text):
@@ -292,3 +293,12 @@ def test_a_broader_word_keeps_the_reference_type(parser):
     assert broad.get("articleType").values == ("Casual Shoes",) and "Grey" in broad.get("baseColour").values
     changed = parser.parse("same but sandals").narrowed_to({"articleType": "Casual Shoes"})
     assert "Casual Shoes" not in changed.get("articleType").values
+
+
+def test_a_negation_covering_the_wish_describes_a_feature(parser):
+    """"tshirt without collar": the t-shirts stay wanted, other collared types are kept away; "sandals not flats":
+    flats leave the wish."""
+    intents, negations, _ = understood(parser, "tshirt without collar")
+    assert intents["articleType"] == {"Tshirts"} and "Tshirts" not in negations.get("articleType", set())
+    intents, negations, _ = understood(parser, "sandals not flats")
+    assert "Flats" not in intents["articleType"] and negations["articleType"] == {"Flats"}

@@ -248,6 +248,7 @@ class QueryParser:
                 strong = [i for i in candidates if i.source != "weak"]
                 for intent in strong or candidates:
                     self._merge(target, intent)
+        self._reconcile(intents, negations)
         free = [raw[j] for j in range(len(words))
                 if j not in consumed and j not in negated_words and words[j] not in self.stopwords
                 and raw[j] not in NEGATIONS]
@@ -330,6 +331,26 @@ class QueryParser:
                 break
             covered.update(range(j, end))
         return spans, covered
+
+    @staticmethod
+    def _reconcile(intents: dict[str, Intent], negations: dict[str, Intent]) -> None:
+        """An attribute both wanted and ruled out: a negation naming fewer values removes them from the wish
+        ("sandals not flats"); one that covers the whole wish describes a feature and keeps away from it ("tshirt
+        without collar" penalises the other collared types, not the t-shirts)."""
+        for attribute in set(intents) & set(negations):
+            wanted, ruled_out = set(intents[attribute].values), set(negations[attribute].values)
+            if wanted <= ruled_out:
+                values = tuple(v for v in negations[attribute].values if v not in wanted)
+                target, name = negations, attribute
+            elif ruled_out < wanted:
+                values = tuple(v for v in intents[attribute].values if v not in ruled_out)
+                target, name = intents, attribute
+            else:
+                continue
+            if values:
+                target[name] = replace(target[name], values=values)
+            else:
+                del target[name]
 
     @staticmethod
     def _merge(target: dict[str, Intent], intent: Intent) -> None:
