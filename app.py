@@ -52,6 +52,7 @@ DEFAULT_MODEL = "runs/dual-encoder"
 OPTIONAL_MODELS = ("runs/clip-lora", "runs/vae")  # offered when trained
 DEFAULT_CATALOG = str(HERE.parent / "shared" / "data")
 MAX_UPLOAD = "20mb"
+MAX_DUPLICATES_SHOWN = 48  # photos in the near-duplicates panel
 # Searches the queue runs at once (UI events and queued API calls); the structured-data endpoints skip the queue
 # and are batched by the search service instead.
 QUEUE_CONCURRENCY = 8
@@ -266,6 +267,21 @@ class Handlers:
                                         else f"{name} · {summary_line(out)}".replace("**", "")))
             data[name] = out
         return (*galleries, data)
+
+    def show_duplicates(self, data):
+        """The near-duplicates collapsed into the shown results ("+N more like it"), each captioned with the result
+        it was collapsed into; the panel stays hidden when there are none."""
+        shown = []
+        for result in (data or {}).get("results") or []:
+            for item_id in result.get("duplicates") or []:
+                try:
+                    path = self.service.image_path(item_id, data.get("model"))
+                except REFUSED:
+                    continue
+                shown.append((path, f"like #{result['rank']}: {result['title']} ({item_id})"))
+        shown = shown[:MAX_DUPLICATES_SHOWN]
+        label = f"More like them: {len(shown)} near-duplicates collapsed into the results"
+        return gr.Accordion(label=label, visible=bool(shown)), shown
 
     @user_errors
     def model_changed(self, model):
@@ -530,6 +546,10 @@ def build_demo(registry: EngineRegistry, service: SearchService | None = None) -
                 compare_data = gr.JSON(label="Structured results per model", visible=False)
         summary.render()
         gallery.render()
+        with gr.Accordion("More like them: near-duplicates collapsed into the results", open=False,
+                          visible=False) as duplicates_box:
+            duplicates = gr.Gallery(label="Near-duplicates", columns=8, height="auto", object_fit="contain",
+                                    allow_preview=False, elem_id="duplicates")
         with gr.Accordion("Structured results (what the API returns)", open=False):
             data.render()
 
@@ -548,6 +568,7 @@ def build_demo(registry: EngineRegistry, service: SearchService | None = None) -
                        [image, ref_image, image_item, ref_item, tabs, *outputs], api_visibility="private")
         # The summary line above the gallery is rendered from the structured results, whatever produced them.
         data.change(summary_line, data, summary, api_visibility="private", queue=False)
+        data.change(h.show_duplicates, data, [duplicates_box, duplicates], api_visibility="private", queue=False)
         # What the engine understood of a text query, as chips: untick one to ignore it, or make one a filter.
         data.change(show_chips, data, [chips, chip_filter], api_visibility="private", queue=False)
         chips.input(h.search_text_chips, [query, k, model, *dropdowns, chips], outputs, api_visibility="private")

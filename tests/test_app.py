@@ -337,3 +337,20 @@ def test_vector_store_flags(monkeypatch, tmp_path):
     assert registry.qdrant.api_key == "s3cret-key" and "s3cret" not in repr(registry.qdrant)
     registry = app.make_registry(app.parse_args(["--vector-store", "qdrant", "--qdrant-path", str(tmp_path / "q")]))
     assert registry.qdrant.path == str(tmp_path / "q")
+
+
+def test_collapsed_near_duplicates_can_be_opened(handlers):
+    """'+N more like it': the collapsed items are listed under their result and shown in their own panel."""
+    for query in ("watches", "tshirts for men", "blue jeans", "black shoes", "handbags", "kurtas"):
+        _, data = handlers.search_text(query, 20)
+        collapsed = [(r["rank"], d) for r in data["results"] for d in r["duplicates"]]
+        if collapsed:
+            break
+    assert collapsed, "the 300 val items hold same-title near-duplicates"
+    box, shown = handlers.show_duplicates(data)
+    assert box.visible and len(shown) == min(len(collapsed), app.MAX_DUPLICATES_SHOWN)
+    assert all(Path(path).exists() for path, _ in shown)
+    assert shown[0][1].startswith(f"like #{collapsed[0][0]}:") and shown[0][1].endswith(f"({collapsed[0][1]})")
+    assert any("more like it" in app.caption(r) for r in handlers.service.text(query, 20).results)
+    box, shown = handlers.show_duplicates({"results": [{"rank": 1, "title": "x", "duplicates": []}]})
+    assert not box.visible and shown == []
