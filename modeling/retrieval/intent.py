@@ -246,7 +246,8 @@ class QueryParser:
                 # A weak hint only speaks when nothing firmer names the attribute: "watch with leather strap" is a
                 # watch, not also the wallets and belts "leather" hints at.
                 strong = [i for i in candidates if i.source != "weak"]
-                for intent in strong or candidates:
+                # Ruling out a hint says nothing firm ("not leather" is about the material, not about wallets).
+                for intent in strong if negated else strong or candidates:
                     self._merge(target, intent)
         self._reconcile(intents, negations)
         free = [raw[j] for j in range(len(words))
