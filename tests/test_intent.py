@@ -60,6 +60,7 @@ def test_synonyms_gender_words_and_catalog_values(parser, query, expected):
     ("sandals without heels", {"articleType": {"Sandals"}}, {"articleType": {"Heels"}}, "sandals"),
     ("no logo tshirt", {"articleType": {"Tshirts"}}, {}, "tshirt"),  # the logo goes, the t-shirt stays
     ("sandals not flats", {"articleType": {"Sandals"}}, {"articleType": {"Flats"}}, "sandals"),
+    ("black sneakers not leather", {"articleType": {"Casual Shoes"}}, {}, "black sneakers"),  # a hint is not ruled out
     ("shoes that are not black for men", {"gender": {"Men"}}, {"baseColour": {"Black"}}, "shoes that are for men"),
 ])
 def test_negations_are_penalties_and_leave_the_encoded_text(parser, query, kept, ruled_out, text):
