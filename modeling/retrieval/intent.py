@@ -181,7 +181,8 @@ class QueryParser:
         self.known_words = frozenset(w for word in known_words for w in normalise_words(word)) | {
             w for phrase in self.phrases for w in phrase}
         # Fuzzy matching corrects towards strong phrases only: a misspelt word is a product word, not a hint.
-        self._single = sorted(p[0] for p, entry in self.phrases.items() if len(p) == 1 and len(p[0]) >= MIN_FUZZY_LENGTH
+        self._single = sorted(p[0] for p, entry in self.phrases.items()
+                              if len(p) == 1 and len(p[0]) >= MIN_FUZZY_LENGTH
                               and any(source != "weak" for _, _, source in entry.values()))
         self.heads = heads
 
