@@ -77,6 +77,21 @@ def percentiles(values) -> dict:
             "p95": float(np.percentile(a, 95)), "p99": float(np.percentile(a, 99)), "max": float(a.max())}
 
 
+def stop(server: subprocess.Popen) -> None:
+    """Stop the app started for a benchmark (killed when it does not stop within 10 s)."""
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+def write_report(path: str | Path, report: dict) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="runs/dual-encoder")
@@ -168,11 +183,7 @@ def main(argv=None) -> dict:
         manifest = json.loads((Path(args.model) / "index" / "manifest.json").read_text())
         report["items"] = manifest["num_items"]
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
 
     print(f"items: {report['items']} · cpus: {report['cpu_count']} · server RSS {report['server_rss_mb']:.0f} MB")
     for name in ("text_ms", "text_engine_ms", "text_http_ms", "text_filtered_ms", "similar_item_ms", "image_upload_ms"):
@@ -181,9 +192,7 @@ def main(argv=None) -> dict:
               f"p99 {s['p99']:6.1f}  max {s['max']:6.1f}")
     verdict = "OK" if report["startup_s"] <= 15 and report["text_ms"]["p95"] <= 150 else "MISSED"
     print(f"targets (start <= 15 s, text p95 <= 150 ms): {verdict}")
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    write_report(args.output, report)
     return report
 
 

@@ -30,7 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.app_latency import (COLOURS, ITEMS, OFFLINE, WHO, ensure_index, free_port, percentiles, rss_mb)
+from benchmarks.app_latency import (COLOURS, ITEMS, OFFLINE, WHO, ensure_index, free_port, percentiles, rss_mb,
+                                    stop, write_report)
 
 STYLES = ["", "cotton ", "printed ", "striped ", "slim fit ", "casual ", "formal ", "solid ", "checked "]
 ANY3 = {"gender": "Any", "category": "Any", "colour": "Any"}
@@ -184,11 +185,7 @@ def main(argv=None) -> dict:
                   f"errors {soak['errors']}, RSS {before:.0f} -> {after:.0f} MB ({soak['rss_growth']:+.1%})",
                   flush=True)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
     report["loadavg_after"] = os.getloadavg()
     levels = {level["clients"]: level for level in report["levels"]}
     checks = []
@@ -201,9 +198,7 @@ def main(argv=None) -> dict:
         checks.append(report["soak"]["errors"] == 0 and report["soak"]["rss_growth"] <= 0.10)
     print("targets (32 clients >= 80 req/s and p95 <= 500 ms; 1 client p95 <= 60 ms; no errors; RSS growth "
           f"<= 10 %): {'OK' if all(checks) else 'MISSED'}")
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    write_report(args.output, report)
     return report
 
 
