@@ -14,6 +14,7 @@ from modeling.data.composed import catalog_triplets
 from modeling.encoders.loading import encode_images, encode_texts
 from modeling.models.losses import composed_relevance_loss
 from modeling.retrieval.query import composed_query_text
+from modeling.training.augment import background_masks, preload_images, world_view
 from modeling.training.base import Task, add_shared_argument
 from modeling.training.common import label_codes
 
@@ -23,6 +24,7 @@ class ComposedData:
 
     def __init__(self, model, tokenizer, processor, dataset, change: tuple[str, ...], seed: int, desc: str):
         self.triplets = catalog_triplets(dataset, change=change, seed=seed)
+        self.world = None  # encoded shopper-like views of the photos (`add_world_views`), training only
         if len(self.triplets) == 0:
             raise SystemExit(f"no composed triplets could be made from the {desc} items (change={change})")
         images = dataset.select_columns(["image"])
@@ -53,9 +55,27 @@ class ComposedData:
     def __len__(self) -> int:
         return len(self.reference)
 
+    @torch.inference_mode()
+    def add_world_views(self, model, processor, dataset, batch_size: int = 256) -> None:
+        """One "in the world" view of every photo (`world_view`: another background, zoom, light, blur, JPEG),
+        encoded once: training references are drawn from these as well as from the studio photos, so the combiner
+        learns to compose from a shopper's photo too."""
+        images = preload_images(dataset.select_columns(["image"]), processor, "loading images for world views")
+        masks = background_masks(images)
+        mean = torch.tensor(processor.image_mean).view(1, 3, 1, 1)
+        std = torch.tensor(processor.image_std).view(1, 3, 1, 1)
+        pool = images[torch.randperm(len(images))[:256]].permute(0, 3, 1, 2).float() / 255.0
+        out = []
+        for i in tqdm(range(0, len(images), batch_size), desc="encoding world views", unit="batch"):
+            view = (world_view(images[i:i + batch_size], masks[i:i + batch_size], pool) - mean) / std
+            out.append(F.normalize(model.get_image_features(view), dim=-1).float())
+        self.world = torch.cat(out)
+
     def to(self, device) -> "ComposedData":
         """Move the embedding tables next to the model (once); index tensors stay on the CPU."""
         self.gallery, self.text_embeds = self.gallery.to(device), self.text_embeds.to(device)
+        if self.world is not None:
+            self.world = self.world.to(device)
         return self
 
     def relevance(self, idx: torch.Tensor) -> torch.Tensor:
@@ -92,6 +112,9 @@ class ComposedTask(Task):
         g.add_argument("--attribute-context-prob", type=float, default=0.5,
                        help="chance a training query names the reference's type and gender (as the engine does for "
                             "catalog items) rather than the modification alone (uploads without confident heads)")
+        g.add_argument("--world-reference-prob", type=float, default=0.3,
+                       help="chance a training reference is a shopper-like view of its photo (another background, "
+                            "zoom, light, blur) rather than the studio photo; 0 = studio photos only")
 
     @classmethod
     def check_arguments(cls, parser, args) -> None:
@@ -113,22 +136,32 @@ class ComposedTask(Task):
         self.model.eval()
         change = tuple(c.strip() for c in s.change.split(",") if c.strip())
         self.train = ComposedData(self.model, self.tokenizer, self.processor, train_ds, change, s.seed, "train")
+        if s.world_reference_prob > 0:
+            if not hasattr(self.processor, "resize_and_pad"):
+                raise SystemExit("--world-reference-prob needs a model with the letterboxing image processor "
+                                 "(the dual encoder or the VAE); pass --world-reference-prob 0")
+            self.train.add_world_views(self.model, self.processor, train_ds)
         self.val = (ComposedData(self.model, self.tokenizer, self.processor, val_ds, change, s.seed, "val")
                     if val_ds is not None else None)
         self.num_examples = len(self.train)
         scale = getattr(self.model, "logit_scale", None)
         self.scale = float(scale.exp()) if scale is not None else 20.0
 
-    def _queries(self, model, data: ComposedData, idx, contextual, method="combiner"):
+    def _queries(self, model, data: ComposedData, idx, contextual, method="combiner", world=None):
         text_ids = torch.where(contextual, data.contextual[idx], data.plain[idx])
-        composed = model.get_composed_features(image_embeds=data.gallery[data.reference[idx]],
+        references = data.gallery[data.reference[idx]]
+        if world is not None:
+            references = torch.where(world[:, None].to(references.device), data.world[data.reference[idx]],
+                                     references)
+        composed = model.get_composed_features(image_embeds=references,
                                                text_embeds=data.text_embeds[text_ids], method=method)
         return F.normalize(composed, dim=-1)
 
     def step(self, model, positions: torch.Tensor, device):
         data = self.train if self.train.gallery.device == torch.device(device) else self.train.to(device)
         contextual = torch.rand(len(positions)) < self.settings.attribute_context_prob
-        logits = self.scale * self._queries(model, data, positions, contextual) @ data.gallery.t()
+        world = (torch.rand(len(positions)) < self.settings.world_reference_prob) if data.world is not None else None
+        logits = self.scale * self._queries(model, data, positions, contextual, world=world) @ data.gallery.t()
         logits[torch.arange(len(positions)), data.reference[positions]] = float("-inf")
         loss = composed_relevance_loss(logits, data.relevance(positions).to(logits.device))
         return loss, {"composed": loss}

@@ -13,7 +13,7 @@ from modeling.data.text import normalise_title
 from modeling.encoders.sentence import resolve_text_model
 from modeling.evaluation.metrics import group_by_text
 from modeling.models import DualEncoderModel
-from modeling.training.augment import augment, preload_images, to_pixel_values
+from modeling.training.augment import augment, background_masks, preload_images, to_pixel_values, world_augment
 from modeling.training.base import Task, add_shared_argument, clamp_logit_scale, int_list
 from modeling.training.common import (attribute_targets, item_texts, label_codes, retrieval_validation,
                                       validation_labels)
@@ -111,6 +111,10 @@ class DualEncoderTask(Task):
         g.add_argument("--group-size", type=int, default=1,
                        help="batches are built from runs of this many items sharing the --supcon-attribute value "
                             "(more image-image positives per batch); 1 = plain shuffling")
+        g.add_argument("--world-prob", type=float, default=0.6,
+                       help="share of training photos shown 'in the world' (studio background replaced, zoomed, "
+                            "rotated, relit, blurred, JPEG-compressed) instead of the catalog's mild augmentation; "
+                            "0 = studio photos only")
         add_image_tower_arguments(g)
 
     def __init__(self, settings, train_ds, val_ds=None):
@@ -129,6 +133,7 @@ class DualEncoderTask(Task):
         self.cache_text = config.text_lora_rank == 0 and config.freeze_text_model
         self.text_pooled = encode_text_backbone(self.model, self.tokenizer, self.texts) if self.cache_text else None
         self.images = preload_images(train_ds, self.processor, "loading training images")
+        self.masks = background_masks(self.images) if s.world_prob > 0 else None
         # A frozen pretrained tower: its features of each photo, once (the photos themselves are then not kept).
         self.image_features = None
         if config.freeze_image_tower:
@@ -168,7 +173,9 @@ class DualEncoderTask(Task):
         if self.image_features is not None:
             batch["image_pooled_output"] = self.image_features[positions].to(device)
         else:
-            batch["pixel_values"] = augment(self.images[positions], self.processor).to(device)
+            batch["pixel_values"] = (augment(self.images[positions], self.processor) if self.masks is None else
+                                     world_augment(self.images[positions], self.masks[positions], self.processor,
+                                                   self.settings.world_prob)).to(device)
         if self.group_labels is not None:
             labels = self.group_labels[positions]
             batch["image_positive_mask"] = (labels[:, None] == labels[None, :]).to(device)

@@ -1,0 +1,281 @@
+"""The photo-robustness benchmark: photo search with shopper-like photos, per model and per remedy.
+
+    python -m modeling.evaluation.photos --model runs/dual-encoder --catalog ../shared/data --split test
+
+No real set of shoppers' phone photos of these products can be reached offline, so the benchmark renders them: each
+query product's catalog photo (60x80, a studio shot on white) is cut out along its studio background
+(`modeling.data.photos.studio_background_mask`), enlarged 3x and composited into a 3:4 or square "phone" frame, under
+one of these conditions:
+
+    clean   the catalog photo itself
+    zoom    a 70-85% crop of it (zoomed in, shifted), still on white
+    light   brighter or darker, contrast, saturation and white balance changed by up to 20%
+    plain   on a flat coloured surface with a lighting gradient (the colour sampled from a real photograph)
+    photo   on a crop of a real photograph, at 60-95% of the frame's height, shifted
+    phone   photo + a 70-100% crop + rotation up to 10 degrees + light + blur + sensor noise + JPEG (quality 45-90)
+
+The backgrounds are real photographs bundled with scikit-image (a table, a cat on a carpet, a rocket launch, a
+brick wall, an astronaut, motorbikes, grass, ...; greyscale ones tinted), split into a dev set (`--split val`) and a
+test set (`--split test`) of different photographs. Training never sees any of them: its backgrounds are solid
+colours, gradients, procedural patterns and blurred catalog photos (`modeling.training.augment`).
+
+Remedies, applied to the query photo before encoding (`modeling.data.photos.isolate_product`): `none`; `isolate`
+(GrabCut from a centred box, skipped for studio shots); `box` (GrabCut from the product's true box, jittered by 5%
+of its size: a shopper drawing a box around the product).
+
+Rows: each `--model` folder; `--effnet` the frozen ImageNet EfficientNet-Lite0 features; `--fusion W` the first
+model's cosine fused with EfficientNet's at weight W. Metrics over the whole catalog as the gallery, the query
+product itself excluded: P@10 (same articleType) beside its ideal, type+colour P@10, nDCG@10 (type). With
+`--served`, the first model also answers through the search engine (`FashionSearchEngine.search_image`, what the
+app serves) and composed search from clean and phone-like reference photos is reported (R@10 of any item of the
+reference's type and gender in the asked colour, and P@10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+from tqdm.auto import tqdm
+
+from modeling.data.catalog import load_catalog
+from modeling.data.photos import isolate_product, studio_background_mask
+from modeling.utils.io import save_npy
+
+CONDITIONS = ("clean", "zoom", "light", "plain", "photo", "phone")
+REMEDIES = ("none", "isolate", "box")
+# Real photographs bundled with scikit-image, one set per split: the backgrounds choices are made on never meet the
+# headline's. Greyscale ones are tinted with a random colour.
+BACKGROUNDS = {
+    "val": ("coffee.png", "chelsea.png", "rocket.jpg", "brick.png", "gravel.png", "text.png"),
+    "test": ("astronaut.png", "motorcycle_left.png", "motorcycle_right.png", "grass.png", "camera.png",
+             "page.png", "coins.png", "moon.png"),
+}
+
+
+def background_photos(split: str) -> list[np.ndarray]:
+    """The held-out background photographs of a split, as (H, W, 3) uint8 arrays (greyscale kept 2-D for tinting)."""
+    import skimage.data
+
+    folder = Path(skimage.data.__file__).parent
+    out = []
+    for name in BACKGROUNDS["test" if split == "test" else "val"]:
+        with Image.open(folder / name) as image:
+            out.append(np.asarray(image.convert("L" if image.mode in ("L", "I;16", "1") else "RGB")))
+    return out
+
+
+def _background(photos: list[np.ndarray], size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
+    """A random crop (30-100% of the shorter side) of a random photograph, resized to `size` (width, height)."""
+    photo = photos[rng.integers(len(photos))]
+    h, w = photo.shape[:2]
+    side = int(min(h, w) * rng.uniform(0.3, 1.0))
+    cw, ch = (side, int(side * size[1] / size[0])) if size[1] <= size[0] else (int(side * size[0] / size[1]), side)
+    cw, ch = min(cw, w), min(ch, h)
+    top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    crop = photo[top:top + ch, left:left + cw]
+    if crop.ndim == 2:  # tint a greyscale photograph
+        tint = rng.uniform(0.35, 1.0, size=3)
+        crop = (crop[..., None] * tint).astype(np.uint8)
+    return Image.fromarray(crop).resize(size, Image.Resampling.BILINEAR)
+
+
+def _light(image: Image.Image, rng: np.random.Generator, strength: float = 0.2) -> Image.Image:
+    x = np.asarray(image).astype(np.float32) / 255
+    grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    x = grey[..., None] + (x - grey[..., None]) * rng.uniform(1 - strength, 1 + strength)
+    x = x * rng.uniform(1 - strength / 2, 1 + strength / 2, size=3)
+    mean = x.mean()
+    x = (x - mean) * rng.uniform(1 - strength, 1 + strength) + mean * rng.uniform(1 - strength, 1 + strength)
+    return Image.fromarray((x.clip(0, 1) * 255).round().astype(np.uint8))
+
+
+def _crop(image: Image.Image, box, rng: np.random.Generator, low: float, high: float):
+    """A crop keeping `low`-`high` of each side at a random place; the product box moved into it."""
+    w, h = image.size
+    s = rng.uniform(low, high)
+    cw, ch = round(w * s), round(h * s)
+    left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    b = (max(0, box[0] - left), max(0, box[1] - top), min(cw, box[2] - left), min(ch, box[3] - top))
+    return image.crop((left, top, left + cw, top + ch)), b
+
+
+def render(product: Image.Image, condition: str, rng: np.random.Generator, photos: list[np.ndarray]):
+    """(phone-like photo, the product's box in it) of a catalog photo under one of `CONDITIONS`."""
+    rgb = np.asarray(product.convert("RGB"))
+    h, w = rgb.shape[:2]
+    if condition == "clean":
+        return product.convert("RGB"), (0, 0, w, h)
+    if condition == "zoom":
+        return _crop(product.convert("RGB"), (0, 0, w, h), rng, 0.7, 0.85)
+    if condition == "light":
+        return _light(product.convert("RGB"), rng), (0, 0, w, h)
+    big = Image.fromarray(rgb).resize((w * 3, h * 3), Image.Resampling.BICUBIC)
+    alpha = Image.fromarray(((~studio_background_mask(rgb)) * 255).astype(np.uint8)).resize(
+        big.size, Image.Resampling.BILINEAR).filter(ImageFilter.GaussianBlur(1.5))
+    size = (w * 4, h * 4) if rng.random() < 0.6 else (h * 4, h * 4)  # 3:4 portrait or square
+    if condition == "plain":
+        colour = _background(photos, (8, 8), rng).resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
+        ramp = np.linspace(rng.uniform(0.75, 1.0), rng.uniform(1.0, 1.2), size[1], dtype=np.float32)[:, None, None]
+        canvas = Image.fromarray((np.full((size[1], size[0], 3), colour, np.float32) * ramp).clip(0, 255)
+                                 .astype(np.uint8))
+        scale = rng.uniform(0.75, 0.95)
+    else:
+        canvas = _background(photos, size, rng)
+        scale = rng.uniform(0.6, 0.95)
+    ph = int(size[1] * scale)
+    pw = int(ph * w / h)
+    if pw > size[0] * 0.95:
+        pw = int(size[0] * 0.95)
+        ph = int(pw * h / w)
+    big, alpha = big.resize((pw, ph), Image.Resampling.BILINEAR), alpha.resize((pw, ph), Image.Resampling.BILINEAR)
+    left = int(rng.integers(0, size[0] - pw + 1))
+    top = int(rng.integers(0, size[1] - ph + 1))
+    canvas.paste(big, (left, top), alpha)
+    box = (left, top, left + pw, top + ph)
+    if condition != "phone":
+        return canvas, box
+    canvas, box = _crop(canvas, box, rng, 0.85, 1.0)
+    angle = rng.uniform(-10, 10)
+    canvas = canvas.rotate(angle, Image.Resampling.BILINEAR, expand=False, fillcolor=tuple(
+        int(v) for v in np.asarray(canvas).reshape(-1, 3).mean(0)))
+    canvas = _light(canvas, rng).filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 1.5)))
+    noisy = np.asarray(canvas).astype(np.float32) + rng.normal(0, rng.uniform(1, 6), (canvas.height, canvas.width, 3))
+    buffer = io.BytesIO()
+    Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=int(rng.integers(45, 91)))
+    return Image.open(buffer).convert("RGB"), box
+
+
+def remedy_image(image: Image.Image, box, remedy: str, rng: np.random.Generator) -> Image.Image:
+    if remedy == "none":
+        return image
+    if remedy == "isolate":
+        return isolate_product(image).image
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    jitter = rng.uniform(-0.05, 0.05, size=4) * np.array([bw, bh, bw, bh])
+    return isolate_product(image, box=tuple(np.asarray(box, float) + jitter), force=True).image
+
+
+def precision_rows(scores: np.ndarray, query_pos: np.ndarray, types: np.ndarray, colours: np.ndarray,
+                   k: int = 10) -> dict:
+    """P@10 (type), its ideal, type+colour P@10 and nDCG@10 (type) of (Q, N) scores, each query's product excluded."""
+    from modeling.evaluation.ranking import topk_indices
+
+    top = topk_indices(scores, k, self_index=query_pos)
+    same_type = types[top] == types[query_pos][:, None]
+    same_both = same_type & (colours[top] == colours[query_pos][:, None])
+    n_rel = np.array([(types == types[p]).sum() - 1 for p in query_pos])
+    discounts = 1 / np.log2(np.arange(2, k + 2))
+    ideal_dcg = np.array([discounts[:min(k, r)].sum() for r in n_rel])
+    ndcg = np.where(ideal_dcg > 0, (same_type * discounts).sum(1) / np.maximum(ideal_dcg, 1e-9), 0.0)
+    return {"p@10": float(same_type.mean()), "ideal": float(np.minimum(n_rel, k).mean() / k),
+            "p@10_type_colour": float(same_both.mean()), "ndcg@10": float(ndcg.mean())}
+
+
+class ImageModel:
+    """A model folder (or `efficientnet-lite0`) as an image encoder with its gallery embeddings."""
+
+    def __init__(self, name: str):
+        from modeling.encoders.loading import encode_images, load_model
+        from modeling.evaluation.baselines import EFFICIENTNET_LITE0, efficientnet_lite0_extractor
+
+        self.name = name
+        if name == EFFICIENTNET_LITE0:
+            self.encode = efficientnet_lite0_extractor().encode
+        else:
+            model, _, processor = load_model(name)
+            self.encode = lambda images: encode_images(model, processor, images)
+
+    def gallery(self, images, cache: Path | None) -> np.ndarray:
+        if cache is not None and cache.is_file():
+            return np.load(cache)
+        out = np.concatenate([self.encode(images[i:i + 512]) for i in
+                              tqdm(range(0, len(images), 512), desc=f"gallery ({Path(self.name).name})")])
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            save_npy(cache, out)
+        return out
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", action="append", default=[], help="a model folder (repeatable)")
+    p.add_argument("--effnet", action="store_true", help="add the frozen ImageNet EfficientNet-Lite0 row")
+    p.add_argument("--fusion", type=float, action="append", default=[],
+                   help="add the first model fused with EfficientNet-Lite0 at this weight (repeatable)")
+    p.add_argument("--catalog", default="../shared/data")
+    p.add_argument("--split", choices=["val", "test"], default="test",
+                   help="query products and background photographs: val (dev) or test (held out)")
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--max-items", type=int, default=None, help="the catalog's first N items only (quick runs)")
+    p.add_argument("--conditions", default=",".join(CONDITIONS))
+    p.add_argument("--remedies", default=",".join(REMEDIES))
+    p.add_argument("--served", action="store_true", help="also through the search engine, with composed search")
+    p.add_argument("--index", default=None, help="the engine's index folder (default MODEL/index)")
+    p.add_argument("--output", default="runs/photos")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    from modeling.evaluation.photo_report import composed_rows, served_rows, write_report
+
+    args = parse_args(argv)
+    if not args.model and not args.effnet:
+        raise SystemExit("give at least one --model folder or --effnet")
+    started = time.perf_counter()
+    catalog = load_catalog(args.catalog, max_items=args.max_items)
+    types, colours = np.array(catalog["articleType"]), np.array(catalog["baseColour"])
+    in_split = np.flatnonzero(np.array(catalog["split"]) == args.split)
+    rng = np.random.default_rng(args.seed)
+    query_pos = np.sort(rng.choice(in_split, size=min(args.queries, len(in_split)), replace=False))
+    photos = background_photos(args.split)
+    conditions = [c for c in args.conditions.split(",") if c]
+    remedies = [r for r in args.remedies.split(",") if r]
+    products = [catalog[int(p)]["image"] for p in query_pos]
+    rendered = {c: [render(img, c, np.random.default_rng([args.seed, i, CONDITIONS.index(c)]), photos)
+                    for i, img in enumerate(products)] for c in conditions}
+    queries = {(c, r): [remedy_image(img, box, r, np.random.default_rng([args.seed, i, 7]))
+                        for i, (img, box) in enumerate(rendered[c])]
+               for c in conditions for r in remedies
+               if not (r != "none" and c in ("clean", "zoom", "light"))}  # studio shots: remedies change nothing
+    out_dir = Path(args.output)
+    names = list(args.model) + (["efficientnet-lite0"] if args.effnet or args.fusion else [])
+    gallery_images = catalog.select_columns(["image"])["image"]
+    scores: dict[str, dict] = {}
+    for name in names:
+        model = ImageModel(name)
+        cache = out_dir / "cache" / f"{Path(name).name}-{len(catalog)}.npy" if name == "efficientnet-lite0" else None
+        gallery = model.gallery(gallery_images, cache)
+        scores[name] = {key: model.encode(images) @ gallery.T for key, images in
+                        tqdm(queries.items(), desc=f"queries ({Path(name).name})")}
+    rows = []
+    labels = {n: Path(n).name for n in names}
+    for name in names if args.effnet else args.model:
+        for (c, r), s in scores[name].items():
+            rows.append({"model": labels[name], "condition": c, "remedy": r,
+                         **precision_rows(s, query_pos, types, colours)})
+    for w in args.fusion:
+        first = args.model[0]
+        for key in scores[first]:
+            fused = (1 - w) * scores[first][key] + w * scores["efficientnet-lite0"][key]
+            rows.append({"model": f"{labels[first]} + EfficientNet-Lite0 ({w:g})", "condition": key[0],
+                         "remedy": key[1], **precision_rows(fused, query_pos, types, colours)})
+    report = {"split": args.split, "queries": len(query_pos), "catalog": len(catalog), "rows": rows,
+              "backgrounds": list(BACKGROUNDS[args.split])}
+    if args.served and args.model:
+        report["served"] = served_rows(args, catalog, query_pos, queries, types, colours)
+        report["composed"] = composed_rows(args, catalog, photos)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    write_report(report, rendered, queries, out_dir)
+    return report
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()

@@ -1,0 +1,111 @@
+"""Products in the world: the studio background, isolating the product in a photo, the training views and the photo
+benchmark's renders (modeling.data.photos, modeling.training.augment, modeling.evaluation.photos)."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from modeling.data.photos import (Isolation, clamp_box, is_studio_shot, isolate_product, near_white,
+                                  studio_background_mask)
+
+
+def studio_photo(h=80, w=60, colour=(200, 30, 40), white_print=True) -> np.ndarray:
+    """A red 'shirt' on a white studio background, with a white print inside it."""
+    a = np.full((h, w, 3), 252, np.uint8)
+    a[15:70, 12:48] = colour
+    if white_print:
+        a[35:45, 25:35] = 250
+    return a
+
+
+def textured(h, w, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(40, 160, size=(h // 8 + 1, w // 8 + 1, 3)).astype(np.uint8)
+    return np.kron(base, np.ones((8, 8, 1), np.uint8))[:h, :w]
+
+
+def test_studio_background_is_the_white_touching_the_border():
+    a = studio_photo()
+    mask = studio_background_mask(a)
+    assert mask[0, 0] and mask[-1, -1] and mask[5, 30]
+    assert not mask[20:65, 14:46].any()  # the product, its white print included (not connected to the border)
+    assert near_white(a)[40, 30] and not mask[40, 30]
+
+
+def test_studio_shot_detection():
+    assert is_studio_shot(studio_photo())
+    photo = textured(240, 180)
+    photo[40:200, 40:140] = studio_photo(160, 100)[..., :]
+    assert not is_studio_shot(photo)
+
+
+def test_isolate_skips_studio_shots_and_cuts_out_products_on_backgrounds():
+    studio = Image.fromarray(studio_photo())
+    kept = isolate_product(studio)
+    assert isinstance(kept, Isolation) and not kept.applied and kept.image is studio
+    # A red product on a grey-brown checked background: the cut-out is the product on white, re-centred.
+    photo = textured(240, 200, seed=1)
+    photo[60:200, 50:150] = (210, 20, 30)
+    out = isolate_product(Image.fromarray(photo))
+    assert out.applied
+    arr = np.asarray(out.image).astype(int)
+    red = (arr[..., 0] > 150) & (arr[..., 1] < 80)
+    assert red.mean() > 0.6  # mostly product: the background is gone
+    assert near_white(np.asarray(out.image)).mean() + red.mean() > 0.9
+    assert abs(arr.shape[0] / arr.shape[1] - 140 / 100) < 0.25  # cropped to the product's own shape
+
+
+def test_isolate_with_a_user_box_and_bad_boxes():
+    photo = textured(200, 200, seed=2)
+    photo[20:80, 120:180] = (20, 40, 200)  # a blue product in the top-right corner, off centre
+    out = isolate_product(Image.fromarray(photo), box=(110, 10, 190, 90))
+    arr = np.asarray(out.image).astype(int)
+    assert out.applied and out.box == (110, 10, 190, 90)
+    assert ((arr[..., 2] > 150) & (arr[..., 0] < 80)).mean() > 0.6
+    assert clamp_box((190, 90, 110, 10), 200, 200) == (110, 10, 190, 90)  # corners in any order
+    with pytest.raises(ValueError, match="does not cover the photo"):
+        clamp_box((300, 300, 400, 400), 200, 200)
+
+
+def test_world_view_replaces_the_background_and_keeps_the_product():
+    from modeling.training.augment import background_masks, random_backgrounds, world_augment, world_view
+    from modeling.models import DualEncoderImageProcessor
+
+    images = torch.from_numpy(np.stack([studio_photo(), studio_photo(colour=(30, 160, 60))]))
+    masks = background_masks(images)
+    assert masks.shape == (2, 80, 60) and masks[:, 0, 0].all() and not masks[:, 40, 20].any()
+    pool = images.permute(0, 3, 1, 2).float() / 255
+    torch.manual_seed(0)
+    backgrounds = random_backgrounds(64, 80, 60, pool)
+    assert backgrounds.shape == (64, 3, 80, 60) and 0 <= backgrounds.min() and backgrounds.max() <= 1
+    assert backgrounds.std(dim=(1, 2, 3)).max() > 0.05  # not all flat
+    views = world_view(images.repeat(16, 1, 1, 1), masks.repeat(16, 1, 1), pool)
+    assert views.shape == (32, 3, 80, 60) and torch.isfinite(views).all()
+    corners = views[:, :, :4, :4].mean(dim=(2, 3))
+    assert (corners.min(dim=1).values < 0.85).float().mean() > 0.5  # most corners are no longer studio white
+    processor = DualEncoderImageProcessor(image_size=[80, 60])
+    out = world_augment(images, masks, processor, prob=1.0)
+    assert out.shape == (2, 3, 80, 60)
+
+
+@pytest.mark.parametrize("condition", ["clean", "zoom", "light", "plain", "photo", "phone"])
+def test_benchmark_renders_each_condition_with_the_product_box(condition):
+    from modeling.evaluation.photos import background_photos, render
+
+    product = Image.fromarray(studio_photo())
+    photos = background_photos("val")
+    image, box = render(product, condition, np.random.default_rng(0), photos)
+    assert image.mode == "RGB" and min(image.size) >= 40
+    left, top, right, bottom = box
+    assert 0 <= left < right <= image.width and 0 <= top < bottom <= image.height
+    if condition in ("plain", "photo", "phone"):
+        assert not is_studio_shot(np.asarray(image))
+    if condition == "clean":
+        assert np.array_equal(np.asarray(image), studio_photo())
+
+
+def test_benchmark_background_sets_are_disjoint():
+    from modeling.evaluation.photos import BACKGROUNDS
+
+    assert not set(BACKGROUNDS["val"]) & set(BACKGROUNDS["test"])
