@@ -109,3 +109,42 @@ def test_benchmark_background_sets_are_disjoint():
     from modeling.evaluation.photos import BACKGROUNDS
 
     assert not set(BACKGROUNDS["val"]) & set(BACKGROUNDS["test"])
+
+
+@pytest.mark.slow
+def test_photo_benchmark_end_to_end_on_a_tiny_model(tiny_model_dir, catalog_dir, tmp_path):
+    """`python -m modeling.evaluation.photos` on 300 catalog items: every (condition, remedy) row, P@10 within its
+    ideal, and the report files (JSON, markdown table, picture)."""
+    import json
+
+    from modeling.evaluation.photos import main
+
+    report = main(["--model", str(tiny_model_dir), "--catalog", str(catalog_dir), "--max-items", "300",
+                   "--split", "val", "--queries", "6", "--output", str(tmp_path)])
+    keys = {(r["condition"], r["remedy"]) for r in report["rows"]}
+    assert ("clean", "none") in keys and ("phone", "isolate") in keys and ("photo", "box") in keys
+    assert ("clean", "isolate") not in keys  # a studio shot is searched as it is
+    for row in report["rows"]:
+        assert 0 <= row["p@10_type_colour"] <= row["p@10"] <= 1 and row["p@10"] <= row["ideal"] + 1e-9
+        assert 0 <= row["ndcg@10"] <= 1
+    assert json.loads((tmp_path / "photos.json").read_text())["queries"] == 6
+    assert "| model | remedy | clean |" in (tmp_path / "photos.md").read_text()
+    with Image.open(tmp_path / "photos.png") as sheet:
+        assert sheet.width >= 6 * 100
+
+
+def test_precision_rows_against_a_brute_force_reference():
+    from modeling.evaluation.photos import precision_rows
+
+    rng = np.random.default_rng(0)
+    types = rng.integers(0, 3, size=40)
+    colours = rng.integers(0, 2, size=40)
+    queries = np.array([0, 5, 9])
+    scores = rng.normal(size=(3, 40))
+    out = precision_rows(scores, queries, types, colours)
+    p, pc = [], []
+    for row, q in zip(scores, queries):
+        order = [i for i in np.argsort(-row, kind="stable") if i != q][:10]
+        p.append(np.mean([types[i] == types[q] for i in order]))
+        pc.append(np.mean([types[i] == types[q] and colours[i] == colours[q] for i in order]))
+    assert out["p@10"] == pytest.approx(np.mean(p)) and out["p@10_type_colour"] == pytest.approx(np.mean(pc))
