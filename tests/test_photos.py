@@ -91,7 +91,7 @@ def test_world_view_replaces_the_background_and_keeps_the_product():
 
 @pytest.mark.parametrize("condition", ["clean", "zoom", "light", "plain", "photo", "phone"])
 def test_benchmark_renders_each_condition_with_the_product_box(condition):
-    from modeling.evaluation.photos import background_photos, render
+    from modeling.evaluation.photo_render import background_photos, render
 
     product = Image.fromarray(studio_photo())
     photos = background_photos("val")
@@ -106,7 +106,7 @@ def test_benchmark_renders_each_condition_with_the_product_box(condition):
 
 
 def test_benchmark_background_sets_are_disjoint():
-    from modeling.evaluation.photos import BACKGROUNDS
+    from modeling.evaluation.photo_render import BACKGROUNDS
 
     assert not set(BACKGROUNDS["val"]) & set(BACKGROUNDS["test"])
 

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from modeling.evaluation.photo_render import remedy_image, render
 from modeling.utils.io import atomic_write_bytes, atomic_write_text
 
 
@@ -44,7 +45,6 @@ def served_rows(args, catalog, query_pos, queries, types, colours) -> list[dict]
 def composed_rows(args, catalog, photos, n: int = 200) -> list[dict]:
     """Composed search (reference photo + "make it <colour>") from clean and phone-like reference photos."""
     from modeling.data.composed import catalog_triplets
-    from modeling.evaluation.photos import remedy_image, render
 
     engine = _engine(args, catalog)
     triplets = catalog_triplets(catalog, split=args.split, change="baseColour", seed=args.seed).to_list()

@@ -34,132 +34,18 @@ reference's type and gender in the asked colour, and P@10).
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
 from tqdm.auto import tqdm
 
 from modeling.data.catalog import load_catalog
-from modeling.data.photos import isolate_product, studio_background_mask
+from modeling.evaluation.photo_render import (BACKGROUNDS, CONDITIONS, REMEDIES, background_photos, remedy_image,
+                                              render)
+from modeling.evaluation.photo_report import composed_rows, served_rows, write_report
 from modeling.utils.io import save_npy
-
-CONDITIONS = ("clean", "zoom", "light", "plain", "photo", "phone")
-REMEDIES = ("none", "isolate", "box")
-# Real photographs bundled with scikit-image, one set per split: the backgrounds choices are made on never meet the
-# headline's. Greyscale ones are tinted with a random colour.
-BACKGROUNDS = {
-    "val": ("coffee.png", "chelsea.png", "rocket.jpg", "brick.png", "gravel.png", "text.png"),
-    "test": ("astronaut.png", "motorcycle_left.png", "motorcycle_right.png", "grass.png", "camera.png",
-             "page.png", "coins.png", "moon.png"),
-}
-
-
-def background_photos(split: str) -> list[np.ndarray]:
-    """The held-out background photographs of a split, as (H, W, 3) uint8 arrays (greyscale kept 2-D for tinting)."""
-    import skimage.data
-
-    folder = Path(skimage.data.__file__).parent
-    out = []
-    for name in BACKGROUNDS["test" if split == "test" else "val"]:
-        with Image.open(folder / name) as image:
-            out.append(np.asarray(image.convert("L" if image.mode in ("L", "I;16", "1") else "RGB")))
-    return out
-
-
-def _background(photos: list[np.ndarray], size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
-    """A random crop (30-100% of the shorter side) of a random photograph, resized to `size` (width, height)."""
-    photo = photos[rng.integers(len(photos))]
-    h, w = photo.shape[:2]
-    side = int(min(h, w) * rng.uniform(0.3, 1.0))
-    cw, ch = (side, int(side * size[1] / size[0])) if size[1] <= size[0] else (int(side * size[0] / size[1]), side)
-    cw, ch = min(cw, w), min(ch, h)
-    top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-    crop = photo[top:top + ch, left:left + cw]
-    if crop.ndim == 2:  # tint a greyscale photograph
-        tint = rng.uniform(0.35, 1.0, size=3)
-        crop = (crop[..., None] * tint).astype(np.uint8)
-    return Image.fromarray(crop).resize(size, Image.Resampling.BILINEAR)
-
-
-def _light(image: Image.Image, rng: np.random.Generator, strength: float = 0.2) -> Image.Image:
-    x = np.asarray(image).astype(np.float32) / 255
-    grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
-    x = grey[..., None] + (x - grey[..., None]) * rng.uniform(1 - strength, 1 + strength)
-    x = x * rng.uniform(1 - strength / 2, 1 + strength / 2, size=3)
-    mean = x.mean()
-    x = (x - mean) * rng.uniform(1 - strength, 1 + strength) + mean * rng.uniform(1 - strength, 1 + strength)
-    return Image.fromarray((x.clip(0, 1) * 255).round().astype(np.uint8))
-
-
-def _crop(image: Image.Image, box, rng: np.random.Generator, low: float, high: float):
-    """A crop keeping `low`-`high` of each side at a random place; the product box moved into it."""
-    w, h = image.size
-    s = rng.uniform(low, high)
-    cw, ch = round(w * s), round(h * s)
-    left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-    b = (max(0, box[0] - left), max(0, box[1] - top), min(cw, box[2] - left), min(ch, box[3] - top))
-    return image.crop((left, top, left + cw, top + ch)), b
-
-
-def render(product: Image.Image, condition: str, rng: np.random.Generator, photos: list[np.ndarray]):
-    """(phone-like photo, the product's box in it) of a catalog photo under one of `CONDITIONS`."""
-    rgb = np.asarray(product.convert("RGB"))
-    h, w = rgb.shape[:2]
-    if condition == "clean":
-        return product.convert("RGB"), (0, 0, w, h)
-    if condition == "zoom":
-        return _crop(product.convert("RGB"), (0, 0, w, h), rng, 0.7, 0.85)
-    if condition == "light":
-        return _light(product.convert("RGB"), rng), (0, 0, w, h)
-    big = Image.fromarray(rgb).resize((w * 3, h * 3), Image.Resampling.BICUBIC)
-    alpha = Image.fromarray(((~studio_background_mask(rgb)) * 255).astype(np.uint8)).resize(
-        big.size, Image.Resampling.BILINEAR).filter(ImageFilter.GaussianBlur(1.5))
-    size = (w * 4, h * 4) if rng.random() < 0.6 else (h * 4, h * 4)  # 3:4 portrait or square
-    if condition == "plain":
-        colour = _background(photos, (8, 8), rng).resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
-        ramp = np.linspace(rng.uniform(0.75, 1.0), rng.uniform(1.0, 1.2), size[1], dtype=np.float32)[:, None, None]
-        canvas = Image.fromarray((np.full((size[1], size[0], 3), colour, np.float32) * ramp).clip(0, 255)
-                                 .astype(np.uint8))
-        scale = rng.uniform(0.75, 0.95)
-    else:
-        canvas = _background(photos, size, rng)
-        scale = rng.uniform(0.6, 0.95)
-    ph = int(size[1] * scale)
-    pw = int(ph * w / h)
-    if pw > size[0] * 0.95:
-        pw = int(size[0] * 0.95)
-        ph = int(pw * h / w)
-    big, alpha = big.resize((pw, ph), Image.Resampling.BILINEAR), alpha.resize((pw, ph), Image.Resampling.BILINEAR)
-    left = int(rng.integers(0, size[0] - pw + 1))
-    top = int(rng.integers(0, size[1] - ph + 1))
-    canvas.paste(big, (left, top), alpha)
-    box = (left, top, left + pw, top + ph)
-    if condition != "phone":
-        return canvas, box
-    canvas, box = _crop(canvas, box, rng, 0.85, 1.0)
-    angle = rng.uniform(-10, 10)
-    canvas = canvas.rotate(angle, Image.Resampling.BILINEAR, expand=False, fillcolor=tuple(
-        int(v) for v in np.asarray(canvas).reshape(-1, 3).mean(0)))
-    canvas = _light(canvas, rng).filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 1.5)))
-    noisy = np.asarray(canvas).astype(np.float32) + rng.normal(0, rng.uniform(1, 6), (canvas.height, canvas.width, 3))
-    buffer = io.BytesIO()
-    Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=int(rng.integers(45, 91)))
-    return Image.open(buffer).convert("RGB"), box
-
-
-def remedy_image(image: Image.Image, box, remedy: str, rng: np.random.Generator) -> Image.Image:
-    if remedy == "none":
-        return image
-    if remedy == "isolate":
-        return isolate_product(image).image
-    bw, bh = box[2] - box[0], box[3] - box[1]
-    jitter = rng.uniform(-0.05, 0.05, size=4) * np.array([bw, bh, bw, bh])
-    return isolate_product(image, box=tuple(np.asarray(box, float) + jitter), force=True).image
-
 
 def precision_rows(scores: np.ndarray, query_pos: np.ndarray, types: np.ndarray, colours: np.ndarray,
                    k: int = 10) -> dict:
@@ -223,8 +109,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> dict:
-    from modeling.evaluation.photo_report import composed_rows, served_rows, write_report
-
     args = parse_args(argv)
     if not args.model and not args.effnet:
         raise SystemExit("give at least one --model folder or --effnet")
