@@ -173,7 +173,7 @@ def test_max_boost_is_the_most_one_item_collects():
 
 def test_store_errors(engines, heads_model_dir, tmp_path):
     from modeling.retrieval.qdrant_store import QdrantConfig, QdrantStoreError
-    from modeling.retrieval.query import QueryError
+    from modeling.retrieval.common.types import QueryError
     from modeling.retrieval.search import FashionSearchEngine
 
     faiss, store, index_dir = engines

@@ -11,7 +11,7 @@ from modeling import DualEncoderModel
 from modeling.data.images import ImageError
 from modeling.retrieval.index import IndexMismatchError
 from modeling.retrieval import ranker as ranker_module
-from modeling.retrieval.lexical import BM25Index, tokenize
+from modeling.retrieval.common.lexical import BM25Index, tokenize
 from modeling.data.text import item_description
 from modeling.retrieval.search import FashionSearchEngine, QueryError
 from modeling.encoders.sentence import SentenceEncoder
@@ -197,7 +197,7 @@ def test_sentence_encoder_is_the_real_minilm():
 
 # -- composed search -----------------------------------------------------------------------------------------------
 def test_composed_query_text_names_what_stays_of_the_reference():
-    from modeling.retrieval.query import composed_query_text
+    from modeling.retrieval.common.types import composed_query_text
 
     reference = {"articleType": "Tshirts", "gender": "Men", "baseColour": "Red"}
     assert composed_query_text("Make it  BLUE", reference) == "make it blue, tshirts for men"
@@ -210,7 +210,7 @@ def _all_scores(engine, query):
 
 
 def test_composed_search_extremes_are_image_only_and_text_only(plain_engine):
-    from modeling.retrieval.query import composed_query_text
+    from modeling.retrieval.common.types import composed_query_text
 
     engine = plain_engine
     items = engine.index.items
@@ -233,7 +233,7 @@ def test_composed_search_extremes_are_image_only_and_text_only(plain_engine):
 
 
 def test_composed_search_weighted_sum_and_item_text_fusion(plain_engine):
-    from modeling.retrieval.query import composed_query_text
+    from modeling.retrieval.common.types import composed_query_text
 
     engine = plain_engine
     items = engine.index.items

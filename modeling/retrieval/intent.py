@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modeling.retrieval.lexical import fold
+from modeling.retrieval.common.lexical import fold
 
 logger = logging.getLogger(__name__)
 

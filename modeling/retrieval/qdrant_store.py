@@ -44,8 +44,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from modeling.data.catalog import ATTRIBUTES
-from modeling.retrieval.lexical import tokenize
-from modeling.retrieval.query import QueryError, SearchResult
+from modeling.retrieval.common.lexical import tokenize
+from modeling.retrieval.common.types import QueryError, SearchResult
 
 try:  # an optional extra: `pip install .[qdrant]`
     from qdrant_client import QdrantClient, models

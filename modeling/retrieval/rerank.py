@@ -10,7 +10,7 @@ import torch
 from modeling.data.images import load_image
 from modeling.encoders.loading import encode_images
 from modeling.retrieval.index import CatalogIndex
-from modeling.retrieval.query import SearchResult
+from modeling.retrieval.common.types import SearchResult
 
 
 class VisualReranker:

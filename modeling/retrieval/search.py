@@ -45,8 +45,8 @@ from modeling.encoders.loading import encode_images, encode_texts, has_text_towe
 from modeling.encoders.sentence import SentenceEncoder
 from modeling.retrieval.cache import EmbeddingCache
 from modeling.retrieval.index import CatalogIndex
-from modeling.retrieval.lexical import BM25Index
-from modeling.retrieval.query import (COMPOSED_CONTEXT, MAX_QUERY_CHARS, QueryError, SearchResult,  # noqa: F401
+from modeling.retrieval.common.lexical import BM25Index
+from modeling.retrieval.common.types import (COMPOSED_CONTEXT, MAX_QUERY_CHARS, QueryError, SearchResult,  # noqa: F401
                                       composed_query_text, validate_text)
 from modeling.retrieval import ranking
 from modeling.retrieval.ranker import EXACT_FUSION_LIMIT, FUSION_CANDIDATE_DEPTH, Ranked, Ranker, fuse  # noqa: F401
