@@ -9,7 +9,8 @@ import pytest
 
 from modeling.data.text import normalise_title
 from modeling.retrieval.dedup import collapse, duplicate_groups
-from modeling.retrieval.intent import IntentHeads, QueryIntent, QueryParser, load_lexicon
+from modeling.retrieval.understanding.heads import IntentHeads
+from modeling.retrieval.understanding.parser import QueryIntent, QueryParser, load_lexicon
 from modeling.retrieval.signals import ConsistencyScorer
 
 from .conftest import switch_off_extras

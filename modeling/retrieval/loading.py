@@ -10,7 +10,7 @@ from modeling.encoders.loading import has_text_tower, load_model, model_fingerpr
 from modeling.encoders.onnx import OnnxEncoder
 from modeling.encoders.sentence import SentenceEncoder
 from modeling.retrieval.build import attach_image_paths, has_image_files, load_or_build_index
-from modeling.retrieval.intent import load_or_fit_intent_heads
+from modeling.retrieval.understanding.heads import load_or_fit_intent_heads
 from modeling.retrieval.rerank import VisualReranker
 from modeling.retrieval.vsc import VSCScorer
 

@@ -51,7 +51,8 @@ from modeling.retrieval.common.types import (COMPOSED_CONTEXT, MAX_QUERY_CHARS, 
 from modeling.retrieval import ranking
 from modeling.retrieval.ranker import EXACT_FUSION_LIMIT, FUSION_CANDIDATE_DEPTH, Ranked, Ranker, fuse  # noqa: F401
 from modeling.retrieval.ranking import DEFAULT_QUERY_EXPANSION, expand_queries, top_k_order
-from modeling.retrieval.intent import IntentHeads, QueryIntent
+from modeling.retrieval.understanding.heads import IntentHeads
+from modeling.retrieval.understanding.parser import QueryIntent
 from modeling.retrieval.loading import load_engine_parts
 from modeling.retrieval.rerank import VisualReranker
 from modeling.retrieval.signals import ITEM_CONSISTENCY_WEIGHTS, NEIGHBOURS, ConsistencyScorer, IntentScorer
@@ -262,7 +263,7 @@ class FashionSearchEngine:
 
     # -- query understanding -----------------------------------------------------------------------------------------
     def understand(self, query: str, learned: bool = True) -> QueryIntent:
-        """What the engine understands of a text query (`modeling.retrieval.intent`): the intents text search boosts,
+        """What the engine understands of a text query (`modeling.retrieval.understanding.parser`): the intents text search boosts,
         the negations it penalises, the free words; the learned heads fill in when some words matched nothing."""
         query = validate_text(query)
         parser = self.intents.parser

@@ -34,7 +34,7 @@ from urllib.parse import quote
 
 from modeling.data.images import ImageError
 from modeling.retrieval.batching import DEFAULT_MAX_BATCH, TextQueryBatcher
-from modeling.retrieval.intent import INTENT_ATTRIBUTES, NOT
+from modeling.retrieval.understanding.parser import INTENT_ATTRIBUTES, NOT
 from modeling.retrieval.common.types import QueryError, SearchResult, validate_text
 from modeling.retrieval.serving import EngineRegistry
 from modeling.retrieval.vsc import summarise

@@ -1,7 +1,7 @@
 """The per-query extra scores the engine adds to its ranking: query intents, and "more like this" consistency.
 
 - `IntentScorer`: a text (or composed) query's understood intents as soft boosts and its negations as penalties
-  (`modeling.retrieval.intent`), over the catalog's attribute values.
+  (`modeling.retrieval.understanding.parser`), over the catalog's attribute values.
 - `ConsistencyScorer`: image and item queries ("more like this") favour items of the reference's colour and type.
   An uploaded photo's colour is estimated (the model's colour head and the catalog colours of its nearest items)
   and read at each item's catalog colour; its type probabilities (the type head) are read at each item's catalog
@@ -19,8 +19,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from modeling.retrieval.intent import (INTENT_WEIGHTS, NEGATION_WEIGHT, AttributeCodes, Intent, IntentHeads,
-                                       QueryIntent, QueryParser)
+from modeling.retrieval.understanding.boosts import INTENT_WEIGHTS, NEGATION_WEIGHT, AttributeCodes
+from modeling.retrieval.understanding.heads import IntentHeads
+from modeling.retrieval.understanding.parser import Intent, QueryIntent, QueryParser
 
 # "More like this" of an uploaded photo (`ConsistencyScorer`). Val split (gallery val+test, runs/dual-encoder),
 # type / type+colour P@10: off 0.778 / 0.314; colour head agreement 0.5 (both sides the head) 0.762 / 0.385, + type

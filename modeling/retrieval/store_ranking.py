@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 import numpy as np
 
 from modeling.retrieval.dedup import COLLAPSE_OVERFETCH, collapse
-from modeling.retrieval.intent import UNISEX_CREDIT, QueryIntent
+from modeling.retrieval.understanding.boosts import UNISEX_CREDIT
+from modeling.retrieval.understanding.parser import QueryIntent
 from modeling.retrieval.ranker import Ranked, Ranker
 from modeling.retrieval.signals import ConsistencyScorer, IntentScorer
 

@@ -4,8 +4,9 @@
 rules a colour out. Dense encoders blur both: MiniLM places "not black" close to "black", and BM25 lets a sock whose
 title says "Sneakers" beat every shoe. `QueryParser.parse` turns the text into `Intent`s — attribute (gender,
 article type, colour, usage, season), catalog values, confidence, the words they came from — plus negated intents
-and the free words left, and the engine adds them to the fused score as soft boosts and penalties
-(`intent_scores`): an item of the intended type and gender climbs, a black one sinks, nothing is filtered away.
+and the free words left, and the engine adds them to the fused score as soft boosts and penalties (`boosts.py`:
+`AttributeCodes.intent_scores`): an item of the intended type and gender climbs, a black one sinks, nothing is
+filtered away.
 
 Where the words come from, best first:
 1. the catalog's own values ("Casual Shoes", "Navy Blue", "Women"), word by word with light plural folding;
@@ -13,15 +14,14 @@ Where the words come from, best first:
    American and Indian English), including weak hints ("wedding" -> Ethnic) that count for less;
 3. fuzzy matching of unknown words (optimal string alignment distance: "sneekers", "tshrit", "sunglases") —
    never of a word the catalog's titles use ("puma" is a brand, not a misspelt "pumps");
-4. a learned fallback (`IntentHeads`): linear heads over the MiniLM query embedding, trained on the item
-   descriptions of the training split, consulted for the article type when the words named none and some words
-   nobody listed.
+4. a learned fallback (`IntentHeads`, `heads.py`): linear heads over the MiniLM query embedding, trained on the
+   item descriptions of the training split, consulted for the article type when the words named none and some
+   words nobody listed.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -30,8 +30,6 @@ from pathlib import Path
 import numpy as np
 
 from modeling.retrieval.common.lexical import fold
-
-logger = logging.getLogger(__name__)
 
 INTENT_ATTRIBUTES = ("gender", "articleType", "baseColour", "usage", "season")
 NOT = "not:"  # chip key prefix of a negation
@@ -50,11 +48,6 @@ MIN_FUZZY_LENGTH = 4
 # A catalog value needs this many items to be worth recognising ("Home" usage has one).
 MIN_VALUE_ITEMS = 3
 MAX_PHRASE_WORDS = 4
-# The learned fallback names only article types: on words nobody listed ("trackies", "sliders", "lippy") the type
-# head is often right, while the gender, usage and season heads guess from style ("high heals" -> Men 0.73).
-LEARNED_ATTRIBUTES = ("articleType",)
-LEARNED_MIN_PROBABILITY = 0.6  # at 0.5, "do these come in brown" was Trousers
-LEARNED_CONFIDENCE = 0.6  # times the head's probability
 _WORD = re.compile(r"[a-z0-9]+(?:['\u2019][a-z]+)?")
 
 
@@ -365,184 +358,4 @@ class QueryParser:
                 confidence=max(old.confidence, intent.confidence), phrase=f"{old.phrase}, {intent.phrase}")
 
 
-class IntentHeads:
-    """The learned fallback: one softmax-regression head per attribute over unit MiniLM embeddings.
-
-    Trained on the item descriptions (title + attribute caption) of the training split, so a query word nobody put
-    in the lexicon still counts when MiniLM places it near the descriptions of one type, gender or colour.
-    """
-
-    def __init__(self, weights: Mapping[str, tuple[np.ndarray, np.ndarray, Sequence[str]]], num_items: int = 0):
-        self.num_items = int(num_items)  # the catalog they were fitted for (a rebuilt index fits them again)
-        self.weights = {a: (np.asarray(w, np.float32), np.asarray(b, np.float32), list(labels))
-                        for a, (w, b, labels) in weights.items()}
-
-    @classmethod
-    def fit(cls, embeddings: np.ndarray, items, attributes: Sequence[str] = INTENT_ATTRIBUTES, epochs: int = 60,
-            weight_decay: float = 1e-4, seed: int = 0) -> "IntentHeads":
-        """Fit the heads with full-batch L-BFGS (a few seconds for 10k items on a CPU)."""
-        import torch
-
-        torch.manual_seed(seed)
-        x = torch.from_numpy(np.asarray(embeddings, np.float32))
-        weights = {}
-        for attribute in attributes:
-            if attribute not in items:
-                continue
-            labels_all = items[attribute].astype(str).to_numpy()
-            counts = items[attribute].astype(str).value_counts()
-            labels = sorted(v for v, n in counts.items() if n >= MIN_VALUE_ITEMS and v.strip())
-            if len(labels) < 2:
-                continue
-            lookup = {v: i for i, v in enumerate(labels)}
-            keep = np.array([v in lookup for v in labels_all])
-            y = torch.tensor([lookup[v] for v in labels_all[keep]])
-            xs = x[torch.from_numpy(keep)]
-            linear = torch.nn.Linear(xs.shape[1], len(labels))
-            optimiser = torch.optim.LBFGS(linear.parameters(), lr=1.0, max_iter=epochs, line_search_fn="strong_wolfe")
-
-            def closure():
-                optimiser.zero_grad()
-                loss = torch.nn.functional.cross_entropy(linear(xs * 10.0), y)
-                loss = loss + weight_decay * linear.weight.square().sum()
-                loss.backward()
-                return loss
-
-            optimiser.step(closure)
-            weights[attribute] = (linear.weight.detach().numpy() * 10.0, linear.bias.detach().numpy(), labels)
-        return cls(weights)
-
-    def probabilities(self, embedding: np.ndarray) -> dict[str, dict[str, float]]:
-        out = {}
-        for attribute, (w, b, labels) in self.weights.items():
-            logits = w @ np.asarray(embedding, np.float32) + b
-            p = np.exp(logits - logits.max())
-            p /= p.sum()
-            out[attribute] = dict(zip(labels, p.tolist()))
-        return out
-
-    def predict(self, embedding: np.ndarray, exclude: Iterable[str] = (),
-                min_probability: float = LEARNED_MIN_PROBABILITY) -> list[Intent]:
-        """Intents for the `LEARNED_ATTRIBUTES` not in `exclude` whose most likely value reaches
-        `min_probability`."""
-        out = []
-        for attribute, probs in self.probabilities(embedding).items():
-            if attribute in set(exclude) or attribute not in LEARNED_ATTRIBUTES:
-                continue
-            value, p = max(probs.items(), key=lambda kv: kv[1])
-            if p >= min_probability:
-                out.append(Intent(attribute, (value,), LEARNED_CONFIDENCE * p, "", "learned"))
-        return out
-
-    def save(self, path: str | Path) -> None:
-        from modeling.utils.io import atomic_write_bytes
-        import io
-
-        buffer = io.BytesIO()
-        arrays = {}
-        for attribute, (w, b, labels) in self.weights.items():
-            arrays[f"{attribute}.weight"], arrays[f"{attribute}.bias"] = w, b
-            arrays[f"{attribute}.labels"] = np.array(labels, dtype=object).astype(str)
-        arrays["meta.num_items"] = np.array(self.num_items)
-        np.savez(buffer, **arrays)
-        atomic_write_bytes(path, buffer.getvalue())
-
-    @classmethod
-    def load(cls, path: str | Path) -> "IntentHeads":
-        with np.load(path, allow_pickle=False) as data:
-            attributes = sorted({k.rsplit(".", 1)[0] for k in data.files} - {"meta"})
-            num_items = int(data["meta.num_items"]) if "meta.num_items" in data.files else 0
-            return cls({a: (data[f"{a}.weight"], data[f"{a}.bias"], data[f"{a}.labels"].tolist()) for a in attributes},
-                       num_items)
-
-
-INTENT_HEADS_FILE = "intent_heads.npz"
-
-
-def load_or_fit_intent_heads(index_dir: str | Path, index) -> IntentHeads | None:
-    """The learned fallback of an index folder: read from `intent_heads.npz`, or fitted on the item-text
-    embeddings of its training split (all items when it has no split column) and written there (skipped when the
-    folder is read-only). None when the index holds no item texts."""
-    if getattr(index, "text_embeddings", None) is None:
-        return None
-    items = index.items
-    path = Path(index_dir) / INTENT_HEADS_FILE
-    if path.exists():
-        try:
-            heads = IntentHeads.load(path)
-            if heads.num_items == len(items):
-                return heads
-        except (OSError, ValueError, KeyError) as error:
-            logger.warning("refitting the intent heads: %s unreadable (%s)", path.name, error)
-    train = (items["split"].astype(str) == "train").to_numpy() if "split" in items else np.ones(len(items), bool)
-    if train.sum() < 100:
-        train = np.ones(len(items), bool)
-    logger.info("fitting the query-intent heads on %d item texts (once per index)", int(train.sum()))
-    heads = IntentHeads.fit(index.text_embeddings[train], items[train].reset_index(drop=True))
-    heads.num_items = len(items)
-    try:
-        heads.save(path)
-    except OSError as error:
-        logger.warning("intent heads not cached (%s)", error)
-    return heads
-
-
-# -- scoring ---------------------------------------------------------------------------------------------------------
-# Soft boosts per attribute (added to the fused score, times the intent's confidence) and the penalty of a negated
-# value; chosen on the dev sets (queries/shopper_dev.jsonl + queries/dev.jsonl, collapsing off). Scaling the boosts
-# by 0.5 / 1 / 1.5 / 2 gave shopper-dev P@10 0.871 / 0.917 / 0.941 / 0.955 and catalog-word dev 0.764 / 0.767 /
-# 0.768 / 0.769: 1.5 keeps most of the gain while an item that matches the words and the photo far better than a
-# same-type item can still outrank it (at 2 the type boost, 0.5, is a filter in all but name). The negation
-# penalty made no difference between 0.2 and 0.8 (negation P@10 1.0 throughout).
-INTENT_WEIGHTS = {"articleType": 0.375, "gender": 0.225, "baseColour": 0.18, "usage": 0.09, "season": 0.06}
-NEGATION_WEIGHT = 0.4
-# An item filed as Unisex half-meets a Men or Women intent.
-UNISEX_CREDIT = 0.5
-
-
-class AttributeCodes:
-    """Each item's attribute values as integer codes, for vectorised boosts: `scores(intent)` is one table lookup
-    per attribute."""
-
-    def __init__(self, items, attributes: Sequence[str] = INTENT_ATTRIBUTES):
-        self.codes, self.vocab = {}, {}
-        for attribute in attributes:
-            if attribute in items:
-                codes, uniques = np.unique(items[attribute].astype(str).to_numpy(), return_inverse=True)[::-1]
-                self.codes[attribute] = codes.astype(np.int32)
-                self.vocab[attribute] = {v: i for i, v in enumerate(uniques.tolist())}
-
-    def table(self, attribute: str, values: Iterable[str], weight: float) -> np.ndarray:
-        vocab = self.vocab[attribute]
-        table = np.zeros(len(vocab), dtype=np.float32)
-        for value in values:
-            if value in vocab:
-                table[vocab[value]] = weight
-        return table
-
-    def intent_scores(self, intent: QueryIntent, positions: np.ndarray | None = None,
-                      weights: Mapping[str, float] | None = None, negation_weight: float = NEGATION_WEIGHT
-                      ) -> np.ndarray | None:
-        """Sum of boosts (matching intents) and penalties (negated values) for the items at `positions` (default
-        all); None when the intent adds nothing."""
-        weights = INTENT_WEIGHTS if weights is None else weights
-        total = None
-        for sign, group in ((1.0, intent.intents), (-1.0, intent.negations)):
-            for item in group:
-                if item.attribute not in self.codes:
-                    continue
-                w = (weights.get(item.attribute, 0.0) if sign > 0 else negation_weight) * item.confidence * sign
-                if w == 0:
-                    continue
-                table = self.table(item.attribute, item.values, w)
-                if sign > 0 and item.attribute == "gender" and "Unisex" in self.vocab["gender"] \
-                        and {"Men", "Women"} & set(item.values) and "Unisex" not in item.values:
-                    table[self.vocab["gender"]["Unisex"]] = w * UNISEX_CREDIT
-                codes = self.codes[item.attribute]
-                part = table[codes if positions is None else codes[positions]]
-                total = part if total is None else total + part
-        return total
-
-
-__all__ = ["AttributeCodes", "INTENT_ATTRIBUTES", "INTENT_WEIGHTS", "Intent", "IntentHeads", "NEGATION_WEIGHT", "NOT",
-           "QueryIntent", "QueryParser", "load_lexicon", "load_or_fit_intent_heads", "normalise_words"]
+__all__ = ["INTENT_ATTRIBUTES", "Intent", "NOT", "QueryIntent", "QueryParser", "load_lexicon", "normalise_words"]
