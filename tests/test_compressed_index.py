@@ -1,5 +1,5 @@
-"""The compressed index (`modeling.retrieval.compressed`): recall against exact search at scale, filtered and not,
-and its place in `VectorIndex` / `CatalogIndex` (kind selection, files, exact reconstruction, narrow filters)."""
+"""The compressed index (`modeling.retrieval.backends.faiss.compressed`): recall against exact search at scale,
+filtered and not, and its place in `VectorIndex` / `CatalogIndex` (kind selection, files, exact reconstruction, narrow filters)."""
 
 import json
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from benchmarks.scale import clustered_vectors, exact_top_k, recall_at_k
-from modeling.retrieval import compressed
-from modeling.retrieval.compressed import CompressedIndex
-from modeling.retrieval.index import CatalogIndex, IndexFormatError, VectorIndex
+from modeling.retrieval.backends.faiss import compressed
+from modeling.retrieval.backends.faiss.compressed import CompressedIndex
+from modeling.retrieval.backends.faiss.index import CatalogIndex, IndexFormatError, VectorIndex
 
 
 MODEL = {"name": "fashion-clip-a", "fingerprint": "sha256:aaaa", "embedding_dim": 16}

@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modeling.retrieval import index as index_module
-from modeling.retrieval.index import (
-    CatalogIndex,
-    IndexFormatError,
-    IndexMismatchError,
-    VectorIndex,
-    l2_normalise,
-)
+from modeling.retrieval.backends.faiss import index as index_module
+from modeling.retrieval.backends.faiss.index import (
+                                                     CatalogIndex,
+                                                     IndexFormatError,
+                                                     IndexMismatchError,
+                                                     VectorIndex,
+                                                     l2_normalise,
+                                                     )
 
 
 MODEL = {"name": "fashion-clip-a", "fingerprint": "sha256:aaaa", "embedding_dim": 16}

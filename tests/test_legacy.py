@@ -27,7 +27,7 @@ def _engine(folder: Path, index=None):
 
     model, tokenizer, processor = FashionSearchEngine.load_model(folder)
     if index is None:
-        from modeling.retrieval.index import CatalogIndex
+        from modeling.retrieval.backends.faiss.index import CatalogIndex
 
         index = CatalogIndex.load(LEGACY / "index")
     return FashionSearchEngine(model, tokenizer, processor, index, model_name=folder.name)

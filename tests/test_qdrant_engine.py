@@ -41,8 +41,8 @@ def engines(heads_model_dir, small_gallery, small_engine, catalog_dir, tmp_path_
     loaded as the app loads it (`EngineRegistry` with `vector_store="qdrant"`)."""
     pytest.importorskip("qdrant_client")
     from modeling.encoders.loading import load_model
-    from modeling.retrieval.indexing import build_collection
-    from modeling.retrieval.qdrant_store import QdrantConfig
+    from modeling.retrieval.backends.qdrant.ingest import build_collection
+    from modeling.retrieval.backends.qdrant.store import QdrantConfig
     from modeling.retrieval.search import FashionSearchEngine
     from modeling.retrieval.serving import EngineRegistry, ModelSpec
 
@@ -161,7 +161,7 @@ def test_photo_and_item_queries_rank_exactly_from_a_shallow_prefetch(engines, mo
 
 def test_max_boost_is_the_most_one_item_collects():
     pytest.importorskip("qdrant_client")
-    from modeling.retrieval.qdrant_store import payload_boost
+    from modeling.retrieval.backends.qdrant.store import payload_boost
     from modeling.retrieval.store_ranking import max_boost
 
     boosts = [payload_boost("baseColour", ["Red"], 0.3), payload_boost("baseColour", ["Blue"], 0.2),
@@ -172,7 +172,7 @@ def test_max_boost_is_the_most_one_item_collects():
 
 
 def test_store_errors(engines, heads_model_dir, tmp_path):
-    from modeling.retrieval.qdrant_store import QdrantConfig, QdrantStoreError
+    from modeling.retrieval.backends.qdrant.store import QdrantConfig, QdrantStoreError
     from modeling.retrieval.common.types import QueryError
     from modeling.retrieval.search import FashionSearchEngine
 
@@ -223,7 +223,7 @@ def test_photo_type_term_reads_the_catalog_type():
 
 def test_qdrant_config_for_the_app(monkeypatch, tmp_path):
     pytest.importorskip("qdrant_client")
-    from modeling.retrieval.qdrant_store import QdrantStoreError
+    from modeling.retrieval.backends.qdrant.store import QdrantStoreError
     from modeling.retrieval.serving import EngineRegistry, ModelSpec, qdrant_config
 
     for name in ("FASHION_QDRANT_URL", "FASHION_QDRANT_PATH", "FASHION_QDRANT_API_KEY"):

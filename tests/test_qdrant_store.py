@@ -13,10 +13,11 @@ pytest.importorskip("qdrant_client")
 
 from modeling.data.text import item_description  # noqa: E402
 from modeling.encoders.loading import load_model  # noqa: E402
-from modeling.retrieval.indexing import build_collection, iter_catalog  # noqa: E402
+from modeling.retrieval.backends.qdrant.ingest import build_collection, iter_catalog  # noqa: E402
 from modeling.retrieval.common.lexical import BM25Index  # noqa: E402
-from modeling.retrieval.qdrant_store import (COMPLETE_KEY, KeywordStatistics, QdrantConfig, QdrantStore,  # noqa: E402
-                                             QdrantStoreError, check_collection, payload_boost, point_id)
+from modeling.retrieval.backends.qdrant.store import (COMPLETE_KEY, KeywordStatistics, QdrantConfig,  # noqa: E402
+                                                      QdrantStore, QdrantStoreError, check_collection, payload_boost,
+                                                      point_id)
 from modeling.retrieval.common.types import QueryError  # noqa: E402
 
 ITEMS, BATCH = 300, 64  # small_engine's catalog: the first 300 val items

@@ -9,7 +9,7 @@ import pytest
 
 from modeling import DualEncoderModel
 from modeling.data.images import ImageError
-from modeling.retrieval.index import IndexMismatchError
+from modeling.retrieval.backends.faiss.index import IndexMismatchError
 from modeling.retrieval import ranker as ranker_module
 from modeling.retrieval.common.lexical import BM25Index, tokenize
 from modeling.data.text import item_description

@@ -19,7 +19,7 @@ from modeling.encoders.sentence import SentenceEncoder
 from modeling.evaluation.analysis import attribute_consistency
 from modeling.evaluation.metrics import composed_metrics
 from modeling.evaluation.ranking import ndcg_at_k, precision_at_k
-from modeling.retrieval.index import CatalogIndex
+from modeling.retrieval.backends.faiss.index import CatalogIndex
 from modeling.retrieval.search import DEFAULT_LEXICAL_WEIGHT, FashionSearchEngine, QueryError
 from modeling.retrieval.vsc import VSCScorer, observation_note, summarise
 

@@ -328,7 +328,7 @@ def write_index_dataset(models: Mapping[str, str | os.PathLike], catalog, out_di
     otherwise the catalog is encoded."""
     import pandas as pd
 
-    from modeling.retrieval.index import CatalogIndex
+    from modeling.retrieval.backends.faiss.index import CatalogIndex
     from modeling.retrieval.search import FashionSearchEngine
 
     index_dirs = dict(index_dirs or {})

@@ -5,7 +5,7 @@ atomically when absent, refused when it was built by another model.
 
 `python -m modeling.retrieval.build --model M --catalog C --vector-store faiss|qdrant` is the command line: a FAISS
 index folder (through `load_or_build_index`), or a Qdrant collection streamed in resumable batches
-(`modeling.retrieval.indexing`, several processes under `accelerate launch`)."""
+(`modeling.retrieval.backends.qdrant.ingest`, several processes under `accelerate launch`)."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ from modeling.data.catalog import materialise_images
 from modeling.data.text import item_description
 from modeling.encoders.loading import embedding_dim, encode_images, model_fingerprint
 from modeling.encoders.sentence import SentenceEncoder
-from modeling.retrieval.index import CatalogIndex
+from modeling.retrieval.backends.faiss.index import CatalogIndex
 
 if TYPE_CHECKING:
-    from modeling.retrieval.qdrant_store import QdrantConfig
+    from modeling.retrieval.backends.qdrant.store import QdrantConfig
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def load_or_build_index(model, tokenizer, processor, index_dir, model_dir, get_d
 def qdrant_config_from_args(args) -> "QdrantConfig":
     """`--qdrant-url` / `--qdrant-path`, else `FASHION_QDRANT_URL` / `FASHION_QDRANT_PATH`; the API key only from
     `FASHION_QDRANT_API_KEY` (a command line is visible to every user of the machine)."""
-    from modeling.retrieval.qdrant_store import QdrantConfig, QdrantStoreError
+    from modeling.retrieval.backends.qdrant.store import QdrantConfig, QdrantStoreError
 
     url = args.qdrant_url or (None if args.qdrant_path else os.environ.get("FASHION_QDRANT_URL"))
     path = args.qdrant_path or (None if url else os.environ.get("FASHION_QDRANT_PATH"))
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     if args.text_encoder.lower() != "none" and has_text_tower(model):
         encoder = SentenceEncoder(args.text_encoder)
     info = {"name": str(args.model), "fingerprint": model_fingerprint(model), "embedding_dim": embedding_dim(model)}
-    from modeling.retrieval.indexing import build_collection, process_state
+    from modeling.retrieval.backends.qdrant.ingest import build_collection, process_state
 
     state = process_state()
     if args.vector_store == "faiss":

@@ -72,7 +72,7 @@ def load_engine_parts(model_dir: str | os.PathLike, index_dir: str | os.PathLike
 def open_store(config, index, encoder: SentenceEncoder | None, client=None):
     """The model's Qdrant collection (`QdrantStore.open`: its errors as they are), checked to hold the items of the
     local index: the engine maps the store's hits to local positions, VSC, intents and duplicate groups."""
-    from modeling.retrieval.qdrant_store import QdrantStore, QdrantStoreError
+    from modeling.retrieval.backends.qdrant.store import QdrantStore, QdrantStoreError
 
     text_dim = encoder.dim if encoder is not None and index.text_embeddings is not None else None
     store = QdrantStore.open(config, index.manifest["model"], text_dim=text_dim, client=client)

@@ -21,7 +21,7 @@ import numpy as np
 
 from modeling.data.text import normalise_title
 from modeling.retrieval.dedup import COLLAPSE_OVERFETCH, collapse, duplicate_groups
-from modeling.retrieval.index import CatalogIndex
+from modeling.retrieval.backends.faiss.index import CatalogIndex
 from modeling.retrieval.ranking import top_k_order
 
 # Fused search scores every allowed item exactly up to this many; above it, candidates come from the top of the

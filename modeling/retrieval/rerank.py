@@ -9,7 +9,7 @@ import torch
 
 from modeling.data.images import load_image
 from modeling.encoders.loading import encode_images
-from modeling.retrieval.index import CatalogIndex
+from modeling.retrieval.backends.faiss.index import CatalogIndex
 from modeling.retrieval.common.types import SearchResult
 
 

@@ -44,10 +44,10 @@ from modeling.data.text import item_description
 from modeling.encoders.loading import encode_images, encode_texts, has_text_tower, load_model
 from modeling.encoders.sentence import SentenceEncoder
 from modeling.retrieval.cache import EmbeddingCache
-from modeling.retrieval.index import CatalogIndex
+from modeling.retrieval.backends.faiss.index import CatalogIndex
 from modeling.retrieval.common.lexical import BM25Index
 from modeling.retrieval.common.types import (COMPOSED_CONTEXT, MAX_QUERY_CHARS, QueryError, SearchResult,  # noqa: F401
-                                      composed_query_text, validate_text)
+                                             composed_query_text, validate_text)
 from modeling.retrieval import ranking
 from modeling.retrieval.ranker import EXACT_FUSION_LIMIT, FUSION_CANDIDATE_DEPTH, Ranked, Ranker, fuse  # noqa: F401
 from modeling.retrieval.ranking import DEFAULT_QUERY_EXPANSION, expand_queries, top_k_order
@@ -61,7 +61,7 @@ from modeling.retrieval.vsc import VSCScorer
 
 
 if TYPE_CHECKING:
-    from modeling.retrieval.qdrant_store import QdrantConfig, QdrantStore
+    from modeling.retrieval.backends.qdrant.store import QdrantConfig, QdrantStore
 
 logger = logging.getLogger(__name__)
 

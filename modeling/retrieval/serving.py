@@ -35,7 +35,7 @@ from modeling.retrieval.search import DEFAULT_TEXT_WEIGHT, FashionSearchEngine, 
 from modeling.encoders.sentence import SentenceEncoder
 
 if TYPE_CHECKING:
-    from modeling.retrieval.qdrant_store import QdrantConfig
+    from modeling.retrieval.backends.qdrant.store import QdrantConfig
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def qdrant_config(url: str | None = None, path: str | os.PathLike | None = None,
     """Where the app's collections live: `url` (a server or cluster) or `path` (local mode), else the environment's
     `FASHION_QDRANT_URL` / `FASHION_QDRANT_PATH`. The API key comes from `FASHION_QDRANT_API_KEY` only: a command
     line is visible to every user of the machine. `collection` overrides the serving name (one model only)."""
-    from modeling.retrieval.qdrant_store import QdrantConfig, QdrantStoreError
+    from modeling.retrieval.backends.qdrant.store import QdrantConfig, QdrantStoreError
 
     url = url or (None if path else os.environ.get("FASHION_QDRANT_URL"))
     path = path or (None if url else os.environ.get("FASHION_QDRANT_PATH"))

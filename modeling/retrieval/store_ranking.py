@@ -32,7 +32,7 @@ from modeling.retrieval.ranker import Ranked, Ranker
 from modeling.retrieval.signals import ConsistencyScorer, IntentScorer
 
 if TYPE_CHECKING:  # qdrant-client is an optional extra, imported only when a store is used
-    from modeling.retrieval.qdrant_store import FormulaTerm, QdrantStore
+    from modeling.retrieval.backends.qdrant.store import FormulaTerm, QdrantStore
 
 # A photo's colour and type probabilities become one payload boost per catalog value; values whose boost is below
 # this add nothing measurable (an item has one value, so the score differs from the exact one by less than this).
@@ -84,7 +84,7 @@ class IntentTerms:
         return self.scorer.scores(self.intent, positions, self.weights)
 
     def boosts(self) -> list[FormulaTerm]:
-        from modeling.retrieval.qdrant_store import payload_boost
+        from modeling.retrieval.backends.qdrant.store import payload_boost
 
         codes = self.scorer.codes
         terms = []
@@ -120,7 +120,7 @@ class PhotoConsistencyTerms:
         return self.scorer.scores(self.photo, positions, self.weights, self.neighbours, self.similarities)
 
     def boosts(self) -> list[FormulaTerm]:
-        from modeling.retrieval.qdrant_store import payload_boost
+        from modeling.retrieval.backends.qdrant.store import payload_boost
 
         distributions = self.scorer.distributions(self.photo, self.weights, self.neighbours, self.similarities)
         terms = []
@@ -170,7 +170,7 @@ class StoreRanker:
         try:
             return np.array([self._position[str(i)] for i in item_ids], dtype=np.int64)
         except KeyError as error:
-            from modeling.retrieval.qdrant_store import QdrantStoreError
+            from modeling.retrieval.backends.qdrant.store import QdrantStoreError
 
             raise QdrantStoreError(
                 f"collection {self.store.name!r} holds item {error.args[0]!r}, which the local index lacks: build "

@@ -42,7 +42,7 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from modeling.retrieval import compressed
+from modeling.retrieval.backends.faiss import compressed
 from modeling.utils.io import staged_folder
 
 

@@ -49,10 +49,10 @@ from modeling.data.catalog import ATTRIBUTES, cell_text, image_ref, plan_columns
 from modeling.data.sources import METADATA_FILES, TABLE_BUILDERS, CatalogError
 from modeling.data.text import as_text, item_description
 from modeling.encoders.sentence import SentenceEncoder
-from modeling.retrieval.qdrant_store import (COMPLETE_KEY, DESCRIPTION_FIELD, FORMAT_VERSION, GROUP_FIELD,
-                                             KEYWORD_FIELDS, KEYWORDS, METADATA_KEY, TITLE, VISUAL, KeywordStatistics,
-                                             QdrantClient, QdrantConfig, QdrantStoreError, collection_name, fold,
-                                             models, point_id)
+from modeling.retrieval.backends.qdrant.store import (COMPLETE_KEY, DESCRIPTION_FIELD, FORMAT_VERSION, GROUP_FIELD,
+                                                      KEYWORD_FIELDS, KEYWORDS, METADATA_KEY, TITLE, VISUAL,
+                                                      KeywordStatistics, QdrantClient, QdrantConfig, QdrantStoreError,
+                                                      collection_name, fold, models, point_id)
 
 logger = logging.getLogger(__name__)
 

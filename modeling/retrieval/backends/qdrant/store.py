@@ -313,7 +313,8 @@ class StoreHit(NamedTuple):
 class QdrantStore:
     """An open, checked collection: `rank` (the engine's fused ranking), `neighbours`, `item_vectors`.
 
-    Open with `QdrantStore.open(config, model_info)`; `modeling.retrieval.indexing.build_collection` creates it.
+    Open with `QdrantStore.open(config, model_info)`; `modeling.retrieval.backends.qdrant.ingest.build_collection`
+    creates it.
     """
 
     def __init__(self, client: "QdrantClient", config: QdrantConfig, name: str, metadata: dict, num_items: int = 0):
@@ -553,8 +554,9 @@ def check_collection(info, metadata: Mapping, model_info: Mapping, text_dim: int
         if missing:
             raise QdrantStoreError(
                 f"collection {name!r} at {location} lacks the payload index(es) {missing}: filtered queries would scan "
-                f"every point. Create them with `modeling.retrieval.indexing.create_payload_indexes(client, "
-                f"{name!r})` or rebuild the collection")
+                f"every point. Create them with "
+                f"`modeling.retrieval.backends.qdrant.ingest.create_payload_indexes(client, {name!r})` or rebuild the "
+                "collection")
 
 
 __all__ = ["COLLECTION_PREFIX", "COMPLETE_KEY", "METADATA_KEY", "FormulaTerm", "KeywordEncoder", "KeywordStatistics",

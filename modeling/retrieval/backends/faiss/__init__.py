@@ -1,0 +1,3 @@
+"""The in-process FAISS backend: `index` (`VectorIndex`: exact `IndexFlatIP` or HNSW; `CatalogIndex`: the index
+folder of items, vectors and manifest) and `compressed` (OPQ + IVF-PQ codes with an exact re-rank, past a million
+items). Imports nothing heavy beyond faiss and numpy."""

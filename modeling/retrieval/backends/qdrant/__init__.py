@@ -1,0 +1,3 @@
+"""The Qdrant backend (optional extra `qdrant`): `store` (`QdrantConfig`, the collection schema, `QdrantStore`:
+filtered, fused and boosted ranking server-side) and `ingest` (the streaming, sharded, resumable build of a
+collection)."""
