@@ -40,7 +40,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 
-from modeling.retrieval.search import SearchResult
+from modeling.retrieval.engine.search import SearchResult
 from modeling.retrieval.service import (ANY, FILTERS, MAX_K, REFUSED, SearchService, cap_malloc_arenas, limit_threads,
                                         parse_item_id, shorten, user_message)
 from modeling.retrieval.serving import EngineRegistry, ModelSpec, qdrant_config, with_index_repo
@@ -617,7 +617,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vector-store", choices=("faiss", "qdrant"),
                    default=os.environ.get("FASHION_VECTOR_STORE", "faiss"),
                    help="where vectors live and ranking runs: the in-process FAISS index (default) or a Qdrant "
-                        "collection built by `python -m modeling.retrieval.build --vector-store qdrant` "
+                        "collection built by `python -m modeling.retrieval.engine.build_index --vector-store qdrant` "
                         "(docs/qdrant.md)")
     p.add_argument("--qdrant-url", default=None,
                    help="Qdrant server or cluster (env FASHION_QDRANT_URL; the API key only from "
@@ -660,8 +660,8 @@ def main(argv=None) -> None:
         registry = make_registry(args)
         registry.get()  # the default model loads (and indexes the catalog if needed) before the page is served
     except (OSError, ValueError) as error:
-        hint = ("Build the collection with `python -m modeling.retrieval.build --vector-store qdrant ...` and point "
-                "--qdrant-url / --qdrant-path at it (docs/qdrant.md)." if args.vector_store == "qdrant" else
+        hint = ("Build the collection with `python -m modeling.retrieval.engine.build_index --vector-store qdrant ...` "
+                "and point --qdrant-url / --qdrant-path at it (docs/qdrant.md)." if args.vector_store == "qdrant" else
                 "Train the default model with `make train` (or point --model / FASHION_MODEL at a trained model "
                 "folder) and --catalog at a catalog.")
         raise SystemExit(f"Cannot start: {error}\n{hint}") from None

@@ -93,7 +93,7 @@ def small_gallery(catalog_dir):
 @pytest.fixture(scope="session")
 def small_engine(tiny_model_dir, small_gallery, tmp_path_factory):
     """The search engine over 300 real val items with the tiny model and the real MiniLM text matcher."""
-    from modeling.retrieval.search import FashionSearchEngine
+    from modeling.retrieval.engine.search import FashionSearchEngine
 
     return FashionSearchEngine.load(tiny_model_dir, tmp_path_factory.mktemp("idx") / "index", catalog=small_gallery)
 
@@ -101,7 +101,7 @@ def small_engine(tiny_model_dir, small_gallery, tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_vae_engine(tiny_vae_dir, small_gallery, small_engine, tmp_path_factory):
     """An image-only engine (the tiny VAE) over the same 300 items, sharing the text matcher for VSC."""
-    from modeling.retrieval.search import FashionSearchEngine
+    from modeling.retrieval.engine.search import FashionSearchEngine
 
     return FashionSearchEngine.load(tiny_vae_dir, tmp_path_factory.mktemp("vae-idx") / "index", catalog=small_gallery,
                                     sentence_encoder=small_engine.sentence_encoder)

@@ -1,5 +1,6 @@
 """The compressed index (`modeling.retrieval.backends.faiss.compressed`): recall against exact search at scale,
-filtered and not, and its place in `VectorIndex` / `CatalogIndex` (kind selection, files, exact reconstruction, narrow filters)."""
+filtered and not, and its place in `VectorIndex` / `CatalogIndex` (kind selection, files, exact reconstruction,
+narrow filters)."""
 
 import json
 

@@ -11,8 +11,8 @@ from modeling.evaluation.metrics import image_to_image_metrics
 from modeling.evaluation.cards import check_model_card
 from modeling.evaluation.results import slug
 from modeling.encoders.loading import encode_images
-from modeling.retrieval.build import catalog_items
-from modeling.retrieval.search import FashionSearchEngine
+from modeling.retrieval.engine.build_index import catalog_items
+from modeling.retrieval.engine.search import FashionSearchEngine
 
 
 @pytest.mark.slow

@@ -5,8 +5,8 @@ them."""
 import numpy as np
 import pytest
 
-from modeling.retrieval import ranking
-from modeling.retrieval.search import DEFAULT_QUERY_EXPANSION, QueryError, top_k_order
+from modeling.retrieval.engine import exact_ranking as ranking
+from modeling.retrieval.engine.search import DEFAULT_QUERY_EXPANSION, QueryError, top_k_order
 
 
 def _brute_force_item_ranking(vectors: np.ndarray, position: int, depth: int, expansion: int):

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from modeling.data.text import normalise_title
-from modeling.retrieval.dedup import collapse, duplicate_groups
+from modeling.retrieval.engine.dedup import collapse, duplicate_groups
 from modeling.retrieval.understanding.heads import IntentHeads
 from modeling.retrieval.understanding.parser import QueryIntent, QueryParser, load_lexicon
-from modeling.retrieval.signals import ConsistencyScorer
+from modeling.retrieval.engine.signals import ConsistencyScorer
 
 from .conftest import switch_off_extras
 
@@ -245,7 +245,7 @@ def test_item_consistency_boosts_the_reference_values(small_engine, monkeypatch)
 def test_photo_consistency_matches_brute_force():
     """Colour: half the colour head, half the neighbours' catalog colours (softmax of cosine / temperature), read at
     each item's catalog colour; type: the type heads' dot product."""
-    from modeling.retrieval.signals import NEIGHBOUR_TEMPERATURE
+    from modeling.retrieval.engine.signals import NEIGHBOUR_TEMPERATURE
 
     rng = np.random.default_rng(2)
     vectors = rng.normal(size=(50, 6)).astype(np.float32)

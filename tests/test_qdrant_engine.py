@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modeling.retrieval.signals import ConsistencyScorer
+from modeling.retrieval.engine.signals import ConsistencyScorer
 
 TOLERANCE = 1e-4
 
@@ -43,7 +43,7 @@ def engines(heads_model_dir, small_gallery, small_engine, catalog_dir, tmp_path_
     from modeling.encoders.loading import load_model
     from modeling.retrieval.backends.qdrant.ingest import build_collection
     from modeling.retrieval.backends.qdrant.store import QdrantConfig
-    from modeling.retrieval.search import FashionSearchEngine
+    from modeling.retrieval.engine.search import FashionSearchEngine
     from modeling.retrieval.serving import EngineRegistry, ModelSpec
 
     index_dir = tmp_path_factory.mktemp("heads-index") / "index"
@@ -143,7 +143,7 @@ def test_collapse_lists_the_same_duplicates(engines):
 def test_photo_and_item_queries_rank_exactly_from_a_shallow_prefetch(engines, monkeypatch):
     """Visual-only queries with boosts prefetch the visual top few hundred (deepened until no item below can score
     into the top k): force shallow prefetches over the 300 items and deepening, the results stay the same."""
-    from modeling.retrieval import store_ranking
+    from modeling.retrieval.engine import store_ranker as store_ranking
 
     faiss, store, _ = engines
     monkeypatch.setattr(store_ranking, "MIN_BOUNDED_PREFETCH", 4)
@@ -162,7 +162,7 @@ def test_photo_and_item_queries_rank_exactly_from_a_shallow_prefetch(engines, mo
 def test_max_boost_is_the_most_one_item_collects():
     pytest.importorskip("qdrant_client")
     from modeling.retrieval.backends.qdrant.store import payload_boost
-    from modeling.retrieval.store_ranking import max_boost
+    from modeling.retrieval.engine.store_ranker import max_boost
 
     boosts = [payload_boost("baseColour", ["Red"], 0.3), payload_boost("baseColour", ["Blue"], 0.2),
               payload_boost("baseColour", ["Red", "Pink"], 0.1), payload_boost("gender", ["Men"], 0.25),
@@ -174,7 +174,7 @@ def test_max_boost_is_the_most_one_item_collects():
 def test_store_errors(engines, heads_model_dir, tmp_path):
     from modeling.retrieval.backends.qdrant.store import QdrantConfig, QdrantStoreError
     from modeling.retrieval.common.types import QueryError
-    from modeling.retrieval.search import FashionSearchEngine
+    from modeling.retrieval.engine.search import FashionSearchEngine
 
     faiss, store, index_dir = engines
     with pytest.raises(QueryError, match="Unknown filter"):

@@ -328,7 +328,7 @@ def test_processes_split_the_batches_and_the_last_one_publishes(small_engine, ti
 
 
 def test_build_command(tiny_model_dir, catalog_dir, tmp_path, capsys, monkeypatch):
-    from modeling.retrieval.build import main
+    from modeling.retrieval.engine.build_index import main
 
     for key in ("FASHION_QDRANT_URL", "FASHION_QDRANT_PATH", "FASHION_QDRANT_API_KEY"):
         monkeypatch.delenv(key, raising=False)

@@ -10,10 +10,10 @@ import pytest
 from modeling import DualEncoderModel
 from modeling.data.images import ImageError
 from modeling.retrieval.backends.faiss.index import IndexMismatchError
-from modeling.retrieval import ranker as ranker_module
+from modeling.retrieval.engine import index_ranker as ranker_module
 from modeling.retrieval.common.lexical import BM25Index, tokenize
 from modeling.data.text import item_description
-from modeling.retrieval.search import FashionSearchEngine, QueryError
+from modeling.retrieval.engine.search import FashionSearchEngine, QueryError
 from modeling.encoders.sentence import SentenceEncoder
 
 from .conftest import switch_off_extras, tiny_model_kwargs
@@ -271,7 +271,7 @@ def test_composed_search_from_an_upload_and_its_errors(small_engine):
 def test_predicted_attributes_name_an_uploaded_reference(tiny_text_model):
     import torch
 
-    from modeling.retrieval.search import FashionSearchEngine
+    from modeling.retrieval.engine.search import FashionSearchEngine
 
     model = DualEncoderModel.from_text_pretrained(
         str(tiny_text_model), **tiny_model_kwargs(), attribute_labels={"articleType": ["Shirts", "Tshirts"],
@@ -338,7 +338,7 @@ def test_image_only_model_refuses_text_queries(tiny_vae_dir, small_gallery, tmp_
 
 @pytest.mark.parametrize("k", [1, 5, 40, 100])
 def test_top_k_order_matches_a_full_lexsort_with_ties(k):
-    from modeling.retrieval.search import top_k_order
+    from modeling.retrieval.engine.search import top_k_order
 
     rng = np.random.default_rng(k)
     scores = rng.integers(0, 6, size=60).astype(np.float32) / 5  # many ties
@@ -386,7 +386,7 @@ def test_image_queries_are_expanded_with_their_nearest_items(plain_engine):
 
 
 def test_expand_queries_is_the_weighted_neighbour_mean():
-    from modeling.retrieval.search import expand_queries
+    from modeling.retrieval.engine.search import expand_queries
 
     q = np.array([[1.0, 0.0]], dtype=np.float32)
     neighbours = np.array([[[0.0, 1.0], [-1.0, 0.0]]], dtype=np.float32)

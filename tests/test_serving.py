@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from modeling.retrieval.search import QueryError
+from modeling.retrieval.engine.search import QueryError
 from modeling.retrieval.serving import EngineRegistry, ModelSpec, model_supports_text
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modeling.retrieval.vsc import ModificationParser, VSCScorer, item_vsc_text, observation_note, summarise
+from modeling.retrieval.engine.vsc import ModificationParser, VSCScorer, item_vsc_text, observation_note, summarise
 
 ITEMS = pd.DataFrame([
     {"id": "1", "title": "Turtle Men Navy Blue Shirt", "gender": "Men", "articleType": "Shirts",

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from modeling.retrieval.vsc import VSCScorer
+from modeling.retrieval.engine.vsc import VSCScorer
 
 
 class CountingEncoder:

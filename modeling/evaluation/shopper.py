@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from modeling.data.queries import load_queries, relevance_mask
 from modeling.evaluation.ranking import ndcg_at_k
-from modeling.retrieval.search import FashionSearchEngine
+from modeling.retrieval.engine.search import FashionSearchEngine
 from modeling.utils.io import atomic_write_text
 
 TEXT_FILES = ("queries/shopper_dev.jsonl", "queries/shopper_test.jsonl", "queries/dev.jsonl", "queries/test.jsonl")

@@ -41,12 +41,12 @@ from modeling.evaluation.ranking import topk_indices
 from modeling.evaluation.ranking_metrics import ranking_metrics
 from modeling.evaluation.protocols import evaluate_fashion200k, evaluate_fashion_iq, kagl_text_to_image
 from modeling.evaluation.results import Timings, flat_row, results_markdown, write_json
-from modeling.retrieval.build import catalog_items
+from modeling.retrieval.engine.build_index import catalog_items
 from modeling.retrieval.backends.faiss.index import CatalogIndex, VectorIndex, l2_normalise
-from modeling.retrieval.ranking import item_rankings
-from modeling.retrieval.search import (DEFAULT_LEXICAL_WEIGHT, DEFAULT_QUERY_EXPANSION, DEFAULT_TEXT_WEIGHT,
-                                       FashionSearchEngine, VisualReranker)
-from modeling.retrieval.vsc import VSCScorer
+from modeling.retrieval.engine.exact_ranking import item_rankings
+from modeling.retrieval.engine.search import (DEFAULT_LEXICAL_WEIGHT, DEFAULT_QUERY_EXPANSION, DEFAULT_TEXT_WEIGHT,
+                                              FashionSearchEngine, VisualReranker)
+from modeling.retrieval.engine.vsc import VSCScorer
 from modeling.utils.io import atomic_write_text
 
 DEPTH = 50  # rankings are kept to this depth; metrics at K = 1, 5, 10, 50

@@ -123,7 +123,7 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, cat
     Returns the written `onnx_config.json` content. Raises `OnnxParityError` (nothing written) below `min_cosine`."""
     from modeling.hub.push import staged_folder
     from modeling.encoders.loading import embedding_dim, model_fingerprint
-    from modeling.retrieval.search import FashionSearchEngine
+    from modeling.retrieval.engine.search import FashionSearchEngine
 
     model, tokenizer, processor = FashionSearchEngine.load_model(model_dir)
     has_text = tokenizer is not None and callable(getattr(model, "get_text_features", None))

@@ -73,7 +73,7 @@ def auto_classes(*pairs) -> Iterator[None]:
 
 def load_model_folder(model_dir: str | os.PathLike):
     """(model, tokenizer or None, image processor) of a saved model folder, with this package's classes."""
-    from modeling.retrieval.search import FashionSearchEngine
+    from modeling.retrieval.engine.search import FashionSearchEngine
 
     return FashionSearchEngine.load_model(model_dir)
 
@@ -329,7 +329,7 @@ def write_index_dataset(models: Mapping[str, str | os.PathLike], catalog, out_di
     import pandas as pd
 
     from modeling.retrieval.backends.faiss.index import CatalogIndex
-    from modeling.retrieval.search import FashionSearchEngine
+    from modeling.retrieval.engine.search import FashionSearchEngine
 
     index_dirs = dict(index_dirs or {})
     frame = None

@@ -37,7 +37,7 @@ from modeling.retrieval.batching import DEFAULT_MAX_BATCH, TextQueryBatcher
 from modeling.retrieval.understanding.parser import INTENT_ATTRIBUTES, NOT
 from modeling.retrieval.common.types import QueryError, SearchResult, validate_text
 from modeling.retrieval.serving import EngineRegistry
-from modeling.retrieval.vsc import summarise
+from modeling.retrieval.engine.vsc import summarise
 
 logger = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 from transformers import MODEL_MAPPING, AutoConfig
 
 from modeling.models.configuration_dual_encoder import DEFAULT_TEXT_MODEL
-from modeling.retrieval.loading import VECTOR_STORES
-from modeling.retrieval.search import DEFAULT_TEXT_WEIGHT, FashionSearchEngine, QueryError
+from modeling.retrieval.engine.loading import VECTOR_STORES
+from modeling.retrieval.engine.search import DEFAULT_TEXT_WEIGHT, FashionSearchEngine, QueryError
 from modeling.encoders.sentence import SentenceEncoder
 
 if TYPE_CHECKING:

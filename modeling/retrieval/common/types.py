@@ -1,6 +1,6 @@
 """What goes in and comes out of the search engine: query validation, composed query text, `SearchResult`.
 
-Re-exported by `modeling.retrieval.search`, where callers import them from.
+Re-exported by `modeling.retrieval.engine.search`, where callers import them from.
 """
 
 from __future__ import annotations

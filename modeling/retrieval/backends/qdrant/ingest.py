@@ -1,9 +1,9 @@
 """Indexing at scale: stream a catalog, encode it in batches, write a Qdrant collection in idempotent, resumable
 batches, split across processes with Accelerate.
 
-    python -m modeling.retrieval.build --model runs/dual-encoder --catalog ../shared/data \\
+    python -m modeling.retrieval.engine.build_index --model runs/dual-encoder --catalog ../shared/data \\
         --vector-store qdrant --qdrant-path runs/qdrant
-    accelerate launch --num_processes 4 -m modeling.retrieval.build ... --qdrant-url http://qdrant:6333
+    accelerate launch --num_processes 4 -m modeling.retrieval.engine.build_index ... --qdrant-url http://qdrant:6333
 
 Streaming: the catalog is read as a `datasets` stream (local CSV/JSONL/Parquet files in chunks, a Hub dataset with
 `streaming=True`), normalised row by row like `load_catalog`; only one batch of images is decoded at a time.

@@ -338,8 +338,8 @@ class QdrantStore:
         """
         client = client or config.connect()
         name = config.collection or collection_name(model_info["fingerprint"], config.prefix)
-        hint = (f"build it with `python -m modeling.retrieval.build --model {model_info.get('name', 'MODEL')} "
-                f"--catalog CATALOG --vector-store qdrant "
+        hint = (f"build it with `python -m modeling.retrieval.engine.build_index "
+                f"--model {model_info.get('name', 'MODEL')} --catalog CATALOG --vector-store qdrant "
                 f"{'--qdrant-path ' + config.path if config.is_local else '--qdrant-url ' + str(config.url)}`")
         try:  # get_collection resolves aliases everywhere; collection_exists does not on every server version
             info = client.get_collection(name)
@@ -531,8 +531,8 @@ def check_collection(info, metadata: Mapping, model_info: Mapping, text_dim: int
     """Raise `QdrantStoreError` when a collection does not fit the model (fingerprint, dimensions) or lacks one of
     its payload indexes (`check_indexes`: servers report them; local mode keeps none)."""
     built_by = metadata.get("model", {})
-    rebuild = ("rebuild it with `python -m modeling.retrieval.build --vector-store qdrant ...` for the loaded model, "
-               "or point --qdrant-collection at that model's collection")
+    rebuild = ("rebuild it with `python -m modeling.retrieval.engine.build_index --vector-store qdrant ...` for the "
+               "loaded model, or point --qdrant-collection at that model's collection")
     if model_info.get("fingerprint") and built_by.get("fingerprint") != model_info["fingerprint"]:
         raise QdrantStoreError(
             f"collection {name!r} at {location} was built by model {built_by.get('name')!r} (fingerprint "

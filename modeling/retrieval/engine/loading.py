@@ -9,10 +9,10 @@ from pathlib import Path
 from modeling.encoders.loading import has_text_tower, load_model, model_fingerprint
 from modeling.encoders.onnx import OnnxEncoder
 from modeling.encoders.sentence import SentenceEncoder
-from modeling.retrieval.build import attach_image_paths, has_image_files, load_or_build_index
+from modeling.retrieval.engine.build_index import attach_image_paths, has_image_files, load_or_build_index
 from modeling.retrieval.understanding.heads import load_or_fit_intent_heads
-from modeling.retrieval.rerank import VisualReranker
-from modeling.retrieval.vsc import VSCScorer
+from modeling.retrieval.engine.rerank import VisualReranker
+from modeling.retrieval.engine.vsc import VSCScorer
 
 VECTOR_STORES = ("faiss", "qdrant")
 

@@ -22,7 +22,7 @@ sum or the model's learned combiner), names what the catalog knows of the refere
 predict for an uploaded photo) in the text, and fuses with the item-text match (without keywords) like text search.
 Filters restrict the candidate set inside the index search, so a filtered query still returns k results whenever k
 items match. With a Qdrant collection (`store`, `load(..., vector_store="qdrant")`) the same rankings are computed
-by the store (`modeling.retrieval.store_ranking`); the engine keeps the local item table (docs/qdrant.md).
+by the store (`modeling.retrieval.engine.store_ranker`); the engine keeps the local item table (docs/qdrant.md).
 """
 
 from __future__ import annotations
@@ -43,21 +43,22 @@ from modeling.data.images import load_image
 from modeling.data.text import item_description
 from modeling.encoders.loading import encode_images, encode_texts, has_text_tower, load_model
 from modeling.encoders.sentence import SentenceEncoder
-from modeling.retrieval.cache import EmbeddingCache
+from modeling.retrieval.engine.cache import EmbeddingCache
 from modeling.retrieval.backends.faiss.index import CatalogIndex
 from modeling.retrieval.common.lexical import BM25Index
 from modeling.retrieval.common.types import (COMPOSED_CONTEXT, MAX_QUERY_CHARS, QueryError, SearchResult,  # noqa: F401
                                              composed_query_text, validate_text)
-from modeling.retrieval import ranking
-from modeling.retrieval.ranker import EXACT_FUSION_LIMIT, FUSION_CANDIDATE_DEPTH, Ranked, Ranker, fuse  # noqa: F401
-from modeling.retrieval.ranking import DEFAULT_QUERY_EXPANSION, expand_queries, top_k_order
+from modeling.retrieval.engine import exact_ranking
+from modeling.retrieval.engine.index_ranker import (EXACT_FUSION_LIMIT, FUSION_CANDIDATE_DEPTH, Ranked,  # noqa: F401
+                                                    Ranker, fuse)
+from modeling.retrieval.engine.exact_ranking import DEFAULT_QUERY_EXPANSION, expand_queries, top_k_order
 from modeling.retrieval.understanding.heads import IntentHeads
 from modeling.retrieval.understanding.parser import QueryIntent
-from modeling.retrieval.loading import load_engine_parts
-from modeling.retrieval.rerank import VisualReranker
-from modeling.retrieval.signals import ITEM_CONSISTENCY_WEIGHTS, NEIGHBOURS, ConsistencyScorer, IntentScorer
-from modeling.retrieval.store_ranking import IntentTerms, PhotoConsistencyTerms, Scope, StoreRanker
-from modeling.retrieval.vsc import VSCScorer
+from modeling.retrieval.engine.loading import load_engine_parts
+from modeling.retrieval.engine.rerank import VisualReranker
+from modeling.retrieval.engine.signals import ITEM_CONSISTENCY_WEIGHTS, NEIGHBOURS, ConsistencyScorer, IntentScorer
+from modeling.retrieval.engine.store_ranker import IntentTerms, PhotoConsistencyTerms, Scope, StoreRanker
+from modeling.retrieval.engine.vsc import VSCScorer
 
 
 if TYPE_CHECKING:
@@ -74,7 +75,8 @@ DEFAULT_LEXICAL_WEIGHT = 0.4
 TEXT_CACHE_SIZE = 4096
 # Hybrid re-ranking: how many candidates of the primary model the re-ranker re-scores by default.
 DEFAULT_RERANK_DEPTH = 100
-# Image queries are expanded with their DEFAULT_QUERY_EXPANSION nearest items (modeling/retrieval/ranking.py).
+# Image queries are expanded with their DEFAULT_QUERY_EXPANSION nearest items
+# (modeling/retrieval/engine/exact_ranking.py).
 # An uploaded reference photo's predicted attribute is named only when the head is at least this sure.
 ATTRIBUTE_CONFIDENCE = 0.5
 # Composed search boosts the reference's colour, at this share of a named colour's boost, unless the words change it.
@@ -227,7 +229,7 @@ class FashionSearchEngine:
     def item_queries(self, positions=None, expansion: int | None = None) -> np.ndarray:
         """The unit query vectors "more like this" ranks by, for the items at `positions` (default all): each
         item's stored vector expanded with its `expansion` nearest other items (default `DEFAULT_QUERY_EXPANSION`)."""
-        return ranking.item_queries(self._dense_vectors(), positions, self._expansion(expansion))
+        return exact_ranking.item_queries(self._dense_vectors(), positions, self._expansion(expansion))
 
     def item_rankings(self, positions=None, depth: int = 10, expansion: int | None = None) -> np.ndarray:
         """Exact "more like this" for many catalog items at once (evaluations, batch jobs): `search_item` without
@@ -240,7 +242,7 @@ class FashionSearchEngine:
         """
         if int(depth) < 1:
             raise QueryError("k must be at least 1.")
-        return ranking.item_rankings(self._dense_vectors(), positions, int(depth), self._expansion(expansion))
+        return exact_ranking.item_rankings(self._dense_vectors(), positions, int(depth), self._expansion(expansion))
 
     def fused_scores(self, query: str, text_weight: float | None = None, lexical_weight: float | None = None,
                      intent: "QueryIntent | bool | None" = None) -> dict[str, np.ndarray | None]:
@@ -263,8 +265,9 @@ class FashionSearchEngine:
 
     # -- query understanding -----------------------------------------------------------------------------------------
     def understand(self, query: str, learned: bool = True) -> QueryIntent:
-        """What the engine understands of a text query (`modeling.retrieval.understanding.parser`): the intents text search boosts,
-        the negations it penalises, the free words; the learned heads fill in when some words matched nothing."""
+        """What the engine understands of a text query (`modeling.retrieval.understanding.parser`): the intents text
+        search boosts, the negations it penalises, the free words; the learned heads fill in when some words matched
+        nothing."""
         query = validate_text(query)
         parser = self.intents.parser
         parsed = parser.parse(query)

@@ -7,7 +7,7 @@
   and read at each item's catalog colour; its type probabilities (the type head) are read at each item's catalog
   type. For a catalog item the shop knows the item's colour and type, so items with the same catalog values gain
   the weight. Reading catalog values (not the items' own head predictions) is what lets a vector store add the
-  same scores as payload boosts (`modeling.retrieval.store_ranking`).
+  same scores as payload boosts (`modeling.retrieval.engine.store_ranker`).
 
 Weights were chosen on the validation split (docs/results.md has the trade-off curves).
 """

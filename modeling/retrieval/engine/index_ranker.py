@@ -8,7 +8,7 @@ and returns the top k as `Ranked` rows (index position and the score of each sig
   `(1 - weight) * visual + weight * (text + lexical weight * keywords)`;
 - `extra`: per-item additive scores (query-intent boosts and penalties, "more like this" consistency), a function
   of the candidate positions;
-- `collapse`: near-duplicate items (`modeling.retrieval.dedup`) count once, the others listed under it.
+- `collapse`: near-duplicate items (`modeling.retrieval.engine.dedup`) count once, the others listed under it.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from modeling.data.text import normalise_title
-from modeling.retrieval.dedup import COLLAPSE_OVERFETCH, collapse, duplicate_groups
+from modeling.retrieval.engine.dedup import COLLAPSE_OVERFETCH, collapse, duplicate_groups
 from modeling.retrieval.backends.faiss.index import CatalogIndex
-from modeling.retrieval.ranking import top_k_order
+from modeling.retrieval.engine.exact_ranking import top_k_order
 
 # Fused search scores every allowed item exactly up to this many; above it, candidates come from the top of the
 # visual index and of the text matcher (the top max(20 k, FUSION_CANDIDATE_DEPTH) of each) and only those are fused.
@@ -124,8 +124,8 @@ class Ranker:
 
     # -- near-duplicates ---------------------------------------------------------------------------------------------
     def duplicate_groups(self) -> np.ndarray:
-        """Group id of every item (`modeling.retrieval.dedup.duplicate_groups` over normalised titles and the image
-        vectors), computed once."""
+        """Group id of every item (`modeling.retrieval.engine.dedup.duplicate_groups` over normalised titles and the
+        image vectors), computed once."""
         with self._lock:
             if self._groups is None:
                 titles = (self.index.items["title"].map(normalise_title).tolist() if "title" in self.index.items

@@ -3,8 +3,8 @@
 `load_or_build_index` is what the engine and the app call: the index of a model in a folder, built and saved
 atomically when absent, refused when it was built by another model.
 
-`python -m modeling.retrieval.build --model M --catalog C --vector-store faiss|qdrant` is the command line: a FAISS
-index folder (through `load_or_build_index`), or a Qdrant collection streamed in resumable batches
+`python -m modeling.retrieval.engine.build_index --model M --catalog C --vector-store faiss|qdrant` is the command
+line: a FAISS index folder (through `load_or_build_index`), or a Qdrant collection streamed in resumable batches
 (`modeling.retrieval.backends.qdrant.ingest`, several processes under `accelerate launch`)."""
 
 from __future__ import annotations
@@ -114,9 +114,10 @@ def parse_args(argv=None):
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m modeling.retrieval.build",
+        prog="python -m modeling.retrieval.engine.build_index",
         description="Index a catalog with a model: a FAISS index folder, or a Qdrant collection (streamed, batched, "
-                    "resumable; several processes with `accelerate launch ... -m modeling.retrieval.build`).")
+                    "resumable; several processes with "
+                    "`accelerate launch ... -m modeling.retrieval.engine.build_index`).")
     parser.add_argument("--model", required=True, help="model folder (e.g. runs/dual-encoder)")
     parser.add_argument("--catalog", required=True, help="catalog folder, CSV/JSONL/Parquet file or Hub dataset id")
     parser.add_argument("--vector-store", choices=("faiss", "qdrant"), default="faiss")

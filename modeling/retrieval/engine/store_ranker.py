@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
 
-from modeling.retrieval.dedup import COLLAPSE_OVERFETCH, collapse
+from modeling.retrieval.engine.dedup import COLLAPSE_OVERFETCH, collapse
 from modeling.retrieval.understanding.boosts import UNISEX_CREDIT
 from modeling.retrieval.understanding.parser import QueryIntent
-from modeling.retrieval.ranker import Ranked, Ranker
-from modeling.retrieval.signals import ConsistencyScorer, IntentScorer
+from modeling.retrieval.engine.index_ranker import Ranked, Ranker
+from modeling.retrieval.engine.signals import ConsistencyScorer, IntentScorer
 
 if TYPE_CHECKING:  # qdrant-client is an optional extra, imported only when a store is used
     from modeling.retrieval.backends.qdrant.store import FormulaTerm, QdrantStore
