@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import app
-from modeling.retrieval.serving import EngineRegistry
+from modeling.serving.registry import EngineRegistry
 
 
 @pytest.fixture(scope="module")
@@ -312,7 +312,7 @@ def test_text_answers_carry_the_understanding_and_chips_switch_it_off(handlers, 
 
 
 def test_bad_chip_keys_are_refused_with_a_message(handlers):
-    from modeling.retrieval.service import QueryError
+    from modeling.serving.service import QueryError
 
     with pytest.raises(QueryError, match="Unknown chip key"):
         handlers.service.text("red dress", 5, ignore=["price"])

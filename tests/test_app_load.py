@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from modeling.retrieval.batching import TextQueryBatcher
-from modeling.retrieval.service import SearchService
-from modeling.retrieval.serving import EngineRegistry
+from modeling.serving.batching import TextQueryBatcher
+from modeling.serving.service import SearchService
+from modeling.serving.registry import EngineRegistry
 
 QUERIES = [f"{colour} {item}" for colour in ("red", "black", "white", "blue", "green", "pink", "grey", "brown")
            for item in ("shirt", "dress", "watch", "shoes")]

@@ -2,6 +2,7 @@
 counted), light layers stay light, and the files stay readable. The layer direction itself is `lint-imports`'s
 contract in pyproject.toml, run by the test command."""
 
+import ast
 import subprocess
 import sys
 
@@ -67,6 +68,27 @@ def test_light_modules_do_not_load_torch(module):
             "print(heavy); raise SystemExit(1 if heavy else 0)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, f"{module} imports {out.stdout.strip()}"
+
+
+def _imported_modules(path) -> set[str]:
+    """Every module `path` imports, at module level or inside functions (`from a.b import c` counts as `a.b`)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_app_imports_serving_never_retrieval():
+    """`app.py` (outside the package) sits above `modeling.serving`: it reaches the engines only through the
+    serving layer, plus the helpers of the lowest layers where it must."""
+    imported = {m for m in _imported_modules(REPO / "app.py") if m == "modeling" or m.startswith("modeling.")}
+    assert any(m.startswith("modeling.serving") for m in imported)
+    allowed = ("modeling.serving", "modeling.data", "modeling.models", "modeling.utils")
+    assert sorted(m for m in imported if not m.startswith(allowed)) == []
 
 
 def test_models_register_where_they_load():

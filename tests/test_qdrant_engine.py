@@ -44,7 +44,7 @@ def engines(heads_model_dir, small_gallery, small_engine, catalog_dir, tmp_path_
     from modeling.retrieval.backends.qdrant.ingest import build_collection
     from modeling.retrieval.backends.qdrant.store import QdrantConfig
     from modeling.retrieval.engine.search import FashionSearchEngine
-    from modeling.retrieval.serving import EngineRegistry, ModelSpec
+    from modeling.serving.registry import EngineRegistry, ModelSpec
 
     index_dir = tmp_path_factory.mktemp("heads-index") / "index"
     encoder = small_engine.sentence_encoder
@@ -224,7 +224,7 @@ def test_photo_type_term_reads_the_catalog_type():
 def test_qdrant_config_for_the_app(monkeypatch, tmp_path):
     pytest.importorskip("qdrant_client")
     from modeling.retrieval.backends.qdrant.store import QdrantStoreError
-    from modeling.retrieval.serving import EngineRegistry, ModelSpec, qdrant_config
+    from modeling.serving.registry import EngineRegistry, ModelSpec, qdrant_config
 
     for name in ("FASHION_QDRANT_URL", "FASHION_QDRANT_PATH", "FASHION_QDRANT_API_KEY"):
         monkeypatch.delenv(name, raising=False)

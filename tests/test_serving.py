@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from modeling.retrieval.engine.search import QueryError
-from modeling.retrieval.serving import EngineRegistry, ModelSpec, model_supports_text
+from modeling.serving.registry import EngineRegistry, ModelSpec, model_supports_text
 
 
 def test_model_spec_parsing(tmp_path):

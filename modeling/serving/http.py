@@ -27,7 +27,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.middleware import Middleware
 
-from modeling.retrieval.service import ANY, REFUSED, SearchService, user_message
+from modeling.serving.service import ANY, REFUSED, SearchService, user_message
 
 logger = logging.getLogger(__name__)
 
