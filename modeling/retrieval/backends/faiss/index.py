@@ -16,9 +16,9 @@ Embeddings are L2-normalised, so cosine similarity is an inner product (`METRIC_
   the graph search itself, so `k` results come back whenever `k` items are allowed.
 
 Measured on this project's CPU box (2 cores, faiss 1.15) with the defaults on 20,000 clustered synthetic 64-d
-vectors (200 Gaussian clusters), 500 queries, k=10, against exact search (`tests/test_index.py`, which asserts
->= 0.95 for both): recall@10 = 0.9998 unfiltered and 1.0000 with a random 30% filter; the build takes ~1.4 s on
-an idle machine and the 500 queries ~20-60 ms.
+vectors (200 Gaussian clusters), 500 queries, k=10, against exact search
+(`tests/retrieval/backends/faiss/test_index.py`, which asserts >= 0.95 for both): recall@10 = 0.9998 unfiltered and
+1.0000 with a random 30% filter; the build takes ~1.4 s on an idle machine and the 500 queries ~20-60 ms.
 
 Filtered HNSW loses recall as the filter gets narrow, because most graph neighbours are rejected (measured
 at efSearch=128: ~0.93-0.97 at 5% allowed, ~0.77-0.86 at 2%, ~0.5-0.7 at 0.5%). Two mitigations:

@@ -13,7 +13,7 @@ from modeling.retrieval.understanding.heads import IntentHeads
 from modeling.retrieval.understanding.parser import QueryIntent, QueryParser, load_lexicon
 from modeling.retrieval.engine.signals import ConsistencyScorer
 
-from .conftest import switch_off_extras
+from tests.conftest import switch_off_extras
 
 
 @pytest.fixture(scope="module")

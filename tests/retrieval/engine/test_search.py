@@ -16,7 +16,7 @@ from modeling.data.text import item_description
 from modeling.retrieval.engine.search import FashionSearchEngine, QueryError
 from modeling.encoders.sentence import SentenceEncoder
 
-from .conftest import switch_off_extras, tiny_model_kwargs
+from tests.conftest import switch_off_extras, tiny_model_kwargs
 
 
 def brute_force_bm25(documents, query, k1=1.2, b=0.75):

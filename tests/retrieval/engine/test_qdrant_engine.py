@@ -23,7 +23,7 @@ def heads_model_dir(tiny_text_model, small_gallery, tmp_path_factory):
 
     from modeling import DualEncoderImageProcessor, DualEncoderModel
 
-    from .conftest import tiny_model_kwargs
+    from tests.conftest import tiny_model_kwargs
 
     torch.manual_seed(0)
     labels = {a: sorted(set(small_gallery[a])) for a in ("baseColour", "articleType")}
