@@ -30,7 +30,8 @@ class SearchResult:
     text_score: float | None = None  # cosine of query and item text (fused text search only)
     lexical_score: float | None = None  # BM25 keyword match of query and item text, in [0, 1] (fused text search)
     rerank_score: float | None = None  # cosine under the re-ranking model (hybrid search only)
-    vsc: float | None = None  # visual-semantic consistency (modeling/vsc.py); None when the query has no description
+    # visual-semantic consistency (modeling/retrieval/engine/vsc.py); None when the query has no description
+    vsc: float | None = None
     attributes: dict[str, str] = field(default_factory=dict)
     duplicates: list[str] = field(default_factory=list)  # ids of near-duplicates collapsed into this result
 

@@ -10,7 +10,7 @@ The app, evaluate.py and Python users all call `FashionSearchEngine`:
 Text search fuses the visual score (cosine of the query text embedding and the item's image embedding, what the
 dual encoder learned) with an item-text score: the cosine of MiniLM embeddings of the query and of the item's own
 description (title + attribute caption + season), plus `lexical_weight` times the BM25 keyword match of the query
-against that description, normalised to [0, 1] per query (`modeling/lexical.py`).
+against that description, normalised to [0, 1] per query (`modeling/retrieval/common/lexical.py`).
 `score = (1 - text_weight) * visual + text_weight * (text + lexical_weight * lexical)`, `text_weight` and
 `lexical_weight` defaulting to `DEFAULT_TEXT_WEIGHT` and `DEFAULT_LEXICAL_WEIGHT` (chosen on the validation query
 file, see README).
@@ -444,7 +444,8 @@ class FashionSearchEngine:
 
     # -- VSC -------------------------------------------------------------------------------------------------------
     def describe_composed(self, modification: str, position: int | None = None) -> str | None:
-        """A composed query's description for VSC (see modeling/vsc.py); `position` of a catalog reference."""
+        """A composed query's description for VSC (see modeling/retrieval/engine/vsc.py); `position` of a catalog
+        reference."""
         return self.vsc.composed_description(modification, position) if self.vsc else None
 
     def _with_vsc(self, results: list[SearchResult], description: str | None,
