@@ -110,10 +110,10 @@ def small_vae_engine(tiny_vae_dir, small_gallery, small_engine, tmp_path_factory
 def switch_off_extras(engine, monkeypatch):
     """The engine's plain ranking, what the brute-force references of the fusion tests describe: no query
     understanding, no "more like this" consistency term, no near-duplicate collapsing (restored after the test)."""
-    monkeypatch.setattr(engine, "use_intents", False)
-    monkeypatch.setattr(engine, "collapse_duplicates", False)
-    monkeypatch.setattr(engine, "item_consistency", {})
-    monkeypatch.setattr(engine.consistency, "weights", {})
+    from dataclasses import replace
+
+    monkeypatch.setattr(engine, "settings", replace(engine.settings, use_intents=False, collapse_duplicates=False,
+                                                    item_consistency={}, image_consistency={}))
     return engine
 
 

@@ -119,7 +119,7 @@ def more_like_this_report(engine, split: str, gallery: np.ndarray, filters: dict
 
 
 def duplicates_in_served(engine, queries, filters: dict) -> dict:
-    groups = engine.ranker.duplicate_groups()
+    groups = engine.duplicates.groups()
     clashes = {"served": 0, "uncollapsed": 0}
     for q in queries:
         for mode, collapse in (("served", True), ("uncollapsed", False)):

@@ -73,9 +73,9 @@ def auto_classes(*pairs) -> Iterator[None]:
 
 def load_model_folder(model_dir: str | os.PathLike):
     """(model, tokenizer or None, image processor) of a saved model folder, with this package's classes."""
-    from modeling.retrieval.engine.search import FashionSearchEngine
+    from modeling.encoders.loading import load_model
 
-    return FashionSearchEngine.load_model(model_dir)
+    return load_model(model_dir)
 
 
 def find_result_row(results: Mapping, model_dir: str | os.PathLike, name: str | None = None) -> dict:

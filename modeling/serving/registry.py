@@ -106,15 +106,9 @@ def qdrant_config(url: str | None = None, path: str | os.PathLike | None = None,
     """Where the app's collections live: `url` (a server or cluster) or `path` (local mode), else the environment's
     `FASHION_QDRANT_URL` / `FASHION_QDRANT_PATH`. The API key comes from `FASHION_QDRANT_API_KEY` only: a command
     line is visible to every user of the machine. `collection` overrides the serving name (one model only)."""
-    from modeling.retrieval.backends.qdrant.store import QdrantConfig, QdrantStoreError
+    from modeling.retrieval.backends.qdrant.store import QdrantConfig
 
-    url = url or (None if path else os.environ.get("FASHION_QDRANT_URL"))
-    path = path or (None if url else os.environ.get("FASHION_QDRANT_PATH"))
-    if not url and not path:
-        raise QdrantStoreError("--vector-store qdrant needs --qdrant-url URL (or FASHION_QDRANT_URL) for a server, "
-                               "or --qdrant-path DIR (or FASHION_QDRANT_PATH) for local mode")
-    return QdrantConfig(url=url, path=None if url else str(path), api_key=os.environ.get("FASHION_QDRANT_API_KEY"),
-                        collection=collection, timeout=timeout)
+    return QdrantConfig.from_environment(url, path, collection=collection, timeout=timeout)
 
 
 def model_supports_text(path: str | os.PathLike) -> bool:

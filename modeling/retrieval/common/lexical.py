@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -51,6 +51,17 @@ def tokenize(text: str) -> list[str]:
     return [fold(word) for word in _WORD.findall(text)]
 
 
+def bm25_idf(num_documents: int, document_frequency: int) -> float:
+    """`ln(1 + (N - df + 0.5) / (df + 0.5))`: always positive."""
+    return math.log(1.0 + (num_documents - document_frequency + 0.5) / (document_frequency + 0.5))
+
+
+def bm25_weight(idf, tf, length, average_length: float, k1: float, b: float):
+    """A word's BM25 contribution to a document (float64; scalars or arrays alike, so every caller computes the
+    same bits): `idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avgdl))`."""
+    return idf * tf * (k1 + 1.0) / (tf + k1 * (1.0 - b + b * length / average_length))
+
+
 class BM25Index:
     """Okapi BM25 over a fixed list of documents.
 
@@ -71,7 +82,6 @@ class BM25Index:
         counts = [Counter(tokenize(d)) for d in documents]
         lengths = np.array([sum(c.values()) for c in counts], dtype=np.float64)
         average = float(lengths.mean()) if len(lengths) and lengths.mean() > 0 else 1.0
-        norm = self.k1 * (1.0 - self.b + self.b * lengths / average)
         postings: dict[str, tuple[list[int], list[int]]] = {}
         for doc, words in enumerate(counts):
             for word, tf in words.items():
@@ -82,8 +92,9 @@ class BM25Index:
         self._postings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for word, (docs, tfs) in postings.items():
             docs_arr, tf = np.asarray(docs, dtype=np.int64), np.asarray(tfs, dtype=np.float64)
-            idf = math.log(1.0 + (self.num_documents - len(docs) + 0.5) / (len(docs) + 0.5))
-            self._postings[word] = (docs_arr, (idf * tf * (self.k1 + 1.0) / (tf + norm[docs_arr])).astype(np.float32))
+            weight = bm25_weight(bm25_idf(self.num_documents, len(docs)), tf, lengths[docs_arr], average, self.k1,
+                                 self.b)
+            self._postings[word] = (docs_arr, weight.astype(np.float32))
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every document for `query`, float32 `(num_documents,)`."""
@@ -101,4 +112,79 @@ class BM25Index:
         return scores / top if top > 0 else scores
 
 
-__all__ = ["BM25Index", "fold", "tokenize"]
+class KeywordEncoder:
+    """BM25 term weights as sparse vectors, `BM25Index`'s formula split between documents and queries.
+
+    A document's vector holds, per distinct word w, `idf(w) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avgdl))`
+    at the word's index in `terms`; a query's holds 1 per distinct known word (a word counts once however often it
+    is typed, and words the catalog lacks contribute nothing). Their dot product is the item's BM25 score.
+
+    Build it with `KeywordStatistics` (one pass over the descriptions: document frequencies and average length).
+    """
+
+    def __init__(self, terms: Sequence[str], document_frequency: Sequence[int], num_documents: int,
+                 average_length: float, k1: float = 1.2, b: float = 0.75):
+        self.terms = list(terms)
+        self.index = {term: i for i, term in enumerate(self.terms)}
+        self.document_frequency = [int(df) for df in document_frequency]
+        self.num_documents, self.average_length = int(num_documents), float(average_length)
+        self.k1, self.b = float(k1), float(b)
+        # The same float64 expressions as BM25Index (`bm25_idf`, `bm25_weight`): bit-identical float32 weights.
+        self.idf = [bm25_idf(self.num_documents, df) for df in self.document_frequency]
+
+    def document_vector(self, description: str) -> tuple[list[int], list[float]]:
+        counts = Counter(tokenize(description))
+        length = float(sum(counts.values()))
+        indices, values = [], []
+        for word, tf in counts.items():
+            i = self.index.get(word)
+            if i is not None:
+                indices.append(i)
+                weight = bm25_weight(self.idf[i], float(tf), length, self.average_length, self.k1, self.b)
+                values.append(float(np.float32(weight)))
+        return indices, values
+
+    def query_vector(self, text: str) -> tuple[list[int], list[float]]:
+        indices = [self.index[w] for w in dict.fromkeys(tokenize(text)) if w in self.index]
+        return indices, [1.0] * len(indices)
+
+    def signature(self) -> dict:
+        """What decides every document weight (the catalog's statistics), without the vocabulary itself."""
+        return {"num_documents": self.num_documents, "average_length": self.average_length, "k1": self.k1,
+                "b": self.b, "num_terms": len(self.terms)}
+
+    def to_dict(self) -> dict:
+        return {**self.signature(), "terms": self.terms, "document_frequency": self.document_frequency}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "KeywordEncoder":
+        return cls(data["terms"], data["document_frequency"], data["num_documents"], data["average_length"],
+                   data["k1"], data["b"])
+
+
+class KeywordStatistics:
+    """Accumulates BM25's catalog statistics over a stream of descriptions (memory: the vocabulary, not the items)."""
+
+    def __init__(self, k1: float = 1.2, b: float = 0.75):
+        if k1 < 0 or not 0.0 <= b <= 1.0:
+            raise ValueError(f"need k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
+        self.k1, self.b = k1, b
+        self.document_frequency: Counter = Counter()
+        self.num_documents = 0
+        self.total_length = 0
+
+    def add(self, descriptions: Iterable[str]) -> None:
+        for description in descriptions:
+            counts = Counter(tokenize(description))
+            self.document_frequency.update(counts.keys())
+            self.num_documents += 1
+            self.total_length += sum(counts.values())
+
+    def encoder(self) -> KeywordEncoder:
+        average = self.total_length / self.num_documents if self.num_documents else 0.0
+        terms = sorted(self.document_frequency)
+        return KeywordEncoder(terms, [self.document_frequency[t] for t in terms], self.num_documents,
+                              average if average > 0 else 1.0, self.k1, self.b)
+
+
+__all__ = ["BM25Index", "KeywordEncoder", "KeywordStatistics", "bm25_idf", "bm25_weight", "fold", "tokenize"]

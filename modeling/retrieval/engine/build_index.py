@@ -23,6 +23,7 @@ from modeling.data.text import item_description
 from modeling.encoders.loading import embedding_dim, encode_images, model_fingerprint
 from modeling.encoders.sentence import SentenceEncoder
 from modeling.retrieval.backends.faiss.index import CatalogIndex
+from modeling.retrieval.backends.registry import BACKEND_NAMES
 
 if TYPE_CHECKING:
     from modeling.retrieval.backends.qdrant.store import QdrantConfig
@@ -97,17 +98,12 @@ def load_or_build_index(model, tokenizer, processor, index_dir, model_dir, get_d
 def qdrant_config_from_args(args) -> "QdrantConfig":
     """`--qdrant-url` / `--qdrant-path`, else `FASHION_QDRANT_URL` / `FASHION_QDRANT_PATH`; the API key only from
     `FASHION_QDRANT_API_KEY` (a command line is visible to every user of the machine)."""
-    from modeling.retrieval.backends.qdrant.store import QdrantConfig, QdrantStoreError
+    from modeling.retrieval.backends.qdrant.store import QdrantConfig
 
-    url = args.qdrant_url or (None if args.qdrant_path else os.environ.get("FASHION_QDRANT_URL"))
-    path = args.qdrant_path or (None if url else os.environ.get("FASHION_QDRANT_PATH"))
-    if not url and not path:
-        raise QdrantStoreError("--vector-store qdrant needs --qdrant-url URL (or FASHION_QDRANT_URL) for a server, "
-                               "or --qdrant-path DIR (or FASHION_QDRANT_PATH) for local mode")
-    return QdrantConfig(url=url, path=None if url else str(path), api_key=os.environ.get("FASHION_QDRANT_API_KEY"),
-                        collection=args.qdrant_collection, shard_number=args.shard_number,
-                        replication_factor=args.replication_factor, on_disk=not args.in_memory,
-                        quantization=not args.no_quantization, timeout=args.qdrant_timeout)
+    return QdrantConfig.from_environment(args.qdrant_url, args.qdrant_path, collection=args.qdrant_collection,
+                                         shard_number=args.shard_number, replication_factor=args.replication_factor,
+                                         on_disk=not args.in_memory, quantization=not args.no_quantization,
+                                         timeout=args.qdrant_timeout)
 
 
 def parse_args(argv=None):
@@ -120,7 +116,7 @@ def parse_args(argv=None):
                     "`accelerate launch ... -m modeling.retrieval.engine.build_index`).")
     parser.add_argument("--model", required=True, help="model folder (e.g. runs/dual-encoder)")
     parser.add_argument("--catalog", required=True, help="catalog folder, CSV/JSONL/Parquet file or Hub dataset id")
-    parser.add_argument("--vector-store", choices=("faiss", "qdrant"), default="faiss")
+    parser.add_argument("--vector-store", choices=BACKEND_NAMES, default="faiss")
     parser.add_argument("--index-dir", help="faiss: the index folder (default <model>/index)")
     parser.add_argument("--qdrant-url", help="Qdrant server or cluster URL (API key from FASHION_QDRANT_API_KEY)")
     parser.add_argument("--qdrant-path", help="folder of an embedded local-mode Qdrant (one process)")

@@ -9,10 +9,14 @@ best item of each group has no two results sharing a title and a near-identical 
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+
+from modeling.data.text import normalise_title
+from modeling.retrieval.common.ranking import Ranked, RankRequest
 
 # Cosine of the model's image embeddings above which two same-title items count as the same product. Measured on
 # the shared catalog (runs/dual-encoder): same-title pairs have a median cosine of 0.95, random pairs of one article
@@ -73,4 +77,53 @@ def collapse(order: np.ndarray, groups: np.ndarray, k: int) -> tuple[list[int], 
     return kept, duplicates, len(kept) < k
 
 
-__all__ = ["COLLAPSE_OVERFETCH", "DUPLICATE_THRESHOLD", "collapse", "duplicate_groups"]
+class DuplicateGroups:
+    """The catalog's near-duplicate groups (computed once, on first use) and the collapse of a backend's rows:
+    written once for every backend."""
+
+    def __init__(self, items, vectors: Callable[[], np.ndarray]):
+        self.items, self.vectors = items, vectors
+        self._groups: np.ndarray | None = None
+        self._members: dict[int, list[int]] = {}
+        self._lock = threading.Lock()
+
+    def groups(self) -> np.ndarray:
+        """Group id of every item (`duplicate_groups` over normalised titles and the image vectors)."""
+        with self._lock:
+            if self._groups is not None:
+                return self._groups
+        titles = (self.items["title"].map(normalise_title).tolist() if "title" in self.items
+                  else [""] * len(self.items))
+        groups = duplicate_groups(titles, self.vectors())
+        members: dict[int, list[int]] = {}
+        for position, group in enumerate(groups.tolist()):
+            members.setdefault(group, []).append(position)
+        with self._lock:
+            self._members = {g: m for g, m in members.items() if len(m) > 1}
+            self._groups = groups
+        return groups
+
+    def collapsed(self, rank: Callable[[RankRequest], list[Ranked]], request: RankRequest, growth: int) -> list[Ranked]:
+        """The best row of each of the best `request.k` groups, each listing the rest of its group that the scope
+        allows (catalog order). Ranks `k * COLLAPSE_OVERFETCH` deep (at least 50), `growth` times deeper while
+        fewer than `k` groups came back."""
+        groups, k, mask = self.groups(), int(request.k), request.scope.mask
+        allowed = len(groups) if mask is None else int(mask.sum())
+        depth = min(allowed, max(k * COLLAPSE_OVERFETCH, 50))
+        while True:
+            ranked = rank(request.deeper(depth))
+            kept, _, short = collapse(np.array([r.position for r in ranked], dtype=np.int64), groups, k)
+            if not short or depth >= allowed or len(ranked) < depth:
+                break
+            depth = min(allowed, depth * growth)
+        by_position = {r.position: r for r in ranked}
+        out = []
+        for position in kept:
+            row = by_position[position]
+            row.duplicates = [m for m in self._members.get(int(groups[position]), []) if m != position
+                              and (mask is None or mask[m])]
+            out.append(row)
+        return out
+
+
+__all__ = ["COLLAPSE_OVERFETCH", "DUPLICATE_THRESHOLD", "DuplicateGroups", "collapse", "duplicate_groups"]

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from modeling.retrieval.common.ranking import top_k_order
+from modeling.retrieval.common.types import QueryError
+
 # Image queries are expanded with their nearest catalog neighbours (α-query expansion, α = 1): a query photo's two
 # closest items, weighted by their cosine, join it before the final search. Chosen on the val split, where it
 # raised image->image P@10 from 0.753 to 0.757 (dual encoder) and from 0.520 to 0.532 (VAE) at the same top-1;
@@ -21,15 +24,12 @@ DEFAULT_QUERY_EXPANSION = 2
 RANKING_CHUNK = 512
 
 
-def top_k_order(scores: np.ndarray, positions: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the `k` best `scores`, best first, ties broken by `positions` (catalog order): the first `k` of
-    `np.lexsort((positions, -scores))` without sorting everything."""
-    if scores.size > k:
-        kth = np.partition(scores, scores.size - k)[scores.size - k]
-        keep = np.flatnonzero(scores >= kth)
-    else:
-        keep = np.arange(scores.size)
-    return keep[np.lexsort((positions[keep], -scores[keep]))][:k]
+def query_expansion(expansion: int | None) -> int:
+    """The query expansion's neighbour count (default `DEFAULT_QUERY_EXPANSION`); `QueryError` when negative."""
+    n = DEFAULT_QUERY_EXPANSION if expansion is None else int(expansion)
+    if n < 0:
+        raise QueryError(f"The query expansion must be 0 or more neighbours, got {expansion}.")
+    return n
 
 
 def expand_queries(queries: np.ndarray, neighbours: np.ndarray, similarities: np.ndarray) -> np.ndarray:
@@ -103,5 +103,5 @@ def item_rankings(vectors: np.ndarray, positions=None, depth: int = 10, expansio
     return rank_excluding(item_queries(vectors, positions, expansion, chunk), vectors, positions, depth, chunk)
 
 
-__all__ = ["DEFAULT_QUERY_EXPANSION", "expand_queries", "item_queries", "item_rankings", "rank_excluding",
-           "top_k_order"]
+__all__ = ["DEFAULT_QUERY_EXPANSION", "expand_queries", "item_queries", "item_rankings", "query_expansion",
+           "rank_excluding", "top_k_order"]

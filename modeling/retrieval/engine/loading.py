@@ -1,5 +1,5 @@
 """Everything `FashionSearchEngine.load` assembles from files: the model, its index (built when absent), the
-sentence encoder, VSC, the hybrid re-ranker, the query-intent heads and, for the Qdrant backend, the open store."""
+sentence encoder, VSC, the hybrid re-ranker, the query-intent heads and the vector backend (`modeling.retrieval.backends.registry`)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from pathlib import Path
 from modeling.encoders.loading import has_text_tower, load_model, model_fingerprint
 from modeling.encoders.onnx import OnnxEncoder
 from modeling.encoders.sentence import SentenceEncoder
+from modeling.retrieval.backends.registry import BACKEND_NAMES, open_backend
 from modeling.retrieval.engine.build_index import attach_image_paths, has_image_files, load_or_build_index
 from modeling.retrieval.understanding.heads import load_or_fit_intent_heads
 from modeling.retrieval.engine.rerank import VisualReranker
 from modeling.retrieval.engine.vsc import VSCScorer
 
-VECTOR_STORES = ("faiss", "qdrant")
+VECTOR_STORES = BACKEND_NAMES
 
 
 def load_engine_parts(model_dir: str | os.PathLike, index_dir: str | os.PathLike, *, catalog=None,
@@ -26,8 +27,8 @@ def load_engine_parts(model_dir: str | os.PathLike, index_dir: str | os.PathLike
     (see `FashionSearchEngine.load` for the parameters)."""
     if vector_store not in VECTOR_STORES:
         raise ValueError(f"unknown vector store {vector_store!r}; use one of {', '.join(VECTOR_STORES)}")
-    if vector_store == "qdrant" and qdrant is None:
-        raise ValueError("the qdrant vector store needs a QdrantConfig: a server url or a local path")
+    if vector_store != "faiss" and qdrant is None:
+        raise ValueError(f"the {vector_store} vector store needs a QdrantConfig: a server url or a local path")
     model, tokenizer, processor = load_model(model_dir)
     encoder = sentence_encoder or (SentenceEncoder(text_encoder) if text_encoder else None)
     dataset = None
@@ -64,21 +65,7 @@ def load_engine_parts(model_dir: str | os.PathLike, index_dir: str | os.PathLike
                                       rerank_model, get_dataset, rebuild=rebuild)
         reranker = VisualReranker(r_model, r_processor, r_index, name=Path(rerank_model).name)
     heads = load_or_fit_intent_heads(index_dir, index) if index.text_embeddings is not None else None
-    store = open_store(qdrant, index, encoder, qdrant_client) if vector_store == "qdrant" else None
+    backend = open_backend(vector_store, index, config=qdrant, encoder=encoder, client=qdrant_client)
     return {"args": (model, tokenizer, processor, index, encoder), "model_name": Path(model_dir).name,
-            "reranker": reranker, "vsc": vsc, "intent_heads": heads, "store": store}
+            "reranker": reranker, "vsc": vsc, "intent_heads": heads, "backend": backend}
 
-
-def open_store(config, index, encoder: SentenceEncoder | None, client=None):
-    """The model's Qdrant collection (`QdrantStore.open`: its errors as they are), checked to hold the items of the
-    local index: the engine maps the store's hits to local positions, VSC, intents and duplicate groups."""
-    from modeling.retrieval.backends.qdrant.store import QdrantStore, QdrantStoreError
-
-    text_dim = encoder.dim if encoder is not None and index.text_embeddings is not None else None
-    store = QdrantStore.open(config, index.manifest["model"], text_dim=text_dim, client=client)
-    if store.num_items != len(index.items):
-        if client is None:
-            store.close()
-        raise QdrantStoreError(f"collection {store.name!r} at {config.location} holds {store.num_items} items, the "
-                               f"local index {len(index.items)}: build both from the same catalog")
-    return store

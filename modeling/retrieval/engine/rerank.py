@@ -10,7 +10,14 @@ import torch
 from modeling.data.images import load_image
 from modeling.encoders.loading import encode_images
 from modeling.retrieval.backends.faiss.index import CatalogIndex
-from modeling.retrieval.common.types import SearchResult
+from modeling.retrieval.common.types import QueryError, SearchResult
+
+
+def rerank_depth(k: int, rerank_weight: float, depth: int) -> int:
+    """How many candidates a hybrid search ranks before re-ranking (`k` without re-ranking)."""
+    if not 0.0 <= float(rerank_weight) <= 1.0:
+        raise QueryError(f"The re-ranking weight must be between 0 and 1, got {rerank_weight}.")
+    return max(int(k), int(depth)) if rerank_weight > 0 else int(k)
 
 
 class VisualReranker:

@@ -7,7 +7,7 @@
   and read at each item's catalog colour; its type probabilities (the type head) are read at each item's catalog
   type. For a catalog item the shop knows the item's colour and type, so items with the same catalog values gain
   the weight. Reading catalog values (not the items' own head predictions) is what lets a vector store add the
-  same scores as payload boosts (`modeling.retrieval.engine.store_ranker`).
+  same scores as payload boosts (`ScoreTerm`s, `modeling.retrieval.backends.qdrant.ranking`).
 
 Weights were chosen on the validation split (docs/results.md has the trade-off curves).
 """
@@ -19,9 +19,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from modeling.retrieval.understanding.boosts import INTENT_WEIGHTS, NEGATION_WEIGHT, AttributeCodes
+from modeling.retrieval.common.ranking import AttributeTable, ScoreTerm
+from modeling.retrieval.understanding.boosts import INTENT_WEIGHTS, NEGATION_WEIGHT, intent_terms
 from modeling.retrieval.understanding.heads import IntentHeads
-from modeling.retrieval.understanding.parser import Intent, QueryIntent, QueryParser
+from modeling.retrieval.understanding.parser import INTENT_ATTRIBUTES, Intent, QueryIntent, QueryParser
 
 # "More like this" of an uploaded photo (`ConsistencyScorer`). Val split (gallery val+test, runs/dual-encoder),
 # type / type+colour P@10: off 0.778 / 0.314; colour head agreement 0.5 (both sides the head) 0.762 / 0.385, + type
@@ -48,7 +49,7 @@ class IntentScorer:
         self.weights = dict(INTENT_WEIGHTS if weights is None else weights)
         self.negation_weight = float(negation_weight)
         self._parser: QueryParser | None = None
-        self._codes: AttributeCodes | None = None
+        self._codes: AttributeTable | None = None
         self._lock = threading.Lock()
 
     @property
@@ -59,18 +60,23 @@ class IntentScorer:
             return self._parser
 
     @property
-    def codes(self) -> AttributeCodes:
+    def codes(self) -> AttributeTable:
         with self._lock:
             if self._codes is None:
-                self._codes = AttributeCodes(self.items)
+                self._codes = AttributeTable(self.items, INTENT_ATTRIBUTES)
             return self._codes
+
+    def terms(self, intent: QueryIntent | None, weights: Mapping[str, float] | None = None) -> list[ScoreTerm]:
+        """The intent's boosts and penalties as backend-neutral terms (`intent_terms`)."""
+        if not intent:
+            return []
+        return intent_terms(intent, self.weights if weights is None else weights, self.negation_weight)
 
     def scores(self, intent: QueryIntent | None, positions: np.ndarray,
                weights: Mapping[str, float] | None = None) -> np.ndarray | None:
         if not intent:
             return None
-        return self.codes.intent_scores(intent, positions, self.weights if weights is None else weights,
-                                        self.negation_weight)
+        return self.codes.evaluate(self.terms(intent, weights), positions)
 
     @staticmethod
     def reference(values: Mapping[str, str], confidence: float = 1.0, source: str = "reference",
@@ -98,6 +104,7 @@ class ConsistencyScorer:
         self.weights = dict(weights)
         self._probs: dict[str, np.ndarray] | None = None
         self._catalog: dict[str, np.ndarray] = {}  # attribute -> each item's catalog value as a head label index
+        self._table: AttributeTable | None = None
         self._lock = threading.Lock()
 
     @property
@@ -158,6 +165,43 @@ class ConsistencyScorer:
                             if attribute == "baseColour" else p[0])
                 for attribute, p in query.items() if weights.get(attribute)}
 
+    def terms(self, parts: Mapping[str, tuple[float, np.ndarray]]) -> list[ScoreTerm]:
+        """The `distributions` read at each item's catalog value, as backend-neutral terms: per attribute with a
+        catalog column, `weight * p(label)` for the items whose value is that label (float32, as numpy scores
+        them)."""
+        terms = []
+        for attribute, (weight, distribution) in parts.items():
+            if self.catalog_labels(attribute) is None:
+                continue
+            for label, product in zip(self.labels[attribute], (np.float32(weight) * distribution).tolist()):
+                terms.append(ScoreTerm(attribute, (str(label),), float(product)))
+        return terms
+
+    def local_scores(self, parts: Mapping[str, tuple[float, np.ndarray]], positions: np.ndarray) -> np.ndarray | None:
+        """A catalog without an attribute's column: agreement with the items' own head distributions (in process
+        only; a store has no value to boost)."""
+        total = None
+        for attribute, (weight, distribution) in parts.items():
+            if self.catalog_labels(attribute) is None:
+                part = weight * (self.item_probabilities()[attribute][positions] @ distribution)
+                total = part if total is None else total + part
+        return total
+
+    def request_terms(self, photo: np.ndarray, weights: Mapping[str, float] | None = None,
+                      neighbours: np.ndarray | None = None, similarities: np.ndarray | None = None) -> dict:
+        """The ranking request's fields of a photo's consistency: `terms` (catalog columns) and `local_scores` (the
+        head agreement where the catalog lacks the column; None when it has them all)."""
+        parts = self.distributions(photo, weights, neighbours, similarities)
+        local = any(self.catalog_labels(a) is None for a in parts)
+        return {"terms": tuple(self.terms(parts)),
+                "local_scores": (lambda positions: self.local_scores(parts, positions)) if local else None}
+
+    def table(self) -> AttributeTable:
+        with self._lock:
+            if self._table is None:
+                self._table = AttributeTable(self.items, list(self.labels))
+            return self._table
+
     def scores(self, photo: np.ndarray, positions: np.ndarray, weights: Mapping[str, float] | None = None,
                neighbours: np.ndarray | None = None, similarities: np.ndarray | None = None) -> np.ndarray | None:
         """Consistency of the items at `positions` with `photo` (its embedding); `neighbours` / `similarities`: its
@@ -166,13 +210,11 @@ class ConsistencyScorer:
         if not parts:
             return None
         total = np.zeros(len(positions), dtype=np.float32)
-        for attribute, (weight, distribution) in parts.items():
-            catalog = self.catalog_labels(attribute)
-            if catalog is not None:  # the photo's probability of each item's catalog value
-                labels = catalog[positions]
-                total += weight * np.where(labels >= 0, distribution[np.maximum(labels, 0)], 0.0)
-            else:  # a catalog without the column: agreement with the items' own head distributions
-                total += weight * (self.item_probabilities()[attribute][positions] @ distribution)
+        catalog = self.table().evaluate(self.terms(parts), positions) if self.items is not None else None
+        local = self.local_scores(parts, positions)
+        for part in (catalog, local):
+            if part is not None:
+                total = total + part
         return total
 
 

@@ -61,9 +61,10 @@ def engines(heads_model_dir, small_gallery, small_engine, catalog_dir, tmp_path_
     registry = EngineRegistry([ModelSpec("heads", str(heads_model_dir), str(index_dir))], vector_store="qdrant",
                               qdrant=config)
     store = registry.get()
-    assert faiss.store is None and store.store is not None and store.store.name.startswith("fashion-search-")
+    assert faiss.backend.name == "faiss" and store.backend.name == "qdrant"
+    assert store.backend.store.name.startswith("fashion-search-")
     yield faiss, store, index_dir
-    store.store.close()
+    store.backend.store.close()
 
 
 def assert_same(expected, got):
@@ -132,7 +133,7 @@ def test_composed_search(engines):
 def test_collapse_lists_the_same_duplicates(engines):
     """Deep rankings, where the collapsed groups show: the same kept items and the same duplicates under each."""
     faiss, store, _ = engines
-    groups = faiss.ranker.duplicate_groups()
+    groups = faiss.duplicates.groups()
     assert len(set(groups.tolist())) < len(groups), "the gallery should hold near-duplicates"
     for run in (lambda e: e.search_text("watch", k=60), lambda e: e.search_item(e.ids[5], k=60)):
         expected = run(faiss)
@@ -143,14 +144,15 @@ def test_collapse_lists_the_same_duplicates(engines):
 def test_photo_and_item_queries_rank_exactly_from_a_shallow_prefetch(engines, monkeypatch):
     """Visual-only queries with boosts prefetch the visual top few hundred (deepened until no item below can score
     into the top k): force shallow prefetches over the 300 items and deepening, the results stay the same."""
-    from modeling.retrieval.engine import store_ranker as store_ranking
+    from modeling.retrieval.backends.qdrant import ranking as store_ranking
 
     faiss, store, _ = engines
     monkeypatch.setattr(store_ranking, "MIN_BOUNDED_PREFETCH", 4)
     monkeypatch.setattr(store_ranking, "BOUNDED_PREFETCH_FACTOR", 2)
     calls = []
-    original = store.store.visual_score_at
-    monkeypatch.setattr(store.store, "visual_score_at", lambda *a, **kw: calls.append(a[1]) or original(*a, **kw))
+    original = store.backend.store.visual_score_at
+    monkeypatch.setattr(store.backend.store, "visual_score_at",
+                        lambda *a, **kw: calls.append(a[1]) or original(*a, **kw))
     path = faiss.index.items.iloc[9]["image_path"]
     for run in (lambda e: e.search_image(path, k=10), lambda e: e.search_item(e.ids[17], k=10),
                 lambda e: e.search_image(path, k=10, filters={"gender": "Men"}, collapse=False)):
@@ -162,7 +164,7 @@ def test_photo_and_item_queries_rank_exactly_from_a_shallow_prefetch(engines, mo
 def test_max_boost_is_the_most_one_item_collects():
     pytest.importorskip("qdrant_client")
     from modeling.retrieval.backends.qdrant.store import payload_boost
-    from modeling.retrieval.engine.store_ranker import max_boost
+    from modeling.retrieval.backends.qdrant.ranking import max_boost
 
     boosts = [payload_boost("baseColour", ["Red"], 0.3), payload_boost("baseColour", ["Blue"], 0.2),
               payload_boost("baseColour", ["Red", "Pink"], 0.1), payload_boost("gender", ["Men"], 0.25),

@@ -10,13 +10,14 @@ import pytest
 from modeling import DualEncoderModel
 from modeling.data.images import ImageError
 from modeling.retrieval.backends.faiss.index import IndexMismatchError
-from modeling.retrieval.engine import index_ranker as ranker_module
+from modeling.retrieval.backends.faiss import ranking as ranker_module
 from modeling.retrieval.common.lexical import BM25Index, tokenize
 from modeling.data.text import item_description
 from modeling.retrieval.engine.search import FashionSearchEngine, QueryError
 from modeling.encoders.sentence import SentenceEncoder
 
 from tests.conftest import switch_off_extras, tiny_model_kwargs
+from modeling.retrieval.engine import batch
 
 
 def brute_force_bm25(documents, query, k1=1.2, b=0.75):
@@ -271,7 +272,7 @@ def test_composed_search_from_an_upload_and_its_errors(small_engine):
 def test_predicted_attributes_name_an_uploaded_reference(tiny_text_model):
     import torch
 
-    from modeling.retrieval.engine.search import FashionSearchEngine
+    from modeling.retrieval.engine.encoding import QueryEncoder
 
     model = DualEncoderModel.from_text_pretrained(
         str(tiny_text_model), **tiny_model_kwargs(), attribute_labels={"articleType": ["Shirts", "Tshirts"],
@@ -279,8 +280,7 @@ def test_predicted_attributes_name_an_uploaded_reference(tiny_text_model):
     with torch.no_grad():  # make the heads point at known directions
         model.attribute_heads["articleType"].weight.copy_(torch.eye(2, 16))
         model.attribute_heads["gender"].weight.copy_(torch.eye(2, 16)[[1, 0]])
-    engine = FashionSearchEngine.__new__(FashionSearchEngine)
-    engine.model = model.eval()
+    engine = QueryEncoder(model.eval(), None, None)  # what the engine's `predict_attributes` is
     embedding = np.zeros(16, np.float32)
     embedding[1] = 1.0
     assert engine.predict_attributes(embedding) == {"articleType": "Tshirts", "gender": "Men"}
@@ -396,11 +396,11 @@ def test_expand_queries_is_the_weighted_neighbour_mean():
 
 def test_evaluation_ranks_more_like_this_exactly_as_the_engine(plain_engine):
     engine = plain_engine
-    top = engine.item_rankings(depth=10)  # what evaluation's "engine, expanded" columns rank by
+    top = batch.item_rankings(engine, depth=10)  # what evaluation's "engine, expanded" columns rank by
     vectors = engine.item_vectors()
     for position in (0, 11, 42, 299):
         results = engine.search_item(engine.ids[position], k=10)
-        query = engine.item_queries([position])[0]
+        query = batch.item_queries(engine, [position])[0]
         # Same ranking up to near-ties (FAISS and numpy round differently): identical scores in the same order.
         np.testing.assert_allclose(vectors[top[position]] @ query, [r.score for r in results], atol=1e-5)
         assert len(set(top[position]) & set(engine.positions(r.id for r in results))) >= 8

@@ -1,6 +1,7 @@
 """Query understanding (intents, negations, misspellings), the intent-boosted fused score, near-duplicate collapsing
 and "more like this" consistency, each against hand-written cases or a brute-force reference."""
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,6 +15,7 @@ from modeling.retrieval.understanding.parser import QueryIntent, QueryParser, lo
 from modeling.retrieval.engine.signals import ConsistencyScorer
 
 from tests.conftest import switch_off_extras
+from modeling.retrieval.engine import batch
 
 
 @pytest.fixture(scope="module")
@@ -141,11 +143,11 @@ def test_heads_save_and_load(tmp_path):
 
 def test_fused_score_with_intents_matches_brute_force(small_engine, monkeypatch):
     engine = small_engine
-    monkeypatch.setattr(engine, "collapse_duplicates", False)
+    monkeypatch.setattr(engine, "settings", replace(engine.settings, collapse_duplicates=False))
     query = "black casual shoes for men not white"
     parsed = engine.understand(query)
-    plain = engine.fused_scores(parsed.search_text, intent=False)["score"]
-    scores = engine.fused_scores(query)
+    plain = batch.fused_scores(engine, parsed.search_text, intent=False)["score"]
+    scores = batch.fused_scores(engine, query)
     items = engine.index.items.to_dict("records")
     boost = np.zeros(len(items), np.float32)
     for position, item in enumerate(items):
@@ -165,7 +167,7 @@ def test_fused_score_with_intents_matches_brute_force(small_engine, monkeypatch)
     assert [r.id for r in engine.search_text(query, k=10)] == [engine.ids[p] for p in expected]
     # A shopper's own understanding (a chip removed) is used as given.
     no_gender = parsed.without("gender")
-    reduced = engine.fused_scores(query, intent=no_gender)["score"]
+    reduced = batch.fused_scores(engine, query, intent=no_gender)["score"]
     assert not np.allclose(reduced, scores["score"])
     assert [r.id for r in engine.search_text(query, k=5, intent=no_gender)] == \
         [engine.ids[p] for p in np.lexsort((np.arange(len(items)), -reduced))[:5]]
@@ -211,7 +213,7 @@ def test_collapse_keeps_the_best_of_each_group():
 
 def test_collapsed_search_is_the_plain_ranking_walked_by_group(small_engine, monkeypatch):
     engine = switch_off_extras(small_engine, monkeypatch)
-    groups = engine.ranker.duplicate_groups()
+    groups = engine.duplicates.groups()
     assert len(set(groups.tolist())) < len(groups), "the 300 val items hold same-title near-duplicates"
     for query in ("watches for men", "blue jeans", "black shoes"):
         full = engine.search_text(query, k=len(engine.ids), collapse=False)

@@ -328,7 +328,7 @@ def build_collection(model, processor, catalog, config: QdrantConfig, *, model_i
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     state = state or _SingleProcess()
-    rank, world = state.process_index, state.num_processes
+    world = state.num_processes
     if config.is_local and world > 1 and client is None:  # each process would open the folder: it is locked
         raise QdrantStoreError("local-mode Qdrant (--qdrant-path) is opened by one process only; run one process, "
                                "or give several processes a Qdrant server (--qdrant-url)")
@@ -360,6 +360,29 @@ def build_collection(model, processor, catalog, config: QdrantConfig, *, model_i
     if not rebuild and target and target.startswith(stem) and _metadata(client, target).get(COMPLETE_KEY):
         logger.info("collection %s (%s) is up to date", alias, target)
         return BuildReport(alias, target, up_to_date=True, total_points=int(client.count(target, exact=True).count))
+    metadata = {"format_version": FORMAT_VERSION, "model": dict(model_info), "text_encoder": text_info,
+                "keywords": keywords.to_dict(), "catalog": {"source": str(catalog), "signature": signature},
+                "attributes": attributes}
+    physical = _physical_collection(client, config, alias, stem, target, rebuild, state, metadata)
+    report = BuildReport(alias, physical)
+    device = getattr(state, "device", None)
+    if device is not None and str(device) != "cpu":
+        model.to(device)
+    start = time.perf_counter()
+    total = -(-statistics.num_documents // batch_size)
+    report.items = _stream(client, physical, rows(), statistics.num_documents, batch_size, state,
+                           (model, processor, sentence_encoder, keywords, device), on_batch)
+    report.seconds = time.perf_counter() - start
+    state.wait_for_everyone()
+    if state.is_main_process:
+        report.total_points = _finish(client, alias, physical, target, world, batch_size, total)
+    return report
+
+
+def _physical_collection(client, config: QdrantConfig, alias: str, stem: str, target, rebuild: bool, state,
+                         metadata: dict) -> str:
+    """The physical collection this build writes: the main process creates a new one (`metadata` its identity) or
+    resumes the newest interrupted build of the same id; the others wait for it and find it."""
     if state.is_main_process:
         names = [c.name for c in client.get_collections().collections]
         if alias in names:
@@ -369,10 +392,8 @@ def build_collection(model, processor, catalog, config: QdrantConfig, *, model_i
                            and not _metadata(client, n).get(COMPLETE_KEY))
         if rebuild or not resumable:
             physical = stem + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d%H%M%S")
-            metadata = {"format_version": FORMAT_VERSION, "model": dict(model_info), "text_encoder": text_info,
-                        "keywords": keywords.to_dict(), "catalog": {"source": str(catalog), "signature": signature},
-                        "attributes": attributes}
-            create_collection(client, physical, config, model_info["embedding_dim"],
+            text_info = metadata["text_encoder"]
+            create_collection(client, physical, config, metadata["model"]["embedding_dim"],
                               text_info and text_info["embedding_dim"], metadata)
             logger.info("building %s into %s", alias, physical)
         else:
@@ -383,18 +404,18 @@ def build_collection(model, processor, catalog, config: QdrantConfig, *, model_i
     if not state.is_main_process:  # the main process made or chose it: the newest incomplete build of this id
         names = [c.name for c in client.get_collections().collections]
         physical = sorted(n for n in names if n.startswith(stem) and not _metadata(client, n).get(COMPLETE_KEY))[-1]
+    return physical
 
+
+def _stream(client, physical: str, rows, num_rows: int, batch_size: int, state, encoders, on_batch) -> int:
+    """Encode and upsert this process's batches (every `world`-th, from where its progress key says it stopped),
+    recording each; returns the items written. `encoders`: (model, processor, sentence encoder, keywords, device)."""
+    rank, world = state.process_index, state.num_processes
     key = _progress_key(rank, world, batch_size)
-    done = int(_metadata(client, physical).get(key, 0))
-    report = BuildReport(alias, physical)
-    device = getattr(state, "device", None)
-    if device is not None and str(device) != "cpu":
-        model.to(device)
-    start = time.perf_counter()
-    total = -(-statistics.num_documents // batch_size)
-    bar = tqdm(total=statistics.num_documents, desc=f"indexing [{rank}/{world}]", unit="item", position=rank)
+    done, items = int(_metadata(client, physical).get(key, 0)), 0
+    bar = tqdm(total=num_rows, desc=f"indexing [{rank}/{world}]", unit="item", position=rank)
     with ThreadPoolExecutor() as pool:
-        for index, batch in enumerate(batched(rows(), batch_size)):
+        for index, batch in enumerate(batched(rows, batch_size)):
             if index % world != rank or index < done:
                 if index % world == rank:
                     bar.update(len(batch))
@@ -404,18 +425,14 @@ def build_collection(model, processor, catalog, config: QdrantConfig, *, model_i
             kept = [(position + i, row, image) for i, (row, image) in enumerate(zip(batch, images))
                     if image is not None]
             if kept:
-                _upsert(client, physical, model, processor, sentence_encoder, keywords, kept, device)
+                _upsert(client, physical, *encoders[:4], kept, encoders[4])
             client.update_collection(physical, metadata={key: index + 1})
-            report.items += len(kept)
+            items += len(kept)
             bar.update(len(batch))
             if on_batch is not None:
                 on_batch(index)
     bar.close()
-    report.seconds = time.perf_counter() - start
-    state.wait_for_everyone()
-    if state.is_main_process:
-        report.total_points = _finish(client, alias, physical, target, world, batch_size, total)
-    return report
+    return items
 
 
 def _upsert(client, name, model, processor, sentence_encoder, keywords, kept, device) -> None:

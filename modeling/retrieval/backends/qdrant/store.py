@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import uuid
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -44,8 +44,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from modeling.data.catalog import ATTRIBUTES
-from modeling.retrieval.common.lexical import tokenize
-from modeling.retrieval.common.types import QueryError, SearchResult
+from modeling.retrieval.common.lexical import KeywordEncoder, KeywordStatistics  # noqa: F401 - re-exported
+from modeling.retrieval.common.types import QueryError
 
 try:  # an optional extra: `pip install .[qdrant]`
     from qdrant_client import QdrantClient, models
@@ -164,6 +164,21 @@ class QdrantConfig:
 
     __str__ = __repr__
 
+    @classmethod
+    def from_environment(cls, url: str | None = None, path: str | os.PathLike | None = None,
+                         **options) -> "QdrantConfig":
+        """`url` (a server or cluster) or `path` (local mode), else the environment's `FASHION_QDRANT_URL` /
+        `FASHION_QDRANT_PATH`; the API key only from `FASHION_QDRANT_API_KEY` (a command line is visible to every
+        user of the machine). `options`: the other fields. The one place the app and the build command read the
+        environment's Qdrant settings."""
+        url = url or (None if path else os.environ.get("FASHION_QDRANT_URL"))
+        path = path or (None if url else os.environ.get("FASHION_QDRANT_PATH"))
+        if not url and not path:
+            raise QdrantStoreError("--vector-store qdrant needs --qdrant-url URL (or FASHION_QDRANT_URL) for a "
+                                   "server, or --qdrant-path DIR (or FASHION_QDRANT_PATH) for local mode")
+        return cls(url=url, path=None if url else str(path), api_key=os.environ.get("FASHION_QDRANT_API_KEY"),
+                   **options)
+
     def scrub(self, text: str) -> str:
         """`text` with the API key masked: client exceptions may echo request details."""
         return text.replace(self.api_key, "***") if self.api_key else text
@@ -195,82 +210,6 @@ class QdrantConfig:
         return client
 
 
-class KeywordEncoder:
-    """BM25 term weights as sparse vectors, `BM25Index`'s formula split between documents and queries.
-
-    A document's vector holds, per distinct word w, `idf(w) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avgdl))`
-    at the word's index in `terms`; a query's holds 1 per distinct known word (a word counts once however often it
-    is typed, and words the catalog lacks contribute nothing). Their dot product is the item's BM25 score.
-
-    Build it with `KeywordStatistics` (one pass over the descriptions: document frequencies and average length).
-    """
-
-    def __init__(self, terms: Sequence[str], document_frequency: Sequence[int], num_documents: int,
-                 average_length: float, k1: float = 1.2, b: float = 0.75):
-        self.terms = list(terms)
-        self.index = {term: i for i, term in enumerate(self.terms)}
-        self.document_frequency = [int(df) for df in document_frequency]
-        self.num_documents, self.average_length = int(num_documents), float(average_length)
-        self.k1, self.b = float(k1), float(b)
-        # The same float64 expression as BM25Index, so the float32 weights are bit-identical.
-        n = self.num_documents
-        self.idf = [math.log(1.0 + (n - df + 0.5) / (df + 0.5)) for df in self.document_frequency]
-
-    def document_vector(self, description: str) -> tuple[list[int], list[float]]:
-        counts = Counter(tokenize(description))
-        length = float(sum(counts.values()))
-        norm = self.k1 * (1.0 - self.b + self.b * length / self.average_length)
-        indices, values = [], []
-        for word, tf in counts.items():
-            i = self.index.get(word)
-            if i is not None:
-                indices.append(i)
-                values.append(float(np.float32(self.idf[i] * float(tf) * (self.k1 + 1.0) / (float(tf) + norm))))
-        return indices, values
-
-    def query_vector(self, text: str) -> tuple[list[int], list[float]]:
-        indices = [self.index[w] for w in dict.fromkeys(tokenize(text)) if w in self.index]
-        return indices, [1.0] * len(indices)
-
-    def signature(self) -> dict:
-        """What decides every document weight (the catalog's statistics), without the vocabulary itself."""
-        return {"num_documents": self.num_documents, "average_length": self.average_length, "k1": self.k1,
-                "b": self.b, "num_terms": len(self.terms)}
-
-    def to_dict(self) -> dict:
-        return {**self.signature(), "terms": self.terms, "document_frequency": self.document_frequency}
-
-    @classmethod
-    def from_dict(cls, data: Mapping) -> "KeywordEncoder":
-        return cls(data["terms"], data["document_frequency"], data["num_documents"], data["average_length"],
-                   data["k1"], data["b"])
-
-
-class KeywordStatistics:
-    """Accumulates BM25's catalog statistics over a stream of descriptions (memory: the vocabulary, not the items)."""
-
-    def __init__(self, k1: float = 1.2, b: float = 0.75):
-        if k1 < 0 or not 0.0 <= b <= 1.0:
-            raise ValueError(f"need k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
-        self.k1, self.b = k1, b
-        self.document_frequency: Counter = Counter()
-        self.num_documents = 0
-        self.total_length = 0
-
-    def add(self, descriptions: Iterable[str]) -> None:
-        for description in descriptions:
-            counts = Counter(tokenize(description))
-            self.document_frequency.update(counts.keys())
-            self.num_documents += 1
-            self.total_length += sum(counts.values())
-
-    def encoder(self) -> KeywordEncoder:
-        average = self.total_length / self.num_documents if self.num_documents else 0.0
-        terms = sorted(self.document_frequency)
-        return KeywordEncoder(terms, [self.document_frequency[t] for t in terms], self.num_documents,
-                              average if average > 0 else 1.0, self.k1, self.b)
-
-
 @dataclass(frozen=True)
 class FormulaTerm:
     """`weight * expression` in the fused score: `expression` is a prefetch score (`"$score[i]"`) or a payload
@@ -299,15 +238,6 @@ class StoreHit(NamedTuple):
     text_score: float | None
     lexical_score: float | None
     payload: dict
-
-    def to_result(self, rank: int) -> SearchResult:
-        """The engine's result type, from the payload alone (no catalog lookup: the store may hold more items than
-        fit in the app's memory)."""
-        payload = self.payload
-        return SearchResult(id=self.id, title=str(payload.get("title", "")),
-                            image_path=str(payload.get("image_path", "")), rank=int(rank), score=self.score,
-                            visual_score=self.visual_score, text_score=self.text_score,
-                            lexical_score=self.lexical_score, attributes=dict(payload.get("attributes", {})))
 
 
 class QdrantStore:

@@ -5,6 +5,7 @@ errors. Tests marked `qdrant_server` run against a real server at QDRANT_URL and
 import inspect
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -57,10 +58,17 @@ class RankCalls:
         monkeypatch.setattr(engine, "_rank", record)
 
 
+def _shown(hit):
+    """What a result shows of a hit, from the payload alone (no catalog lookup)."""
+    payload = hit.payload
+    return SimpleNamespace(title=str(payload.get("title", "")), image_path=str(payload.get("image_path", "")),
+                           attributes=dict(payload.get("attributes", {})))
+
+
 def assert_same_ranking(results, hits, fused: bool):
     assert [h.id for h in hits] == [r.id for r in results]
     for rank, (hit, result) in enumerate(zip(hits, results), start=1):  # what the engine will show from a hit
-        shown = hit.to_result(rank)
+        shown = _shown(hit)
         assert (shown.title, shown.image_path, shown.attributes) == (result.title, result.image_path,
                                                                      result.attributes)
     np.testing.assert_allclose([h.score for h in hits], [r.score for r in results], atol=TOLERANCE)
