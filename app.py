@@ -15,11 +15,12 @@ Configuration by flags or environment variables (flags win):
 
 More settings by environment only: FASHION_MONITORING=1 (Gradio's /monitoring pages, off by default),
 FASHION_SERVING_THREADS (threads per torch/BLAS op while serving, default 1), FASHION_QUERY_PRECISION (auto, fp32 or
-bf16: how batched text queries are encoded), FASHION_MALLOC_ARENAS (glibc malloc arenas, default 2; 0 = untouched). The app sets GRADIO_ANALYTICS_ENABLED=False before importing Gradio.
+bf16: how batched text queries are encoded), FASHION_MALLOC_ARENAS (glibc malloc arenas, default 2; 0 = untouched).
+The app sets GRADIO_ANALYTICS_ENABLED=False before importing Gradio.
 
-Handlers only translate between the UI and the search service (`modeling.retrieval.service.SearchService`: one
+Handlers only translate between the UI and the search service (`modeling.serving.service.SearchService`: one
 validation contract, batched text queries, public results), which the plain JSON routes under /api/v1 share
-(`modeling.retrieval.http`, with the security headers of every page). Every endpoint has a stable `api_name`
+(`modeling.serving.http`, with the security headers of every page). Every endpoint has a stable `api_name`
 (docs/api.md: "Calling the app from Python", "Calling the app over HTTP").
 """
 
@@ -40,10 +41,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 
-from modeling.retrieval.search import SearchResult
-from modeling.retrieval.service import (ANY, FILTERS, MAX_K, REFUSED, SearchService, cap_malloc_arenas, limit_threads,
-                                        parse_item_id, shorten, user_message)
-from modeling.retrieval.serving import EngineRegistry, ModelSpec, qdrant_config, with_index_repo
+from modeling.serving.registry import EngineRegistry, ModelSpec, qdrant_config, with_index_repo
+from modeling.serving.service import (ANY, FILTERS, MAX_K, REFUSED, SearchResult, SearchService, parse_item_id, shorten,
+                                      user_message)
+from modeling.serving.tuning import cap_malloc_arenas, limit_threads
 
 logger = logging.getLogger("app")
 
@@ -414,9 +415,9 @@ def monitoring_enabled() -> bool:
 
 
 def serve(demo: gr.Blocks, service: SearchService, **launch_kwargs):
-    """Launch `demo` with the JSON routes over `service` and the security headers (`modeling.retrieval.http`),
+    """Launch `demo` with the JSON routes over `service` and the security headers (`modeling.serving.http`),
     monitoring off unless configured, and the queue's concurrency set explicitly. Returns what `launch` returns."""
-    from modeling.retrieval.http import app_kwargs
+    from modeling.serving.http import app_kwargs
 
     demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=256)
     launch_kwargs.setdefault("enable_monitoring", monitoring_enabled())
@@ -617,7 +618,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vector-store", choices=("faiss", "qdrant"),
                    default=os.environ.get("FASHION_VECTOR_STORE", "faiss"),
                    help="where vectors live and ranking runs: the in-process FAISS index (default) or a Qdrant "
-                        "collection built by `python -m modeling.retrieval.build --vector-store qdrant` "
+                        "collection built by `python -m modeling.retrieval.engine.build_index --vector-store qdrant` "
                         "(docs/qdrant.md)")
     p.add_argument("--qdrant-url", default=None,
                    help="Qdrant server or cluster (env FASHION_QDRANT_URL; the API key only from "
@@ -660,8 +661,8 @@ def main(argv=None) -> None:
         registry = make_registry(args)
         registry.get()  # the default model loads (and indexes the catalog if needed) before the page is served
     except (OSError, ValueError) as error:
-        hint = ("Build the collection with `python -m modeling.retrieval.build --vector-store qdrant ...` and point "
-                "--qdrant-url / --qdrant-path at it (docs/qdrant.md)." if args.vector_store == "qdrant" else
+        hint = ("Build the collection with `python -m modeling.retrieval.engine.build_index --vector-store qdrant ...` "
+                "and point --qdrant-url / --qdrant-path at it (docs/qdrant.md)." if args.vector_store == "qdrant" else
                 "Train the default model with `make train` (or point --model / FASHION_MODEL at a trained model "
                 "folder) and --catalog at a catalog.")
         raise SystemExit(f"Cannot start: {error}\n{hint}") from None

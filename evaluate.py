@@ -29,7 +29,7 @@ Protocols (the gallery is every item of `--split`, a comma-separated list of spl
 - --fashion-iq-images DIR / --fashion200k DIR: the published composed-retrieval protocols
   (modeling/evaluation/protocols.py).
 VSC is the raw cosine of MiniLM sentence embeddings of the query's description and each result's description
-(modeling/retrieval/vsc.py); it shares its encoder with the fused item-text score. Reports: OUT/results.json,
+(modeling/retrieval/engine/vsc.py); it shares its encoder with the fused item-text score. Reports: OUT/results.json,
 OUT/results.md, OUT/comparison.png, OUT/consistency_<model>.png, OUT/samples.png, and with --model-card the
 regenerated card.
 
@@ -46,7 +46,7 @@ from pathlib import Path
 from modeling.evaluation.results import slug, write_plots
 from modeling.evaluation.suite import (EvaluationConfig, Evaluation, cli_command, evaluate_model_folder,
                                        image_to_image, run_evaluation)
-from modeling.retrieval.search import DEFAULT_LEXICAL_WEIGHT, DEFAULT_TEXT_WEIGHT, FashionSearchEngine
+from modeling.retrieval.engine.search import DEFAULT_LEXICAL_WEIGHT, DEFAULT_TEXT_WEIGHT, FashionSearchEngine
 
 # Importable from here as before: the row function tests call, the engine, and the run's API.
 __all__ = ["Evaluation", "EvaluationConfig", "FashionSearchEngine", "evaluate_model_folder", "image_to_image", "main",

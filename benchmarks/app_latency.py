@@ -56,7 +56,7 @@ def ensure_index(model: str, catalog: str) -> None:
     if (Path(model) / "index" / "manifest.json").exists():
         return
     print(f"no index in {model}/index: building it (not timed)", flush=True)
-    from modeling.retrieval.search import FashionSearchEngine
+    from modeling.retrieval.engine.search import FashionSearchEngine
 
     FashionSearchEngine.load(model, Path(model) / "index", catalog=catalog)
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from modeling.hub.onnx_export import OnnxEncoder, export_onnx, parity_inputs  # noqa: E402
-from modeling.retrieval.search import FashionSearchEngine  # noqa: E402
+from modeling.retrieval.engine.search import FashionSearchEngine  # noqa: E402
 
 
 def _features(out):

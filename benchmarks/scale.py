@@ -33,8 +33,8 @@ sys.path.insert(0, str(REPO))
 
 import faiss  # noqa: E402
 
-from modeling.retrieval import compressed  # noqa: E402
-from modeling.retrieval.index import VectorIndex, l2_normalise  # noqa: E402
+from modeling.retrieval.backends.faiss import compressed  # noqa: E402
+from modeling.retrieval.backends.faiss.index import VectorIndex, l2_normalise  # noqa: E402
 
 
 def clustered_vectors(

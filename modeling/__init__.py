@@ -1,9 +1,11 @@
-"""Multimodal fashion search, in layers (each a subpackage; imports go downwards only, kept by `lint-imports`):
+"""Multimodal fashion search, in layers (each a subpackage; imports go downwards only, kept by `lint-imports`;
+evaluation and serving share a level and are independent):
 
     hub         push model folders, datasets, ONNX exports and the Space (`python -m modeling.hub ...`)
     training    one task per model behind `training.base.Task`, the Accelerate loop's helpers
     evaluation  metrics, protocols, baselines, analysis, reports and model cards
-    retrieval   the search engine, vector index, keyword index, VSC, index building, the app's model registry
+    serving     the served search: request contract, batching, JSON routes, the app's model registry, CPU tuning
+    retrieval   query understanding, vector backends (FAISS, Qdrant), the search engine, VSC, index building
     encoders    model loading, fingerprints, batched encoding, the sentence encoder, ONNX Runtime encoders
     data        catalog loading, image opening, composed triplets, query files          (never models)
     models      configurations, modeling files, processors, composition, losses         (torch/transformers/peft)

@@ -93,7 +93,7 @@ def small_gallery(catalog_dir):
 @pytest.fixture(scope="session")
 def small_engine(tiny_model_dir, small_gallery, tmp_path_factory):
     """The search engine over 300 real val items with the tiny model and the real MiniLM text matcher."""
-    from modeling.retrieval.search import FashionSearchEngine
+    from modeling.retrieval.engine.search import FashionSearchEngine
 
     return FashionSearchEngine.load(tiny_model_dir, tmp_path_factory.mktemp("idx") / "index", catalog=small_gallery)
 
@@ -101,7 +101,7 @@ def small_engine(tiny_model_dir, small_gallery, tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_vae_engine(tiny_vae_dir, small_gallery, small_engine, tmp_path_factory):
     """An image-only engine (the tiny VAE) over the same 300 items, sharing the text matcher for VSC."""
-    from modeling.retrieval.search import FashionSearchEngine
+    from modeling.retrieval.engine.search import FashionSearchEngine
 
     return FashionSearchEngine.load(tiny_vae_dir, tmp_path_factory.mktemp("vae-idx") / "index", catalog=small_gallery,
                                     sentence_encoder=small_engine.sentence_encoder)
@@ -110,10 +110,10 @@ def small_vae_engine(tiny_vae_dir, small_gallery, small_engine, tmp_path_factory
 def switch_off_extras(engine, monkeypatch):
     """The engine's plain ranking, what the brute-force references of the fusion tests describe: no query
     understanding, no "more like this" consistency term, no near-duplicate collapsing (restored after the test)."""
-    monkeypatch.setattr(engine, "use_intents", False)
-    monkeypatch.setattr(engine, "collapse_duplicates", False)
-    monkeypatch.setattr(engine, "item_consistency", {})
-    monkeypatch.setattr(engine.consistency, "weights", {})
+    from dataclasses import replace
+
+    monkeypatch.setattr(engine, "settings", replace(engine.settings, use_intents=False, collapse_duplicates=False,
+                                                    item_consistency={}, image_consistency={}))
     return engine
 
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import app
-from modeling.retrieval.serving import EngineRegistry
+from modeling.serving.registry import EngineRegistry
 
 
 @pytest.fixture(scope="module")
@@ -312,7 +312,7 @@ def test_text_answers_carry_the_understanding_and_chips_switch_it_off(handlers, 
 
 
 def test_bad_chip_keys_are_refused_with_a_message(handlers):
-    from modeling.retrieval.service import QueryError
+    from modeling.serving.service import QueryError
 
     with pytest.raises(QueryError, match="Unknown chip key"):
         handlers.service.text("red dress", 5, ignore=["price"])
@@ -323,7 +323,7 @@ def test_bad_chip_keys_are_refused_with_a_message(handlers):
 def test_vector_store_flags(monkeypatch, tmp_path):
     """--vector-store qdrant needs a server URL or a local folder; the API key is read from the environment only and
     never shows in the configuration's repr."""
-    from modeling.retrieval.qdrant_store import QdrantStoreError
+    from modeling.retrieval.backends.qdrant.store import QdrantStoreError
 
     monkeypatch.chdir(tmp_path)
     for name in ("FASHION_QDRANT_URL", "FASHION_QDRANT_PATH", "FASHION_VECTOR_STORE"):

@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from modeling.retrieval.batching import TextQueryBatcher
-from modeling.retrieval.service import SearchService
-from modeling.retrieval.serving import EngineRegistry
+from modeling.serving.batching import TextQueryBatcher
+from modeling.serving.service import SearchService
+from modeling.serving.registry import EngineRegistry
 
 QUERIES = [f"{colour} {item}" for colour in ("red", "black", "white", "blue", "green", "pink", "grey", "brown")
            for item in ("shirt", "dress", "watch", "shoes")]
@@ -51,7 +51,7 @@ def test_a_failing_pass_lets_every_caller_go_on(caplog):
 
 def _empty_query_cache(engine, monkeypatch):
     """Batched and single encodings must not share cached embeddings: each run starts from an empty cache."""
-    monkeypatch.setattr(engine, "_text_cache", type(engine._text_cache)(4096))
+    monkeypatch.setattr(engine.encoder, "cache", type(engine.encoder.cache)(4096))
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ import pytest
 from PIL import Image, ImageFile
 
 import app
-from modeling.retrieval.service import SearchService
-from modeling.retrieval.serving import EngineRegistry
+from modeling.serving.service import SearchService
+from modeling.serving.registry import EngineRegistry
 
 pytestmark = pytest.mark.slow
 

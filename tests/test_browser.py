@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import app
-from modeling.retrieval.serving import EngineRegistry
+from modeling.serving.registry import EngineRegistry
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("ARTIFACTS_DIR", Path(__file__).resolve().parents[1] / "artifacts")) / "browser"

@@ -8,7 +8,7 @@ from transformers import AutoModel, CLIPImageProcessorPil, CLIPModel
 
 import train
 from modeling import FashionClipModel
-from modeling.retrieval.search import FashionSearchEngine
+from modeling.retrieval.engine.search import FashionSearchEngine
 
 from .test_modeling_fashion_clip import tiny_clip_config, tiny_tokenizer
 

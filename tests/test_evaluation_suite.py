@@ -8,6 +8,7 @@ import pytest
 
 import evaluate
 from modeling.evaluation import suite
+from modeling.retrieval.engine import batch
 
 # evaluate.py's flags and their defaults before the evaluation logic moved to modeling/evaluation (Makefile, README).
 FLAG_DEFAULTS = {
@@ -64,18 +65,18 @@ def test_image_to_image_engine_columns_rank_through_the_engine(small_engine, mon
     items = engine.index.items
     embeds = engine.item_vectors()
     calls = []
-    original = type(engine).item_rankings
+    original = suite.engine_item_rankings
 
     def spy(self, *args, **kwargs):
         calls.append(kwargs)
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(type(engine), "item_rankings", spy)
+    monkeypatch.setattr(suite, "engine_item_rankings", spy)
     through_engine = suite.image_to_image(embeds, items, None, k=10, engine=engine)
     assert calls == [{"depth": 10}]
     without = suite.image_to_image(embeds, items, None, k=10)  # a baseline's features: the same ranking function
     assert through_engine == without
-    top = engine.item_rankings(depth=10)
+    top = batch.item_rankings(engine, depth=10)
     article = items["articleType"].to_numpy()
     assert through_engine["p@10_expanded"] == pytest.approx(float((article[top] == article[:, None]).mean()))
     assert through_engine["top1_expanded"] == pytest.approx(float((article[top[:, 0]] == article).mean()))

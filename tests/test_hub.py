@@ -181,7 +181,7 @@ def test_index_dataset_and_the_app_starting_from_it(tiny_model_dir, tiny_vae_dir
     import pandas as pd
 
     import app
-    from modeling.retrieval import build as search
+    from modeling.retrieval.engine import build_index as search
 
     out = hub.write_index_dataset({"tiny": tiny_model_dir, "vae": tiny_vae_dir}, small_gallery, tmp_path / "idx",
                                   index_dirs={"tiny": tmp_path / "tiny-index", "vae": tmp_path / "vae-index"})
@@ -211,7 +211,7 @@ def test_index_dataset_and_the_app_starting_from_it(tiny_model_dir, tiny_vae_dir
 
 @pytest.mark.slow
 def test_app_shows_pictures_of_a_catalog_with_embedded_images(tiny_model_dir, catalog_dir, tmp_path, monkeypatch):
-    from modeling.retrieval.search import FashionSearchEngine
+    from modeling.retrieval.engine.search import FashionSearchEngine
 
     monkeypatch.setenv("FASHION_IMAGE_CACHE", str(tmp_path / "images"))
     hub.write_catalog_dataset(catalog_dir, tmp_path / "cat", max_items=60)

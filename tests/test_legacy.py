@@ -23,11 +23,11 @@ def probe_images(n: int = 4, size=(80, 60)) -> list:
 
 
 def _engine(folder: Path, index=None):
-    from modeling.retrieval.search import FashionSearchEngine
+    from modeling.retrieval.engine.search import FashionSearchEngine
 
     model, tokenizer, processor = FashionSearchEngine.load_model(folder)
     if index is None:
-        from modeling.retrieval.index import CatalogIndex
+        from modeling.retrieval.backends.faiss.index import CatalogIndex
 
         index = CatalogIndex.load(LEGACY / "index")
     return FashionSearchEngine(model, tokenizer, processor, index, model_name=folder.name)
@@ -95,7 +95,7 @@ def test_old_index_opens_and_searches_the_same(monkeypatch, tmp_path):
     (today's ranking without the signals added since: query intents, consistency, collapsing)."""
     import shutil
 
-    from modeling.retrieval.search import FashionSearchEngine
+    from modeling.retrieval.engine.search import FashionSearchEngine
 
     from .conftest import switch_off_extras
 

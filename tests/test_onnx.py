@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from modeling.hub.onnx_export import OnnxEncoder, OnnxParityError, export_onnx, main
-from modeling.retrieval.search import FashionSearchEngine
+from modeling.retrieval.engine.search import FashionSearchEngine
 
 from .test_clip_pipeline import tiny_clip_dir  # noqa: F401 -- fixtures of the CLIP+LoRA adapter folder
 from .test_hub import tiny_clip_adapter  # noqa: F401

@@ -125,6 +125,77 @@ def _parse_wanted_splits(split: str | Sequence[str] | None) -> list[str] | None:
     return names
 
 
+def _triplet_options(change, require_same, max_per_reference, phrasings):
+    """`catalog_triplets`' arguments checked: (changed attributes, kept attributes, templates per attribute)."""
+    changes = [change] if isinstance(change, str) else list(dict.fromkeys(change))
+    require_same = list(dict.fromkeys(require_same))
+    if not changes:
+        raise ValueError(f"change must name at least one of {CHANGEABLE_ATTRIBUTES}.")
+    unknown = [name for name in changes if name not in CHANGEABLE_ATTRIBUTES]
+    if unknown:
+        raise ValueError(f"Cannot change {unknown}; use some of {CHANGEABLE_ATTRIBUTES}.")
+    overlap = set(changes) & set(require_same)
+    if overlap:
+        raise ValueError(f"{sorted(overlap)} cannot both change and stay the same (require_same).")
+    if isinstance(max_per_reference, bool) or not isinstance(max_per_reference, int) or max_per_reference < 1:
+        raise ValueError(f"max_per_reference must be a positive integer, got {max_per_reference!r}.")
+    templates = {name: tuple(DEFAULT_PHRASINGS[name]) for name in changes}
+    for name, values in (phrasings or {}).items():
+        if name in templates:
+            if isinstance(values, str) or not values:
+                raise ValueError(f"phrasings[{name!r}] must be a non-empty list of templates.")
+            templates[name] = tuple(values)
+    return changes, require_same, templates
+
+
+def _checked_splits(split, splits):
+    """The wanted splits (None: all), each checked to hold items (`splits`: every item's, None without the column)."""
+    wanted = _parse_wanted_splits(split)
+    if wanted is not None:
+        if splits is None:
+            raise ValueError("The catalog has no 'split' column; pass split=None.")
+        missing = sorted(set(wanted) - set(splits))
+        if missing:
+            raise ValueError(f"The catalog has no items in split {missing}; it has {sorted(set(splits))}.")
+    return wanted
+
+
+def _triplet_groups(columns, splits, wanted, changes, require_same):
+    """(each item's group key or None when it takes no part, (split, require_same values) -> attribute -> value ->
+    item positions in catalog order)."""
+    groups: dict[tuple[str, ...], dict[str, dict[str, list[int]]]] = defaultdict(
+        lambda: {name: defaultdict(list) for name in changes}
+    )
+    keys: list[tuple[str, ...] | None] = []
+    for position in range(len(splits)):
+        key = (splits[position], *(columns[name][position] for name in require_same))
+        if (wanted is not None and splits[position] not in wanted) or not all(key[1:]):
+            keys.append(None)
+            continue
+        keys.append(key)
+        for name in changes:
+            if columns[name][position]:
+                groups[key][name][columns[name][position]].append(position)
+    return keys, groups
+
+
+def _triplet_row(columns, splits, position, target, name, value, template, require_same, has_paths) -> dict:
+    row = {
+        "reference_id": columns["id"][position],
+        "target_id": columns["id"][target],
+        "changed_attribute": name,
+        "reference_value": columns[name][position],
+        "target_value": value,
+        "modification": modification_text(name, value, template),
+        **{attribute: columns[attribute][position] for attribute in require_same},
+        "split": splits[position],
+    }
+    if has_paths:
+        row["reference_image_path"] = columns["image_path"][position]
+        row["target_image_path"] = columns["image_path"][target]
+    return row
+
+
 def catalog_triplets(
     dataset: datasets.Dataset | Any,
     split: str | Sequence[str] | None = None,
@@ -161,24 +232,7 @@ def catalog_triplets(
         and, when the catalog has `image_path`, `reference_image_path` and `target_image_path`. Rows follow the
         catalog order of the references.
     """
-    changes = [change] if isinstance(change, str) else list(dict.fromkeys(change))
-    require_same = list(dict.fromkeys(require_same))
-    if not changes:
-        raise ValueError(f"change must name at least one of {CHANGEABLE_ATTRIBUTES}.")
-    unknown = [name for name in changes if name not in CHANGEABLE_ATTRIBUTES]
-    if unknown:
-        raise ValueError(f"Cannot change {unknown}; use some of {CHANGEABLE_ATTRIBUTES}.")
-    overlap = set(changes) & set(require_same)
-    if overlap:
-        raise ValueError(f"{sorted(overlap)} cannot both change and stay the same (require_same).")
-    if isinstance(max_per_reference, bool) or not isinstance(max_per_reference, int) or max_per_reference < 1:
-        raise ValueError(f"max_per_reference must be a positive integer, got {max_per_reference!r}.")
-    templates = {name: tuple(DEFAULT_PHRASINGS[name]) for name in changes}
-    for name, values in (phrasings or {}).items():
-        if name in templates:
-            if isinstance(values, str) or not values:
-                raise ValueError(f"phrasings[{name!r}] must be a non-empty list of templates.")
-            templates[name] = tuple(values)
+    changes, require_same, templates = _triplet_options(change, require_same, max_per_reference, phrasings)
 
     has_split = _has_column(dataset, "split")
     has_paths = _has_column(dataset, "image_path")
@@ -186,28 +240,9 @@ def catalog_triplets(
     columns = {name: [as_text(value) for value in values] for name, values in _columns(dataset, names).items()}
     num_items = len(columns["id"])
     splits = columns["split"] if has_split else [""] * num_items
-    wanted = _parse_wanted_splits(split)
-    if wanted is not None:
-        if not has_split:
-            raise ValueError("The catalog has no 'split' column; pass split=None.")
-        missing = sorted(set(wanted) - set(splits))
-        if missing:
-            raise ValueError(f"The catalog has no items in split {missing}; it has {sorted(set(splits))}.")
+    wanted = _checked_splits(split, splits if has_split else None)
 
-    # (split, require_same values) -> attribute -> value -> item positions, in catalog order.
-    groups: dict[tuple[str, ...], dict[str, dict[str, list[int]]]] = defaultdict(
-        lambda: {name: defaultdict(list) for name in changes}
-    )
-    keys: list[tuple[str, ...] | None] = []
-    for position in range(num_items):
-        key = (splits[position], *(columns[name][position] for name in require_same))
-        if (wanted is not None and splits[position] not in wanted) or not all(key[1:]):
-            keys.append(None)
-            continue
-        keys.append(key)
-        for name in changes:
-            if columns[name][position]:
-                groups[key][name][columns[name][position]].append(position)
+    keys, groups = _triplet_groups(columns, splits, wanted, changes, require_same)
 
     rng = np.random.default_rng(seed)
     rows: list[dict[str, str]] = []
@@ -227,19 +262,7 @@ def catalog_triplets(
             name, value, members = options[choice]
             target = members[int(rng.integers(len(members)))]
             template = templates[name][int(rng.integers(len(templates[name])))]
-            row = {
-                "reference_id": columns["id"][position],
-                "target_id": columns["id"][target],
-                "changed_attribute": name,
-                "reference_value": columns[name][position],
-                "target_value": value,
-                "modification": modification_text(name, value, template),
-                **{attribute: columns[attribute][position] for attribute in require_same},
-                "split": splits[position],
-            }
-            if has_paths:
-                row["reference_image_path"] = columns["image_path"][position]
-                row["target_image_path"] = columns["image_path"][target]
+            row = _triplet_row(columns, splits, position, target, name, value, template, require_same, has_paths)
             # Pairs come from one (split, require_same) group, so they cannot leak across splits.
             assert splits[target] == splits[position] and keys[target] == key, "triplet crosses splits or groups"
             rows.append(row)

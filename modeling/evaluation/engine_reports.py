@@ -19,9 +19,9 @@ from modeling.encoders.sentence import SentenceEncoder
 from modeling.evaluation.analysis import attribute_consistency
 from modeling.evaluation.metrics import composed_metrics
 from modeling.evaluation.ranking import ndcg_at_k, precision_at_k
-from modeling.retrieval.index import CatalogIndex
-from modeling.retrieval.search import DEFAULT_LEXICAL_WEIGHT, FashionSearchEngine, QueryError
-from modeling.retrieval.vsc import VSCScorer, observation_note, summarise
+from modeling.retrieval.backends.faiss.index import CatalogIndex
+from modeling.retrieval.engine.search import DEFAULT_LEXICAL_WEIGHT, FashionSearchEngine, QueryError
+from modeling.retrieval.engine.vsc import VSCScorer, observation_note, summarise
 
 # The seeds' own example queries, shown in the sample grid and the observation table.
 SAMPLE_TEXT_QUERIES = ("red summer dress", "white polo t-shirts", "watches for men", "men formal black shoes")

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from modeling.data.queries import load_queries, relevance_mask
 from modeling.evaluation.ranking import ndcg_at_k
-from modeling.retrieval.search import FashionSearchEngine
+from modeling.retrieval.engine.search import FashionSearchEngine
 from modeling.utils.io import atomic_write_text
 
 TEXT_FILES = ("queries/shopper_dev.jsonl", "queries/shopper_test.jsonl", "queries/dev.jsonl", "queries/test.jsonl")
@@ -119,7 +119,7 @@ def more_like_this_report(engine, split: str, gallery: np.ndarray, filters: dict
 
 
 def duplicates_in_served(engine, queries, filters: dict) -> dict:
-    groups = engine.ranker.duplicate_groups()
+    groups = engine.duplicates.groups()
     clashes = {"served": 0, "uncollapsed": 0}
     for q in queries:
         for mode, collapse in (("served", True), ("uncollapsed", False)):

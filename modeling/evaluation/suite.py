@@ -9,7 +9,7 @@ Rows: `model_row` (a saved model: image->image, title->image, speed, index size)
 model: random, colour histogram, hybrid, pretrained extractors: EfficientNet-Lite0 offline, the Hub ones where
 reachable), `ood_report`. `--rerank-model efficientnet-lite0` re-ranks with the converted EfficientNet-Lite0. Image->image ranks by the model's
 embeddings alone (P@10, mAP, nDCG, ...); its `*_expanded` columns are the engine's "more like this" ranking
-(`FashionSearchEngine.item_rankings`: query expansion, exact). The sections through the engine are in
+(`modeling.retrieval.engine.batch.item_rankings`: query expansion, exact). The sections through the engine are in
 `modeling.evaluation.engine_reports`, the reports in `modeling.evaluation.results`.
 """
 
@@ -27,7 +27,7 @@ from modeling.data.catalog import load_catalog
 from modeling.data.text import normalise_title
 from modeling.data.composed import catalog_triplets
 from modeling.data.queries import load_queries
-from modeling.encoders.loading import embedding_dim, encode_images, encode_texts, model_fingerprint
+from modeling.encoders.loading import embedding_dim, encode_images, encode_texts, load_model, model_fingerprint
 from modeling.encoders.sentence import SentenceEncoder
 from modeling.evaluation.analysis import attribute_consistency, match_mask, ood_query_sets
 from modeling.evaluation.baselines import (EFFICIENTNET_LITE0, EFFICIENTNET_LITE0_ROW, PRETRAINED_EXTRACTORS,
@@ -41,12 +41,13 @@ from modeling.evaluation.ranking import topk_indices
 from modeling.evaluation.ranking_metrics import ranking_metrics
 from modeling.evaluation.protocols import evaluate_fashion200k, evaluate_fashion_iq, kagl_text_to_image
 from modeling.evaluation.results import Timings, flat_row, results_markdown, write_json
-from modeling.retrieval.build import catalog_items
-from modeling.retrieval.index import CatalogIndex, VectorIndex, l2_normalise
-from modeling.retrieval.ranking import item_rankings
-from modeling.retrieval.search import (DEFAULT_LEXICAL_WEIGHT, DEFAULT_QUERY_EXPANSION, DEFAULT_TEXT_WEIGHT,
-                                       FashionSearchEngine, VisualReranker)
-from modeling.retrieval.vsc import VSCScorer
+from modeling.retrieval.engine.build_index import catalog_items
+from modeling.retrieval.backends.faiss.index import CatalogIndex, VectorIndex, l2_normalise
+from modeling.retrieval.engine.batch import item_rankings as engine_item_rankings
+from modeling.retrieval.engine.exact_ranking import item_rankings
+from modeling.retrieval.engine.search import (DEFAULT_LEXICAL_WEIGHT, DEFAULT_QUERY_EXPANSION, DEFAULT_TEXT_WEIGHT,
+                                              FashionSearchEngine, VisualReranker)
+from modeling.retrieval.engine.vsc import VSCScorer
 from modeling.utils.io import atomic_write_text
 
 DEPTH = 50  # rankings are kept to this depth; metrics at K = 1, 5, 10, 50
@@ -127,7 +128,7 @@ def rankings(embeds: np.ndarray, depth: int = DEPTH, chunk: int = 512) -> np.nda
 def image_to_image(embeds: np.ndarray, items, vsc: VSCScorer | None, k: int,
                    engine: FashionSearchEngine | None = None) -> dict:
     """Image->image metrics from the item embeddings (the same ranking as the engine's exact index), and the
-    engine's "more like this" ranking with query expansion (`*_expanded`): `engine.item_rankings`, or for features
+    engine's "more like this" ranking with query expansion (`*_expanded`): `engine.batch.item_rankings`, or for features
     without an engine (baselines) the same ranking over their normalised vectors."""
     top = rankings(embeds, min(DEPTH, len(items) - 1))
     article = items["articleType"].to_numpy()
@@ -147,7 +148,7 @@ def image_to_image(embeds: np.ndarray, items, vsc: VSCScorer | None, k: int,
         row[f"vsc@{k}"] = float(np.einsum("nd,nkd->nk", vsc.embeddings, vsc.embeddings[top[:, :k]]).mean())
     row["consistency"] = attribute_consistency(items, top, items, k=k)
     if DEFAULT_QUERY_EXPANSION > 0 and len(items) > DEFAULT_QUERY_EXPANSION + 1:
-        expanded = (engine.item_rankings(depth=k) if engine is not None
+        expanded = (engine_item_rankings(engine, depth=k) if engine is not None
                     else item_rankings(l2_normalise(embeds), depth=k))
         same = article[expanded] == article[:, None]
         row.update({f"p@{k}_expanded": float(same.mean()), "top1_expanded": float(same[:, 0].mean()),
@@ -167,7 +168,7 @@ def title_to_image(text_embeds_per_item: np.ndarray, image_embeds: np.ndarray, i
 def model_row(name: str, model_dir: str, images, items, vsc: VSCScorer, k: int, encoder: SentenceEncoder,
               text_weight: float = DEFAULT_TEXT_WEIGHT, lexical_weight: float = DEFAULT_LEXICAL_WEIGHT):
     """(table row, state: model, tokenizer, processor, embeds, its search engine over the gallery) of a saved model."""
-    model, tokenizer, processor = FashionSearchEngine.load_model(model_dir)
+    model, tokenizer, processor = load_model(model_dir)
     started = time.perf_counter()
     embeds = encode_images(model, processor, images, progress=True)
     row = {"model": name, "path": str(model_dir), "items_per_s": len(images) / (time.perf_counter() - started)}
@@ -324,7 +325,7 @@ def run_evaluation(config: EvaluationConfig) -> Evaluation:
     if config.rerank_model and first_text:
         r_dir = (efficientnet_lite0_folder() if config.rerank_model == EFFICIENTNET_LITE0  # the offline ImageNet CNN
                  else config.rerank_model)
-        r_model, _, r_processor = FashionSearchEngine.load_model(r_dir)
+        r_model, _, r_processor = load_model(r_dir)
         r_name = Path(config.rerank_model).name
         r_embeds = states[r_name]["embeds"] if r_name in states else encode_images(r_model, r_processor, images)
         r_info = {"name": r_name, "fingerprint": model_fingerprint(r_model), "embedding_dim": embedding_dim(r_model)}

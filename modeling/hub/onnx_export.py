@@ -122,12 +122,11 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, cat
 
     Returns the written `onnx_config.json` content. Raises `OnnxParityError` (nothing written) below `min_cosine`."""
     from modeling.hub.push import staged_folder
-    from modeling.encoders.loading import embedding_dim, model_fingerprint
-    from modeling.retrieval.search import FashionSearchEngine
+    from modeling.encoders.loading import embedding_dim, load_model, model_fingerprint
 
-    model, tokenizer, processor = FashionSearchEngine.load_model(model_dir)
+    model, tokenizer, processor = load_model(model_dir)
     has_text = tokenizer is not None and callable(getattr(model, "get_text_features", None))
-    exportable = _export_module(FashionSearchEngine.load_model(model_dir)[0])  # a copy: the reference stays as served
+    exportable = _export_module(load_model(model_dir)[0])  # a copy: the reference stays as served
     pixel_values, text = _sample(model, tokenizer, processor)
     with staged_folder(out_dir, ONNX_CONFIG) as tmp:
         with torch.inference_mode():

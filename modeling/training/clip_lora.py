@@ -12,7 +12,7 @@ from modeling.data.composed import catalog_triplets
 from modeling.encoders.loading import encode_images, encode_texts
 from modeling.evaluation.metrics import group_by_text
 from modeling.models import FashionClipModel
-from modeling.retrieval.query import composed_query_text
+from modeling.retrieval.common.types import composed_query_text
 from modeling.training.base import Task, add_shared_argument, clamp_logit_scale
 from modeling.training.common import item_texts, retrieval_validation, validation_labels
 

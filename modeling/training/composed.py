@@ -13,7 +13,7 @@ from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 from modeling.data.composed import catalog_triplets
 from modeling.encoders.loading import encode_images, encode_texts
 from modeling.models.losses import composed_relevance_loss
-from modeling.retrieval.query import composed_query_text
+from modeling.retrieval.common.types import composed_query_text
 from modeling.training.augment import background_masks, preload_images, world_view
 from modeling.training.base import Task, add_shared_argument
 from modeling.training.common import label_codes

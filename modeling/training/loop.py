@@ -172,17 +172,24 @@ def training_function(args: argparse.Namespace, task_cls: type[Task] | None = No
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        final = unwrapped.eval()
-        with ema.applied(final) if ema is not None else contextlib.nullcontext():
-            task.save(final, output)
-        summary = {"args": vars(args), "history": history, "train_items": len(train_ds),
-                   "train_examples": task.num_examples, "train_seconds": round(time.time() - started, 1)}
-        atomic_write_text(output / "training_log.json", json.dumps(summary, indent=2))
-        if history:
-            plot_curves(history, output / "training_curve.png", task.val_keys)
-        accelerator.print(f"saved model to {output} ({summary['train_seconds']:.0f} s)")
-        return summary
+        return _save_run(accelerator, task, unwrapped, ema, args, history, len(train_ds), started)
     return {}
+
+
+def _save_run(accelerator, task: Task, model, ema, args: argparse.Namespace, history: list, train_items: int,
+              started: float) -> dict:
+    """The main process's end of a run: the final (EMA) weights, `training_log.json` and the curves; the summary."""
+    output = Path(args.output)
+    final = model.eval()
+    with ema.applied(final) if ema is not None else contextlib.nullcontext():
+        task.save(final, output)
+    summary = {"args": vars(args), "history": history, "train_items": train_items,
+               "train_examples": task.num_examples, "train_seconds": round(time.time() - started, 1)}
+    atomic_write_text(output / "training_log.json", json.dumps(summary, indent=2))
+    if history:
+        plot_curves(history, output / "training_curve.png", task.val_keys)
+    accelerator.print(f"saved model to {output} ({summary['train_seconds']:.0f} s)")
+    return summary
 
 
 __all__ = ["build_optimizer", "load_splits", "parse_excludes", "plot_curves", "training_function"]

@@ -1,0 +1,154 @@
+"""The Qdrant backend: a `RankRequest` rendered as prefetches + a formula query on the model's collection, hits
+mapped back to the engine's index positions (the collection must hold the items of the local index).
+
+Each `ScoreTerm` becomes one payload-condition formula term (`payload_boost`); terms smaller than `MIN_BOOST` are
+left out (an item has one value per attribute, so the score differs from the exact one by less than that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from functools import partial
+
+import numpy as np
+
+from modeling.retrieval.backends.qdrant.store import FormulaTerm, QdrantStore, QdrantStoreError, payload_boost
+from modeling.retrieval.common.ranking import LocalCatalog, RankRequest, Ranked, ScoreTerm, Scope
+
+# Terms whose weight is below this add nothing measurable.
+MIN_BOOST = 1e-6
+# Extra hits a store ranks past the depth asked for, so that items tied at the last score (identical products) come
+# back and are ordered as the in-process ranking orders them (the lower index position first).
+TIE_MARGIN = 5
+# Visual-only requests with terms (photos, "more like this") rank from a visual prefetch this many times deeper than
+# the hits wanted (at least MIN_BOUNDED_PREFETCH), deepened while an item below it could still score into them.
+BOUNDED_PREFETCH_FACTOR = 4
+MIN_BOUNDED_PREFETCH = 1000
+BOUND_SLACK = 1e-5  # float32 rounding of the scores compared
+
+
+def render_terms(terms: Sequence[ScoreTerm]) -> list[FormulaTerm]:
+    """The backend-neutral terms as payload boosts."""
+    return [payload_boost(term.attribute, term.values, term.weight) for term in terms
+            if term.values and abs(term.weight) >= MIN_BOOST]
+
+
+def max_boost(boosts: Sequence[FormulaTerm]) -> float:
+    """The most the `boosts` (payload conditions) can add to one item: per payload field, the largest sum of the
+    positive weights of the terms one value matches (an item has one value per attribute). A term of another kind
+    counts its full positive weight."""
+    per_field: dict[str, dict[str, float]] = {}
+    other = 0.0
+    for term in boosts:
+        condition, weight = term.expression, max(float(term.weight), 0.0)
+        values = getattr(getattr(condition, "match", None), "any", None)
+        if getattr(condition, "key", None) is None or values is None:
+            other += weight
+            continue
+        field = per_field.setdefault(condition.key, {})
+        for value in values:
+            field[value] = field.get(value, 0.0) + weight
+    return other + sum(max(field.values(), default=0.0) for field in per_field.values())
+
+
+class QdrantBackend:
+    """Rankings in a `QdrantStore`.
+
+    Args:
+        store: the open collection.
+        local: the engine's catalog (`LocalCatalog`: ids in index order and the id -> position map).
+    """
+
+    name = "qdrant"
+    collapse_growth = 2
+
+    def __init__(self, store: QdrantStore, local: LocalCatalog):
+        self.store, self._ids, self._position = store, local.ids, local.positions
+
+    @property
+    def num_items(self) -> int:
+        return self.store.num_items
+
+    def positions(self, item_ids: Iterable[str]) -> np.ndarray:
+        try:
+            return np.array([self._position[str(i)] for i in item_ids], dtype=np.int64)
+        except KeyError as error:
+            raise QdrantStoreError(
+                f"collection {self.store.name!r} holds item {error.args[0]!r}, which the local index lacks: build "
+                "the collection and the index from the same catalog") from None
+
+    def rank(self, request: RankRequest) -> list[Ranked]:
+        """The top `request.depth`, exact ties to the lower index position as the in-process ranking orders them:
+        the store breaks them arbitrarily, so it ranks a little deeper (further while the tie runs past the end)
+        and the hits are sorted again."""
+        if request.scope.empty:
+            return []
+        boosts = render_terms(request.terms)
+        fused, scope, depth = request.fused, request.scope, int(request.depth)
+        deeper = depth + TIE_MARGIN
+        while True:
+            if fused or not boosts:
+                found = self.store.rank(request.visual_query, request.text_query if fused else None,
+                                        request.query_text if fused else None, request.weight if fused else 0.0,
+                                        request.lexical_weight if fused else 0.0, k=deeper, filters=scope.filters,
+                                        exclude_ids=scope.exclude_ids, boosts=boosts)
+            else:
+                found = self._bounded(request.visual_query, deeper, scope, boosts)
+            if len(found) < deeper or len(found) <= depth or found[-1].score != found[depth - 1].score:
+                break
+            deeper *= 2
+        positions = self.positions(h.id for h in found)
+        ranked = [Ranked(int(p), h.score, h.visual_score, h.text_score, h.lexical_score)
+                  for p, h in zip(positions, found)]
+        return sorted(ranked, key=lambda r: (-r.score, r.position))[:depth]
+
+    def _bounded(self, visual_query: np.ndarray, k: int, scope: Scope, boosts: list) -> list:
+        """The exact top `k` of `visual + boosts` from a visual prefetch shallower than the catalog.
+
+        An item below the visual top `depth` scores at most the `(depth + 1)`-th visual cosine plus the largest
+        boost an item can collect (`max_boost`); when the k-th hit scores more, no such item can be in the top k.
+        Otherwise the prefetch deepens. A photo's consistency is one boost per colour and type value (a hundred or
+        more terms), which local mode evaluates point by point in Python: scoring the whole catalog took 30-80 s.
+        """
+        bound = max_boost(boosts)
+        depth = max(MIN_BOUNDED_PREFETCH, BOUNDED_PREFETCH_FACTOR * k)
+        while True:
+            found = self.store.rank(visual_query, k=k, filters=scope.filters, exclude_ids=scope.exclude_ids,
+                                    boosts=boosts, depth=depth)
+            if 0 < self.store.num_items <= depth:
+                return found
+            edge = self.store.visual_score_at(visual_query, depth + 1, scope.filters, scope.exclude_ids)
+            if edge is None or (len(found) >= k and found[-1].score > edge + bound + BOUND_SLACK):
+                return found
+            depth *= BOUNDED_PREFETCH_FACTOR
+
+    def nearest(self, query: np.ndarray, n: int, scope: Scope) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The `n` nearest allowed items of a visual query: (cosines, positions, unit vectors)."""
+        if scope.empty or n < 1:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros((0, len(query)), np.float32)
+        ids, scores, vectors = self.store.neighbours(query, n, scope.filters, scope.exclude_ids)
+        return scores, self.positions(ids), vectors
+
+    def vector(self, position: int) -> np.ndarray:
+        """A catalog item's stored unit image vector."""
+        return self.store.item_vectors([self._ids[int(position)]])[0]
+
+
+def open_backend(index, *, config=None, encoder=None, client=None):
+    """The registry's entry: the model's Qdrant collection that `config` locates (`QdrantStore.open` raises what is
+    wrong with it), checked to hold the items of the local `index` (the engine maps the store's hits to local
+    positions, VSC, intents and duplicate groups); through `client` when given (engines sharing one local-mode
+    folder). Returns the factory the engine calls with its `LocalCatalog`."""
+    if config is None:
+        raise ValueError("the qdrant vector store needs a QdrantConfig: a server url or a local path")
+    text_dim = encoder.dim if encoder is not None and index.text_embeddings is not None else None
+    store = QdrantStore.open(config, index.manifest["model"], text_dim=text_dim, client=client)
+    if store.num_items != len(index.items):
+        if client is None:
+            store.close()
+        raise QdrantStoreError(f"collection {store.name!r} at {config.location} holds {store.num_items} items, the "
+                               f"local index {len(index.items)}: build both from the same catalog")
+    return partial(QdrantBackend, store)
+
+
+__all__ = ["MIN_BOOST", "QdrantBackend", "max_boost", "open_backend", "render_terms"]

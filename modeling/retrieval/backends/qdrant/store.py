@@ -1,0 +1,494 @@
+"""A Qdrant collection as the engine's vector store: the same fused score as the in-process FAISS index, computed
+by the Qdrant server (or by `qdrant-client`'s embedded local mode) instead of by numpy.
+
+Why Qdrant: one FAISS index lives in one process's RAM. A catalog of millions of items, or several app replicas
+behind a load balancer, needs a store that shards, replicates and quantises on its own; Qdrant does, and its
+`query_points` API can fuse several signals server-side, so the app never pulls candidate lists into Python.
+
+One collection per model fingerprint (`collection_name`): embeddings of two models are not comparable, so a model
+never reads another's collection. Each point is one catalog item:
+
+* `visual` (dense, cosine): the model's image embedding, what `CatalogIndex.vectors` holds;
+* `title` (dense, cosine): the MiniLM embedding of `item_description(row)`, what `CatalogIndex.text_embeddings` holds;
+* `keywords` (sparse, dot product): the item's BM25 term weights, exactly `BM25Index`'s per-term contributions
+  (same tokenizer, idf, k1, b), so a query's sparse vector of distinct-term indicators dotted with it *is*
+  `BM25Index.scores(query)` for that item: the keyword score is computed server-side;
+* payload: `id`, `position` (catalog order), `title`, `image_path`, `description` (full-text index), the filter
+  attributes case-folded as the engine compares them (keyword indexes), their display values under `attributes`,
+  and an optional `group` (keyword index) for de-duplicating near-identical products.
+
+`QdrantStore.rank` is the engine's `_rank`: a prefetch per signal with the filter inside each prefetch, then a
+`FormulaQuery` over the prefetched points:
+`score = (1 - w) * visual + w * (text + lw * keywords / max_keywords)`, `max_keywords` being the best BM25 score of
+the query over *all* items (one extra sparse query, limit 1, no filter), as `BM25Index.normalised_scores` divides by.
+The formula is a list of `FormulaTerm`s: a payload-condition boost is one more term (`payload_boost`).
+
+Exactness: a point missing from a prefetch scores that signal's default (0). The keyword prefetch misses only
+items with no query word (BM25 = 0: exact); the dense prefetches return the top `prefetch_depth` (default
+`max(20,000, 20 k)`, at least `MIN_PREFETCH_DEPTH`), which covers every item of a catalog up to that size, so
+results equal the FAISS engine's there. Above it, as with the engine's own candidate fusion above
+`EXACT_FUSION_LIMIT`, an item outside every prefetch cannot be ranked and one inside only some prefetches scores
+0 for the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from modeling.data.catalog import ATTRIBUTES
+from modeling.retrieval.common.lexical import KeywordEncoder, KeywordStatistics  # noqa: F401 - re-exported
+from modeling.retrieval.common.types import QueryError
+
+try:  # an optional extra: `pip install .[qdrant]`
+    from qdrant_client import QdrantClient, models
+except ImportError:  # pragma: no cover - exercised only without the extra
+    QdrantClient = None
+    models = None
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+COLLECTION_PREFIX = "fashion-search"
+VISUAL, TITLE, KEYWORDS = "visual", "title", "keywords"
+GROUP_FIELD = "group"
+DESCRIPTION_FIELD = "description"
+# Keyword payload indexes: every filter attribute, the item id (exclusions), the de-duplication group.
+KEYWORD_FIELDS = ("id", *ATTRIBUTES, GROUP_FIELD)
+# Collection metadata (merged key by key on update): the collection's identity, written at creation, and its
+# completion record, written when the last batch is in. Builds also keep per-process progress keys there.
+METADATA_KEY = "fashion_search"
+COMPLETE_KEY = "fashion_search_complete"
+DEFAULT_PREFETCH_DEPTH = 20_000
+MIN_PREFETCH_DEPTH = 500  # as the engine's FUSION_CANDIDATE_DEPTH
+# Point ids: UUIDv5 of the item id in this namespace, so a re-run overwrites instead of duplicating.
+POINT_NAMESPACE = uuid.UUID("6f1c3a52-8d0e-4c1b-9a57-2f5d7e0b4a61")
+
+
+class QdrantStoreError(ValueError):
+    """The Qdrant backend cannot be used as configured (unreachable, refused key, wrong or incomplete collection)."""
+
+
+def point_id(item_id) -> str:
+    """The point id of a catalog item: a UUIDv5 of its id, the same on every run and every machine."""
+    return str(uuid.uuid5(POINT_NAMESPACE, str(item_id)))
+
+
+def collection_name(fingerprint: str, prefix: str = COLLECTION_PREFIX) -> str:
+    """The serving name (an alias) of a model's collection: one per model fingerprint."""
+    return f"{prefix}-{fingerprint}"
+
+
+def fold(value) -> str:
+    """Filter values compare as the engine compares them (`CatalogIndex.mask`): stripped and case-folded."""
+    return str(value).strip().casefold()
+
+
+def _require_client() -> None:
+    if QdrantClient is None:
+        raise ImportError("the Qdrant backend needs qdrant-client: pip install 'fashion-search[qdrant]' "
+                          "(or pip install qdrant-client)")
+
+
+@dataclass(repr=False)
+class QdrantConfig:
+    """Where the collection lives and how it is created and searched.
+
+    Args:
+        url (`str`, *optional*): a Qdrant server or cluster (`http://host:6333`); exclusive with `path`.
+        path (`str`, *optional*): a folder for `qdrant-client`'s embedded local mode (one process at a time, brute
+            force, no payload indexes: development and tests). `":memory:"` keeps it in RAM.
+        api_key (`str`, *optional*): the server's API key. Never shown by `repr`/`str` or in any message.
+        collection (`str`, *optional*): the serving name; default `collection_name(fingerprint, prefix)`.
+        prefix (`str`, defaults to `"fashion-search"`): prefix of the default collection name.
+        timeout (`float`, defaults to 10): seconds before a request to the server fails.
+        shard_number (`int`, defaults to 1): shards of the collection, set at creation: a cluster spreads them over
+            its nodes (a rule of thumb is one or two per node); more shards, more parallel search and writes.
+        replication_factor (`int`, defaults to 1): copies of each shard on a cluster (2 survives one node down).
+        on_disk (`bool`, defaults to True): keep the original float32 vectors memory-mapped on disk; only the int8
+            copies stay in RAM (about 4x less memory; rescoring reads the originals of the few candidates).
+        quantization (`bool`, defaults to True): int8 scalar quantization of the dense vectors, kept in RAM.
+        quantile (`float`, defaults to 0.99): the quantization range excludes the most extreme 1% of values.
+        rescore (`bool`, defaults to True) and oversampling (`float`, defaults to 2.0): search the int8 vectors for
+            `oversampling * limit` candidates, then re-score them with the original vectors, so the scores returned
+            are exact cosines.
+        prefetch_depth (`int`, defaults to 20,000): candidates per signal (at least `max(20 k, 500)`); see the
+            module docstring for when results stay exact.
+        exact (`bool`, defaults to False): force a full scan on the server instead of its HNSW graph.
+    """
+
+    url: str | None = None
+    path: str | None = None
+    api_key: str | None = None
+    collection: str | None = None
+    prefix: str = COLLECTION_PREFIX
+    timeout: float = 10.0
+    shard_number: int = 1
+    replication_factor: int = 1
+    on_disk: bool = True
+    quantization: bool = True
+    quantile: float = 0.99
+    rescore: bool = True
+    oversampling: float = 2.0
+    prefetch_depth: int = DEFAULT_PREFETCH_DEPTH
+    exact: bool = False
+    extra: dict = field(default_factory=dict)  # passed on to QdrantClient (e.g. grpc options)
+
+    def __post_init__(self):
+        if (self.url is None) == (self.path is None):
+            raise QdrantStoreError("give the Qdrant backend exactly one of url (a server) or path (local mode)")
+        for name in ("shard_number", "replication_factor", "prefetch_depth"):
+            if int(getattr(self, name)) < 1:
+                raise QdrantStoreError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    @property
+    def is_local(self) -> bool:
+        return self.path is not None
+
+    @property
+    def location(self) -> str:
+        return self.url if self.url is not None else f"local:{self.path}"
+
+    def __repr__(self) -> str:
+        hidden = "'***'" if self.api_key else "None"
+        return (f"QdrantConfig(url={self.url!r}, path={self.path!r}, api_key={hidden}, collection={self.collection!r}, "
+                f"shard_number={self.shard_number}, replication_factor={self.replication_factor}, "
+                f"on_disk={self.on_disk}, quantization={self.quantization})")
+
+    __str__ = __repr__
+
+    @classmethod
+    def from_environment(cls, url: str | None = None, path: str | os.PathLike | None = None,
+                         **options) -> "QdrantConfig":
+        """`url` (a server or cluster) or `path` (local mode), else the environment's `FASHION_QDRANT_URL` /
+        `FASHION_QDRANT_PATH`; the API key only from `FASHION_QDRANT_API_KEY` (a command line is visible to every
+        user of the machine). `options`: the other fields. The one place the app and the build command read the
+        environment's Qdrant settings."""
+        url = url or (None if path else os.environ.get("FASHION_QDRANT_URL"))
+        path = path or (None if url else os.environ.get("FASHION_QDRANT_PATH"))
+        if not url and not path:
+            raise QdrantStoreError("--vector-store qdrant needs --qdrant-url URL (or FASHION_QDRANT_URL) for a "
+                                   "server, or --qdrant-path DIR (or FASHION_QDRANT_PATH) for local mode")
+        return cls(url=url, path=None if url else str(path), api_key=os.environ.get("FASHION_QDRANT_API_KEY"),
+                   **options)
+
+    def scrub(self, text: str) -> str:
+        """`text` with the API key masked: client exceptions may echo request details."""
+        return text.replace(self.api_key, "***") if self.api_key else text
+
+    def connect(self) -> "QdrantClient":
+        """A client, checked with one request: an unreachable server or a refused key fails here, clearly."""
+        _require_client()
+        if self.is_local:
+            try:
+                return QdrantClient(location=":memory:") if self.path == ":memory:" else QdrantClient(path=self.path)
+            except RuntimeError as error:  # the storage folder is locked by another process
+                raise QdrantStoreError(f"cannot open the local Qdrant storage at {self.path}: "
+                                       f"{str(error).rstrip('.')}. Local mode serves one process; use a Qdrant "
+                                       "server (--qdrant-url) to share it") from None
+        # The probe below reports an unreachable server clearly; the client's own version check would only warn.
+        client = QdrantClient(url=self.url, api_key=self.api_key, timeout=max(1, math.ceil(self.timeout)),
+                              check_compatibility=False, **self.extra)
+        try:
+            client.get_collections()
+        except Exception as error:  # httpx/grpc connection errors, or an HTTP error status
+            status = getattr(error, "status_code", None)
+            if status in (401, 403):
+                raise QdrantStoreError(
+                    f"the Qdrant server at {self.url} refused the API key (HTTP {status}); check "
+                    "FASHION_QDRANT_API_KEY") from None
+            raise QdrantStoreError(
+                f"cannot reach Qdrant at {self.url} ({type(error).__name__}: {self.scrub(str(error))[:200]}); check "
+                "the URL (FASHION_QDRANT_URL / --qdrant-url) and that the server runs") from None
+        return client
+
+
+@dataclass(frozen=True)
+class FormulaTerm:
+    """`weight * expression` in the fused score: `expression` is a prefetch score (`"$score[i]"`) or a payload
+    condition (1 when the point matches it, else 0)."""
+
+    weight: float
+    expression: Any
+
+    def to_expression(self):
+        return models.MultExpression(mult=[float(self.weight), self.expression])
+
+
+def payload_boost(field_name: str, values: Iterable, weight: float) -> FormulaTerm:
+    """`+ weight * [payload field in values]`: e.g. `payload_boost("articleType", ["Tshirts"], 0.05)`. Filter
+    attributes are stored case-folded, so their values are folded here too."""
+    values = [fold(v) if field_name in ATTRIBUTES else str(v) for v in values]
+    return FormulaTerm(weight, models.FieldCondition(key=field_name, match=models.MatchAny(any=values)))
+
+
+class StoreHit(NamedTuple):
+    """One ranked item: `score` is what ranked it; `text_score` / `lexical_score` are None when not fused."""
+
+    id: str
+    score: float
+    visual_score: float
+    text_score: float | None
+    lexical_score: float | None
+    payload: dict
+
+
+class QdrantStore:
+    """An open, checked collection: `rank` (the engine's fused ranking), `neighbours`, `item_vectors`.
+
+    Open with `QdrantStore.open(config, model_info)`; `modeling.retrieval.backends.qdrant.ingest.build_collection`
+    creates it.
+    """
+
+    def __init__(self, client: "QdrantClient", config: QdrantConfig, name: str, metadata: dict, num_items: int = 0):
+        self.client, self.config, self.name, self.metadata = client, config, name, metadata
+        self.keywords = KeywordEncoder.from_dict(metadata["keywords"]) if metadata.get("keywords") else None
+        self.attributes = tuple(metadata.get("attributes", ()))
+        self.num_items = int(num_items)
+
+    def __repr__(self) -> str:
+        return f"QdrantStore(collection={self.name!r}, location={self.config.location!r}, num_items={self.num_items})"
+
+    # -- opening -------------------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, config: QdrantConfig, model_info: Mapping, text_dim: int | None = None,
+             client: "QdrantClient | None" = None) -> "QdrantStore":
+        """Connect and check the collection against the model that will query it.
+
+        Raises:
+            QdrantStoreError: unreachable server or refused key; no such collection; built by another model or with
+                other dimensions; an interrupted build; a missing payload index (server only: local mode keeps none).
+        """
+        client = client or config.connect()
+        name = config.collection or collection_name(model_info["fingerprint"], config.prefix)
+        hint = (f"build it with `python -m modeling.retrieval.engine.build_index "
+                f"--model {model_info.get('name', 'MODEL')} --catalog CATALOG --vector-store qdrant "
+                f"{'--qdrant-path ' + config.path if config.is_local else '--qdrant-url ' + str(config.url)}`")
+        try:  # get_collection resolves aliases everywhere; collection_exists does not on every server version
+            info = client.get_collection(name)
+        except Exception as error:  # local mode: ValueError; a server: HTTP 404; anything else is reported as is
+            if isinstance(error, ValueError) or getattr(error, "status_code", None) == 404:
+                raise QdrantStoreError(f"no collection {name!r} at {config.location}; {hint}") from None
+            raise QdrantStoreError(f"reading collection {name!r} at {config.location} failed: "
+                                   f"{type(error).__name__}: {config.scrub(str(error))[:200]}") from None
+        everything = info.config.metadata or {}
+        metadata = everything.get(METADATA_KEY)
+        if not isinstance(metadata, dict) or metadata.get("format_version") != FORMAT_VERSION:
+            raise QdrantStoreError(f"collection {name!r} at {config.location} was not written by this package's build "
+                                   f"(format {FORMAT_VERSION}); {hint}")
+        check_collection(info, metadata, model_info, text_dim, name=name, location=config.location,
+                         check_indexes=not config.is_local)
+        complete = everything.get(COMPLETE_KEY)
+        if not complete:
+            raise QdrantStoreError(f"collection {name!r} at {config.location} is an interrupted build; run the build "
+                                   "command again to resume it")
+        return cls(client, config, name, metadata, complete.get("num_items", 0))
+
+    # -- queries -------------------------------------------------------------------------------------------------
+    def query_filter(self, filters: Mapping | None = None, exclude_ids: Iterable | None = None):
+        """The engine's filter semantics as a Qdrant filter: every key must match one of its values (compared
+        stripped and case-folded); empty values are ignored; `exclude_ids` never come back. None when nothing."""
+        must = []
+        for key, values in (filters or {}).items():
+            if values is None or isinstance(values, (str, int, float)):
+                values = [values]
+            folded = sorted({fold(v) for v in values if v is not None and str(v).strip()})
+            if not folded:
+                continue
+            if key not in self.attributes:
+                raise QueryError(f"Unknown filter in {sorted(filters)}; use one of {list(self.attributes)}.")
+            must.append(models.FieldCondition(key=key, match=models.MatchAny(any=folded)))
+        excluded = [point_id(i) for i in (exclude_ids or ())]
+        must_not = [models.HasIdCondition(has_id=excluded)] if excluded else None
+        return models.Filter(must=must, must_not=must_not) if must or must_not else None
+
+    def _search_params(self):
+        if self.config.is_local:  # brute force: search parameters mean nothing there (and warn)
+            return None
+        quantization = (models.QuantizationSearchParams(rescore=self.config.rescore,
+                                                        oversampling=self.config.oversampling)
+                        if self.config.quantization else None)
+        return models.SearchParams(exact=self.config.exact, quantization=quantization)
+
+    def _depth(self, k: int) -> int:
+        return max(int(self.config.prefetch_depth), 20 * int(k), MIN_PREFETCH_DEPTH)
+
+    def max_keyword_score(self, query_vector: tuple[list[int], list[float]]) -> float:
+        """The best BM25 score of a query over all items (no filter): what the keyword score is divided by."""
+        if not query_vector[0]:
+            return 0.0
+        top = self.client.query_points(self.name, query=models.SparseVector(indices=query_vector[0],
+                                                                            values=query_vector[1]),
+                                       using=KEYWORDS, limit=1, with_payload=False).points
+        return float(top[0].score) if top else 0.0
+
+    def rank(self, visual_query: np.ndarray, text_query: np.ndarray | None = None, query_text: str | None = None,
+             weight: float = 0.0, lexical_weight: float = 0.0, k: int = 10, filters: Mapping | None = None,
+             exclude_ids: Iterable | None = None, boosts: Sequence[FormulaTerm] = (),
+             fusion: str = "formula", depth: int | None = None) -> list[StoreHit]:
+        """The engine's `_rank`, server-side: the top `k` by visual cosine alone (no `text_query`, or `weight` 0)
+        or by `(1 - weight) * visual + weight * (text + lexical_weight * keywords / max keywords)`, plus `boosts`.
+
+        Args:
+            visual_query: unit query vector in the model's space (text, image or composed embedding).
+            text_query: unit MiniLM embedding of the query text (the item-text match), or None.
+            query_text: the raw query for the keyword match (None or `lexical_weight` 0: no keyword term).
+            filters / exclude_ids: as `FashionSearchEngine.allowed_mask`.
+            boosts: extra formula terms (`payload_boost`), added to the fused score.
+            fusion: `"formula"` (the engine's weighted score) or `"rrf"` (Qdrant's reciprocal rank fusion of the
+                same prefetches: rank-based, ignores the weights; not the engine's ranking, an option to compare).
+            depth: candidates per prefetch (default `max(prefetch_depth, 20 k, 500)`); a caller that can bound
+                what lies below the visual top `depth` (`visual_score_at`) ranks exactly from fewer.
+        """
+        k = int(k)
+        if k < 1:
+            raise QueryError("k must be at least 1.")
+        if fusion not in ("formula", "rrf") or (fusion == "rrf" and boosts):
+            raise QueryError(f"fusion must be 'formula' or 'rrf' (without boosts), got {fusion!r}")
+        query_filter = self.query_filter(filters, exclude_ids)
+        visual_query = np.asarray(visual_query, dtype=np.float32)
+        fused = text_query is not None and weight > 0
+        if not fused and not boosts:
+            points = self.client.query_points(self.name, query=visual_query.tolist(), using=VISUAL,
+                                              query_filter=query_filter, limit=k, search_params=self._search_params(),
+                                              with_payload=True).points
+            return [StoreHit(str(p.payload["id"]), p.score, p.score, None, None, p.payload) for p in points]
+        depth = self._depth(k) if depth is None else max(int(depth), k)
+        params = self._search_params()
+        prefetch = [models.Prefetch(query=visual_query.tolist(), using=VISUAL, filter=query_filter, limit=depth,
+                                    params=params)]
+        terms = [FormulaTerm(1.0 - weight if fused else 1.0, "$score[0]")]
+        keyword_query, top = None, 0.0
+        if fused:
+            prefetch.append(models.Prefetch(query=np.asarray(text_query, np.float32).tolist(), using=TITLE,
+                                            filter=query_filter, limit=depth, params=params))
+            terms.append(FormulaTerm(weight, "$score[1]"))
+            if query_text and lexical_weight > 0 and self.keywords is not None:
+                keyword_query = self.keywords.query_vector(query_text)
+                top = self.max_keyword_score(keyword_query)
+                if top > 0 or (fusion == "rrf" and keyword_query[0]):
+                    prefetch.append(models.Prefetch(
+                        query=models.SparseVector(indices=keyword_query[0], values=keyword_query[1]), using=KEYWORDS,
+                        filter=query_filter, limit=depth))
+                    terms.append(FormulaTerm(weight * lexical_weight / max(top, 1e-30), "$score[2]"))
+        with_vectors = [VISUAL, TITLE, KEYWORDS] if fused else [VISUAL]
+        if fusion == "rrf":
+            points = self.client.query_points(self.name, prefetch=prefetch, limit=k, with_payload=True,
+                                              query=models.FusionQuery(fusion=models.Fusion.RRF),
+                                              with_vectors=with_vectors).points
+        else:
+            points = self.query_formula(prefetch, [*terms, *boosts], k, with_vectors=with_vectors)
+        return [self._hit(p, visual_query, text_query if fused else None, keyword_query, top, fused) for p in points]
+
+    def query_formula(self, prefetch: list, terms: Sequence[FormulaTerm], k: int, with_vectors=False) -> list:
+        """Points ranked by `sum(term.weight * term.expression)` over the prefetched candidates; a point missing
+        from a prefetch counts 0 for that `$score[i]`."""
+        formula = models.SumExpression(sum=[term.to_expression() for term in terms])
+        defaults = {f"$score[{i}]": 0.0 for i in range(len(prefetch))}
+        return self.client.query_points(self.name, prefetch=prefetch,
+                                        query=models.FormulaQuery(formula=formula, defaults=defaults),
+                                        limit=int(k), with_payload=True, with_vectors=with_vectors).points
+
+    @staticmethod
+    def _hit(point, visual_query, text_query, keyword_query, top, fused) -> StoreHit:
+        """The fused hit with its per-signal scores, recomputed from the k returned vectors (cheap, exact)."""
+        vectors = point.vector or {}
+        visual = float(np.dot(_unit(vectors[VISUAL]), visual_query))
+        text = lexical = None
+        if fused:
+            text = float(np.dot(_unit(vectors[TITLE]), text_query))
+            lexical = None if keyword_query is None else 0.0  # as the engine: None when keywords are off
+            sparse = vectors.get(KEYWORDS)
+            if keyword_query is not None and top > 0 and sparse is not None:
+                wanted = set(keyword_query[0])
+                lexical = float(sum(v for i, v in zip(sparse.indices, sparse.values) if i in wanted)) / top
+        return StoreHit(str(point.payload["id"]), float(point.score), visual, text, lexical, point.payload)
+
+    def visual_score_at(self, query: np.ndarray, rank: int, filters: Mapping | None = None,
+                        exclude_ids: Iterable | None = None) -> float | None:
+        """The visual cosine of the `rank`-th nearest allowed item (1-based), None when fewer items are allowed: every
+        item below a visual prefetch of depth `rank - 1` scores at most this."""
+        points = self.client.query_points(self.name, query=np.asarray(query, np.float32).tolist(), using=VISUAL,
+                                          query_filter=self.query_filter(filters, exclude_ids), limit=1,
+                                          offset=int(rank) - 1, search_params=self._search_params(),
+                                          with_payload=False).points
+        return float(points[0].score) if points else None
+
+    def neighbours(self, query: np.ndarray, n: int, filters: Mapping | None = None,
+                   exclude_ids: Iterable | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """The `n` nearest allowed items of a visual query: (ids, cosines, their unit vectors), for α-query
+        expansion of image queries (`FashionSearchEngine._expand`)."""
+        points = self.client.query_points(self.name, query=np.asarray(query, np.float32).tolist(), using=VISUAL,
+                                          query_filter=self.query_filter(filters, exclude_ids), limit=int(n),
+                                          search_params=self._search_params(), with_payload=["id"],
+                                          with_vectors=[VISUAL]).points
+        vectors = np.array([_unit(p.vector[VISUAL]) for p in points], dtype=np.float32).reshape(len(points), -1)
+        return [str(p.payload["id"]) for p in points], np.array([p.score for p in points], np.float32), vectors
+
+    def item_vectors(self, item_ids: Sequence, using: str = VISUAL) -> np.ndarray:
+        """Stored unit vectors (`visual` or `title`) of catalog items, in the order given; `QueryError` for an id
+        the collection does not hold."""
+        ids = [point_id(i) for i in item_ids]
+        found = {str(p.id): p for p in self.client.retrieve(self.name, ids=ids, with_vectors=[using])}
+        missing = [str(i) for i, pid in zip(item_ids, ids) if pid not in found]
+        if missing:
+            raise QueryError(f"No item with id {missing[0]!r} in this catalog.")
+        return np.array([_unit(found[pid].vector[using]) for pid in ids], dtype=np.float32)
+
+    def count(self) -> int:
+        return int(self.client.count(self.name, exact=True).count)
+
+    def close(self) -> None:
+        """Release the client (and local mode's lock on its folder)."""
+        self.client.close()
+
+
+def _unit(vector) -> np.ndarray:
+    v = np.asarray(vector, dtype=np.float32)
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 0 else v
+
+
+def check_collection(info, metadata: Mapping, model_info: Mapping, text_dim: int | None, *, name: str,
+                     location: str, check_indexes: bool = True) -> None:
+    """Raise `QdrantStoreError` when a collection does not fit the model (fingerprint, dimensions) or lacks one of
+    its payload indexes (`check_indexes`: servers report them; local mode keeps none)."""
+    built_by = metadata.get("model", {})
+    rebuild = ("rebuild it with `python -m modeling.retrieval.engine.build_index --vector-store qdrant ...` for the "
+               "loaded model, or point --qdrant-collection at that model's collection")
+    if model_info.get("fingerprint") and built_by.get("fingerprint") != model_info["fingerprint"]:
+        raise QdrantStoreError(
+            f"collection {name!r} at {location} was built by model {built_by.get('name')!r} (fingerprint "
+            f"{built_by.get('fingerprint')}); the loaded model {model_info.get('name')!r} has fingerprint "
+            f"{model_info['fingerprint']}: its embeddings are not comparable; {rebuild}")
+    vectors = info.config.params.vectors or {}
+    expected = {VISUAL: model_info.get("embedding_dim"), TITLE: text_dim}
+    for vector, dim in expected.items():
+        have = vectors[vector].size if vector in vectors else None
+        if vector == VISUAL and have is None:
+            raise QdrantStoreError(f"collection {name!r} at {location} has no {VISUAL!r} vector; {rebuild}")
+        if dim is not None and have != dim:
+            maker = "model" if vector == VISUAL else "text encoder"
+            raise QdrantStoreError(f"collection {name!r} at {location} holds {vector!r} vectors of dimension {have}, "
+                                   f"the loaded {maker} makes {dim}; {rebuild}")
+    if check_indexes:
+        schema = info.payload_schema or {}
+        missing = [f for f in (*KEYWORD_FIELDS, DESCRIPTION_FIELD) if f not in schema]
+        if missing:
+            raise QdrantStoreError(
+                f"collection {name!r} at {location} lacks the payload index(es) {missing}: filtered queries would scan "
+                f"every point. Create them with "
+                f"`modeling.retrieval.backends.qdrant.ingest.create_payload_indexes(client, {name!r})` or rebuild the "
+                "collection")
+
+
+__all__ = ["COLLECTION_PREFIX", "COMPLETE_KEY", "METADATA_KEY", "FormulaTerm", "KeywordEncoder", "KeywordStatistics",
+           "QdrantConfig", "QdrantStore", "QdrantStoreError", "StoreHit", "check_collection", "collection_name",
+           "payload_boost", "point_id"]

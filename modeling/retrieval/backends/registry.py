@@ -1,0 +1,27 @@
+"""The vector backends by name: what `--vector-store` / `FashionSearchEngine.load(vector_store=...)` choose from.
+
+Each entry names the function that opens the backend for a loaded catalog index: `open_backend(index, *, config,
+encoder, client)` returns a factory `LocalCatalog -> VectorBackend` (the engine calls it with its local catalog), or
+None for the engine's own in-process index. Adding a backend: one module implementing `VectorBackend` with its
+`open_backend`, and one line here. Modules load on first use (Qdrant is an optional extra).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+BACKENDS = {
+    "faiss": "modeling.retrieval.backends.faiss.ranking",
+    "qdrant": "modeling.retrieval.backends.qdrant.ranking",
+}
+BACKEND_NAMES = tuple(BACKENDS)
+
+
+def open_backend(name: str, index, **options):
+    """The backend factory of `name` for `index` (see the module docstring); `ValueError` for an unknown name."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown vector store {name!r}; use one of {', '.join(BACKEND_NAMES)}")
+    return import_module(BACKENDS[name]).open_backend(index, **options)
+
+
+__all__ = ["BACKENDS", "BACKEND_NAMES", "open_backend"]

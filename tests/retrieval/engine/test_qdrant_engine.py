@@ -1,0 +1,245 @@
+"""One engine API, two vector stores: `FashionSearchEngine` loaded with `vector_store="qdrant"` (qdrant-client local
+mode) returns the same top-10, scores and collapsed duplicates as the in-process FAISS engine, with everything on:
+query intents and negations, filters, fused scores, "more like this" consistency (photo and catalog item),
+near-duplicate collapsing. The model is a tiny random dual encoder with attribute heads, over 300 real val items."""
+
+from itertools import pairwise
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modeling.retrieval.engine.signals import ConsistencyScorer
+
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def heads_model_dir(tiny_text_model, small_gallery, tmp_path_factory):
+    """The tiny dual encoder with (random) colour and type heads over the gallery's values: photo consistency on."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from modeling import DualEncoderImageProcessor, DualEncoderModel
+
+    from tests.conftest import tiny_model_kwargs
+
+    torch.manual_seed(0)
+    labels = {a: sorted(set(small_gallery[a])) for a in ("baseColour", "articleType")}
+    folder = tmp_path_factory.mktemp("heads-model")
+    model = DualEncoderModel.from_text_pretrained(str(tiny_text_model), attribute_labels=labels, **tiny_model_kwargs())
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_text_model).save_pretrained(folder)
+    DualEncoderImageProcessor(image_size=model.config.image_size).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def engines(heads_model_dir, small_gallery, small_engine, catalog_dir, tmp_path_factory):
+    """(FAISS engine, Qdrant engine, their index folder): the collection built by the build code, the Qdrant engine
+    loaded as the app loads it (`EngineRegistry` with `vector_store="qdrant"`)."""
+    pytest.importorskip("qdrant_client")
+    from modeling.encoders.loading import load_model
+    from modeling.retrieval.backends.qdrant.ingest import build_collection
+    from modeling.retrieval.backends.qdrant.store import QdrantConfig
+    from modeling.retrieval.engine.search import FashionSearchEngine
+    from modeling.serving.registry import EngineRegistry, ModelSpec
+
+    index_dir = tmp_path_factory.mktemp("heads-index") / "index"
+    encoder = small_engine.sentence_encoder
+    faiss = FashionSearchEngine.load(heads_model_dir, index_dir, catalog=small_gallery, sentence_encoder=encoder)
+    config = QdrantConfig(path=str(tmp_path_factory.mktemp("heads-qdrant")))
+    model, _, processor = load_model(heads_model_dir)
+    client = config.connect()
+    try:
+        build_collection(model, processor, catalog_dir, config, model_info=faiss.index.manifest["model"],
+                         sentence_encoder=encoder, batch_size=100, split="val", max_items=len(faiss.ids),
+                         client=client)
+    finally:
+        client.close()
+    registry = EngineRegistry([ModelSpec("heads", str(heads_model_dir), str(index_dir))], vector_store="qdrant",
+                              qdrant=config)
+    store = registry.get()
+    assert faiss.backend.name == "faiss" and store.backend.name == "qdrant"
+    assert store.backend.store.name.startswith("fashion-search-")
+    yield faiss, store, index_dir
+    store.backend.store.close()
+
+
+def assert_same(expected, got):
+    assert [r.id for r in got] == [r.id for r in expected]
+    for field in ("score", "visual_score", "text_score", "lexical_score", "vsc"):
+        want, have = [getattr(r, field) for r in expected], [getattr(r, field) for r in got]
+        assert [w is None for w in want] == [h is None for h in have], field
+        if want and want[0] is not None:
+            np.testing.assert_allclose(have, want, atol=TOLERANCE, err_msg=field)
+    assert [r.duplicates for r in got] == [r.duplicates for r in expected]
+    assert [(r.title, r.image_path, r.attributes) for r in got] == [(r.title, r.image_path, r.attributes)
+                                                                    for r in expected]
+
+
+@pytest.mark.parametrize("query, filters", [
+    ("black sneakers for women", None),
+    ("running shoes not black", None),   # a negation: penalised, and removed from what the encoders see
+    ("blak tshrt for men", None),        # misspellings, fuzzy-matched to catalog values
+    ("casual shirt", {"gender": "Men"}),
+    ("red kurta", {"masterCategory": ["Apparel", "Footwear"], "usage": "ethnic"}),
+])
+def test_text_search(engines, query, filters):
+    faiss, store, _ = engines
+    intent = faiss.understand(query)
+    assert store.understand(query) == intent
+    for collapse in (False, True):
+        expected = faiss.search_text(query, k=10, filters=filters, collapse=collapse)
+        assert len(expected) == 10
+        assert_same(expected, store.search_text(query, k=10, filters=filters, collapse=collapse))
+
+
+def test_text_search_without_intents_or_keywords(engines):
+    faiss, store, _ = engines
+    for kwargs in ({"intent": False}, {"lexical_weight": 0.0}, {"text_weight": 0.0}):
+        assert_same(faiss.search_text("white tshirt for women", k=10, **kwargs),
+                    store.search_text("white tshirt for women", k=10, **kwargs))
+
+
+def test_image_search_with_and_without_consistency(engines):
+    faiss, store, _ = engines
+    assert faiss.consistency.available  # the heads make the photo's colour and type terms count
+    path = faiss.index.items.iloc[7]["image_path"]
+    for kwargs in ({}, {"consistency": {}}, {"expansion": 0}, {"filters": {"gender": "Women"}, "exclude_ids":
+                                                               [faiss.ids[3]]}, {"collapse": False}):
+        assert_same(faiss.search_image(path, k=10, **kwargs), store.search_image(path, k=10, **kwargs))
+
+
+def test_item_search(engines):
+    faiss, store, _ = engines
+    for i in (0, 42, 250):
+        for kwargs in ({}, {"consistency": {}}, {"filters": {"masterCategory": "Apparel"}}, {"collapse": False}):
+            expected = faiss.search_item(faiss.ids[i], k=10, **kwargs)
+            assert faiss.ids[i] not in {r.id for r in expected}
+            assert_same(expected, store.search_item(faiss.ids[i], k=10, **kwargs))
+
+
+def test_composed_search(engines):
+    faiss, store, _ = engines
+    path = faiss.index.items.iloc[20]["image_path"]
+    for kwargs in ({"item_id": faiss.ids[11], "text": "in blue"}, {"item_id": faiss.ids[30], "text": "not black",
+                                                                   "filters": {"gender": "Women"}},
+                   {"image": path, "text": "for men"}):
+        assert_same(faiss.search_composed(k=10, **kwargs), store.search_composed(k=10, **kwargs))
+
+
+def test_collapse_lists_the_same_duplicates(engines):
+    """Deep rankings, where the collapsed groups show: the same kept items and the same duplicates under each."""
+    faiss, store, _ = engines
+    groups = faiss.duplicates.groups()
+    assert len(set(groups.tolist())) < len(groups), "the gallery should hold near-duplicates"
+    for run in (lambda e: e.search_text("watch", k=60), lambda e: e.search_item(e.ids[5], k=60)):
+        expected = run(faiss)
+        assert any(r.duplicates for r in expected)
+        assert_same(expected, run(store))
+
+
+def test_photo_and_item_queries_rank_exactly_from_a_shallow_prefetch(engines, monkeypatch):
+    """Visual-only queries with boosts prefetch the visual top few hundred (deepened until no item below can score
+    into the top k): force shallow prefetches over the 300 items and deepening, the results stay the same."""
+    from modeling.retrieval.backends.qdrant import ranking as store_ranking
+
+    faiss, store, _ = engines
+    monkeypatch.setattr(store_ranking, "MIN_BOUNDED_PREFETCH", 4)
+    monkeypatch.setattr(store_ranking, "BOUNDED_PREFETCH_FACTOR", 2)
+    calls = []
+    original = store.backend.store.visual_score_at
+    monkeypatch.setattr(store.backend.store, "visual_score_at",
+                        lambda *a, **kw: calls.append(a[1]) or original(*a, **kw))
+    path = faiss.index.items.iloc[9]["image_path"]
+    for run in (lambda e: e.search_image(path, k=10), lambda e: e.search_item(e.ids[17], k=10),
+                lambda e: e.search_image(path, k=10, filters={"gender": "Men"}, collapse=False)):
+        assert_same(run(faiss), run(store))
+    deepened = [b for a, b in pairwise(calls) if b - 1 == 2 * (a - 1)]
+    assert deepened, calls  # some prefetch was too shallow to be sure, and deepened
+
+
+def test_max_boost_is_the_most_one_item_collects():
+    pytest.importorskip("qdrant_client")
+    from modeling.retrieval.backends.qdrant.store import payload_boost
+    from modeling.retrieval.backends.qdrant.ranking import max_boost
+
+    boosts = [payload_boost("baseColour", ["Red"], 0.3), payload_boost("baseColour", ["Blue"], 0.2),
+              payload_boost("baseColour", ["Red", "Pink"], 0.1), payload_boost("gender", ["Men"], 0.25),
+              payload_boost("gender", ["Women"], -0.4), payload_boost("usage", ["Sports"], -0.1)]
+    assert max_boost(boosts) == pytest.approx(0.3 + 0.1 + 0.25)
+    assert max_boost([]) == 0.0
+
+
+def test_store_errors(engines, heads_model_dir, tmp_path):
+    from modeling.retrieval.backends.qdrant.store import QdrantConfig, QdrantStoreError
+    from modeling.retrieval.common.types import QueryError
+    from modeling.retrieval.engine.search import FashionSearchEngine
+
+    faiss, store, index_dir = engines
+    with pytest.raises(QueryError, match="Unknown filter"):
+        store.search_text("shirt", filters={"split": "val"})  # the store filters on catalog attributes only
+    with pytest.raises(ValueError, match="needs a QdrantConfig"):
+        FashionSearchEngine.load(heads_model_dir, tmp_path / "index", vector_store="qdrant")
+    with pytest.raises(ValueError, match="unknown vector store"):
+        FashionSearchEngine.load(heads_model_dir, tmp_path / "index", vector_store="milvus")
+    with pytest.raises(QdrantStoreError, match="no collection"):
+        FashionSearchEngine.load(heads_model_dir, index_dir, sentence_encoder=faiss.sentence_encoder,
+                                 vector_store="qdrant", qdrant=QdrantConfig(path=str(tmp_path / "empty")))
+
+
+def test_photo_type_term_reads_the_catalog_type():
+    """Both backends score a photo's type agreement as the type head's probability of each item's catalog type (a
+    vector store can add it as one payload boost per type); without the catalog column, the head-head agreement."""
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(40, 6)).astype(np.float32)
+    projection = rng.normal(size=(6, 3))
+    types = ["x", "y", "z"]
+
+    def predict_attributes(x):
+        import torch
+
+        return {"articleType": torch.softmax(x @ torch.tensor(projection, dtype=torch.float32), -1)}
+
+    model = SimpleNamespace(config=SimpleNamespace(attribute_labels={"articleType": types}),
+                            predict_attributes=predict_attributes)
+    items = pd.DataFrame({"articleType": rng.choice(types + ["w"], 40)})  # w: not a head label
+    photo = rng.normal(size=6).astype(np.float32)
+
+    def softmax(z):
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    p = softmax(photo @ projection)
+    positions = np.array([0, 5, 39, 12])
+    expected = np.array([0.3 * p[types.index(t)] if t in types else 0.0 for t in items.articleType])
+    scorer = ConsistencyScorer(model, lambda: vectors, items, {"articleType": 0.3})
+    np.testing.assert_allclose(scorer.scores(photo, positions), expected[positions], atol=1e-6)
+    no_column = ConsistencyScorer(model, lambda: vectors, pd.DataFrame(index=range(40)), {"articleType": 0.3})
+    np.testing.assert_allclose(no_column.scores(photo, positions),
+                               0.3 * softmax(vectors @ projection)[positions] @ p, atol=1e-6)
+
+
+
+def test_qdrant_config_for_the_app(monkeypatch, tmp_path):
+    pytest.importorskip("qdrant_client")
+    from modeling.retrieval.backends.qdrant.store import QdrantStoreError
+    from modeling.serving.registry import EngineRegistry, ModelSpec, qdrant_config
+
+    for name in ("FASHION_QDRANT_URL", "FASHION_QDRANT_PATH", "FASHION_QDRANT_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(QdrantStoreError, match="needs --qdrant-url"):
+        qdrant_config()
+    assert qdrant_config(path=tmp_path).path == str(tmp_path)
+    monkeypatch.setenv("FASHION_QDRANT_URL", "http://qdrant:6333")
+    monkeypatch.setenv("FASHION_QDRANT_API_KEY", "secret")
+    config = qdrant_config()
+    assert (config.url, config.path, config.api_key) == ("http://qdrant:6333", None, "secret")
+    assert "secret" not in repr(config)
+    assert qdrant_config(path=tmp_path).url is None  # a flag wins over the environment
+    with pytest.raises(ValueError, match="needs a QdrantConfig"):
+        EngineRegistry([ModelSpec("m", "m", "i")], vector_store="qdrant")
+    with pytest.raises(ValueError, match="unknown vector store"):
+        EngineRegistry([ModelSpec("m", "m", "i")], vector_store="milvus")

@@ -1,0 +1,47 @@
+"""The app's model registry: names, index folders, lazy loading, shared text matcher and re-ranking index."""
+
+from pathlib import Path
+
+import pytest
+
+from modeling.retrieval.engine.search import QueryError
+from modeling.serving.registry import EngineRegistry, ModelSpec, model_supports_text
+
+
+def test_model_spec_parsing(tmp_path):
+    folder = tmp_path / "dual-encoder"
+    folder.mkdir()
+    spec = ModelSpec.parse(str(folder) + "/")
+    assert spec.name == "dual-encoder" and spec.index_dir == str(folder / "index")
+    assert ModelSpec.parse(f"de={folder}").name == "de"
+    hub = ModelSpec.parse("someone/fashion-clip")
+    assert hub.name == "fashion-clip" and hub.index_dir == str(Path("indexes") / "fashion-clip")
+    assert ModelSpec.parse("x=someone/model", index_root=tmp_path).index_dir == str(tmp_path / "x")
+    for bad in ("", "=path", "name="):
+        with pytest.raises(ValueError):
+            ModelSpec.parse(bad)
+
+
+def test_supports_text_is_read_from_the_config(tiny_model_dir, tiny_vae_dir):
+    assert model_supports_text(tiny_model_dir) and not model_supports_text(tiny_vae_dir)
+
+
+def test_registry_loads_lazily_and_shares_what_it_can(tiny_model_dir, tiny_vae_dir, small_gallery, tmp_path):
+    specs = [ModelSpec.parse(f"de={tiny_model_dir}", index_root=tmp_path),
+             ModelSpec.parse(f"vae={tiny_vae_dir}", index_root=tmp_path)]
+    registry = EngineRegistry(specs, catalog=small_gallery, rerank_model=str(tiny_vae_dir))
+    assert registry.names == ["de", "vae"] and registry.default == "de"
+    assert not registry.supports_text("vae") and not registry.is_loaded("vae")  # answered from the config
+    engine = registry.get()
+    assert registry.is_loaded("de") and not registry.is_loaded("vae") and engine.model_name == "de"
+    assert len(engine.index) == len(small_gallery) and engine.reranker is not None
+    # The re-ranking model's index is the VAE engine's own index folder, built once.
+    assert (tmp_path / "vae" / "manifest.json").exists()
+    vae = registry.get("vae")
+    assert registry.get("vae") is vae and vae.reranker is None  # a model does not re-rank itself
+    assert vae.sentence_encoder is engine.sentence_encoder  # one MiniLM for every engine
+    assert [r.id for r in vae.search_item(engine.index.items["id"].iloc[0], k=3)]
+    with pytest.raises(QueryError, match="Unknown model"):
+        registry.get("clip")
+    with pytest.raises(ValueError, match="two models"):
+        EngineRegistry(specs + specs[:1])
