@@ -20,8 +20,9 @@ The app sets GRADIO_ANALYTICS_ENABLED=False before importing Gradio.
 
 Handlers only translate between the UI and the search service (`modeling.serving.service.SearchService`: one
 validation contract, batched text queries, public results), which the plain JSON routes under /api/v1 share
-(`modeling.serving.http`, with the security headers of every page). Every endpoint has a stable `api_name`
-(docs/api.md: "Calling the app from Python", "Calling the app over HTTP").
+(`modeling.serving.http`, with the security headers of every page); the structured-data API endpoints
+(`/search_text_data`, ...) and those routes are generated from one table (`modeling.serving.endpoints.ENDPOINTS`).
+Every endpoint has a stable `api_name` (docs/api.md: "Calling the app from Python", "Calling the app over HTTP").
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import hashlib
 import json
 import logging
 import os
-import random
+import types
 from pathlib import Path
 
 # Before gradio is imported: it reads the variable at import time. The app phones no one home.
@@ -41,9 +42,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 
+from modeling.serving.endpoints import ENDPOINTS, gradio_function
 from modeling.serving.registry import EngineRegistry, ModelSpec, qdrant_config, with_index_repo
-from modeling.serving.service import (ANY, FILTERS, MAX_K, REFUSED, SearchResult, SearchService, parse_item_id, shorten,
-                                      user_message)
+from modeling.serving.service import (ANY, COMPOSITION_METHODS, FILTERS, MAX_K, REFUSED, SearchResult, SearchService,
+                                      shorten, user_message)
 from modeling.serving.tuning import cap_malloc_arenas, limit_threads
 
 logger = logging.getLogger("app")
@@ -58,7 +60,8 @@ MAX_DUPLICATES_SHOWN = 48  # photos in the near-duplicates panel
 # and are batched by the search service instead.
 QUEUE_CONCURRENCY = 8
 COMBINER, WEIGHTED_SUM = "learned combiner", "weighted sum"
-METHODS = {COMBINER: "combiner", WEIGHTED_SUM: "sum"}
+# The composition radio's labels -> the service's methods, in the order of COMPOSITION_METHODS (combiner first).
+METHODS = {{"combiner": COMBINER, "sum": WEIGHTED_SUM}[m]: m for m in COMPOSITION_METHODS}
 # The seeds' own queries first.
 TEXT_EXAMPLES = ["red summer dress", "white polo t-shirts", "watches for men", "men formal black shoes",
                  "blue denim jeans for women", "black leather handbag", "sports shoes for running"]
@@ -162,6 +165,13 @@ def chip_to_filter(choice, gender=ANY, category=ANY, colour=ANY):
     return [values[c] for c in FILTERS]
 
 
+def method_radio(has_combiner: bool, **kwargs) -> gr.Radio:
+    """The composition choices of a model: both methods with a learned combiner (the combiner chosen), else the
+    weighted sum alone."""
+    choices = [label for label, m in METHODS.items() if has_combiner or m == "sum"]
+    return gr.Radio(choices=choices, value=choices[0], **kwargs)
+
+
 def _method(method) -> str:
     if method not in METHODS:
         raise refused(f"Unknown composition {shorten(method)}; use '{COMBINER}' or '{WEIGHTED_SUM}'.")
@@ -175,6 +185,10 @@ class Handlers:
     def __init__(self, registry: EngineRegistry, service: SearchService | None = None):
         self.registry = registry
         self.service = service or SearchService(registry)
+        # The structured-data API endpoints (`search_text_data`, ...), generated from the endpoint table shared with
+        # the JSON routes /api/v1/... (`modeling.serving.endpoints`): no images to download.
+        for endpoint in ENDPOINTS.values():
+            setattr(self, endpoint.gradio_name, user_errors(gradio_function(endpoint, self.service)))
 
     def _reference_item(self, model, image, item_id) -> str | None:
         """The catalog item a query image stands for: `item_id` (set when a result was clicked or a random product
@@ -236,15 +250,10 @@ class Handlers:
 
     @user_errors
     def random_product(self, k, model, gender, category, colour, hybrid, rerank_weight):
-        engine = self.registry.get(self.service.model_name(model))
-        mask = engine.allowed_mask(self.service.filters(gender, category, colour))
-        items = engine.index.items if mask is None else engine.index.items[mask]
-        if items.empty:
-            raise refused("No product matches these filters.")
-        row = items.iloc[random.randrange(len(items))]
+        item_id, photo = self.service.random_item(model, gender, category, colour)
         gallery, data = self.search_image(None, k, model, gender, category, colour, hybrid, rerank_weight,
-                                          item_id=str(row["id"]))
-        return row["image_path"], str(row["id"]), gallery, data
+                                          item_id=item_id)
+        return photo, item_id, gallery, data
 
     # Compare: the same query through every model, side by side
     def compare(self, text: str, image, k=10, gender=ANY, category=ANY, colour=ANY):
@@ -287,38 +296,14 @@ class Handlers:
     @user_errors
     def model_changed(self, model):
         """Show what the chosen model can do (loads it on first use)."""
-        name = self.service.model_name(model)
-        engine = self.registry.get(name)
-        has_combiner = getattr(engine.model, "combiner", None) is not None
-        notes = [f"**{name}**: {len(engine.index):,} products"]
-        if not engine.supports_text:
+        info = self.service.model_info(model)
+        notes = [f"**{info['name']}**: {info['products']:,} products"]
+        if not info["supports_text"]:
             notes.append("image search only (no text encoder)")
-        if engine.reranker is not None:
-            notes.append(f"hybrid re-ranking with {engine.reranker.name}")
-        return (gr.Radio(choices=[COMBINER, WEIGHTED_SUM] if has_combiner else [WEIGHTED_SUM],
-                         value=COMBINER if has_combiner else WEIGHTED_SUM),
-                gr.Checkbox(interactive=engine.reranker is not None, value=False),
+        if info["reranker"] is not None:
+            notes.append(f"hybrid re-ranking with {info['reranker']}")
+        return (method_radio(info["has_combiner"]), gr.Checkbox(interactive=info["reranker"] is not None, value=False),
                 " · ".join(notes))
-
-    # Structured-data API endpoints (no images to download; the same service as the JSON routes /api/v1/...)
-    @user_errors
-    def search_text_data(self, query: str, k: int = 10, model: str = "", gender: str = ANY, category: str = ANY,
-                         colour: str = ANY) -> dict:
-        """Text search returning only structured results: ids, titles, attributes, scores, VSC."""
-        return self.service.text(query, k, model, gender, category, colour).data
-
-    @user_errors
-    def similar_items_data(self, item_id: str, k: int = 10, model: str = "", gender: str = ANY, category: str = ANY,
-                           colour: str = ANY, rerank_weight: float = 0.0) -> dict:
-        """Products similar to a catalog item (by id), structured results only; rerank_weight > 0 = hybrid."""
-        return self.service.similar(item_id, k, model, gender, category, colour, rerank_weight).data
-
-    @user_errors
-    def composed_item_data(self, item_id: str, text: str, k: int = 10, model: str = "", gender: str = ANY,
-                           category: str = ANY, colour: str = ANY) -> dict:
-        """A catalog item + modification text, structured results only (the model's default composition)."""
-        return self.service.composed(None, text, k, model, gender, category, colour,
-                                     item_id=parse_item_id(item_id)).data
 
 
 # -- the page ----------------------------------------------------------------------------------------------------------
@@ -439,11 +424,10 @@ def _catalog_examples(items, types) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def examples_cache(engine):
-    """Cached example results live in a folder of their own per index (model fingerprint, items, build time):
-    Gradio names the folder after the component's id alone, so another model or catalog would otherwise be
-    served the old answers."""
-    manifest = getattr(engine.index, "manifest", {}) or {}
+def examples_cache(manifest: dict):
+    """Cached example results live in a folder of their own per index (its `manifest`: model fingerprint, items,
+    build time): Gradio names the folder after the component's id alone, so another model or catalog would
+    otherwise be served the old answers."""
     key = json.dumps([manifest.get("model"), manifest.get("num_items"), manifest.get("created_utc")], sort_keys=True,
                      default=str)
     base = os.environ.get("GRADIO_EXAMPLES_CACHE", ".gradio/cached_examples")
@@ -460,137 +444,177 @@ def examples_cache(engine):
 
 def build_demo(registry: EngineRegistry, service: SearchService | None = None) -> gr.Blocks:
     """The Blocks UI bound to a registry of engines (loaded lazily, except the default) through `service` (one is
-    made when not given; `serve` needs the same one for the JSON routes)."""
+    made when not given; `serve` needs the same one for the JSON routes). The page is built part by part (the
+    controls, one builder per tab, the result panels), then the events are wired; `ui` holds the components."""
     h = Handlers(registry, service)
-    engine = registry.get()
-    items = engine.index.items
-    values = h.service.filter_choices()
-    has_combiner = getattr(engine.model, "combiner", None) is not None
-    default_weight = float(getattr(engine.model.config, "composition_text_weight", 0.5) or 0.5)
+    info = h.service.model_info()  # the default model, loaded
+    items = h.service.catalog_items()
     photos = _catalog_examples(items, IMAGE_EXAMPLE_TYPES + tuple(t for t, _ in COMPOSED_EXAMPLES))
 
-    with examples_cache(engine), gr.Blocks(title="Fashion search") as demo:
-        mode = gr.State("text")
-        image_item, ref_item = gr.State(None), gr.State(None)
-        gr.Markdown(f"# Fashion search\nDescribe a product, show a photo, or show a photo and say what to change. "
-                    f"{len(items):,} products. Every result shows its **cosine** similarity to the query and its "
-                    f"**VSC** (visual-semantic consistency: how well the product's own description agrees with the "
-                    f"query's; n/a for a photo without text). Click a result to search with it.")
-        with gr.Row():
-            model = gr.Dropdown(registry.names, value=registry.default, label="Model", scale=1)
-            k = gr.Slider(1, MAX_K, value=10, step=1, label="Results", scale=1)
-            dropdowns = [gr.Dropdown([ANY, *values[c]], value=ANY, label=label, filterable=True, scale=1)
-                         for c, label in FILTERS.items()]
-        model_note = gr.Markdown(f"**{registry.default}**: {len(items):,} products")
-        # Created here so each tab's examples can write to them; rendered below the tabs.
-        summary = gr.Markdown(elem_id="result-summary", elem_classes="result-summary", render=False)
-        gallery = gr.Gallery(label="Results", columns=5, height="auto", object_fit="contain", allow_preview=False,
-                             elem_id="results", render=False)
-        data = gr.JSON(label="Results", render=False)
-        outputs = [gallery, data]
-        with gr.Tabs(selected="text") as tabs:
-            with gr.Tab("Text", id="text") as text_tab:
-                with gr.Row():
-                    query = gr.Textbox(label="Describe what you want", placeholder="e.g. red summer dress",
-                                       max_lines=1, scale=4, elem_id="text-query")
-                    text_button = gr.Button("Search", variant="primary", scale=1, elem_id="text-search")
-                with gr.Row():
-                    chips = gr.CheckboxGroup([], label="Understood (untick to ignore)", elem_id="intent-chips",
-                                             visible=False, scale=3)
-                    chip_filter = gr.Radio([], label="One click makes it a filter", elem_id="intent-filters",
-                                           visible=False, scale=2)
-                # Examples run with the default model and no filters, cached on first use.
-                gr.Examples([[q] for q in TEXT_EXAMPLES], inputs=[query], outputs=outputs, label="Examples",
-                            fn=lambda q: h.search_text(q), cache_examples=True, cache_mode="lazy",
-                            api_name="example_text")
-            with gr.Tab("Image", id="image") as image_tab:
-                with gr.Row():
-                    image = product_image(label="Product photo", height=260, elem_id="query-image")
-                    with gr.Column():
-                        hybrid = gr.Checkbox(False, label="Hybrid re-ranking (colour and silhouette)",
-                                             interactive=engine.reranker is not None,
-                                             info=f"re-ranks the top 100 with {engine.reranker.name}"
-                                             if engine.reranker else "no re-ranking model loaded")
-                        rerank_weight = gr.Slider(0, 1, value=0.3, step=0.05, label="Re-ranking weight")
-                        image_button = gr.Button("Find similar", variant="primary", elem_id="image-search")
-                        random_button = gr.Button("Random product from the catalog")
-                image_examples = [[p] for t, p in photos.items() if t in IMAGE_EXAMPLE_TYPES]
-                if image_examples:
-                    gr.Examples(image_examples, inputs=[image], outputs=outputs, label="Examples from the catalog",
-                                fn=lambda p: h.search_image(p), cache_examples=True, cache_mode="lazy",
-                                api_name="example_image", examples_per_page=len(image_examples))
-            with gr.Tab("Photo + change", id="composed") as composed_tab:
-                with gr.Row():
-                    ref_image = product_image(label="Start from this product", height=260, elem_id="reference-image")
-                    with gr.Column():
-                        change = gr.Textbox(label="What should be different?", placeholder="e.g. make it blue",
-                                            max_lines=1, elem_id="change-text")
-                        method = gr.Radio([COMBINER, WEIGHTED_SUM] if has_combiner else [WEIGHTED_SUM],
-                                          value=COMBINER if has_combiner else WEIGHTED_SUM, label="Composition")
-                        text_weight = gr.Slider(0, 1, value=default_weight, step=0.05,
-                                                label="Text influence (weighted sum): 0 = photo only, 1 = text only")
-                        composed_button = gr.Button("Search", variant="primary", elem_id="composed-search")
-                composed_examples = [[photos[t], text] for t, text in COMPOSED_EXAMPLES if t in photos]
-                if composed_examples and engine.supports_text:
-                    gr.Examples(composed_examples, inputs=[ref_image, change], outputs=outputs, label="Examples",
-                                fn=lambda p, t: h.search_composed(p, t), cache_examples=True, cache_mode="lazy",
-                                api_name="example_composed")
-            with gr.Tab("Compare models", id="compare"):
-                gr.Markdown("The same query through every model: text, a photo, or both (photo + change).")
-                with gr.Row():
-                    compare_text = gr.Textbox(label="Text or change", max_lines=1, scale=2)
-                    compare_image = product_image(label="Photo (optional)", height=160, scale=1)
-                    compare_button = gr.Button("Compare", variant="primary", scale=1)
-                with gr.Row():
-                    compare_galleries = [gr.Gallery(label=name, columns=2, height=520, object_fit="contain",
-                                                    allow_preview=False) for name in registry.names]
-                compare_data = gr.JSON(label="Structured results per model", visible=False)
-        summary.render()
-        gallery.render()
-        with gr.Accordion("More like them: near-duplicates collapsed into the results", open=False,
-                          visible=False) as duplicates_box:
-            duplicates = gr.Gallery(label="Near-duplicates", columns=8, height="auto", object_fit="contain",
-                                    allow_preview=False, elem_id="duplicates")
-        with gr.Accordion("Structured results (what the API returns)", open=False):
-            data.render()
-
-        filters = [k, model, *dropdowns]
-        gr.on([text_button.click, query.submit], h.search_text, [query, k, model, *dropdowns], outputs,
-              api_name="search_text")
-        image_button.click(h.search_image, [image, *filters, hybrid, rerank_weight, image_item], outputs,
-                           api_name="search_image")
-        gr.on([composed_button.click, change.submit], h.search_composed,
-              [ref_image, change, *filters, method, text_weight, ref_item], outputs, api_name="search_composed")
-        compare_button.click(h.compare, [compare_text, compare_image, k, *dropdowns],
-                             [*compare_galleries, compare_data], api_name="compare")
-        random_button.click(h.random_product, [*filters, hybrid, rerank_weight], [image, image_item, *outputs],
-                            api_name="random_product")
-        gallery.select(h.refine, [data, mode, change, *filters, hybrid, rerank_weight, method, text_weight],
-                       [image, ref_image, image_item, ref_item, tabs, *outputs], api_visibility="private")
-        # The summary line above the gallery is rendered from the structured results, whatever produced them.
-        data.change(summary_line, data, summary, api_visibility="private", queue=False)
-        data.change(h.show_duplicates, data, [duplicates_box, duplicates], api_visibility="private", queue=False)
-        # What the engine understood of a text query, as chips: untick one to ignore it, or make one a filter.
-        data.change(show_chips, data, [chips, chip_filter], api_visibility="private", queue=False)
-        chips.input(h.search_text_chips, [query, k, model, *dropdowns, chips], outputs, api_visibility="private")
-        chip_filter.input(chip_to_filter, [chip_filter, *dropdowns], dropdowns, api_visibility="private",
-                          queue=False).then(h.search_text_chips, [query, k, model, *dropdowns, chips], outputs,
-                                            api_visibility="private")
-        # A new upload replaces a clicked result as the query.
-        image.upload(lambda: None, None, image_item, api_visibility="private", queue=False)
-        image.clear(lambda: None, None, image_item, api_visibility="private", queue=False)
-        ref_image.upload(lambda: None, None, ref_item, api_visibility="private", queue=False)
-        ref_image.clear(lambda: None, None, ref_item, api_visibility="private", queue=False)
-        for tab, name in ((text_tab, "text"), (image_tab, "image"), (composed_tab, "composed")):
-            tab.select(functools.partial(lambda n: n, name), None, mode, api_visibility="private", queue=False)
-        model.change(h.model_changed, model, [method, hybrid, model_note], api_visibility="private")
-        gr.api(h.search_text_data, api_name="search_text_data", queue=False)
-        gr.api(h.similar_items_data, api_name="similar_items_data", queue=False)
-        gr.api(h.composed_item_data, api_name="composed_item_data")
+    with examples_cache(h.service.index_manifest()), gr.Blocks(title="Fashion search") as demo:
+        ui = _controls(registry, h.service, len(items))
+        with gr.Tabs(selected="text") as ui.tabs:
+            _text_tab(ui, h)
+            _image_tab(ui, h, info, photos)
+            _composed_tab(ui, h, info, photos)
+            _compare_tab(ui, registry)
+        _result_panels(ui)
+        _wire_searches(ui, h)
+        _wire_display(ui, h)
+        for endpoint in ENDPOINTS.values():  # the structured-data API endpoints, from the endpoint table
+            gr.api(getattr(h, endpoint.gradio_name), api_name=endpoint.gradio_name,
+                   **({} if endpoint.gradio_queue else {"queue": False}))
 
     guard_inputs(demo)
     explain_refusals(demo)
     return demo
+
+
+def _controls(registry: EngineRegistry, service: SearchService, products: int) -> types.SimpleNamespace:
+    """The page's head: states, the introduction, model / k / filter controls, and the result components (created
+    here so each tab's examples can write to them; rendered below the tabs)."""
+    ui = types.SimpleNamespace()
+    ui.mode = gr.State("text")
+    ui.image_item, ui.ref_item = gr.State(None), gr.State(None)
+    gr.Markdown(f"# Fashion search\nDescribe a product, show a photo, or show a photo and say what to change. "
+                f"{products:,} products. Every result shows its **cosine** similarity to the query and its "
+                f"**VSC** (visual-semantic consistency: how well the product's own description agrees with the "
+                f"query's; n/a for a photo without text). Click a result to search with it.")
+    values = service.filter_choices()
+    with gr.Row():
+        ui.model = gr.Dropdown(registry.names, value=registry.default, label="Model", scale=1)
+        ui.k = gr.Slider(1, MAX_K, value=10, step=1, label="Results", scale=1)
+        ui.dropdowns = [gr.Dropdown([ANY, *values[c]], value=ANY, label=label, filterable=True, scale=1)
+                        for c, label in FILTERS.items()]
+    ui.model_note = gr.Markdown(f"**{registry.default}**: {products:,} products")
+    ui.summary = gr.Markdown(elem_id="result-summary", elem_classes="result-summary", render=False)
+    ui.gallery = gr.Gallery(label="Results", columns=5, height="auto", object_fit="contain", allow_preview=False,
+                            elem_id="results", render=False)
+    ui.data = gr.JSON(label="Results", render=False)
+    ui.outputs = [ui.gallery, ui.data]
+    ui.filters = [ui.k, ui.model, *ui.dropdowns]
+    return ui
+
+
+def _text_tab(ui, h: Handlers) -> None:
+    with gr.Tab("Text", id="text") as ui.text_tab:
+        with gr.Row():
+            ui.query = gr.Textbox(label="Describe what you want", placeholder="e.g. red summer dress",
+                                  max_lines=1, scale=4, elem_id="text-query")
+            ui.text_button = gr.Button("Search", variant="primary", scale=1, elem_id="text-search")
+        with gr.Row():
+            ui.chips = gr.CheckboxGroup([], label="Understood (untick to ignore)", elem_id="intent-chips",
+                                        visible=False, scale=3)
+            ui.chip_filter = gr.Radio([], label="One click makes it a filter", elem_id="intent-filters",
+                                      visible=False, scale=2)
+        # Examples run with the default model and no filters, cached on first use.
+        gr.Examples([[q] for q in TEXT_EXAMPLES], inputs=[ui.query], outputs=ui.outputs, label="Examples",
+                    fn=lambda q: h.search_text(q), cache_examples=True, cache_mode="lazy", api_name="example_text")
+
+
+def _image_tab(ui, h: Handlers, info: dict, photos: dict[str, str]) -> None:
+    with gr.Tab("Image", id="image") as ui.image_tab:
+        with gr.Row():
+            ui.image = product_image(label="Product photo", height=260, elem_id="query-image")
+            with gr.Column():
+                reranker = info["reranker"]
+                ui.hybrid = gr.Checkbox(False, label="Hybrid re-ranking (colour and silhouette)",
+                                        interactive=reranker is not None,
+                                        info=f"re-ranks the top 100 with {reranker}"
+                                        if reranker is not None else "no re-ranking model loaded")
+                ui.rerank_weight = gr.Slider(0, 1, value=0.3, step=0.05, label="Re-ranking weight")
+                ui.image_button = gr.Button("Find similar", variant="primary", elem_id="image-search")
+                ui.random_button = gr.Button("Random product from the catalog")
+        image_examples = [[p] for t, p in photos.items() if t in IMAGE_EXAMPLE_TYPES]
+        if image_examples:
+            gr.Examples(image_examples, inputs=[ui.image], outputs=ui.outputs, label="Examples from the catalog",
+                        fn=lambda p: h.search_image(p), cache_examples=True, cache_mode="lazy",
+                        api_name="example_image", examples_per_page=len(image_examples))
+
+
+def _composed_tab(ui, h: Handlers, info: dict, photos: dict[str, str]) -> None:
+    with gr.Tab("Photo + change", id="composed") as ui.composed_tab:
+        with gr.Row():
+            ui.ref_image = product_image(label="Start from this product", height=260, elem_id="reference-image")
+            with gr.Column():
+                ui.change = gr.Textbox(label="What should be different?", placeholder="e.g. make it blue",
+                                       max_lines=1, elem_id="change-text")
+                ui.method = method_radio(info["has_combiner"], label="Composition")
+                ui.text_weight = gr.Slider(0, 1, value=info["text_weight"], step=0.05,
+                                           label="Text influence (weighted sum): 0 = photo only, 1 = text only")
+                ui.composed_button = gr.Button("Search", variant="primary", elem_id="composed-search")
+        composed_examples = [[photos[t], text] for t, text in COMPOSED_EXAMPLES if t in photos]
+        if composed_examples and info["supports_text"]:
+            gr.Examples(composed_examples, inputs=[ui.ref_image, ui.change], outputs=ui.outputs, label="Examples",
+                        fn=lambda p, t: h.search_composed(p, t), cache_examples=True, cache_mode="lazy",
+                        api_name="example_composed")
+
+
+def _compare_tab(ui, registry: EngineRegistry) -> None:
+    with gr.Tab("Compare models", id="compare"):
+        gr.Markdown("The same query through every model: text, a photo, or both (photo + change).")
+        with gr.Row():
+            ui.compare_text = gr.Textbox(label="Text or change", max_lines=1, scale=2)
+            ui.compare_image = product_image(label="Photo (optional)", height=160, scale=1)
+            ui.compare_button = gr.Button("Compare", variant="primary", scale=1)
+        with gr.Row():
+            ui.compare_galleries = [gr.Gallery(label=name, columns=2, height=520, object_fit="contain",
+                                               allow_preview=False) for name in registry.names]
+        ui.compare_data = gr.JSON(label="Structured results per model", visible=False)
+
+
+def _result_panels(ui) -> None:
+    """Below the tabs: the summary line, the results, the collapsed near-duplicates, the structured results."""
+    ui.summary.render()
+    ui.gallery.render()
+    with gr.Accordion("More like them: near-duplicates collapsed into the results", open=False,
+                      visible=False) as ui.duplicates_box:
+        ui.duplicates = gr.Gallery(label="Near-duplicates", columns=8, height="auto", object_fit="contain",
+                                   allow_preview=False, elem_id="duplicates")
+    with gr.Accordion("Structured results (what the API returns)", open=False):
+        ui.data.render()
+
+
+def _wire_searches(ui, h: Handlers) -> None:
+    """The search events and their API names; a click on a result searches with it."""
+    filters, outputs = ui.filters, ui.outputs
+    gr.on([ui.text_button.click, ui.query.submit], h.search_text, [ui.query, ui.k, ui.model, *ui.dropdowns], outputs,
+          api_name="search_text")
+    ui.image_button.click(h.search_image, [ui.image, *filters, ui.hybrid, ui.rerank_weight, ui.image_item], outputs,
+                          api_name="search_image")
+    gr.on([ui.composed_button.click, ui.change.submit], h.search_composed,
+          [ui.ref_image, ui.change, *filters, ui.method, ui.text_weight, ui.ref_item], outputs,
+          api_name="search_composed")
+    ui.compare_button.click(h.compare, [ui.compare_text, ui.compare_image, ui.k, *ui.dropdowns],
+                            [*ui.compare_galleries, ui.compare_data], api_name="compare")
+    ui.random_button.click(h.random_product, [*filters, ui.hybrid, ui.rerank_weight],
+                           [ui.image, ui.image_item, *outputs], api_name="random_product")
+    ui.gallery.select(h.refine, [ui.data, ui.mode, ui.change, *filters, ui.hybrid, ui.rerank_weight, ui.method,
+                                 ui.text_weight],
+                      [ui.image, ui.ref_image, ui.image_item, ui.ref_item, ui.tabs, *outputs],
+                      api_visibility="private")
+
+
+def _wire_display(ui, h: Handlers) -> None:
+    """What follows an answer (summary, near-duplicates, chips), the chips' own searches, uploads, tabs, models."""
+    text_inputs = [ui.query, ui.k, ui.model, *ui.dropdowns, ui.chips]
+    # The summary line above the gallery is rendered from the structured results, whatever produced them.
+    ui.data.change(summary_line, ui.data, ui.summary, api_visibility="private", queue=False)
+    ui.data.change(h.show_duplicates, ui.data, [ui.duplicates_box, ui.duplicates], api_visibility="private",
+                   queue=False)
+    # What the engine understood of a text query, as chips: untick one to ignore it, or make one a filter.
+    ui.data.change(show_chips, ui.data, [ui.chips, ui.chip_filter], api_visibility="private", queue=False)
+    ui.chips.input(h.search_text_chips, text_inputs, ui.outputs, api_visibility="private")
+    ui.chip_filter.input(chip_to_filter, [ui.chip_filter, *ui.dropdowns], ui.dropdowns, api_visibility="private",
+                         queue=False).then(h.search_text_chips, text_inputs, ui.outputs, api_visibility="private")
+    # A new upload replaces a clicked result as the query.
+    ui.image.upload(lambda: None, None, ui.image_item, api_visibility="private", queue=False)
+    ui.image.clear(lambda: None, None, ui.image_item, api_visibility="private", queue=False)
+    ui.ref_image.upload(lambda: None, None, ui.ref_item, api_visibility="private", queue=False)
+    ui.ref_image.clear(lambda: None, None, ui.ref_item, api_visibility="private", queue=False)
+    for tab, name in ((ui.text_tab, "text"), (ui.image_tab, "image"), (ui.composed_tab, "composed")):
+        tab.select(functools.partial(lambda n: n, name), None, ui.mode, api_visibility="private", queue=False)
+    ui.model.change(h.model_changed, ui.model, [ui.method, ui.hybrid, ui.model_note], api_visibility="private")
 
 
 def _env_list(name: str) -> list[str] | None:
@@ -666,13 +690,13 @@ def main(argv=None) -> None:
                 "Train the default model with `make train` (or point --model / FASHION_MODEL at a trained model "
                 "folder) and --catalog at a catalog.")
         raise SystemExit(f"Cannot start: {error}\n{hint}") from None
-    items = registry.get().index.items
-    allowed = sorted({str(Path(p).parent) for p in items.get("image_path", []) if p})
     # Once the default model is loaded (and its index built with every core): one thread per op while serving.
     limit_threads(int(os.environ.get("FASHION_SERVING_THREADS", "1")))
     if int(os.environ.get("FASHION_MALLOC_ARENAS", "2")) > 0:
         cap_malloc_arenas(int(os.environ.get("FASHION_MALLOC_ARENAS", "2")))
     service = SearchService(registry, query_precision=os.environ.get("FASHION_QUERY_PRECISION", "auto"))
+    items = service.catalog_items()
+    allowed = sorted({str(Path(p).parent) for p in items.get("image_path", []) if p})
     serve(build_demo(registry, service), service, server_name=args.host, server_port=args.port,
           allowed_paths=allowed, css=CSS, footer_links=["api"])
 

@@ -152,3 +152,26 @@ def test_modules_and_functions_stay_small():
     grown = {k: v for k, v in found.items() if k not in NOT_YET_SPLIT or v > NOT_YET_SPLIT[k]}
     assert grown == {}
     assert _lines(REPO / "modeling/retrieval/engine/search.py") <= 250
+def _function_lengths(path) -> dict[str, int]:
+    """Lines of every function and method of `path` (nested ones counted on their own too), by qualified name."""
+    lengths = {}
+
+    def visit(node, prefix=""):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = f"{prefix}{child.name}"
+                if not isinstance(child, ast.ClassDef):
+                    lengths[name] = child.end_lineno - child.lineno + 1
+                visit(child, f"{name}.")
+            else:
+                visit(child, prefix)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")))
+    return lengths
+
+
+def test_app_functions_stay_short():
+    """No function in app.py is longer than 80 lines: the page is built by one builder per part."""
+    lengths = _function_lengths(REPO / "app.py")
+    assert "build_demo" in lengths and "Handlers.search_text" in lengths
+    assert {name: n for name, n in lengths.items() if n > 80} == {}

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 
-COMPOSITION_METHODS = ("sum", "combiner")
+# In the order the app offers them (the learned combiner first); serving and the app import this tuple.
+COMPOSITION_METHODS = ("combiner", "sum")
 
 
 def weighted_sum(image_embeds: torch.Tensor, text_embeds: torch.Tensor, text_weight: float = 0.5) -> torch.Tensor:

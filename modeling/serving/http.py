@@ -3,7 +3,8 @@
 Gradio's API protocol answers a call in two requests (POST the arguments, then read a server-sent event stream),
 and runs each call through its queue and component machinery: about 60 requests/s on two cores at best with the
 service's batching (20 before it), whatever the engine does. The structured-data searches are also offered as one-request JSON routes over the same
-`SearchService` (same validation, same batching, same results):
+`SearchService` (same validation, same batching, same results), generated from the same declaration as the Gradio
+API's endpoints (`modeling.serving.endpoints.ENDPOINTS`):
 
     POST /api/v1/search_text    {"query": "red summer dress", "k": 10, "model": "", "gender": "Any", ...}
     POST /api/v1/similar_items  {"item_id": "15970", "k": 10, "rerank_weight": 0.0, ...}
@@ -27,40 +28,23 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.middleware import Middleware
 
-from modeling.serving.service import ANY, REFUSED, SearchService, user_message
+from modeling.serving.endpoints import ENDPOINTS, Endpoint
+from modeling.serving.service import REFUSED, SearchService, user_message
 
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 MAX_BODY_BYTES = 1_000_000
-FILTER_FIELDS = {"gender": ANY, "category": ANY, "colour": ANY}
-
-# route -> (required fields, optional fields with their defaults)
-ENDPOINTS: dict[str, tuple[tuple[str, ...], dict]] = {
-    "search_text": (("query",), {"k": 10, "model": "", **FILTER_FIELDS}),
-    "similar_items": (("item_id",), {"k": 10, "model": "", **FILTER_FIELDS, "rerank_weight": 0.0}),
-    "composed_item": (("item_id", "text"), {"k": 10, "model": "", **FILTER_FIELDS}),
-}
 
 
 class RequestRefused(Exception):
     """A request the routes answer with HTTP 400 before it reaches the service (bad JSON, unknown fields)."""
 
 
-async def _call(service: SearchService, endpoint: str, fields: Mapping) -> dict:
-    filters = {"gender": fields["gender"], "category": fields["category"], "colour": fields["colour"]}
-    common = {"k": fields["k"], "model": fields["model"] or None, **filters}
-    if endpoint == "search_text":
-        return (await service.text_async(fields["query"], **common)).data
-    if endpoint == "similar_items":
-        return (await service.run_async(service.similar, fields["item_id"], **common,
-                                        rerank_weight=fields["rerank_weight"])).data
-    return (await service.run_async(service.composed, None, fields["text"], **common,
-                                    item_id=fields["item_id"])).data
-
-
-def _fields(endpoint: str, body: bytes) -> dict:
-    required, optional = ENDPOINTS[endpoint]
+def _fields(endpoint: Endpoint, body: bytes) -> dict:
+    """The body's fields, checked against the endpoint's declaration (a JSON object, only its fields, the
+    required ones present); the values themselves are checked by `Endpoint.arguments`."""
+    required, optional = endpoint.required, endpoint.optional
     if len(body) > MAX_BODY_BYTES:
         raise RequestRefused(f"The request body is {len(body):,} bytes; the limit is {MAX_BODY_BYTES:,}.")
     try:
@@ -73,10 +57,11 @@ def _fields(endpoint: str, body: bytes) -> dict:
     unknown = sorted(set(payload) - set(required) - set(optional))
     if unknown:
         names = ", ".join(repr(u[:30]) for u in unknown[:5])
-        raise RequestRefused(f"Unknown field(s) {names}; {endpoint} takes {', '.join((*required, *optional))}.")
+        raise RequestRefused(f"Unknown field(s) {names}; {endpoint.name} takes "
+                             f"{', '.join((*required, *optional))}.")
     missing = [f for f in required if f not in payload]
     if missing:
-        raise RequestRefused(f"Missing field(s) {', '.join(missing)}; {endpoint} needs {', '.join(required)}.")
+        raise RequestRefused(f"Missing field(s) {', '.join(missing)}; {endpoint.name} needs {', '.join(required)}.")
     return {**optional, **payload}
 
 
@@ -84,11 +69,10 @@ def json_routes(service: SearchService) -> list[APIRoute]:
     """The JSON routes over `service` (pass them to FastAPI as `routes=`). They run on the server's event loop and
     await the service's encoder and search threads: no thread per waiting request."""
 
-    def search_route(endpoint: str) -> Callable:
+    def search_route(endpoint: Endpoint) -> Callable:
         async def route(request: Request):
             try:
-                fields = _fields(endpoint, await request.body())
-                data = await _call(service, endpoint, fields)
+                data = await endpoint.call_async(service, _fields(endpoint, await request.body()))
             except (RequestRefused, *REFUSED) as error:
                 message = user_message(error)
                 logger.info("refused %s %s: %s", request.method, request.url.path, message)
@@ -100,7 +84,7 @@ def json_routes(service: SearchService) -> list[APIRoute]:
             # orjson (a Gradio dependency) encodes an answer several times faster than the json module
             return Response(orjson.dumps(data), media_type="application/json")
 
-        route.__name__ = f"api_{endpoint}"
+        route.__name__ = f"api_{endpoint.name}"
         return route
 
     async def item_image(item_id: str):
@@ -112,8 +96,8 @@ def json_routes(service: SearchService) -> list[APIRoute]:
             return JSONResponse({"error": "This item has no photo on this server."}, status_code=404)
         return FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
 
-    routes = [APIRoute(f"{API_PREFIX}/{endpoint}", search_route(endpoint), methods=["POST"], response_model=None,
-                       summary=f"{endpoint} (structured results)") for endpoint in ENDPOINTS]
+    routes = [APIRoute(f"{API_PREFIX}/{name}", search_route(endpoint), methods=["POST"], response_model=None,
+                       summary=f"{name} (structured results)") for name, endpoint in ENDPOINTS.items()]
     routes.append(APIRoute(f"{API_PREFIX}/images/{{item_id}}", item_image, methods=["GET"], response_model=None,
                            summary="a catalog item's photo"))
     return routes

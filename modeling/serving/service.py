@@ -23,16 +23,18 @@ import functools
 import logging
 import math
 import numbers
+import random
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 from modeling.data.images import ImageError
+from modeling.models.composition import COMPOSITION_METHODS
 from modeling.serving.batching import DEFAULT_MAX_BATCH, TextQueryBatcher
 from modeling.retrieval.understanding.parser import INTENT_ATTRIBUTES, NOT
 from modeling.retrieval.common.types import QueryError, SearchResult, validate_text
@@ -49,7 +51,6 @@ ANY = "Any"
 # The filters offered to users: catalog column -> the name users see (UI labels, messages).
 FILTERS = {"gender": "Gender", "articleType": "Category", "baseColour": "Colour"}
 IMAGE_ROUTE = "/api/v1/images/"
-COMPOSITION_METHODS = ("combiner", "sum")
 # Shopper-like queries the bf16 parity is measured on.
 PROBE_QUERIES = ["red summer dress", "white polo t-shirts", "watches for men", "men formal black shoes",
                  "blue denim jeans for women", "black leather handbag", "sports shoes for running",
@@ -147,6 +148,20 @@ class Answer:
     data: dict
 
 
+@dataclass(frozen=True)
+class _Blocking:
+    """A step of `SearchService._text`: a call that may block (loading a model, making its batcher)."""
+
+    call: Callable
+
+
+@dataclass(frozen=True)
+class _Search:
+    """A step of `SearchService._text`: a call for the search threads."""
+
+    call: Callable
+
+
 class SearchService:
     """Validated, batched access to the engines of a registry; see the module docstring."""
 
@@ -212,20 +227,67 @@ class SearchService:
         return name, self.registry.get(name)
 
     # -- searches ---------------------------------------------------------------------------------------------
-    def text(self, query, k=10, model=None, gender=ANY, category=ANY, colour=ANY, ignore=None) -> Answer:
+    def _text(self, query, k=10, model=None, gender=ANY, category=ANY, colour=ANY, ignore=None):
         """Text search (batched with the concurrent text queries of the same model). `ignore`: chip keys of the
-        query's understood intents to switch off ("gender", "not:baseColour"; see `understood`)."""
+        query's understood intents to switch off ("gender", "not:baseColour"; see `understood`).
+
+        Written once for both ways of waiting: a generator that yields what it waits for (`_Blocking`: a call that
+        may block, `_Search`: a call for the search threads, a `Future`) and returns the `Answer`; `text` runs it
+        on the caller's thread, `text_async` awaits it on an event loop (`_drive`, `_drive_async`)."""
         start = time.perf_counter()
         k = parse_k(k)
-        name, engine = self._engine(model)
+        name = self.model_name(model)
+        engine = self.registry.get(name) if self.registry.is_loaded(name) else (
+            yield _Blocking(functools.partial(self.registry.get, name)))
         filters = self.filters(gender, category, colour)
         query = validate_text(query)
         ignore = parse_ignore(ignore)
         if engine.supports_text:
-            self._batcher(name, engine).prepare(query)
+            batcher = self._batchers.get(name) or (yield _Blocking(functools.partial(self._batcher, name, engine)))
+            yield batcher.submit(query)
         understood, intent = self._understood(engine, query, ignore)
-        results = self._run(engine.search_text, query, k=k, filters=filters, intent=intent)
+        results = yield _Search(functools.partial(engine.search_text, query, k=k, filters=filters, intent=intent))
         return self._answer(results, name, "text", start, {"text": query}, understood)
+
+    def _drive(self, steps):
+        """Runs a generator of `_text`'s kind on the caller's thread: blocking calls inline, searches on the search
+        threads (`_run`), futures waited for."""
+        value = None
+        while True:
+            try:
+                step = steps.send(value)
+            except StopIteration as done:
+                return done.value
+            if isinstance(step, _Search):
+                value = self._run(step.call)
+            elif isinstance(step, _Blocking):
+                value = step.call()
+            else:
+                value = step.result()
+
+    async def _drive_async(self, steps):
+        """Awaits a generator of `_text`'s kind: blocking calls and searches on the search threads (`run_async`),
+        futures awaited; no thread waits."""
+        value = None
+        while True:
+            try:
+                step = steps.send(value)
+            except StopIteration as done:
+                return done.value
+            if isinstance(step, (_Search, _Blocking)):
+                value = await self.run_async(step.call)
+            else:
+                value = await asyncio.wrap_future(step)
+
+    @functools.wraps(_text, assigned=("__doc__",))
+    def text(self, *args, **kwargs) -> Answer:
+        return self._drive(self._text(*args, **kwargs))
+
+    # `text` for an asyncio server: the request waits for its encoding pass and its search without a thread of its
+    # own (two thread hand-offs fewer per request than `text` on a worker thread); same arguments, same code.
+    @functools.wraps(_text, assigned=("__doc__",))
+    async def text_async(self, *args, **kwargs) -> Answer:
+        return await self._drive_async(self._text(*args, **kwargs))
 
     def understand(self, query, model=None) -> dict:
         """What the engine understands of a text query (`understood` of a text answer, nothing ignored)."""
@@ -309,22 +371,13 @@ class SearchService:
             return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args, **kwargs))
         return await asyncio.wrap_future(self._pool.submit(fn, *args, **kwargs))
 
-    async def text_async(self, query, k=10, model=None, gender=ANY, category=ANY, colour=ANY) -> Answer:
-        """`text` for an asyncio server: the request waits for its encoding pass and its search without a thread
-        of its own (two thread hand-offs fewer per request than `text` on a worker thread)."""
-        start = time.perf_counter()
-        k = parse_k(k)
-        name = self.model_name(model)
-        engine = self.registry.get(name) if self.registry.is_loaded(name) else await self.run_async(
-            self.registry.get, name)
-        filters = self.filters(gender, category, colour)
-        query = validate_text(query)
-        if engine.supports_text:
-            batcher = self._batchers.get(name) or await self.run_async(self._batcher, name, engine)
-            await asyncio.wrap_future(batcher.submit(query))
-        understood, intent = self._understood(engine, query, [])
-        results = await self.run_async(engine.search_text, query, k=k, filters=filters, intent=intent)
-        return self._answer(results, name, "text", start, {"text": query}, understood)
+    async def call_async(self, method: str, **kwargs) -> Answer:
+        """The search method `method` (`text`, `similar`, `composed`, ...) for an asyncio server: its `_async` twin
+        where it has one (the same code, awaited), else the whole call on the search threads."""
+        twin = getattr(self, f"{method}_async", None)
+        if twin is not None:
+            return await twin(**kwargs)
+        return await self.run_async(getattr(self, method), **kwargs)
 
     @staticmethod
     def _rerank_weight(engine, hybrid: bool, weight) -> float:
@@ -335,7 +388,35 @@ class SearchService:
             raise QueryError("Hybrid re-ranking is not available for this model (no re-ranking model is loaded).")
         return weight
 
-    # -- catalog items ----------------------------------------------------------------------------------------
+    # -- models and catalog items -----------------------------------------------------------------------------
+    def model_info(self, model=None) -> dict:
+        """What a model can do, for the UI (loads it on first use): its name, number of products, whether it
+        searches by text, composes with a learned combiner (and its default text weight), and the name of its
+        re-ranking model (None: no hybrid re-ranking)."""
+        name, engine = self._engine(model)
+        return {"name": name, "products": len(engine.index), "supports_text": engine.supports_text,
+                "has_combiner": getattr(engine.model, "combiner", None) is not None,
+                "text_weight": float(getattr(engine.model.config, "composition_text_weight", 0.5) or 0.5),
+                "reranker": engine.reranker.name if engine.reranker is not None else None}
+
+    def catalog_items(self, model=None):
+        """The catalog items (a DataFrame: ids, titles, attributes, photo paths) of `model`'s index."""
+        return self._engine(model)[1].index.items
+
+    def index_manifest(self, model=None) -> dict:
+        """The manifest of `model`'s index (model fingerprint, number of items, build time)."""
+        return getattr(self._engine(model)[1].index, "manifest", {}) or {}
+
+    def random_item(self, model=None, gender=ANY, category=ANY, colour=ANY) -> tuple[str, str]:
+        """(id, absolute photo path) of a random catalog item within the filters; refused when none matches."""
+        _, engine = self._engine(model)
+        mask = engine.allowed_mask(self.filters(gender, category, colour))
+        items = engine.index.items if mask is None else engine.index.items[mask]
+        if items.empty:
+            raise QueryError("No product matches these filters.")
+        row = items.iloc[random.randrange(len(items))]
+        return str(row["id"]), row["image_path"]
+
     def image_path(self, item_id, model=None) -> str:
         """The absolute path of a catalog item's photo (inside the server: the UI, the image route)."""
         item_id = parse_item_id(item_id)
@@ -384,6 +465,6 @@ class SearchService:
 
 REFUSED = (QueryError, ImageError)
 
-__all__ = ["ANY", "FILTERS", "IMAGE_ROUTE", "MAX_ID_CHARS", "MAX_K", "REFUSED", "Answer", "QueryError", "SearchResult",
-           "SearchService",
+__all__ = ["ANY", "COMPOSITION_METHODS", "FILTERS", "IMAGE_ROUTE", "MAX_ID_CHARS", "MAX_K", "REFUSED", "Answer",
+           "QueryError", "SearchResult", "SearchService",
            "catalog_relative", "parse_item_id", "parse_k", "parse_weight", "shorten", "user_message"]
