@@ -17,8 +17,8 @@ import numpy as np
 
 from modeling.data.text import normalise_text
 from modeling.evaluation.ranking import (check_chunk, check_k, check_ks, check_pair, check_rel_topk, first_relevant_rank,
-                                         hit_at_k, normalise_rows, pad_ranks, ranked_relevance, reciprocal_of_rank,
-                                         topk_indices)
+                                         hit_at_k, normalise_rows, pad_ranks, ranked_relevance, reciprocal_of_rank)
+from modeling.utils.topk import topk_indices
 
 
 

@@ -2,9 +2,9 @@
 Rankings and the per-query metrics of one ranking depth, numpy only.
 
 Every ranking orders the gallery by descending similarity, ties broken by lower gallery position, so results are
-deterministic and can be checked against a brute-force `sorted(...)` reference. [`topk_indices`] selects the top
-items without sorting whole rows; [`ranked_relevance`] gives the relevance of each query's top `k`, from which
-[`precision_at_k`], [`hit_at_k`] and [`ndcg_at_k`] are computed; [`reciprocal_rank`] looks at the full ranking.
+deterministic and can be checked against a brute-force `sorted(...)` reference (the top items come from the
+project's one top-k, `modeling.utils.topk.topk_indices`). [`ranked_relevance`] gives the relevance of each query's
+top `k`, from which [`precision_at_k`], [`hit_at_k`] and [`ndcg_at_k`] are computed; [`reciprocal_rank`] looks at the full ranking.
 
 Conventions:
 
@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from modeling.utils.topk import topk_indices
 
 
 # -- argument checks -----------------------------------------------------------------------------------------------
@@ -105,43 +107,6 @@ def check_rel_topk(rel_topk: np.ndarray, k: int) -> np.ndarray:
 
 
 # -- rankings ------------------------------------------------------------------------------------------------------
-def topk_indices(scores: np.ndarray, k: int, self_index: np.ndarray | None = None) -> np.ndarray:
-    """
-    Gallery positions of the top `min(k, gallery size)` items per row of `scores`, best first, ties broken by
-    lower position. `self_index[i]`, when given, is a column that row `i` must not return.
-    """
-    num_queries, num_items = scores.shape
-    top = min(k, num_items - (self_index is not None))
-    if top <= 0:
-        return np.empty((num_queries, 0), dtype=np.int64)
-    rows = np.arange(num_queries)
-    if self_index is not None:
-        scores = scores.astype(np.result_type(scores.dtype, np.float32), copy=True)
-        scores[rows, self_index] = -np.inf
-
-    # Select exactly `top` columns per row without sorting whole rows: everything above the top-th largest value,
-    # then the lowest-positioned items equal to it.
-    threshold = np.partition(scores, num_items - top, axis=1)[:, num_items - top]
-    selected = scores > threshold[:, None]
-    equal = scores == threshold[:, None]
-    if self_index is not None:
-        # The excluded item is -inf and could only tie with a -inf threshold.
-        equal[rows, self_index] = False
-    need = top - selected.sum(axis=1)
-    tied = equal.sum(axis=1) > need
-    if tied.any():
-        ties = equal[tied]
-        ties &= np.cumsum(ties, axis=1, dtype=np.int32) <= need[tied, None]
-        equal[tied] = ties
-    selected |= equal
-
-    # np.nonzero walks row by row in column order, so each row's `top` positions come out ascending and the
-    # stable sort keeps lower positions first among equal scores.
-    columns = np.nonzero(selected)[1].reshape(num_queries, top)
-    order = np.argsort(-np.take_along_axis(scores, columns, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(columns, order, axis=1)
-
-
 def pad_ranks(ranked: np.ndarray, depth: int) -> np.ndarray:
     """`(num_queries, n <= depth)` values at ranks 1..n, padded with False / 0 up to `depth` ranks (the ranks past
     the end of a short gallery)."""
@@ -257,5 +222,4 @@ __all__ = [
     "ranked_relevance",
     "reciprocal_of_rank",
     "reciprocal_rank",
-    "topk_indices",
 ]

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from modeling.evaluation.ranking import (check_chunk, check_ks, first_relevant_rank, pad_ranks, reciprocal_of_rank,
-                                         topk_indices)
+from modeling.evaluation.ranking import (check_chunk, check_ks, first_relevant_rank, pad_ranks, reciprocal_of_rank)
+from modeling.utils.topk import topk_indices
 
 
 def _is_real(dtype: np.dtype) -> bool:

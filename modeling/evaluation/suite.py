@@ -37,7 +37,7 @@ from modeling.evaluation.baselines import (EFFICIENTNET_LITE0, EFFICIENTNET_LITE
 from modeling.evaluation.engine_reports import (composed_report, hybrid_metrics, make_engine, observation_table,
                                                 query_metrics, sample_grid, samples)
 from modeling.evaluation.metrics import group_by_text, text_to_image_metrics
-from modeling.evaluation.ranking import topk_indices
+from modeling.utils.topk import topk_indices
 from modeling.evaluation.ranking_metrics import ranking_metrics
 from modeling.evaluation.protocols import evaluate_fashion200k, evaluate_fashion_iq, kagl_text_to_image
 from modeling.evaluation.results import Timings, flat_row, results_markdown, write_json

@@ -13,7 +13,8 @@ import numpy as np
 from PIL import Image
 
 from modeling.data.images import open_image
-from modeling.evaluation.ranking import check_chunk, topk_indices
+from modeling.evaluation.ranking import check_chunk
+from modeling.utils.topk import topk_indices
 
 EncodeImages = Callable[[list[Image.Image]], np.ndarray]
 Compose = Callable[[np.ndarray, list[str]], np.ndarray]
