@@ -29,8 +29,8 @@ from modeling.data.fashion_iq import (
     load_fashion_iq_with_report,
 )
 from modeling.data.catalog import load_catalog
-from modeling.evaluation.metrics import composed_metrics
-from modeling.evaluation.ranking import ranked_relevance
+from modeling.evaluation.metrics import ranked_relevance
+from modeling.evaluation.tasks import composed_metrics
 
 CATALOG_DIR = Path(os.environ.get("FASHION_CATALOG", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 FIQ_DIR = CATALOG_DIR / "fashion-iq"

@@ -7,7 +7,7 @@ from PIL import Image
 
 import evaluate
 from modeling.data.catalog import load_catalog
-from modeling.evaluation.metrics import image_to_image_metrics
+from modeling.evaluation.tasks import image_to_image_metrics
 from modeling.evaluation.cards import check_model_card
 from modeling.evaluation.results import slug
 from modeling.encoders.loading import encode_images

@@ -10,7 +10,7 @@ triplets are in `modeling.data.fashion_iq`.)
 `composed_relevance` defines a hit for catalog triplets: any gallery item of the reference's articleType and
 gender that has the target's new value (the reference itself excluded); `exact_target_mask` is the stricter
 "only the target item" definition. `composed_relevance_matrix` builds both for many triplets at once, ready for
-`modeling.evaluation.ranking.ranked_relevance` and `modeling.evaluation.metrics.composed_metrics`.
+`modeling.evaluation.metrics.ranked_relevance` and `modeling.evaluation.tasks.composed_metrics`.
 """
 
 from __future__ import annotations

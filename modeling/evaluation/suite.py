@@ -36,11 +36,10 @@ from modeling.evaluation.baselines import (EFFICIENTNET_LITE0, EFFICIENTNET_LITE
                                            random_features)
 from modeling.evaluation.engine_reports import (composed_report, hybrid_metrics, make_engine, observation_table,
                                                 query_metrics, sample_grid, samples)
-from modeling.evaluation.metrics import group_by_text, text_to_image_metrics
-from modeling.utils.topk import topk_indices
-from modeling.evaluation.ranking_metrics import ranking_metrics
+from modeling.evaluation.metrics import ranking_metrics
 from modeling.evaluation.protocols import evaluate_fashion200k, evaluate_fashion_iq, kagl_text_to_image
 from modeling.evaluation.results import Timings, flat_row, results_markdown, write_json
+from modeling.evaluation.tasks import group_by_text, text_to_image_metrics
 from modeling.retrieval.engine.build_index import catalog_items
 from modeling.retrieval.backends.faiss.index import CatalogIndex, VectorIndex, l2_normalise
 from modeling.retrieval.engine.exact_ranking import item_rankings
@@ -48,6 +47,7 @@ from modeling.retrieval.engine.search import (DEFAULT_LEXICAL_WEIGHT, DEFAULT_QU
                                               FashionSearchEngine, VisualReranker)
 from modeling.retrieval.engine.vsc import VSCScorer
 from modeling.utils.io import atomic_write_text
+from modeling.utils.topk import topk_indices
 
 DEPTH = 50  # rankings are kept to this depth; metrics at K = 1, 5, 10, 50
 KS = (1, 5, 10, 50)

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from modeling.data.images import open_image
-from modeling.evaluation.ranking import check_chunk
+from modeling.evaluation.metrics import check_chunk, hit_at_k
 from modeling.utils.topk import topk_indices
 
 EncodeImages = Callable[[list[Image.Image]], np.ndarray]
@@ -144,7 +144,7 @@ def ranked_positions(
 
 def recall_dict(hits: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
     """`hits` (Q, depth) bool at ranks 1..depth -> `{"r@k": share of queries with a hit in the top k}`."""
-    return {f"r@{k}": float(hits[:, :k].any(axis=1).mean()) for k in ks}
+    return {f"r@{k}": float(hit_at_k(hits, k).mean()) for k in ks}
 
 
 def _check_encoded(embeds: Any, expected_rows: int, what: str) -> np.ndarray:

@@ -20,7 +20,7 @@ from modeling.data.text import normalise_text
 from modeling.evaluation.protocols.base import (Compose, EncodeImages, RunnerProtocol, check_max_queries,
                                                 check_positions, compose_batches, encode_image_files,
                                                 headline_recall, ranked_positions, recall_dict, sample_in_order)
-from modeling.evaluation.ranking import check_chunk, check_ks, check_pair, pad_ranks
+from modeling.evaluation.metrics import check_chunk, check_ks, check_pair, pad_ranks
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from modeling.data.text import normalise_text
-from modeling.evaluation.metrics import text_to_image_metrics
 from modeling.evaluation.protocols.base import Protocol, headline_recall
-from modeling.evaluation.ranking import check_chunk, check_ks, check_pair
+from modeling.evaluation.metrics import check_chunk, check_ks, check_pair
+from modeling.evaluation.tasks import text_to_image_metrics
 
 KAGL_KS = (1, 10)
 
