@@ -34,7 +34,8 @@ OUT/results.md, OUT/comparison.png, OUT/consistency_<model>.png, OUT/samples.png
 regenerated card.
 
 The run itself is `modeling.evaluation.suite.run_evaluation` (sections through the search engine in
-`modeling.evaluation.engine_reports`, reports in `modeling.evaluation.results`); this script is its command line.
+`modeling.evaluation.engine_reports`, reports in `modeling.evaluation.reports.results`); this script is its command
+line.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from modeling.evaluation.results import slug, write_plots
+from modeling.evaluation.reports.results import slug, write_plots
 from modeling.evaluation.suite import (EvaluationConfig, Evaluation, cli_command, evaluate_model_folder,
                                        image_to_image, run_evaluation)
 from modeling.retrieval.engine.search import DEFAULT_LEXICAL_WEIGHT, DEFAULT_TEXT_WEIGHT, FashionSearchEngine
@@ -101,7 +102,7 @@ def main(argv=None) -> dict:
     if config.plots:
         write_plots(results, out_dir, run.grid)
     if config.model_card:
-        from modeling.evaluation.model_card import update_model_card
+        from modeling.evaluation.reports.model_card import update_model_card
 
         update_model_card(config.model_card, results, run.markdown, results["rows"][0])
     print(f"\nwrote {out_dir}/results.json, results.md" + (", plots" if config.plots else "")

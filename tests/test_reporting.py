@@ -4,7 +4,7 @@ import pytest
 from huggingface_hub.repocard import metadata_load
 from PIL import Image
 
-from modeling.evaluation.cards import (
+from modeling.evaluation.reports.cards import (
     RESULTS_END,
     RESULTS_START,
     check_model_card,
@@ -12,9 +12,9 @@ from modeling.evaluation.cards import (
     results_block,
     write_model_card,
 )
-from modeling.evaluation.grids import query_grid
-from modeling.evaluation.plots import plot_attribute_consistency, plot_comparison
-from modeling.evaluation.tables import get_section, markdown_table, replace_section
+from modeling.evaluation.reports.grids import query_grid
+from modeling.evaluation.reports.plots import plot_attribute_consistency, plot_comparison
+from modeling.evaluation.reports.tables import get_section, markdown_table, replace_section
 from modeling.utils.io import atomic_write_text
 
 ROWS = [

@@ -10,7 +10,7 @@ model: random, colour histogram, hybrid, pretrained extractors: EfficientNet-Lit
 reachable), `ood_report`. `--rerank-model efficientnet-lite0` re-ranks with the converted EfficientNet-Lite0. Image->image ranks by the model's
 embeddings alone (P@10, mAP, nDCG, ...); its `*_expanded` columns are the engine's "more like this" ranking
 (`FashionSearchEngine.item_rankings`: query expansion, exact). The sections through the engine are in
-`modeling.evaluation.engine_reports`, the reports in `modeling.evaluation.results`.
+`modeling.evaluation.engine_reports`, the reports in `modeling.evaluation.reports.results`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from modeling.evaluation.engine_reports import (composed_report, hybrid_metrics,
                                                 query_metrics, sample_grid, samples)
 from modeling.evaluation.metrics import ranking_metrics
 from modeling.evaluation.protocols import evaluate_fashion200k, evaluate_fashion_iq, kagl_text_to_image
-from modeling.evaluation.results import Timings, flat_row, results_markdown, write_json
+from modeling.evaluation.reports.results import Timings, flat_row, results_markdown, write_json
 from modeling.evaluation.tasks import group_by_text, text_to_image_metrics
 from modeling.retrieval.engine.build_index import catalog_items
 from modeling.retrieval.backends.faiss.index import CatalogIndex, VectorIndex, l2_normalise

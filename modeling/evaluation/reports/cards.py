@@ -3,7 +3,7 @@ Hugging Face model cards: YAML metadata with a model-index built from plain metr
 rendered card (`render_model_card`), its results block (`results_block`, between `RESULTS_START` and `RESULTS_END`
 so `replace_section` refreshes it alone), an offline validation (`check_model_card`) and an atomic write that never
 replaces a valid card with an invalid one (`write_model_card`). The texts of this project's cards are in
-`modeling.evaluation.model_card`.
+`modeling.evaluation.reports.model_card`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from modeling.evaluation.tables import is_number
+from modeling.evaluation.reports.tables import is_number
 from modeling.utils.io import atomic_write_text
 
 RESULTS_START = "<!-- results:start -->"
