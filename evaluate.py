@@ -27,7 +27,7 @@ Protocols (the gallery is every item of `--split`, a comma-separated list of spl
 - --ood FIELD=VALUE: queries generated from the held-out items' titles and attributes against the same forms in
   domain, per text model (add the model trained with `train.py --exclude FIELD=VALUE` as --ood-model).
 - --fashion-iq-images DIR / --fashion200k DIR: the published composed-retrieval protocols
-  (modeling/evaluation/protocols.py).
+  (modeling/evaluation/protocols/).
 VSC is the raw cosine of MiniLM sentence embeddings of the query's description and each result's description
 (modeling/retrieval/engine/vsc.py); it shares its encoder with the fused item-text score. Reports: OUT/results.json,
 OUT/results.md, OUT/comparison.png, OUT/consistency_<model>.png, OUT/samples.png, and with --model-card the

@@ -254,7 +254,7 @@ def ood_report(models: dict, field: str, value: str, items, k: int) -> dict:
 
 
 def standard_protocols(config: EvaluationConfig, engines: dict, text_models: list[str]) -> dict:
-    """Fashion-IQ and Fashion200K (modeling/evaluation/protocols.py) per text model, where their data is given."""
+    """Fashion-IQ and Fashion200K (modeling/evaluation/protocols/) per text model, where their data is given."""
     protocols = {}
     for name in text_models:
         engine = engines[name]
