@@ -24,7 +24,7 @@ from modeling.evaluation.protocols import (
     tirg_different_word,
 )
 
-FASHION_IQ = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-iq"
+FASHION_IQ = Path(__file__).resolve().parents[4] / "shared" / "data" / "fashion-iq"
 
 
 def _unit(degrees):
