@@ -4,7 +4,8 @@ broken by the lower tie key (by default the lower column, i.e. gallery / catalog
 The result equals the first `k` of `np.lexsort((tie_key, -scores), axis=-1)` (column order among equal keys), but
 rows are not sorted whole: `np.partition` finds the k-th largest score, and only the selected columns are sorted.
 Evaluation ranks galleries with it (`modeling.evaluation.metrics`) and retrieval ranks candidates with it
-(`modeling.retrieval.ranking.top_k_order`, the compressed index's re-ranking). Scores must not hold NaN.
+(`modeling.retrieval.engine.exact_ranking.top_k_order`, the compressed FAISS index's re-ranking). Scores must not
+hold NaN.
 """
 
 from __future__ import annotations
