@@ -27,14 +27,15 @@ Protocols (the gallery is every item of `--split`, a comma-separated list of spl
 - --ood FIELD=VALUE: queries generated from the held-out items' titles and attributes against the same forms in
   domain, per text model (add the model trained with `train.py --exclude FIELD=VALUE` as --ood-model).
 - --fashion-iq-images DIR / --fashion200k DIR: the published composed-retrieval protocols
-  (modeling/evaluation/protocols.py).
+  (modeling/evaluation/protocols/).
 VSC is the raw cosine of MiniLM sentence embeddings of the query's description and each result's description
 (modeling/retrieval/engine/vsc.py); it shares its encoder with the fused item-text score. Reports: OUT/results.json,
 OUT/results.md, OUT/comparison.png, OUT/consistency_<model>.png, OUT/samples.png, and with --model-card the
 regenerated card.
 
 The run itself is `modeling.evaluation.suite.run_evaluation` (sections through the search engine in
-`modeling.evaluation.engine_reports`, reports in `modeling.evaluation.results`); this script is its command line.
+`modeling.evaluation.engine_reports`, reports in `modeling.evaluation.reports.results`); this script is its command
+line.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from modeling.evaluation.results import slug, write_plots
+from modeling.evaluation.reports.results import slug, write_plots
 from modeling.evaluation.suite import (EvaluationConfig, Evaluation, cli_command, evaluate_model_folder,
                                        image_to_image, run_evaluation)
 from modeling.retrieval.engine.search import DEFAULT_LEXICAL_WEIGHT, DEFAULT_TEXT_WEIGHT, FashionSearchEngine
@@ -101,7 +102,7 @@ def main(argv=None) -> dict:
     if config.plots:
         write_plots(results, out_dir, run.grid)
     if config.model_card:
-        from modeling.evaluation.model_card import update_model_card
+        from modeling.evaluation.reports.model_card import update_model_card
 
         update_model_card(config.model_card, results, run.markdown, results["rows"][0])
     print(f"\nwrote {out_dir}/results.json, results.md" + (", plots" if config.plots else "")

@@ -1,4 +1,4 @@
-"""Tests for composed-retrieval data (`modeling.data.composed`) and `modeling.metrics.composed_metrics`."""
+"""Tests for composed-retrieval data (`modeling.data.composed`) and `modeling.evaluation.tasks.composed_metrics`."""
 
 from __future__ import annotations
 
@@ -15,22 +15,20 @@ from PIL import Image
 from modeling.data.composed import (
     DEFAULT_PHRASINGS,
     catalog_triplets,
-    composed_relevance,
     composed_relevance_matrix,
-    exact_target_mask,
     modification_text,
 )
 from modeling.data.fashion_iq import (
     FashionIQError,
-    fashion_iq_gallery,
+    fashion_iq_gallery_with_report,
     fashion_iq_gallery_with_report,
     join_captions,
     load_fashion_iq,
     load_fashion_iq_with_report,
 )
 from modeling.data.catalog import load_catalog
-from modeling.evaluation.metrics import composed_metrics
-from modeling.evaluation.ranking import ranked_relevance
+from modeling.evaluation.metrics import ranked_relevance
+from modeling.evaluation.tasks import composed_metrics
 
 CATALOG_DIR = Path(os.environ.get("FASHION_CATALOG", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 FIQ_DIR = CATALOG_DIR / "fashion-iq"
@@ -91,11 +89,11 @@ def test_fashion_iq_rows_follow_the_file():
 @needs_fiq
 def test_fashion_iq_gallery_counts_match_readme():
     for split in ("val", "test"):
-        gallery = fashion_iq_gallery(FIQ_DIR, categories=("dress", "toptee"), split=split)
+        gallery, _ = fashion_iq_gallery_with_report(FIQ_DIR, categories=("dress", "toptee"), split=split)
         assert gallery.column_names == ["category", "id"]
         assert Counter(gallery["category"]) == {c: FIQ_COUNTS[c, split][1] for c in ("dress", "toptee")}
     # Every val triplet's reference and target are in its category's val gallery.
-    gallery = fashion_iq_gallery(FIQ_DIR, categories="shirt", split="val")
+    gallery, _ = fashion_iq_gallery_with_report(FIQ_DIR, categories="shirt", split="val")
     triplets = load_fashion_iq(FIQ_DIR, categories="shirt", split="val")
     ids = set(gallery["id"])
     assert set(triplets["candidate"]) <= ids and set(triplets["target"]) <= ids
@@ -406,23 +404,25 @@ def test_composed_relevance_matches_brute_force(real_catalog):
     ids = np.array(gallery["id"])
     for q, triplet in enumerate(sample):
         expected = _brute_force_relevance(rows, triplet)
-        mask = composed_relevance(gallery, triplet)
-        np.testing.assert_array_equal(mask, expected)
         np.testing.assert_array_equal(relevant[q], expected)
-        np.testing.assert_array_equal(exact_target_mask(gallery, triplet), ids == triplet["target_id"])
         np.testing.assert_array_equal(exact[q], ids == triplet["target_id"])
-        assert mask[ids == triplet["target_id"]].all() and not mask[ids == triplet["reference_id"]].any()
+        assert relevant[q][ids == triplet["target_id"]].all() and not relevant[q][ids == triplet["reference_id"]].any()
     # A DataFrame gallery gives the same masks.
     frame = gallery.to_pandas()
-    np.testing.assert_array_equal(composed_relevance(frame, sample[0]), relevant[0])
+    np.testing.assert_array_equal(composed_relevance_matrix(frame, sample)[0], relevant)
+
+
+def _relevance_of_one(items, triplet, **kwargs):
+    """The "any matching item" mask of one triplet (a dict), through `composed_relevance_matrix`."""
+    return composed_relevance_matrix(items, {name: [value] for name, value in triplet.items()}, **kwargs)[0][0]
 
 
 def test_composed_relevance_tiny(tiny_catalog):
     triplet = {"reference_id": "10", "target_id": "11", "changed_attribute": "baseColour",
                "reference_value": "Blue", "target_value": "Black", "articleType": "Jeans", "gender": "Women"}
-    assert list(np.flatnonzero(composed_relevance(tiny_catalog, triplet))) == [10]  # id 11
-    looser = composed_relevance(tiny_catalog, {**triplet, "target_value": "Blue", "reference_id": "1"},
-                                require_same=("gender",))
+    assert list(np.flatnonzero(_relevance_of_one(tiny_catalog, triplet))) == [10]  # id 11
+    looser = _relevance_of_one(tiny_catalog, {**triplet, "target_value": "Blue", "reference_id": "1"},
+                               require_same=("gender",))
     assert list(np.array(tiny_catalog["id"])[looser]) == ["4", "10"]
     # A second triplet asks for a colour and a target absent from the gallery: no relevant item.
     absent = {**triplet, "target_value": "Mauve", "target_id": "99"}

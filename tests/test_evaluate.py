@@ -7,9 +7,9 @@ from PIL import Image
 
 import evaluate
 from modeling.data.catalog import load_catalog
-from modeling.evaluation.metrics import image_to_image_metrics
-from modeling.evaluation.cards import check_model_card
-from modeling.evaluation.results import slug
+from modeling.evaluation.tasks import image_to_image_metrics
+from modeling.evaluation.reports.cards import check_model_card
+from modeling.evaluation.reports.results import slug
 from modeling.encoders.loading import encode_images, load_model
 from modeling.retrieval.engine.build_index import catalog_items
 
@@ -79,7 +79,7 @@ def test_evaluate_all_sections_and_reports(catalog_dir, tiny_model_dir, tiny_vae
 
 
 def test_model_card_usage_snippet_runs(tiny_model_dir):
-    from modeling.evaluation.model_card import USAGE
+    from modeling.evaluation.reports.model_card import USAGE
 
     namespace = {}
     exec(USAGE.replace("runs/dual-encoder", str(tiny_model_dir)), namespace)  # the card's snippet, as printed

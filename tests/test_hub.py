@@ -19,7 +19,7 @@ import evaluate
 from modeling import FashionClipModel
 from modeling.hub import push as hub
 from modeling.data.catalog import load_catalog
-from modeling.evaluation.cards import check_model_card
+from modeling.evaluation.reports.cards import check_model_card
 
 from .conftest import REPO
 from .test_clip_pipeline import tiny_clip_dir  # noqa: F401 -- the tiny base CLIP folder fixture

@@ -12,7 +12,7 @@ import train
 from modeling import DualEncoderImageProcessor, DualEncoderModel
 from modeling.evaluation.baselines import colour_histogram_features
 from modeling.data.catalog import load_catalog
-from modeling.evaluation.metrics import image_to_image_metrics
+from modeling.evaluation.tasks import image_to_image_metrics
 from modeling.encoders.loading import encode_images, load_model
 from modeling.training.augment import contrastive_view, to_pixel_values
 from modeling.training.composed import ComposedData

@@ -7,10 +7,10 @@ articleType and gender whose baseColour (or usage / season) differs, with a temp
 target's value. Pairs never cross splits, so test triplets only ever use test items. (Fashion-IQ's human-written
 triplets are in `modeling.data.fashion_iq`.)
 
-`composed_relevance` defines a hit for catalog triplets: any gallery item of the reference's articleType and
-gender that has the target's new value (the reference itself excluded); `exact_target_mask` is the stricter
-"only the target item" definition. `composed_relevance_matrix` builds both for many triplets at once, ready for
-`modeling.evaluation.ranking.ranked_relevance` and `modeling.evaluation.metrics.composed_metrics`.
+`composed_relevance_matrix` defines a hit for catalog triplets: any gallery item of the reference's articleType and
+gender that has the target's new value (the reference itself excluded), and the stricter "only the target item"
+definition, for many triplets at once, ready for `modeling.evaluation.metrics.ranked_relevance` and
+`modeling.evaluation.tasks.composed_metrics`.
 """
 
 from __future__ import annotations
@@ -281,62 +281,24 @@ def catalog_triplets(
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _require_same_of(triplet: Mapping[str, Any], require_same: Sequence[str] | None) -> list[str]:
-    if require_same is not None:
-        return list(require_same)
-    # catalog_triplets stores exactly the reference's require_same attributes among the catalog attributes.
-    changed = triplet.get("changed_attribute")
-    return [name for name in ATTRIBUTES if name in triplet and name != changed]
-
-
-def composed_relevance(
-    items: datasets.Dataset | Any,
-    triplet: Mapping[str, Any],
-    require_same: Sequence[str] | None = None,
-) -> np.ndarray:
-    """Which gallery items are correct answers to a catalog triplet (the "any matching item" definition).
-
-    An item is relevant when it shares the reference's `require_same` attributes (articleType and gender by
-    default), has the target's value of the changed attribute, and is not the reference itself (by id). The
-    target item is one of them when it is in the gallery.
-
-    Args:
-        items: the gallery, a `datasets.Dataset`, pandas DataFrame or mapping of columns with `id` and the
-            attributes.
-        triplet: a row of `catalog_triplets`.
-        require_same: the attributes to share; by default the catalog attributes (`ATTRIBUTES`) the triplet holds,
-            i.e. the `require_same` it was built with.
-
-    Returns:
-        `np.ndarray` of shape `(num_items,)`, bool.
-    """
-    attribute = triplet["changed_attribute"]
-    same = _require_same_of(triplet, require_same)
-    columns = _columns(items, ["id", attribute, *same])
-    mask = np.array([as_text(value) == as_text(triplet["target_value"]) for value in columns[attribute]], bool)
-    for name in same:
-        mask &= np.array([as_text(value) == as_text(triplet[name]) for value in columns[name]], bool)
-    mask &= np.array([as_text(value) != as_text(triplet["reference_id"]) for value in columns["id"]], bool)
-    return mask
-
-
-def exact_target_mask(items: datasets.Dataset | Any, triplet: Mapping[str, Any]) -> np.ndarray:
-    """The strict definition: only the triplet's target item (by id) is relevant. Shape `(num_items,)`, bool."""
-    target = as_text(triplet["target_id"])
-    return np.array([as_text(value) == target for value in _columns(items, ["id"])["id"]], bool)
-
-
 def composed_relevance_matrix(
     items: datasets.Dataset | Any,
     triplets: datasets.Dataset | Any,
     require_same: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`composed_relevance` and `exact_target_mask` for many triplets at once.
+    """Which gallery items are correct answers to each catalog triplet, under two definitions.
+
+    "Any matching item" (`relevant`): an item is relevant when it shares the reference's `require_same` attributes
+    (articleType and gender by default), has the target's value of the changed attribute, and is not the
+    reference itself (by id); the target item is one of them when it is in the gallery. "Exact target" (`exact`):
+    only the triplet's target item (by id) is relevant.
 
     Args:
-        items: the gallery (see `composed_relevance`).
+        items: the gallery, a `datasets.Dataset`, pandas DataFrame or mapping of columns with `id` and the
+            attributes.
         triplets: a `catalog_triplets` dataset (or DataFrame / mapping of columns).
-        require_same: as in `composed_relevance`; by default the catalog attributes the triplets hold.
+        require_same: the attributes to share; by default the catalog attributes (`ATTRIBUTES`) the triplets hold,
+            i.e. the `require_same` they were built with.
 
     Returns:
         `(relevant, exact)`, two bool arrays of shape `(num_triplets, num_items)`.
@@ -380,8 +342,6 @@ __all__ = [
     "DEFAULT_PHRASINGS",
     "DEFAULT_REQUIRE_SAME",
     "catalog_triplets",
-    "composed_relevance",
     "composed_relevance_matrix",
-    "exact_target_mask",
     "modification_text",
 ]

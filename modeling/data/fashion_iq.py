@@ -3,9 +3,9 @@
 """Fashion-IQ (Wu et al., CVPR 2021): caption triplets and the per-category retrieval galleries.
 
 `load_fashion_iq` reads the caption files (reference ASIN, two human-written relative captions, target ASIN) and
-`fashion_iq_gallery` the image split files. The images (Amazon photos named by ASIN) are not shipped with the shared
-data, so without an `image_dir` only the captions are parsed. With one, every triplet (gallery id) gets the paths of
-its images, and those whose images are missing or unreadable are skipped and reported, like
+`fashion_iq_gallery_with_report` the image split files. The images (Amazon photos named by ASIN) are not shipped
+with the shared data, so without an `image_dir` only the captions are parsed. With one, every triplet (gallery id)
+gets the paths of its images, and those whose images are missing or unreadable are skipped and reported, like
 `load_catalog_with_report`.
 """
 
@@ -292,7 +292,16 @@ def fashion_iq_gallery_with_report(
     split: str = "val",
     check_images: bool = True,
 ) -> tuple[datasets.Dataset, list[dict[str, str]]]:
-    """`fashion_iq_gallery` and the `{"category", "id", "error"}` dicts of the images it skipped."""
+    """The retrieval gallery of Fashion-IQ's protocol: the image ids of `image_splits/split.<category>.<split>.json`,
+    and the `{"category", "id", "error"}` dicts of the images it skipped.
+
+    Fashion-IQ ranks, for each triplet, the gallery of the triplet's own category and split, and reports recall
+    per category. Duplicate ids within a category are listed once.
+
+    Returns:
+        The gallery, columns `category`, `id` (ASIN), and with `image_dir` also `image_path` (resolved like
+        `load_fashion_iq`; ids without a readable image are skipped and logged), and the skipped images.
+    """
     base, categories, split = _resolve_root(root), check_categories(categories), _check_split(split)
     rows = []
     for category in categories:
@@ -317,33 +326,12 @@ def fashion_iq_gallery_with_report(
     return datasets.Dataset.from_list(rows, features=datasets.Features(features)), skipped
 
 
-def fashion_iq_gallery(
-    root: str | os.PathLike,
-    image_dir: str | os.PathLike | None = None,
-    categories: str | Sequence[str] = FASHION_IQ_CATEGORIES,
-    split: str = "val",
-    check_images: bool = True,
-) -> datasets.Dataset:
-    """The retrieval gallery of Fashion-IQ's protocol: the image ids of `image_splits/split.<category>.<split>.json`.
-
-    Fashion-IQ ranks, for each triplet, the gallery of the triplet's own category and split, and reports recall
-    per category. Duplicate ids within a category are listed once.
-
-    Returns:
-        Columns `category`, `id` (ASIN), and with `image_dir` also `image_path` (resolved like `load_fashion_iq`;
-        ids without a readable image are skipped and logged).
-    """
-    dataset, _ = fashion_iq_gallery_with_report(root, image_dir, categories, split, check_images)
-    return dataset
-
-
 __all__ = [
     "FASHION_IQ_CATEGORIES",
     "FASHION_IQ_IMAGE_EXTENSIONS",
     "FASHION_IQ_SPLITS",
     "FashionIQError",
     "check_categories",
-    "fashion_iq_gallery",
     "fashion_iq_gallery_with_report",
     "join_captions",
     "load_fashion_iq",

@@ -17,8 +17,8 @@ from modeling.data.queries import relevance_mask
 from modeling.encoders.loading import embedding_dim, has_text_tower, model_fingerprint
 from modeling.encoders.sentence import SentenceEncoder
 from modeling.evaluation.analysis import attribute_consistency
-from modeling.evaluation.metrics import composed_metrics
-from modeling.evaluation.ranking import ndcg_at_k, precision_at_k
+from modeling.evaluation.metrics import ndcg_at_k, precision_at_k
+from modeling.evaluation.tasks import composed_metrics
 from modeling.retrieval.backends.faiss.index import CatalogIndex
 from modeling.retrieval.engine.search import DEFAULT_LEXICAL_WEIGHT, FashionSearchEngine, QueryError
 from modeling.retrieval.engine.vsc import VSCScorer, observation_note, summarise

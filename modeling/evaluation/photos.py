@@ -50,7 +50,7 @@ from modeling.utils.io import save_npy
 def precision_rows(scores: np.ndarray, query_pos: np.ndarray, types: np.ndarray, colours: np.ndarray,
                    k: int = 10) -> dict:
     """P@10 (type), its ideal, type+colour P@10 and nDCG@10 (type) of (Q, N) scores, each query's product excluded."""
-    from modeling.evaluation.ranking import topk_indices
+    from modeling.utils.topk import topk_indices
 
     top = topk_indices(scores, k, self_index=query_pos)
     same_type = types[top] == types[query_pos][:, None]

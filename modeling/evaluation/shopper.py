@@ -28,7 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from modeling.data.queries import load_queries, relevance_mask
-from modeling.evaluation.ranking import ndcg_at_k
+from modeling.evaluation.metrics import ndcg_at_k
 from modeling.retrieval.engine.search import FashionSearchEngine
 from modeling.utils.io import atomic_write_text
 

@@ -10,7 +10,7 @@ model: random, colour histogram, hybrid, pretrained extractors: EfficientNet-Lit
 reachable), `ood_report`. `--rerank-model efficientnet-lite0` re-ranks with the converted EfficientNet-Lite0. Image->image ranks by the model's
 embeddings alone (P@10, mAP, nDCG, ...); its `*_expanded` columns are the engine's "more like this" ranking
 (`modeling.retrieval.engine.batch.item_rankings`: query expansion, exact). The sections through the engine are in
-`modeling.evaluation.engine_reports`, the reports in `modeling.evaluation.results`.
+`modeling.evaluation.engine_reports`, the reports in `modeling.evaluation.reports.results`.
 """
 
 from __future__ import annotations
@@ -36,11 +36,10 @@ from modeling.evaluation.baselines import (EFFICIENTNET_LITE0, EFFICIENTNET_LITE
                                            random_features)
 from modeling.evaluation.engine_reports import (composed_report, hybrid_metrics, make_engine, observation_table,
                                                 query_metrics, sample_grid, samples)
-from modeling.evaluation.metrics import group_by_text, text_to_image_metrics
-from modeling.evaluation.ranking import topk_indices
-from modeling.evaluation.ranking_metrics import ranking_metrics
+from modeling.evaluation.metrics import ranking_metrics
 from modeling.evaluation.protocols import evaluate_fashion200k, evaluate_fashion_iq, kagl_text_to_image
-from modeling.evaluation.results import Timings, flat_row, results_markdown, write_json
+from modeling.evaluation.reports.results import Timings, flat_row, results_markdown, write_json
+from modeling.evaluation.tasks import group_by_text, text_to_image_metrics
 from modeling.retrieval.engine.build_index import catalog_items
 from modeling.retrieval.backends.faiss.index import CatalogIndex, VectorIndex, l2_normalise
 from modeling.retrieval.engine.batch import item_rankings as engine_item_rankings
@@ -49,6 +48,7 @@ from modeling.retrieval.engine.search import (DEFAULT_LEXICAL_WEIGHT, DEFAULT_QU
                                               FashionSearchEngine, VisualReranker)
 from modeling.retrieval.engine.vsc import VSCScorer
 from modeling.utils.io import atomic_write_text
+from modeling.utils.topk import topk_indices
 
 DEPTH = 50  # rankings are kept to this depth; metrics at K = 1, 5, 10, 50
 KS = (1, 5, 10, 50)
@@ -255,7 +255,7 @@ def ood_report(models: dict, field: str, value: str, items, k: int) -> dict:
 
 
 def standard_protocols(config: EvaluationConfig, engines: dict, text_models: list[str]) -> dict:
-    """Fashion-IQ and Fashion200K (modeling/evaluation/protocols.py) per text model, where their data is given."""
+    """Fashion-IQ and Fashion200K (modeling/evaluation/protocols/) per text model, where their data is given."""
     protocols = {}
     for name in text_models:
         engine = engines[name]

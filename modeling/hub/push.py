@@ -87,9 +87,9 @@ def write_model_folder(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
     `base_model_id` renames the base CLIP of an adapter folder (e.g. a local copy used for training ->
     `openai/clip-vit-base-patch32`), so users load the base from the Hub."""
     from modeling.models.image_processing_dual_encoder import DualEncoderImageProcessor
-    from modeling.evaluation.model_card import render_pushed_card
+    from modeling.evaluation.reports.model_card import render_pushed_card
     from modeling.models.processing_fashion_search import FashionSearchProcessor
-    from modeling.evaluation.cards import check_model_card
+    from modeling.evaluation.reports.cards import check_model_card
 
     if results is None:
         raise HubExportError("a model card needs evaluate.py results (--results runs/eval/results.json)")

@@ -17,7 +17,7 @@ DEFAULT_LORA_TARGET_MODULES = ["q_proj", "v_proj"]
 class FashionClipConfig(PreTrainedConfig):
     r"""
     Configuration of [`FashionClipModel`]: a [`~transformers.CLIPModel`] whose text and vision towers carry LoRA
-    adapters, plus an optional learned [`~modeling.composition.Combiner`] that fuses a reference image with a
+    adapters, plus an optional learned [`~modeling.models.composition.Combiner`] that fuses a reference image with a
     modification text into one composed query.
 
     Only the adapters, the combiner and the logit scale are trained and saved; the base CLIP weights are loaded from
@@ -51,8 +51,8 @@ class FashionClipConfig(PreTrainedConfig):
             OpenAI checkpoints; `clip_config.logit_scale_init_value` for a randomly initialised CLIP). Ignored when
             loading a saved model, whose adapter file holds the trained value.
         combiner_hidden_size (`int`, *optional*, defaults to 512):
-            Hidden size of the learned [`~modeling.composition.Combiner`]; 0 builds no combiner (composed queries are
-            then a weighted sum of the normalised image and text embeddings).
+            Hidden size of the learned [`~modeling.models.composition.Combiner`]; 0 builds no combiner (composed
+            queries are then a weighted sum of the normalised image and text embeddings).
         combiner_dropout (`float`, *optional*, defaults to 0.1): dropout inside the combiner.
         composition_method (`str`, *optional*):
             Default method of [`FashionClipModel.get_composed_features`]: `"combiner"` or `"sum"`. `None` resolves to

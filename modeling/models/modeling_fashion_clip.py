@@ -111,9 +111,9 @@ class FashionClipPreTrainedModel(PreTrainedModel):
 class FashionClipModel(FashionClipPreTrainedModel):
     r"""
     A [`~transformers.CLIPModel`] with LoRA adapters (peft) on both towers and an optional learned
-    [`~modeling.composition.Combiner`], for text-to-image, image-to-image and composed (image + modification text)
-    retrieval. The base CLIP weights are frozen; only the adapters, the combiner and (by default) the logit scale
-    train, and [`~FashionClipModel.save_pretrained`] writes only those.
+    [`~modeling.models.composition.Combiner`], for text-to-image, image-to-image and composed (image + modification
+    text) retrieval. The base CLIP weights are frozen; only the adapters, the combiner and (by default) the logit
+    scale train, and [`~FashionClipModel.save_pretrained`] writes only those.
 
     The constructor builds a randomly initialised CLIP from `config.clip_config`. Use
     [`~FashionClipModel.from_clip_pretrained`] to start training from a pretrained CLIP and

@@ -10,7 +10,7 @@ from transformers import AutoImageProcessor, AutoTokenizer
 from modeling.data.text import normalise_title
 from modeling.data.composed import catalog_triplets
 from modeling.encoders.loading import encode_images, encode_texts
-from modeling.evaluation.metrics import group_by_text
+from modeling.evaluation.tasks import group_by_text
 from modeling.models import FashionClipModel
 from modeling.retrieval.common.types import composed_query_text
 from modeling.training.base import Task, add_shared_argument, clamp_logit_scale

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from modeling.data.text import attribute_caption
-from modeling.evaluation.metrics import image_to_image_metrics, text_to_image_metrics
+from modeling.evaluation.tasks import image_to_image_metrics, text_to_image_metrics
 
 
 def item_texts(dataset) -> tuple[list[str], list[str]]:

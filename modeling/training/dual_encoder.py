@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 
 from modeling.data.text import normalise_title
 from modeling.encoders.sentence import resolve_text_model
-from modeling.evaluation.metrics import group_by_text
+from modeling.evaluation.tasks import group_by_text
 from modeling.models import DualEncoderModel
 from modeling.training.augment import augment, background_masks, preload_images, to_pixel_values, world_augment
 from modeling.training.base import Task, add_shared_argument, clamp_logit_scale, int_list

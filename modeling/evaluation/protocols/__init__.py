@@ -6,12 +6,8 @@ Each protocol comes as
 
 * a **pure function on features** (numpy arrays, L2-normalised here), unit-tested on hand-checked cases:
   `fashion_iq_recall`, `fashion200k_recall`, `kagl_text_to_image`;
-* a **runner** that takes encoder callables, so any model can be plugged in (`evaluate.py`):
-  `evaluate_fashion_iq`, `evaluate_fashion200k`;
-* a **`Protocol` object** wrapping the runner (or, for KAGL, the function), as sentence-transformers' evaluators
-  do: built with the data and options, called with the model's encoders (or features), returning the metrics
-  dict plus `"primary"`, the value of its `primary_metric`: `FashionIQProtocol`, `Fashion200kProtocol`,
-  `KaglProtocol` (by name in `PROTOCOLS`).
+* a **runner** that takes encoder callables, so any model can be plugged in (`evaluate.py`, through
+  `modeling.evaluation.suite.standard_protocols`): `evaluate_fashion_iq`, `evaluate_fashion200k`.
 
 Common conventions:
 
@@ -32,33 +28,21 @@ Protocols, one module each:
    the same normalised title".
 """
 
-from modeling.evaluation.protocols.base import Compose, EncodeImages, Protocol, RunnerProtocol, encode_image_files
-from modeling.evaluation.protocols.fashion200k import (FASHION200K_KS, Fashion200kError, Fashion200kProtocol,
-                                                       evaluate_fashion200k, fashion200k_generate_queries,
-                                                       fashion200k_modification, fashion200k_recall,
-                                                       load_fashion200k_labels, load_fashion200k_labels_with_report,
-                                                       tirg_different_word)
-from modeling.evaluation.protocols.fashion_iq import (FASHION_IQ_KS, FashionIQProtocol, evaluate_fashion_iq,
-                                                      fashion_iq_recall)
-from modeling.evaluation.protocols.kagl import KAGL_KS, KaglProtocol, kagl_text_to_image
-
-PROTOCOLS: dict[str, type[Protocol]] = {
-    cls.name: cls for cls in (FashionIQProtocol, Fashion200kProtocol, KaglProtocol)
-}
+from modeling.evaluation.protocols.base import Compose, EncodeImages, encode_image_files
+from modeling.evaluation.protocols.fashion200k import (FASHION200K_KS, Fashion200kError, evaluate_fashion200k,
+                                                       fashion200k_generate_queries, fashion200k_modification,
+                                                       fashion200k_recall, load_fashion200k_labels,
+                                                       load_fashion200k_labels_with_report, tirg_different_word)
+from modeling.evaluation.protocols.fashion_iq import FASHION_IQ_KS, evaluate_fashion_iq, fashion_iq_recall
+from modeling.evaluation.protocols.kagl import KAGL_KS, kagl_text_to_image
 
 __all__ = [
     "FASHION200K_KS",
     "FASHION_IQ_KS",
     "KAGL_KS",
-    "PROTOCOLS",
     "Compose",
     "EncodeImages",
     "Fashion200kError",
-    "Fashion200kProtocol",
-    "FashionIQProtocol",
-    "KaglProtocol",
-    "Protocol",
-    "RunnerProtocol",
     "encode_image_files",
     "evaluate_fashion200k",
     "evaluate_fashion_iq",

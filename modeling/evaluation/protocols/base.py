@@ -1,89 +1,20 @@
-"""What every protocol shares: the `Protocol` object, the ranking of features by cosine, recall at k, and the
+"""What every protocol shares: the ranking of features by cosine, recall at k, the argument checks, and the
 batched calls of the encoder callables that runners take."""
 
 from __future__ import annotations
 
-import abc
-import inspect
-import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from modeling.data.images import open_image
-from modeling.evaluation.ranking import check_chunk, topk_indices
+from modeling.evaluation.metrics import check_chunk, hit_at_k
+from modeling.utils.topk import topk_indices
 
 EncodeImages = Callable[[list[Image.Image]], np.ndarray]
 Compose = Callable[[np.ndarray, list[str]], np.ndarray]
-
-
-class Protocol(abc.ABC):
-    """One published retrieval protocol as an object, as sentence-transformers' evaluators are: it is built with
-    the data and the protocol's options, and called with what is evaluated (encoder callables, or features). A
-    call returns the protocol function's metrics dict unchanged plus `"primary"`, the value of the headline metric
-    named by `primary_metric` (dots reach into nested dicts, e.g. `"average.mean"`).
-
-    Subclasses set `name`, `function` (the protocol function they wrap, as a `staticmethod`) and `positional` (how
-    many positional arguments `compute` passes it before the options), and implement `compute` and
-    `default_primary_metric`. Options that `function` does not take raise `TypeError` when the object is built, not
-    after the encoding.
-    """
-
-    name: str = ""
-    function: Callable[..., dict[str, Any]]
-    positional: int = 0
-
-    def __init__(self, primary_metric: str | None = None, **options: Any) -> None:
-        inspect.signature(self.function).bind(*([None] * self.positional), **options)
-        self.options = options
-        self.primary_metric = primary_metric or self.default_primary_metric()
-
-    @abc.abstractmethod
-    def compute(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """The protocol's metrics dict, as its function returns it."""
-
-    @abc.abstractmethod
-    def default_primary_metric(self) -> str:
-        """The headline metric for the options given (e.g. R@10 only when 10 is among the depths)."""
-
-    def primary_value(self, metrics: Mapping[str, Any]) -> float:
-        """The value of `primary_metric` in `metrics`; `KeyError` naming the key when it is absent."""
-        value: Any = metrics
-        for key in self.primary_metric.split("."):
-            if not isinstance(value, Mapping) or key not in value:
-                raise KeyError(f"{self.name}: the metrics have no {self.primary_metric!r}")
-            value = value[key]
-        return float(value)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        metrics = self.compute(*args, **kwargs)
-        return {**metrics, "primary": self.primary_value(metrics)}
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, primary_metric={self.primary_metric!r})"
-
-
-class RunnerProtocol(Protocol):
-    """A protocol run on files with encoder callables: `Cls(data_dir, image_dir, **options)(encode_images, compose)`
-    returns `function(data_dir, image_dir, encode_images, compose, **options)` plus `"primary"`."""
-
-    positional = 4
-
-    def __init__(self, data_dir: str | os.PathLike, image_dir: str | os.PathLike, primary_metric: str | None = None,
-                 **options: Any) -> None:
-        self.data_dir, self.image_dir = data_dir, image_dir
-        super().__init__(primary_metric, **options)
-
-    def compute(self, encode_images: EncodeImages, compose: Compose) -> dict[str, Any]:
-        return self.function(self.data_dir, self.image_dir, encode_images, compose, **self.options)
-
-
-def headline_recall(ks: Sequence[int], prefix: str = "") -> str:
-    """`"<prefix>r@10"`, or recall at the largest depth when 10 is not among `ks`."""
-    depths = [ks] if isinstance(ks, int) else list(ks)
-    return f"{prefix}r@{10 if 10 in depths else max(depths)}"
 
 
 def check_positions(positions: Any, name: str, num_queries: int, num_items: int, allow_none: bool) -> np.ndarray:
@@ -143,7 +74,7 @@ def ranked_positions(
 
 def recall_dict(hits: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
     """`hits` (Q, depth) bool at ranks 1..depth -> `{"r@k": share of queries with a hit in the top k}`."""
-    return {f"r@{k}": float(hits[:, :k].any(axis=1).mean()) for k in ks}
+    return {f"r@{k}": float(hit_at_k(hits, k).mean()) for k in ks}
 
 
 def _check_encoded(embeds: Any, expected_rows: int, what: str) -> np.ndarray:
@@ -180,5 +111,5 @@ def compose_batches(compose: Compose, references: np.ndarray, texts: list[str], 
     return np.concatenate(parts)
 
 
-__all__ = ["Compose", "EncodeImages", "Protocol", "RunnerProtocol", "check_max_queries", "check_positions", "compose_batches",
-           "encode_image_files", "headline_recall", "ranked_positions", "recall_dict", "sample_in_order"]
+__all__ = ["Compose", "EncodeImages", "check_max_queries", "check_positions", "compose_batches", "encode_image_files",
+           "ranked_positions", "recall_dict", "sample_in_order"]

@@ -17,10 +17,10 @@ import numpy as np
 
 from modeling.data.images import image_problem
 from modeling.data.text import normalise_text
-from modeling.evaluation.protocols.base import (Compose, EncodeImages, RunnerProtocol, check_max_queries,
-                                                check_positions, compose_batches, encode_image_files,
-                                                headline_recall, ranked_positions, recall_dict, sample_in_order)
-from modeling.evaluation.ranking import check_chunk, check_ks, check_pair, pad_ranks
+from modeling.evaluation.protocols.base import (Compose, EncodeImages, check_max_queries, check_positions,
+                                                compose_batches, encode_image_files, ranked_positions, recall_dict,
+                                                sample_in_order)
+from modeling.evaluation.metrics import check_chunk, check_ks, check_pair, pad_ranks
 
 logger = logging.getLogger(__name__)
 
@@ -354,22 +354,6 @@ def evaluate_fashion200k(
     }
 
 
-class Fashion200kProtocol(RunnerProtocol):
-    """[`evaluate_fashion200k`] as a `Protocol`: `Fashion200kProtocol(label_dir, image_root, **options)(encode_images,
-    compose)`.
-
-    `options` are `evaluate_fashion200k`'s keyword arguments (`test_queries`, `ks`, `max_queries`, `seed`, `split`,
-    `batch_size`, `check_images`). The primary metric is `"r@10"` (recall at the largest depth when 10 is not among
-    `ks`).
-    """
-
-    name = "fashion200k"
-    function = staticmethod(evaluate_fashion200k)
-
-    def default_primary_metric(self) -> str:
-        return headline_recall(self.options.get("ks", FASHION200K_KS))
-
-
-__all__ = ["FASHION200K_KS", "Fashion200kError", "Fashion200kProtocol", "evaluate_fashion200k",
-           "fashion200k_generate_queries", "fashion200k_modification", "fashion200k_recall", "load_fashion200k_labels",
+__all__ = ["FASHION200K_KS", "Fashion200kError", "evaluate_fashion200k", "fashion200k_generate_queries",
+           "fashion200k_modification", "fashion200k_recall", "load_fashion200k_labels",
            "load_fashion200k_labels_with_report", "tirg_different_word"]

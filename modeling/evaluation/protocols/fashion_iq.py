@@ -17,10 +17,9 @@ import numpy as np
 
 from modeling.data.fashion_iq import (FASHION_IQ_CATEGORIES, FashionIQError, check_categories,
                                       fashion_iq_gallery_with_report, join_captions, load_fashion_iq_with_report)
-from modeling.evaluation.protocols.base import (Compose, EncodeImages, RunnerProtocol, check_max_queries,
-                                                check_positions, compose_batches, encode_image_files,
-                                                ranked_positions, recall_dict)
-from modeling.evaluation.ranking import check_chunk, check_ks, check_pair, pad_ranks
+from modeling.evaluation.protocols.base import (Compose, EncodeImages, check_max_queries, check_positions,
+                                                compose_batches, encode_image_files, ranked_positions, recall_dict)
+from modeling.evaluation.metrics import check_chunk, check_ks, check_pair, pad_ranks
 
 logger = logging.getLogger(__name__)
 
@@ -180,19 +179,4 @@ def evaluate_fashion_iq(
     }
 
 
-class FashionIQProtocol(RunnerProtocol):
-    """[`evaluate_fashion_iq`] as a `Protocol`: `FashionIQProtocol(root, image_dir, **options)(encode_images, compose)`.
-
-    `options` are `evaluate_fashion_iq`'s keyword arguments (`categories`, `exclude_reference`, `ks`,
-    `max_queries`, `batch_size`, `check_images`). The primary metric is `"average.mean"`, the mean over categories
-    of the mean of R@k (R@10 and R@50 by default), the number the Fashion-IQ papers rank by.
-    """
-
-    name = "fashion_iq"
-    function = staticmethod(evaluate_fashion_iq)
-
-    def default_primary_metric(self) -> str:
-        return "average.mean"
-
-
-__all__ = ["FASHION_IQ_KS", "FashionIQProtocol", "evaluate_fashion_iq", "fashion_iq_recall"]
+__all__ = ["FASHION_IQ_KS", "evaluate_fashion_iq", "fashion_iq_recall"]

@@ -12,9 +12,8 @@ from typing import Any
 import numpy as np
 
 from modeling.data.text import normalise_text
-from modeling.evaluation.metrics import text_to_image_metrics
-from modeling.evaluation.protocols.base import Protocol, headline_recall
-from modeling.evaluation.ranking import check_chunk, check_ks, check_pair
+from modeling.evaluation.metrics import check_chunk, check_ks, check_pair
+from modeling.evaluation.tasks import text_to_image_metrics
 
 KAGL_KS = (1, 10)
 
@@ -71,26 +70,4 @@ def kagl_text_to_image(
     }
 
 
-class KaglProtocol(Protocol):
-    """[`kagl_text_to_image`] as a `Protocol`: `KaglProtocol(titles, **options)(text_embeds, image_embeds)`.
-
-    `options` are `kagl_text_to_image`'s keyword arguments (`ks`, `chunk`). The primary metric is
-    `"single_target.r@10"` (recall at the largest depth when 10 is not among `ks`), the leaderboards' protocol.
-    """
-
-    name = "kagl_text_to_image"
-    function = staticmethod(kagl_text_to_image)
-    positional = 3
-
-    def __init__(self, titles: Sequence[str], primary_metric: str | None = None, **options: Any) -> None:
-        self.titles = titles
-        super().__init__(primary_metric, **options)
-
-    def default_primary_metric(self) -> str:
-        return headline_recall(self.options.get("ks", KAGL_KS), prefix="single_target.")
-
-    def compute(self, text_embeds: np.ndarray, image_embeds: np.ndarray) -> dict[str, Any]:
-        return self.function(text_embeds, image_embeds, self.titles, **self.options)
-
-
-__all__ = ["KAGL_KS", "KaglProtocol", "kagl_text_to_image"]
+__all__ = ["KAGL_KS", "kagl_text_to_image"]

@@ -22,6 +22,8 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from modeling.utils.topk import topk_indices
+
 
 class Scope(NamedTuple):
     """The items a query may return: `mask` over index positions (None: every item) and the `filters` and
@@ -127,13 +129,8 @@ class VectorBackend(Protocol):
 
 def top_k_order(scores: np.ndarray, positions: np.ndarray, k: int) -> np.ndarray:
     """Indices of the `k` best `scores`, best first, ties broken by `positions` (catalog order): the first `k` of
-    `np.lexsort((positions, -scores))` without sorting everything."""
-    if scores.size > k:
-        kth = np.partition(scores, scores.size - k)[scores.size - k]
-        keep = np.flatnonzero(scores >= kth)
-    else:
-        keep = np.arange(scores.size)
-    return keep[np.lexsort((positions[keep], -scores[keep]))][:k]
+    `np.lexsort((positions, -scores))` without sorting everything (`modeling.utils.topk.topk_indices`)."""
+    return topk_indices(np.asarray(scores)[None], k, tie_key=np.asarray(positions)[None])[0]
 
 
 class AttributeTable:

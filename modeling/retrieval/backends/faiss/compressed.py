@@ -50,6 +50,7 @@ from typing import Callable
 import faiss
 import numpy as np
 
+from modeling.utils.topk import topk_indices
 
 COMPRESSED_THRESHOLD = 1_000_000
 COMPRESSED_KIND = "ivfpq"
@@ -291,12 +292,11 @@ def _one_thread_if(condition: bool):
 
 def _top_k(scores: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The `k` best of each row of `scores` (num_queries, num_candidates) and their `candidates` positions (`-1`
-    marks a missing candidate), padded with `-inf` / `-1` when there are fewer than `k`."""
+    marks a missing candidate), padded with `-inf` / `-1` when there are fewer than `k`; ties go to the lower
+    catalog position (`modeling.utils.topk.topk_indices`)."""
     scores = np.where(candidates >= 0, scores, -np.inf).astype(np.float32)
     top = min(k, scores.shape[1])
-    best = np.argpartition(-scores, top - 1, axis=1)[:, :top] if 0 < top < scores.shape[1] else \
-        np.broadcast_to(np.arange(top), (len(scores), top))
-    best = np.take_along_axis(best, np.argsort(-np.take_along_axis(scores, best, 1), axis=1, kind="stable"), 1)
+    best = topk_indices(scores, top, tie_key=candidates)
     out_scores = np.full((len(scores), k), -np.inf, dtype=np.float32)
     out_indices = np.full((len(scores), k), -1, dtype=np.int64)
     out_scores[:, :top] = np.take_along_axis(scores, best, 1)

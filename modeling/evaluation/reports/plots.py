@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from modeling.evaluation.tables import format_value, is_missing, is_number
+from modeling.evaluation.reports.tables import format_value, is_missing, is_number
 from modeling.utils.io import atomic_save
 
 _DPI = 120

@@ -1,6 +1,5 @@
 """
-Markdown for the files people look at: table cells (`format_value`), GitHub tables (`markdown_table`) and sections
-between marker comments (`replace_section`, `get_section`) that a script can refresh without touching the rest.
+Markdown for the files people look at: table cells (`format_value`) and GitHub tables (`markdown_table`).
 """
 
 from __future__ import annotations
@@ -95,42 +94,4 @@ def markdown_table(
     return "\n".join(lines)
 
 
-def _find_unique(markdown: str, marker: str) -> int:
-    count = markdown.count(marker)
-    if count == 0:
-        raise ValueError(f"marker {marker!r} not found")
-    if count > 1:
-        raise ValueError(f"marker {marker!r} occurs {count} times")
-    return markdown.index(marker)
-
-
-def _section_bounds(markdown: str, start_marker: str, end_marker: str) -> tuple[int, int]:
-    if not start_marker or not end_marker:
-        raise ValueError("markers must not be empty")
-    if start_marker == end_marker:
-        raise ValueError("start and end markers must differ")
-    start = _find_unique(markdown, start_marker) + len(start_marker)
-    end = _find_unique(markdown, end_marker)
-    if end < start:
-        raise ValueError(f"end marker {end_marker!r} comes before start marker {start_marker!r}")
-    return start, end
-
-
-def replace_section(markdown: str, start_marker: str, end_marker: str, new_text: str) -> str:
-    """
-    Replaces what lies between `start_marker` and `end_marker` (both kept, each on its own line around the new
-    text) with `new_text`. Raises `ValueError` when a marker is missing, occurs more than once, or the end marker
-    comes first.
-    """
-    start, end = _section_bounds(markdown, start_marker, end_marker)
-    body = new_text.strip("\n")
-    return markdown[:start] + "\n" + (body + "\n" if body else "") + markdown[end:]
-
-
-def get_section(markdown: str, start_marker: str, end_marker: str) -> str:
-    """The text between the two markers, without the line breaks next to them (inverse of `replace_section`)."""
-    start, end = _section_bounds(markdown, start_marker, end_marker)
-    return markdown[start:end].strip("\n")
-
-
-__all__ = ["MISSING", "format_value", "get_section", "is_missing", "is_number", "markdown_table", "replace_section"]
+__all__ = ["MISSING", "format_value", "is_missing", "is_number", "markdown_table"]

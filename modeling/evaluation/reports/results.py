@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from modeling.evaluation.analysis import CHANGED
-from modeling.evaluation.grids import query_grid
-from modeling.evaluation.plots import plot_attribute_consistency, plot_comparison
-from modeling.evaluation.tables import markdown_table
+from modeling.evaluation.reports.grids import query_grid
+from modeling.evaluation.reports.plots import plot_attribute_consistency, plot_comparison
+from modeling.evaluation.reports.tables import markdown_table
 from modeling.utils.io import atomic_write_text
 
 COLUMNS = [("model", "model"), ("t2i_r1", "title→img R@1"), ("t2i_r10", "title→img R@10"), ("t2i_mrr", "title MRR"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from modeling.evaluation.cards import render_model_card, write_model_card
+from modeling.evaluation.reports.cards import render_model_card, write_model_card
 
 DATASET = {"dataset_name": "Fashion Product Images (Small), Myntra subset", "dataset_type": "myntra-fashion-products"}
 CATALOG_DATASET = "paramaggarwal/fashion-product-images-small"

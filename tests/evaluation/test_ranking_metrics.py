@@ -1,21 +1,11 @@
-"""General ranking metrics (graded, binary, single-target) against brute-force pure-Python references."""
+"""General ranking metrics (graded and binary) against brute-force pure-Python references."""
 
 import math
 
 import numpy as np
 import pytest
 
-from modeling.evaluation.ranking import (
-    ndcg_at_k,
-    precision_at_k,
-    ranked_relevance,
-    reciprocal_rank,
-)
-from modeling.evaluation.ranking_metrics import (
-    ranking_metrics,
-    score_metrics,
-    single_target_metrics,
-)
+from modeling.evaluation.metrics import ranking_metrics
 
 KS = (1, 3, 5, 10)
 METRICS = ("recall", "hit", "precision", "map", "ndcg")
@@ -51,16 +41,6 @@ def ref_query(ranked_gains, relevant_gains, ks, depth=None):
     ranks = [i for i, g in enumerate(seen_ranks, start=1) if g > 0]
     out["mrr"] = 1 / ranks[0] if ranks else 0.0
     return out
-
-
-def ref_score_metrics(scores, gains, ks, excluded):
-    """Brute-force per-query metrics of score rows; `excluded[q]` is the set of positions removed for query q."""
-    per_query = []
-    for q, row in enumerate(scores.tolist()):
-        ranking = ref_ranking(row, excluded[q])
-        relevant = [gains[q][j] for j in range(len(row)) if j not in excluded[q] and gains[q][j] > 0]
-        per_query.append(ref_query([gains[q][j] for j in ranking], relevant, ks))
-    return per_query
 
 
 def ref_means(per_query, ks):
@@ -101,110 +81,25 @@ def graded_relevance(rng, q, n):
     return gains
 
 
-def exclusion(kind, rng, q, n):
-    """(argument for score_metrics, list of excluded position sets for the reference)."""
-    if kind is None:
-        return None, [set() for _ in range(q)]
-    if kind == "self":
-        return "self", [{i} for i in range(q)]
-    mask = rng.random((q, n)) < 0.25
-    return mask, [set(np.flatnonzero(row).tolist()) for row in mask]
-
-
-# -- score_metrics ----------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("exclude", [None, "self", "mask"])
-@pytest.mark.parametrize("graded", [True, False])
-def test_score_metrics_match_brute_force(seed, exclude, graded):
-    rng = np.random.default_rng(seed)
-    q = n = 17
-    scores = tied_scores(rng, q, n)
-    relevance = graded_relevance(rng, q, n)
-    if not graded:
-        relevance = relevance > 0
-    # Query 1's only relevant item is itself: with exclude="self" it has none left.
-    relevance[1] = 0
-    relevance[1, 1] = 1
-    argument, excluded = exclusion(exclude, rng, q, n)
-    ks = (1, 3, 5, 10, 30)  # 30 > gallery size: missing ranks are misses
-    metrics, values = score_metrics(scores, relevance, ks, exclude=argument, chunk=4, per_query=True)
-    assert_matches(metrics, values, ref_score_metrics(scores, relevance.astype(float).tolist(), ks, excluded), ks)
-
-
-def test_score_metrics_binary_agrees_with_existing_functions():
-    rng = np.random.default_rng(7)
-    scores = tied_scores(rng, 12, 12)
-    relevance = rng.random((12, 12)) < 0.3
-    relevance[0] = False
-    _, values = score_metrics(scores, relevance, (1, 5), exclude="self", per_query=True)
-    rel_topk = ranked_relevance(scores, relevance, 5, exclude_self=True)
-    n_relevant = relevance.sum(axis=1) - relevance.diagonal()
-    np.testing.assert_allclose(values["precision@5"], precision_at_k(rel_topk, 5))
-    np.testing.assert_allclose(values["ndcg@5"], ndcg_at_k(rel_topk, n_relevant, 5))
-    np.testing.assert_allclose(values["mrr"], reciprocal_rank(scores, relevance, exclude_self=True))
-
-
-def test_score_metrics_rectangular_and_short_gallery():
-    rng = np.random.default_rng(3)
-    scores = tied_scores(rng, 6, 4)  # 4 items, ks up to 10
-    relevance = graded_relevance(rng, 6, 4)
-    metrics, values = score_metrics(scores, relevance, KS, per_query=True)
-    assert_matches(metrics, values, ref_score_metrics(scores, relevance.tolist(), KS, [set()] * 6), KS)
-
-
-def test_score_metrics_infinite_scores_with_exclusion():
-    # Items with a -inf score tie with the excluded items' internal -inf: the excluded ones must still vanish.
-    rng = np.random.default_rng(4)
-    q, n = 8, 9
-    scores = tied_scores(rng, q, n)
-    scores[rng.random((q, n)) < 0.4] = -np.inf
-    scores[0, :] = -np.inf
-    relevance = graded_relevance(rng, q, n)
-    mask = rng.random((q, n)) < 0.3
-    mask[0, :4] = True
-    excluded = [set(np.flatnonzero(row).tolist()) for row in mask]
-    metrics, values = score_metrics(scores, relevance, (1, 3, 5), exclude=mask, chunk=3, per_query=True)
-    assert_matches(metrics, values, ref_score_metrics(scores, relevance.tolist(), (1, 3, 5), excluded), (1, 3, 5))
+def _ranked(scores, relevance):
+    """The relevance of each row's items in ranking order (higher score first, ties by lower position)."""
+    return np.array([[relevance[q][j] for j in ref_ranking(row)] for q, row in enumerate(scores.tolist())])
 
 
 def test_no_relevant_queries():
     scores = np.arange(12.0).reshape(3, 4)
     relevance = np.zeros((3, 4))
     relevance[2, 0] = 2.0  # ranked last of 4
-    metrics = score_metrics(scores, relevance, (1, 4))
+    metrics = ranking_metrics(_ranked(scores, relevance), np.array([0, 0, 1]), (1, 4), [[], [], [2.0]])
     assert metrics["num_queries"] == 3 and metrics["num_queries_without_relevant"] == 2
     # recall/mAP/nDCG over query 2 only; hit/precision/MRR over all three.
     assert metrics["recall@1"] == 0.0 and metrics["recall@4"] == 1.0
     assert metrics["map@4"] == pytest.approx(0.25) and metrics["ndcg@4"] == pytest.approx(1 / math.log2(5))
     assert metrics["hit@4"] == pytest.approx(1 / 3) and metrics["precision@4"] == pytest.approx(1 / 12)
     assert metrics["mrr"] == pytest.approx(0.25 / 3)
-    nothing = score_metrics(scores, np.zeros((3, 4), dtype=bool), (1,))
+    nothing = ranking_metrics(_ranked(scores, np.zeros((3, 4), dtype=bool)), np.zeros(3, dtype=int), (1,))
     assert math.isnan(nothing["recall@1"]) and math.isnan(nothing["ndcg@1"]) and nothing["hit@1"] == 0.0
     assert nothing["num_queries_without_relevant"] == 3
-
-
-@pytest.mark.parametrize("exclude", [None, "self", "mask"])
-def test_chunk_size_independence(exclude):
-    rng = np.random.default_rng(11)
-    q = n = 20
-    scores = tied_scores(rng, q, n)
-    relevance = graded_relevance(rng, q, n)
-    argument, _ = exclusion(exclude, rng, q, n)
-    targets = rng.integers(0, n, q)
-    if exclude is not None:
-        targets = np.array([np.flatnonzero(~row)[0] for row in _mask(argument, q, n)])
-    reference = score_metrics(scores, relevance, KS, exclude=argument, chunk=1024, per_query=True)
-    single = single_target_metrics(scores, targets, KS, exclude=argument, chunk=1024, per_query=True)
-    for chunk in (1, 3):
-        metrics, values = score_metrics(scores, relevance, KS, exclude=argument, chunk=chunk, per_query=True)
-        assert _same(metrics, reference[0]) and all(np.array_equal(values[k], reference[1][k], equal_nan=True)
-                                                    for k in values)
-        metrics, values = single_target_metrics(scores, targets, KS, exclude=argument, chunk=chunk, per_query=True)
-        assert metrics == single[0] and all(np.array_equal(values[k], single[1][k]) for k in values)
-
-
-def _mask(argument, q, n):
-    return np.eye(q, n, dtype=bool) if isinstance(argument, str) else argument
 
 
 def _same(a, b):
@@ -235,39 +130,6 @@ def test_ranking_metrics_match_brute_force(graded):
         assert _same(ranking_metrics(gains_topk, num_relevant, KS, shuffled), metrics)
 
 
-def test_ranking_metrics_single_target_equals_single_target_metrics():
-    rng = np.random.default_rng(9)
-    q = n = 16
-    scores = tied_scores(rng, q, n)
-    targets = (np.arange(q) + rng.integers(1, n, q)) % n  # never the query itself
-    one_hot = np.zeros((q, n), dtype=bool)
-    one_hot[np.arange(q), targets] = True
-    general = score_metrics(scores, one_hot, KS, exclude="self")
-    single = single_target_metrics(scores, targets, KS, exclude="self")
-    for k in KS:
-        assert general[f"recall@{k}"] == general[f"hit@{k}"] == pytest.approx(single[f"r@{k}"])
-    assert general["mrr"] == pytest.approx(single["mrr"])
-
-
-# -- single_target_metrics ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("exclude", [None, "self", "mask"])
-def test_single_target_metrics_match_brute_force(exclude):
-    rng = np.random.default_rng(2)
-    q = n = 18
-    scores = tied_scores(rng, q, n)
-    argument, excluded = exclusion(exclude, rng, q, n)
-    targets = np.array([rng.choice([j for j in range(n) if j not in excluded[i]]) for i in range(q)])
-    ks = (1, 2, 5, 10, 40)
-    metrics, values = single_target_metrics(scores, targets, ks, exclude=argument, chunk=5, per_query=True)
-    ranks = [ref_ranking(row, excluded[i]).index(targets[i]) + 1 for i, row in enumerate(scores.tolist())]
-    assert values["rank"].tolist() == ranks
-    assert list(metrics) == [f"r@{k}" for k in ks] + ["mrr"]
-    for k in ks:
-        assert metrics[f"r@{k}"] == pytest.approx(sum(r <= k for r in ranks) / q)
-    # MRR over the full ranking, not truncated at max(ks).
-    assert metrics["mrr"] == pytest.approx(sum(1 / r for r in ranks) / q)
-
-
 # -- hand-computed ---------------------------------------------------------------------------------------------------
 def test_hand_computed_graded_query():
     # One query; ranked gains [2, 0, 3, 0]; its relevant items have gains {3, 2, 1} (the gain-1 item is not in the
@@ -289,13 +151,6 @@ def test_hand_computed_graded_query():
     }
     assert metrics == pytest.approx(expected, abs=1e-6)
     assert 3.5 / (3 + 2 / math.log2(3) + 0.5) == pytest.approx(0.735007, abs=1e-6)
-    # The same through score_metrics: scores rank item 3 (gain 2) first, item 0 (gain 3) third, item 4 (gain 1) last.
-    scores = np.array([[0.5, 0.9, 0.9, 0.9, 0.1]])  # ties: items 1..3 by position
-    relevance = np.array([[3.0, 0.0, 0.0, 2.0, 1.0]])
-    assert score_metrics(scores, relevance, (1, 2, 4))["mrr"] == pytest.approx(1 / 3)  # items 1, 2 come before 3
-    scores = np.array([[0.5, 0.9, 0.2, 0.95, 0.1]])  # ranking 3, 1, 0, 2, 4 -> gains 2, 0, 3, 0, 1
-    got = score_metrics(scores, relevance, (1, 2, 4))
-    assert got == pytest.approx(expected, abs=1e-6)
 
 
 def test_hand_computed_binary_query():
@@ -339,32 +194,3 @@ def test_ranking_metrics_invalid_inputs():
         ranking_metrics(ok, np.array([2]), ())
     with pytest.raises(ValueError):
         ranking_metrics(ok, np.array([2]), (0,))
-
-
-def test_score_and_single_target_invalid_inputs():
-    scores = np.zeros((3, 4))
-    relevance = np.zeros((3, 4), dtype=bool)
-    with pytest.raises(ValueError):
-        score_metrics(scores, relevance[:, :3], (1,))
-    with pytest.raises(ValueError):
-        score_metrics(scores, relevance, (1,), exclude="self")  # not square
-    with pytest.raises(ValueError):
-        score_metrics(scores, relevance, (1,), exclude="others")
-    with pytest.raises(ValueError):
-        score_metrics(scores, relevance, (1,), exclude=np.zeros((3, 4), dtype=int))  # not a boolean mask
-    with pytest.raises(ValueError):
-        score_metrics(scores, -np.ones((3, 4)), (1,))
-    with pytest.raises(ValueError):
-        score_metrics(np.full((3, 4), np.nan), relevance, (1,))
-    with pytest.raises(ValueError):
-        score_metrics(scores, relevance, (1,), chunk=0)
-    with pytest.raises(ValueError):
-        score_metrics(np.zeros((0, 4)), np.zeros((0, 4)), (1,))
-    with pytest.raises(ValueError):
-        single_target_metrics(scores, np.array([0, 1, 4]), (1,))  # out of range
-    with pytest.raises(ValueError):
-        single_target_metrics(scores, np.array([0, 1]), (1,))  # wrong length
-    with pytest.raises(ValueError):
-        single_target_metrics(scores, np.array([0.0, 1.0, 2.0]), (1,))  # not integer
-    with pytest.raises(ValueError, match="excluded"):
-        single_target_metrics(np.zeros((3, 3)), np.array([1, 1, 0]), (1,), exclude="self")  # query 1's target is 1

@@ -4,7 +4,7 @@ import pytest
 from huggingface_hub.repocard import metadata_load
 from PIL import Image
 
-from modeling.evaluation.cards import (
+from modeling.evaluation.reports.cards import (
     RESULTS_END,
     RESULTS_START,
     check_model_card,
@@ -12,9 +12,9 @@ from modeling.evaluation.cards import (
     results_block,
     write_model_card,
 )
-from modeling.evaluation.grids import query_grid
-from modeling.evaluation.plots import plot_attribute_consistency, plot_comparison
-from modeling.evaluation.tables import get_section, markdown_table, replace_section
+from modeling.evaluation.reports.grids import query_grid
+from modeling.evaluation.reports.plots import plot_attribute_consistency, plot_comparison
+from modeling.evaluation.reports.tables import markdown_table
 from modeling.utils.io import atomic_write_text
 
 ROWS = [
@@ -260,29 +260,9 @@ def test_check_model_card_errors(tmp_path):
         check_model_card(tmp_path / "absent.md")
 
 
-def test_replace_section_round_trip_and_errors():
-    card = _card()
-    new_results = results_block("| a |\n|---|\n| 1 |", "python evaluate.py \\\n    --split test")
-    updated = replace_section(card, RESULTS_START, RESULTS_END, new_results)
-    assert get_section(updated, RESULTS_START, RESULTS_END) == new_results
-    assert "```bash\npython evaluate.py \\\n    --split test\n```" in updated  # multi-line command as a block
-    assert updated.split(RESULTS_START)[0] == card.split(RESULTS_START)[0]
-    assert updated.split(RESULTS_END)[1] == card.split(RESULTS_END)[1]
-    restored = replace_section(updated, RESULTS_START, RESULTS_END, get_section(card, RESULTS_START, RESULTS_END))
-    assert restored == card
-    check_model_card(updated)
-
-    assert replace_section("a\n<!-- s -->\nold\n<!-- e -->\nb", "<!-- s -->", "<!-- e -->", "new") == (
-        "a\n<!-- s -->\nnew\n<!-- e -->\nb")
-    assert replace_section("<!-- s --><!-- e -->", "<!-- s -->", "<!-- e -->", "") == "<!-- s -->\n<!-- e -->"
-    with pytest.raises(ValueError, match="not found"):
-        replace_section("no markers", RESULTS_START, RESULTS_END, "x")
-    with pytest.raises(ValueError, match="not found"):
-        replace_section(RESULTS_START + "\nx\n", RESULTS_START, RESULTS_END, "x")
-    with pytest.raises(ValueError, match="before"):
-        replace_section(f"{RESULTS_END}\nx\n{RESULTS_START}", RESULTS_START, RESULTS_END, "y")
-    with pytest.raises(ValueError, match="2 times"):
-        replace_section(f"{RESULTS_START}{RESULTS_START}{RESULTS_END}", RESULTS_START, RESULTS_END, "y")
+def test_results_block_quotes_a_multi_line_command_as_a_block():
+    block = results_block("| a |\n|---|\n| 1 |", "python evaluate.py \\\n    --split test")
+    assert "```bash\npython evaluate.py \\\n    --split test\n```" in block  # multi-line command as a block
 
 
 # -- atomic writes -------------------------------------------------------------------------------------------------

@@ -4,16 +4,16 @@ import numpy as np
 import pytest
 
 from modeling.evaluation.metrics import (
-    group_by_text,
-    image_to_image_metrics,
-    text_to_image_metrics,
-)
-from modeling.evaluation.ranking import (
     hit_at_k,
     ndcg_at_k,
     precision_at_k,
     ranked_relevance,
     reciprocal_rank,
+)
+from modeling.evaluation.tasks import (
+    group_by_text,
+    image_to_image_metrics,
+    text_to_image_metrics,
 )
 
 

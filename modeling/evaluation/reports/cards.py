@@ -1,9 +1,9 @@
 """
 Hugging Face model cards: YAML metadata with a model-index built from plain metric dicts (`eval_results`), the
-rendered card (`render_model_card`), its results block (`results_block`, between `RESULTS_START` and `RESULTS_END`
-so `replace_section` refreshes it alone), an offline validation (`check_model_card`) and an atomic write that never
+rendered card (`render_model_card`), its results block (`results_block`, between the `RESULTS_START` and
+`RESULTS_END` marker comments), an offline validation (`check_model_card`) and an atomic write that never
 replaces a valid card with an invalid one (`write_model_card`). The texts of this project's cards are in
-`modeling.evaluation.model_card`.
+`modeling.evaluation.reports.model_card`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from modeling.evaluation.tables import is_number
+from modeling.evaluation.reports.tables import is_number
 from modeling.utils.io import atomic_write_text
 
 RESULTS_START = "<!-- results:start -->"
@@ -117,11 +117,10 @@ def render_model_card(
     load, training data, evaluation protocol, results, `extra_sections` (title -> markdown, in order) and
     limitations.
 
-    The results section holds `results_markdown` and "Produced by: `command`" between `RESULTS_START` and
-    `RESULTS_END`, so `replace_section(card, RESULTS_START, RESULTS_END, results_block(md, command))` refreshes
-    it alone. The training-data section gets a sentence saying the data's own licence is unverified unless
-    `training_data` already speaks of the licence. The card is checked with [`check_model_card`] before it is
-    returned.
+    The results section holds `results_markdown` and "Produced by: `command`" (`results_block(md, command)`)
+    between the `RESULTS_START` and `RESULTS_END` marker comments. The training-data section gets a sentence
+    saying the data's own licence is unverified unless `training_data` already speaks of the licence. The card is
+    checked with [`check_model_card`] before it is returned.
 
     Returns:
         The card as text, ending with a newline.

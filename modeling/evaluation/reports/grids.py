@@ -12,7 +12,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from modeling.evaluation.tables import is_number
+from modeling.evaluation.reports.tables import is_number
 from modeling.utils.io import atomic_save
 
 _GREEN = (22, 163, 74)
