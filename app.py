@@ -41,7 +41,9 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
+from PIL import ImageDraw
 
+from modeling.data.images import load_image
 from modeling.serving.endpoints import ENDPOINTS, gradio_function
 from modeling.serving.registry import EngineRegistry, ModelSpec, qdrant_config, with_index_repo
 from modeling.serving.service import (ANY, COMPOSITION_METHODS, FILTERS, MAX_K, REFUSED, SearchResult, SearchService,
@@ -56,6 +58,7 @@ OPTIONAL_MODELS = ("runs/clip-lora", "runs/vae")  # offered when trained
 DEFAULT_CATALOG = str(HERE.parent / "shared" / "data")
 MAX_UPLOAD = "20mb"
 MAX_DUPLICATES_SHOWN = 48  # photos in the near-duplicates panel
+BOX_VIEW_SIDE = 480  # the photo on which the shopper clicks the box's corners, at most this many pixels a side
 # Searches the queue runs at once (UI events and queued API calls); the structured-data endpoints skip the queue
 # and are batched by the search service instead.
 QUEUE_CONCURRENCY = 8
@@ -125,6 +128,41 @@ def summary_line(data: dict | None) -> str:
     vsc = "n/a" if s["vsc@k"] is None else f"{s['vsc@k']:.3f}"
     return (f"**{n} results** · mean cosine {s['mean_cosine']:.3f} · VSC@{n} {vsc} · {data.get('model')} · "
             f"{data.get('took_ms', 0):.0f} ms")
+
+
+def box_view(image, box=None, corner=None):
+    """The uploaded photo (at most `BOX_VIEW_SIDE` pixels a side) with the shopper's box drawn on it, or the first
+    corner clicked; None without a photo (or one that cannot be read: the search says why)."""
+    if image is None:
+        return None
+    try:
+        photo = load_image(image)
+    except ValueError:
+        return None
+    scale = min(1.0, BOX_VIEW_SIDE / max(photo.size))
+    view = photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale)))) if scale < 1 \
+        else photo.copy()
+    draw = ImageDraw.Draw(view)
+    if box:
+        draw.rectangle([v * scale for v in box], outline=(230, 0, 90), width=3)
+    elif corner:
+        x, y = corner[0] * scale, corner[1] * scale
+        draw.ellipse([x - 5, y - 5, x + 5, y + 5], outline=(230, 0, 90), width=3)
+    return view
+
+
+def click_box(image, corner, evt: gr.SelectData):
+    """A click on the box view: the first corner, then the opposite one. Returns (the box as "left,top,right,bottom"
+    in the photo's pixels, the view with it drawn, the corner waiting for its opposite)."""
+    if image is None:
+        raise refused("Upload a photo first, then click two opposite corners of the product on it.")
+    photo = load_image(image)
+    scale = min(1.0, BOX_VIEW_SIDE / max(photo.size))
+    x, y = (min(max(v / scale, 0), side) for v, side in zip(evt.index[:2], photo.size))
+    if corner is None:
+        return "", box_view(image, corner=(x, y)), (x, y)
+    box = (min(corner[0], x), min(corner[1], y), max(corner[0], x), max(corner[1], y))
+    return ",".join(str(round(v)) for v in box), box_view(image, box), None
 
 
 def _respond(answer):
@@ -222,6 +260,15 @@ class Handlers:
         item_id = self._reference_item(model, image, item_id)
         return _respond(self.service.image(None if item_id else image, k, model, gender, category, colour,
                                            hybrid=bool(hybrid), rerank_weight=rerank_weight, item_id=item_id))
+
+    # The photo tab's search: the answer and the photo that was searched (the product cut out, or the drawn box)
+    @user_errors
+    def search_photo(self, image, k=10, model: str | None = None, gender=ANY, category=ANY, colour=ANY,
+                     hybrid: bool = False, rerank_weight: float = 0.3, item_id: str | None = None, box: str = ""):
+        item_id = self._reference_item(model, image, item_id)
+        answer = self.service.image(None if item_id else image, k, model, gender, category, colour,
+                                    hybrid=bool(hybrid), rerank_weight=rerank_weight, item_id=item_id, box=box or None)
+        return (*_respond(answer), answer.searched)
 
     # Composed: reference photo (or catalog item) + modification text
     @user_errors
@@ -525,6 +572,17 @@ def _image_tab(ui, h: Handlers, info: dict, photos: dict[str, str]) -> None:
                 ui.rerank_weight = gr.Slider(0, 1, value=0.3, step=0.05, label="Re-ranking weight")
                 ui.image_button = gr.Button("Find similar", variant="primary", elem_id="image-search")
                 ui.random_button = gr.Button("Random product from the catalog")
+        with gr.Accordion("The product in your photo: the box and what was searched", open=True):
+            with gr.Row():
+                ui.box_view = gr.Image(label="Click two opposite corners of the product to draw a box (optional)",
+                                       type="pil", interactive=False, height=240, elem_id="box-view")
+                ui.searched = gr.Image(label="Searched with this crop", type="pil", interactive=False, height=240,
+                                       elem_id="searched-crop")
+            with gr.Row():
+                ui.box = gr.Textbox(label="Box (left, top, right, bottom in the photo's pixels; empty: the product "
+                                    "is found for you)", max_lines=1, elem_id="photo-box", scale=4)
+                ui.clear_box = gr.Button("Clear the box", scale=1, elem_id="clear-box")
+        ui.corner = gr.State(None)
         image_examples = [[p] for t, p in photos.items() if t in IMAGE_EXAMPLE_TYPES]
         if image_examples:
             gr.Examples(image_examples, inputs=[ui.image], outputs=ui.outputs, label="Examples from the catalog",
@@ -580,8 +638,8 @@ def _wire_searches(ui, h: Handlers) -> None:
     filters, outputs = ui.filters, ui.outputs
     gr.on([ui.text_button.click, ui.query.submit], h.search_text, [ui.query, ui.k, ui.model, *ui.dropdowns], outputs,
           api_name="search_text")
-    ui.image_button.click(h.search_image, [ui.image, *filters, ui.hybrid, ui.rerank_weight, ui.image_item], outputs,
-                          api_name="search_image")
+    ui.image_button.click(h.search_photo, [ui.image, *filters, ui.hybrid, ui.rerank_weight, ui.image_item, ui.box],
+                          [*outputs, ui.searched], api_name="search_image")
     gr.on([ui.composed_button.click, ui.change.submit], h.search_composed,
           [ui.ref_image, ui.change, *filters, ui.method, ui.text_weight, ui.ref_item], outputs,
           api_name="search_composed")
@@ -610,6 +668,12 @@ def _wire_display(ui, h: Handlers) -> None:
     # A new upload replaces a clicked result as the query.
     ui.image.upload(lambda: None, None, ui.image_item, api_visibility="private", queue=False)
     ui.image.clear(lambda: None, None, ui.image_item, api_visibility="private", queue=False)
+    # The box view follows the photo; a new photo forgets the box and the last crop.
+    ui.image.change(lambda image: ("", box_view(image), None, None), ui.image,
+                    [ui.box, ui.box_view, ui.corner, ui.searched], api_visibility="private")
+    ui.box_view.select(click_box, [ui.image, ui.corner], [ui.box, ui.box_view, ui.corner], api_visibility="private")
+    ui.clear_box.click(lambda image: ("", box_view(image), None), ui.image, [ui.box, ui.box_view, ui.corner],
+                       api_visibility="private")
     ui.ref_image.upload(lambda: None, None, ui.ref_item, api_visibility="private", queue=False)
     ui.ref_image.clear(lambda: None, None, ui.ref_item, api_visibility="private", queue=False)
     for tab, name in ((ui.text_tab, "text"), (ui.image_tab, "image"), (ui.composed_tab, "composed")):

@@ -187,3 +187,56 @@ def test_chips_show_what_was_understood_and_one_click_filters(page):
         time.sleep(0.2)
     assert captions and all("Women" in c for c in captions), captions
     _shot(page, "chip-filter")
+
+
+def _phone_photo(path: Path, product_path: str) -> tuple[int, int, int, int]:
+    """A catalog photo enlarged onto a checked brown-grey 'floor' (not a studio shot); returns the product's box."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    floor = np.kron(rng.integers(60, 150, size=(13, 10, 3)), np.ones((32, 32, 1))).astype(np.uint8)[:400, :300]
+    photo = Image.fromarray(floor)
+    with Image.open(product_path) as product:
+        product = product.convert("RGB").resize((180, 240))
+    photo.paste(product, (70, 90))
+    photo.save(path, quality=90)
+    return 70, 90, 250, 330
+
+
+def test_photo_search_shows_the_searched_crop_and_takes_a_drawn_box(page, small_engine, tmp_path):
+    items = small_engine.index.items
+    shoe = items[items["articleType"].isin(["Casual Shoes", "Sports Shoes", "Tshirts"])].iloc[0]
+    box = _phone_photo(tmp_path / "phone.jpg", shoe["image_path"])
+    page.get_by_role("tab", name="Image").click()
+    page.locator("#query-image input[type=file]").set_input_files(str(tmp_path / "phone.jpg"))
+    _wait_for_src_change(page, "query-image", None)
+    _wait_for_src_change(page, "box-view", None)
+
+    # Without a box the product is found for you: the searched crop appears beside the results.
+    page.locator("#image-search").click()
+    captions = _wait_for_new_results(page, _results(page))
+    first_crop = _wait_for_src_change(page, "searched-crop", None)
+    assert len(captions) == 10
+
+    # Two clicks on the photo draw a box (in the photo's pixels); searching again uses it.
+    view = page.locator("#box-view img").first
+    shown = view.bounding_box()
+    scale = shown["width"] / 300  # the photo is 300 pixels wide
+    view.click(position={"x": (box[0] - 10) * scale, "y": (box[1] - 10) * scale})
+    view.click(position={"x": (box[2] + 10) * scale, "y": (box[3] + 10) * scale})
+    field = page.locator("#photo-box input, #photo-box textarea").first
+    deadline = time.monotonic() + 30
+    while not field.input_value() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    drawn = [int(v) for v in field.input_value().split(",")]
+    assert len(drawn) == 4 and all(abs(d - b) <= 25 for d, b in zip(drawn, (box[0] - 10, box[1] - 10,
+                                                                               box[2] + 10, box[3] + 10))), drawn
+    page.locator("#image-search").click()
+    assert _wait_for_src_change(page, "searched-crop", first_crop) != first_crop
+    _shot(page, "photo-box")
+
+    # A box outside the photo is refused with a message, and the page keeps working.
+    field.fill("500,500,600,600")
+    page.locator("#image-search").click()
+    page.get_by_text("does not cover the photo").first.wait_for(timeout=30_000)

@@ -137,5 +137,35 @@ def isolate_product(image: Image.Image, box=None, *, force: bool = False,
     return Isolation(on_white(rgb, keep), (left, top, right, bottom), True, "product cut out and put on white")
 
 
+def parse_box(value) -> tuple[float, float, float, float] | None:
+    """A user's box around the product: None / "" (no box), "left, top, right, bottom" or 4 numbers, in the
+    photo's pixels. ValueError with a message for the user otherwise."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    parts = value.replace(";", ",").split(",") if isinstance(value, str) else list(value)
+    try:
+        numbers = tuple(float(v) for v in parts)
+    except (TypeError, ValueError):
+        numbers = ()
+    if len(numbers) != 4 or not all(np.isfinite(numbers)):
+        raise ValueError("The box must be four numbers: left, top, right, bottom (pixels of the photo).")
+    return numbers
+
+
+def query_photo(image, box=None, isolate: bool = True) -> Isolation:
+    """What a photo search encodes: the user's `box` (GrabCut inside it), else with `isolate` the product cut out of
+    a photo with a background (studio shots pass unchanged), else the photo as uploaded. An `Isolation` passes
+    through (already prepared)."""
+    if isinstance(image, Isolation):
+        return image
+    from modeling.data.images import load_image
+
+    image = load_image(image)
+    box = parse_box(box)
+    if box is None and not isolate:
+        return Isolation(image, (0, 0, image.width, image.height), False, "searched as uploaded")
+    return isolate_product(image, box=box)
+
+
 __all__ = ["Isolation", "centred_box", "clamp_box", "is_studio_shot", "isolate_product", "near_white",
-           "studio_background_mask"]
+           "parse_box", "query_photo", "studio_background_mask"]

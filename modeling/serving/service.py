@@ -34,6 +34,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from modeling.data.images import ImageError
+from modeling.data.photos import parse_box
 from modeling.models.composition import COMPOSITION_METHODS
 from modeling.serving.batching import DEFAULT_MAX_BATCH, TextQueryBatcher
 from modeling.retrieval.understanding.parser import INTENT_ATTRIBUTES, NOT
@@ -146,6 +147,7 @@ class Answer:
 
     results: list[SearchResult]
     data: dict
+    searched: "Image.Image | None" = None  # the photo a photo search encoded (the product cut out, or the box)
 
 
 @dataclass(frozen=True)
@@ -304,9 +306,10 @@ class SearchService:
             full.without(*ignore) if ignore else full
 
     def image(self, image=None, k=10, model=None, gender=ANY, category=ANY, colour=ANY, hybrid: bool = False,
-              rerank_weight=0.3, item_id=None) -> Answer:
-        """Image search: an uploaded photo (a file path), or "more like this" catalog item (`item_id`). With
-        `hybrid`, the top candidates are re-ranked by the re-ranking model with `rerank_weight`."""
+              rerank_weight=0.3, item_id=None, box=None) -> Answer:
+        """Image search: an uploaded photo (a file path; its product inside `box`, "left,top,right,bottom", when
+        given), or "more like this" catalog item (`item_id`). With `hybrid`, the top candidates are re-ranked by the
+        re-ranking model with `rerank_weight`. The answer carries the photo that was searched."""
         start = time.perf_counter()
         k = parse_k(k)
         name, engine = self._engine(model)
@@ -319,9 +322,19 @@ class SearchService:
         elif image is None:
             raise QueryError("Upload a photo of a product first (or pick a random product).")
         else:
-            results = self._run(engine.search_image, image, k=k, filters=filters, rerank_weight=weight)
-            query = {"image": "upload"}
+            photo = self._photo(engine, image, box)
+            results = self._run(engine.search_image, photo, k=k, filters=filters, rerank_weight=weight)
+            return self._answer(results, name, "image", start, {"image": "upload", **searched(photo)}, photo=photo)
         return self._answer(results, name, "image", start, query)
+
+    def _photo(self, engine, image, box):
+        """The uploaded photo as the engine will search it (`prepare_photo`); a bad box is refused."""
+        try:
+            return self._run(engine.prepare_photo, image, parse_box(box))
+        except ValueError as error:
+            if isinstance(error, REFUSED):
+                raise
+            raise QueryError(str(error)) from None
 
     def similar(self, item_id, k=10, model=None, gender=ANY, category=ANY, colour=ANY, rerank_weight=0.0) -> Answer:
         """More like a catalog item; `rerank_weight` > 0 turns hybrid re-ranking on (the API's one knob)."""
@@ -330,7 +343,7 @@ class SearchService:
                           item_id=parse_item_id(item_id))
 
     def composed(self, image=None, text="", k=10, model=None, gender=ANY, category=ANY, colour=ANY,
-                 method: str | None = None, text_weight=None, item_id=None) -> Answer:
+                 method: str | None = None, text_weight=None, item_id=None, box=None) -> Answer:
         """Reference (uploaded photo or catalog item) + modification text. `method` "combiner" (the model's
         learned combiner; the weighted sum for a model without one) or "sum" with `text_weight`; None = the
         combiner when the model has one."""
@@ -349,11 +362,13 @@ class SearchService:
             method = "sum"  # this model composes by weighted sum only
         method = method or "combiner"
         weight = parse_weight(text_weight, "text influence") if method == "sum" and text_weight is not None else None
-        results = self._run(engine.search_composed, None if item_id else image, text, k=k, filters=filters,
+        photo = None if item_id else self._photo(engine, image, box)
+        results = self._run(engine.search_composed, photo, text, k=k, filters=filters,
                             item_id=item_id, method=method, text_weight=weight)
-        query = {"item_id": item_id} if item_id else {"image": "upload"}
+        query = {"item_id": item_id} if item_id else {"image": "upload", **searched(photo)}
         understood, _ = self._understood(engine, text, [])  # what the change asks for
-        return self._answer(results, name, "composed", start, {**query, "text": text, "method": method}, understood)
+        return self._answer(results, name, "composed", start, {**query, "text": text, "method": method}, understood,
+                            photo=photo)
 
     def _mark_search_thread(self) -> None:
         self._local.search_thread = True
@@ -445,8 +460,9 @@ class SearchService:
             out["understood"] = understood
         return out
 
-    def _answer(self, results, model, mode, start, query, understood=None) -> Answer:
-        return Answer(results, self.structured(results, model, mode, time.perf_counter() - start, query, understood))
+    def _answer(self, results, model, mode, start, query, understood=None, photo=None) -> Answer:
+        return Answer(results, self.structured(results, model, mode, time.perf_counter() - start, query, understood),
+                      photo.image if photo is not None else None)
 
     def _batcher(self, name: str, engine) -> TextQueryBatcher:
         with self._lock:
@@ -465,6 +481,12 @@ class SearchService:
 
 REFUSED = (QueryError, ImageError)
 
+
+def searched(photo) -> dict:
+    """What the answer says of the searched photo: the box it started from (pixels of the upload) and whether the
+    product was cut out of its background."""
+    return {"searched": {"box": [int(v) for v in photo.box], "isolated": bool(photo.applied), "how": photo.reason}}
+
 __all__ = ["ANY", "COMPOSITION_METHODS", "FILTERS", "IMAGE_ROUTE", "MAX_ID_CHARS", "MAX_K", "REFUSED", "Answer",
            "QueryError", "SearchResult", "SearchService",
-           "catalog_relative", "parse_item_id", "parse_k", "parse_weight", "shorten", "user_message"]
+           "catalog_relative", "parse_item_id", "parse_k", "parse_weight", "searched", "shorten", "user_message"]

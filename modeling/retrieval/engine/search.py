@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from modeling.data.images import load_image
+from modeling.data.photos import Isolation, query_photo
 from modeling.encoders.sentence import SentenceEncoder
 from modeling.retrieval.backends.faiss.index import CatalogIndex
 from modeling.retrieval.backends.faiss.ranking import FaissBackend
@@ -137,12 +137,13 @@ class FashionSearchEngine:
     def search_image(self, image, k: int = 10, filters: Mapping | None = None,
                      exclude_ids: Iterable[str] | None = None, rerank_weight: float = 0.0,
                      rerank_depth: int = DEFAULT_RERANK_DEPTH, expansion: int | None = None,
-                     consistency: Mapping[str, float] | None = None, collapse: bool | None = None
-                     ) -> list[SearchResult]:
-        """Image (path, bytes, PIL or array) -> visually similar products: visual cosine to the photo expanded with
-        its `expansion` nearest allowed items, plus its colour and type agreement (`consistency` weights, default
-        the settings'; {} = off); with `rerank_weight > 0` the top `rerank_depth` re-scored (hybrid search)."""
-        image = load_image(image)
+                     consistency: Mapping[str, float] | None = None, collapse: bool | None = None,
+                     box=None) -> list[SearchResult]:
+        """Image (path, bytes, PIL, array or a `prepare_photo` result) -> visually similar products: visual cosine to
+        the photo (its product: `prepare_photo`, inside `box` when given) expanded with its `expansion` nearest
+        allowed items, plus its colour and type agreement (`consistency` weights, default the settings'; {} = off);
+        with `rerank_weight > 0` the top `rerank_depth` re-scored (hybrid search)."""
+        image = self.prepare_photo(image, box).image
         scope = self.catalog.scope(filters, exclude_ids)
         photo = self.encode_images([image])[0]
         near_scores, near, _ = self.backend.nearest(photo, NEIGHBOURS, scope)
@@ -154,6 +155,10 @@ class FashionSearchEngine:
         if rerank_weight > 0:
             results = self._rerank(results, lambda reranker: reranker.encode_images([image])[0], rerank_weight, k)
         return results[:k]  # an uploaded image has no description: VSC stays None
+
+    def prepare_photo(self, image, box=None) -> Isolation:
+        """What a photo search encodes (`query_photo`: the user's box, the product cut out, or the photo as is)."""
+        return query_photo(image, box, self.settings.isolate_photos)
 
     def search_item(self, item_id: str, k: int = 10, filters: Mapping | None = None, rerank_weight: float = 0.0,
                     rerank_depth: int = DEFAULT_RERANK_DEPTH, expansion: int | None = None,
@@ -182,14 +187,16 @@ class FashionSearchEngine:
                         text_weight: float | None = None, *, item_id: str | None = None, method: str | None = None,
                         item_text_weight: float | None = None, use_reference_attributes: bool = True,
                         exclude_ids: Iterable[str] | None = None, intent: bool | None = None,
-                        collapse: bool | None = None) -> list[SearchResult]:
-        """Reference (an uploaded `image` or a catalog `item_id`) + modification `text` -> target products.
+                        collapse: bool | None = None, box=None) -> list[SearchResult]:
+        """Reference (an uploaded `image`, its product as `prepare_photo` finds it or inside `box`; or a catalog
+        `item_id`) + modification `text` -> target products.
         `text_weight`: the weighted-sum composition's text share (default the model's; the combiner ignores it);
         `method`: "sum" or "combiner"; `item_text_weight`: as `search_text`'s `text_weight`;
         `use_reference_attributes`: name the reference's type and gender in the text; `intent`: boost what the
         words ask and, where they do not change them, the reference's values. The reference never comes back."""
         text = validate_text(text)
         self.encoder.require_text()
+        image = self.prepare_photo(image, box).image if image is not None and item_id is None else image
         position, image_embeds, reference = reference_of(self, image, item_id)
         excluded = [str(i) for i in (exclude_ids or ())] + ([str(item_id)] if item_id is not None else [])
         asked = self.queries.intent(text, None if intent is None else bool(intent), learned=False)  # the type is known

@@ -40,6 +40,8 @@ class EngineSettings:
         collapse_duplicates: near-duplicate items collapse into one result.
         item_consistency: "more like this" of a catalog item: boost of the items sharing its value per attribute.
         image_consistency: "more like this" of a photo: weights of its colour and type agreement.
+        isolate_photos: an uploaded photo with a background is searched by its product, cut out and put on white
+            (`modeling.data.photos.query_photo`); studio shots and a user's box are handled either way.
     """
 
     text_weight: float = DEFAULT_TEXT_WEIGHT
@@ -48,6 +50,7 @@ class EngineSettings:
     collapse_duplicates: bool = True
     item_consistency: Mapping[str, float] = field(default_factory=lambda: _frozen(ITEM_CONSISTENCY_WEIGHTS))
     image_consistency: Mapping[str, float] = field(default_factory=lambda: _frozen(IMAGE_CONSISTENCY_WEIGHTS))
+    isolate_photos: bool = True
 
     def __post_init__(self):
         if not float(self.lexical_weight) >= 0.0:
