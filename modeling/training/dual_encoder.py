@@ -111,7 +111,7 @@ class DualEncoderTask(Task):
         g.add_argument("--group-size", type=int, default=1,
                        help="batches are built from runs of this many items sharing the --supcon-attribute value "
                             "(more image-image positives per batch); 1 = plain shuffling")
-        g.add_argument("--world-prob", type=float, default=0.6,
+        g.add_argument("--world-prob", type=float, default=0.35,
                        help="share of training photos shown 'in the world' (studio background replaced, zoomed, "
                             "rotated, relit, blurred, JPEG-compressed) instead of the catalog's mild augmentation; "
                             "0 = studio photos only")
