@@ -582,7 +582,7 @@ def _image_tab(ui, h: Handlers, info: dict, photos: dict[str, str]) -> None:
                 ui.box = gr.Textbox(label="Box (left, top, right, bottom in the photo's pixels; empty: the product "
                                     "is found for you)", max_lines=1, elem_id="photo-box", scale=4)
                 ui.clear_box = gr.Button("Clear the box", scale=1, elem_id="clear-box")
-        ui.corner = gr.State(None)
+        ui.corner, ui.searched_state = gr.State(None), gr.State(None)
         image_examples = [[p] for t, p in photos.items() if t in IMAGE_EXAMPLE_TYPES]
         if image_examples:
             gr.Examples(image_examples, inputs=[ui.image], outputs=ui.outputs, label="Examples from the catalog",
@@ -638,8 +638,10 @@ def _wire_searches(ui, h: Handlers) -> None:
     filters, outputs = ui.filters, ui.outputs
     gr.on([ui.text_button.click, ui.query.submit], h.search_text, [ui.query, ui.k, ui.model, *ui.dropdowns], outputs,
           api_name="search_text")
+    # The searched photo goes through a State (not part of the API's outputs, which stay (gallery, results)).
     ui.image_button.click(h.search_photo, [ui.image, *filters, ui.hybrid, ui.rerank_weight, ui.image_item, ui.box],
-                          [*outputs, ui.searched], api_name="search_image")
+                          [*outputs, ui.searched_state], api_name="search_image").then(
+        lambda photo: photo, ui.searched_state, ui.searched, api_visibility="private", queue=False)
     gr.on([ui.composed_button.click, ui.change.submit], h.search_composed,
           [ui.ref_image, ui.change, *filters, ui.method, ui.text_weight, ui.ref_item], outputs,
           api_name="search_composed")
