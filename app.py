@@ -579,7 +579,7 @@ def _image_tab(ui, h: Handlers, info: dict, photos: dict[str, str]) -> None:
                 ui.searched = gr.Image(label="Searched with this crop", type="pil", interactive=False, height=240,
                                        elem_id="searched-crop")
             with gr.Row():
-                ui.box = gr.Textbox(label="Box (left, top, right, bottom in the photo's pixels; empty: the product "
+                ui.box = gr.Textbox("", label="Box (left, top, right, bottom in the photo's pixels; empty: the product "
                                     "is found for you)", max_lines=1, elem_id="photo-box", scale=4)
                 ui.clear_box = gr.Button("Clear the box", scale=1, elem_id="clear-box")
         ui.corner, ui.searched_state = gr.State(None), gr.State(None)
