@@ -279,7 +279,7 @@ def test_a_new_photo_replaces_a_clicked_item(handlers, small_engine):
     _, data = handlers.search_image(f"/tmp/gradio/cache/{Path(clicked['image_path']).name}", 3, item_id=clicked["id"])
     assert data["query"] == {"item_id": clicked["id"]}  # the clicked item's photo, served from Gradio's cache
     _, data = handlers.search_image(other["image_path"], 3, item_id=clicked["id"])
-    assert data["query"] == {"image": "upload"} and data["results"][0]["id"] == other["id"]
+    assert data["query"]["image"] == "upload" and data["results"][0]["id"] == other["id"]
     _, data = handlers.search_composed(other["image_path"], "make it blue", 3, item_id=clicked["id"])
     assert "item_id" not in data["query"]
 

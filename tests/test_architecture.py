@@ -118,11 +118,11 @@ def test_files_stay_readable():
 # later clean-ups own.
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 500, 80
 NOT_YET_SPLIT = {
-    "modeling/evaluation/cards.py:render_model_card": 90,
-    "modeling/evaluation/grids.py:query_grid": 85,
+    "modeling/evaluation/reports/cards.py:render_model_card": 89,
+    "modeling/evaluation/reports/grids.py:query_grid": 85,
     "modeling/evaluation/protocols/fashion200k.py:evaluate_fashion200k": 108,
     "modeling/evaluation/protocols/fashion_iq.py:evaluate_fashion_iq": 99,
-    "modeling/evaluation/ranking_metrics.py:ranking_metrics": 91,
+    "modeling/evaluation/metrics.py:ranking_metrics": 91,
     "modeling/evaluation/suite.py:run_evaluation": 100,
 }
 

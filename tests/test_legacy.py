@@ -23,14 +23,18 @@ def probe_images(n: int = 4, size=(80, 60)) -> list:
 
 
 def _engine(folder: Path, index=None):
+    from modeling.encoders.loading import load_model
     from modeling.retrieval.engine.search import FashionSearchEngine
+    from modeling.retrieval.engine.settings import EngineSettings
 
-    model, tokenizer, processor = FashionSearchEngine.load_model(folder)
+    model, tokenizer, processor = load_model(folder)
     if index is None:
         from modeling.retrieval.backends.faiss.index import CatalogIndex
 
         index = CatalogIndex.load(LEGACY / "index")
-    return FashionSearchEngine(model, tokenizer, processor, index, model_name=folder.name)
+    # The legacy answers were saved before photos were searched by their product: random test photos as they are.
+    return FashionSearchEngine(model, tokenizer, processor, index, model_name=folder.name,
+                               settings=EngineSettings(isolate_photos=False))
 
 
 @pytest.mark.parametrize("name", ["dual-encoder", "vae"])
