@@ -354,3 +354,21 @@ def test_collapsed_near_duplicates_can_be_opened(handlers):
     assert any("more like it" in app.caption(r) for r in handlers.service.text(query, 20).results)
     box, shown = handlers.show_duplicates({"results": [{"rank": 1, "title": "x", "duplicates": []}]})
     assert not box.visible and shown == []
+
+
+def test_two_clicks_on_the_photo_draw_the_box(tmp_path):
+    """The box view: the first click marks a corner, the second the opposite one; the box is in the photo's pixels
+    whatever size the view shows it at."""
+    import types
+
+    from PIL import Image
+
+    photo = tmp_path / "big.jpg"
+    Image.new("RGB", (960, 1280), (90, 120, 60)).save(photo)
+    scale = app.BOX_VIEW_SIDE / 1280  # the view is shrunk to BOX_VIEW_SIDE pixels on its longer side
+    text, view, corner = app.click_box(str(photo), None, types.SimpleNamespace(index=[300 * scale, 200 * scale]))
+    assert text == "" and corner == pytest.approx((300, 200), abs=1) and max(view.size) == app.BOX_VIEW_SIDE
+    text, view, corner = app.click_box(str(photo), corner, types.SimpleNamespace(index=[100 * scale, 900 * scale]))
+    assert [int(v) for v in text.split(",")] == pytest.approx([100, 200, 300, 900], abs=2) and corner is None
+    with pytest.raises(Exception, match="Upload a photo first"):
+        app.click_box(None, None, types.SimpleNamespace(index=[1, 1]))
