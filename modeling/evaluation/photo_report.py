@@ -17,7 +17,7 @@ from modeling.utils.io import atomic_write_bytes, atomic_write_text
 
 
 def _engine(args, catalog):
-    from modeling.retrieval.search import FashionSearchEngine
+    from modeling.retrieval.engine.search import FashionSearchEngine
 
     model = args.model[0]
     return FashionSearchEngine.load(model, args.index or Path(model) / "index", catalog=catalog)
