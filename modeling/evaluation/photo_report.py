@@ -32,7 +32,7 @@ def served_rows(args, catalog, query_pos, queries, types, colours) -> list[dict]
     for (condition, remedy), images in tqdm(queries.items(), desc="served photo queries"):
         same_type, same_both = [], []
         for p, image in zip(query_pos, images):
-            found = np.array([where[str(r.item_id)] for r in engine.search_image(image, k=10, exclude_ids=[ids[p]])],
+            found = np.array([where[str(r.id)] for r in engine.search_image(image, k=10, exclude_ids=[ids[p]])],
                              dtype=int)
             t, c = types[found] == types[p], colours[found] == colours[p]
             same_type.append(t.sum() / 10)
@@ -62,9 +62,9 @@ def composed_rows(args, catalog, photos, n: int = 200) -> list[dict]:
             results = engine.search_composed(image=image, text=t["modification"], k=10,
                                              exclude_ids=[str(t["reference_id"])])
             want = rows_of[ref]
-            rel = [rows_of[where[str(r.item_id)]]["articleType"] == want["articleType"]
-                   and rows_of[where[str(r.item_id)]]["gender"] == want["gender"]
-                   and rows_of[where[str(r.item_id)]]["baseColour"] == rows_of[target]["baseColour"]
+            rel = [rows_of[where[str(r.id)]]["articleType"] == want["articleType"]
+                   and rows_of[where[str(r.id)]]["gender"] == want["gender"]
+                   and rows_of[where[str(r.id)]]["baseColour"] == rows_of[target]["baseColour"]
                    for r in results]
             hits.append(any(rel))
             precision.append(sum(rel) / 10)
