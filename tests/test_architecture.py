@@ -122,7 +122,6 @@ NOT_YET_SPLIT = {
     "modeling/evaluation/reports/grids.py:query_grid": 85,
     "modeling/evaluation/protocols/fashion200k.py:evaluate_fashion200k": 108,
     "modeling/evaluation/protocols/fashion_iq.py:evaluate_fashion_iq": 99,
-    "modeling/evaluation/metrics.py:ranking_metrics": 91,
     "modeling/evaluation/suite.py:run_evaluation": 100,
 }
 

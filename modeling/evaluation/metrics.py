@@ -289,6 +289,63 @@ def _summarise(per_query: dict[str, np.ndarray], num_relevant: np.ndarray) -> di
     return metrics
 
 
+def _checked_ranking_inputs(gains_topk, num_relevant, ks) -> tuple[np.ndarray, np.ndarray]:
+    """`ranking_metrics`'s gains and relevant counts, checked (ValueError with what is wrong)."""
+    gains = _as_gains(gains_topk, "gains_topk")
+    if gains.ndim != 2 or gains.shape[0] == 0:
+        raise ValueError(f"gains_topk must be a non-empty (num_queries, depth) array, got shape {gains.shape}")
+    num_queries, depth = gains.shape
+    if depth < ks[-1]:
+        raise ValueError(f"gains_topk holds {depth} ranks, fewer than max(ks)={ks[-1]}")
+    num_relevant = np.asarray(num_relevant)
+    if num_relevant.shape != (num_queries,) or not np.issubdtype(num_relevant.dtype, np.integer):
+        raise ValueError(
+            f"num_relevant must be an integer array of shape ({num_queries},), got {num_relevant.dtype} "
+            f"{num_relevant.shape}"
+        )
+    num_relevant = num_relevant.astype(np.int64)
+    visible = (gains > 0).sum(axis=1)
+    if (num_relevant < visible).any():
+        query = int(np.argmax(num_relevant < visible))
+        raise ValueError(
+            f"num_relevant[{query}]={num_relevant[query]} is smaller than the {visible[query]} relevant items "
+            "visible in gains_topk"
+        )
+
+    return gains, num_relevant
+
+
+def _ideal_topk(gains: np.ndarray, num_relevant: np.ndarray, top: int, ideal_gains) -> np.ndarray:
+    """(num_queries, top) ideal gains, largest first: binary from `num_relevant`, or each query's `ideal_gains`."""
+    num_queries = gains.shape[0]
+    if ideal_gains is None:
+        if not np.isin(gains, (0.0, 1.0)).all():
+            raise ValueError("gains_topk holds graded gains: pass ideal_gains for graded nDCG")
+        ideal_topk = (np.arange(top) < num_relevant[:, None]).astype(np.float64)
+    else:
+        if len(ideal_gains) != num_queries:
+            raise ValueError(f"ideal_gains has {len(ideal_gains)} entries for {num_queries} queries")
+        ideal_topk = np.zeros((num_queries, top))
+        for query, ideal in enumerate(ideal_gains):
+            ideal = _as_gains(ideal, f"ideal_gains[{query}]")
+            if ideal.ndim != 1:
+                raise ValueError(f"ideal_gains[{query}] must be 1-D, got shape {ideal.shape}")
+            ideal = -np.sort(-ideal[ideal > 0])
+            if len(ideal) != num_relevant[query]:
+                raise ValueError(
+                    f"ideal_gains[{query}] holds {len(ideal)} positive gains but num_relevant[{query}]="
+                    f"{num_relevant[query]}"
+                )
+            # The visible gains are some of the query's relevant gains: the i-th largest of them cannot exceed the
+            # i-th largest ideal gain (this also keeps nDCG <= 1).
+            shown = -np.sort(-gains[query][gains[query] > 0])
+            if (shown > ideal[: len(shown)]).any():
+                raise ValueError(f"gains_topk[{query}] holds gains that ideal_gains[{query}] does not contain")
+            ideal_topk[query, : min(top, len(ideal))] = ideal[:top]
+
+    return ideal_topk
+
+
 def ranking_metrics(
     gains_topk: np.ndarray,
     num_relevant: np.ndarray,
@@ -330,53 +387,8 @@ def ranking_metrics(
         metric (NaN where undefined).
     """
     ks = check_ks(ks)
-    gains = _as_gains(gains_topk, "gains_topk")
-    if gains.ndim != 2 or gains.shape[0] == 0:
-        raise ValueError(f"gains_topk must be a non-empty (num_queries, depth) array, got shape {gains.shape}")
-    num_queries, depth = gains.shape
-    if depth < ks[-1]:
-        raise ValueError(f"gains_topk holds {depth} ranks, fewer than max(ks)={ks[-1]}")
-    num_relevant = np.asarray(num_relevant)
-    if num_relevant.shape != (num_queries,) or not np.issubdtype(num_relevant.dtype, np.integer):
-        raise ValueError(
-            f"num_relevant must be an integer array of shape ({num_queries},), got {num_relevant.dtype} "
-            f"{num_relevant.shape}"
-        )
-    num_relevant = num_relevant.astype(np.int64)
-    visible = (gains > 0).sum(axis=1)
-    if (num_relevant < visible).any():
-        query = int(np.argmax(num_relevant < visible))
-        raise ValueError(
-            f"num_relevant[{query}]={num_relevant[query]} is smaller than the {visible[query]} relevant items "
-            "visible in gains_topk"
-        )
-
-    top = ks[-1]
-    if ideal_gains is None:
-        if not np.isin(gains, (0.0, 1.0)).all():
-            raise ValueError("gains_topk holds graded gains: pass ideal_gains for graded nDCG")
-        ideal_topk = (np.arange(top) < num_relevant[:, None]).astype(np.float64)
-    else:
-        if len(ideal_gains) != num_queries:
-            raise ValueError(f"ideal_gains has {len(ideal_gains)} entries for {num_queries} queries")
-        ideal_topk = np.zeros((num_queries, top))
-        for query, ideal in enumerate(ideal_gains):
-            ideal = _as_gains(ideal, f"ideal_gains[{query}]")
-            if ideal.ndim != 1:
-                raise ValueError(f"ideal_gains[{query}] must be 1-D, got shape {ideal.shape}")
-            ideal = -np.sort(-ideal[ideal > 0])
-            if len(ideal) != num_relevant[query]:
-                raise ValueError(
-                    f"ideal_gains[{query}] holds {len(ideal)} positive gains but num_relevant[{query}]="
-                    f"{num_relevant[query]}"
-                )
-            # The visible gains are some of the query's relevant gains: the i-th largest of them cannot exceed the
-            # i-th largest ideal gain (this also keeps nDCG <= 1).
-            shown = -np.sort(-gains[query][gains[query] > 0])
-            if (shown > ideal[: len(shown)]).any():
-                raise ValueError(f"gains_topk[{query}] holds gains that ideal_gains[{query}] does not contain")
-            ideal_topk[query, : min(top, len(ideal))] = ideal[:top]
-
+    gains, num_relevant = _checked_ranking_inputs(gains_topk, num_relevant, ks)
+    ideal_topk = _ideal_topk(gains, num_relevant, ks[-1], ideal_gains)
     values = _ranking_per_query(gains, num_relevant, ideal_topk, ks)
     metrics = _summarise(values, num_relevant)
     return (metrics, values) if per_query else metrics
