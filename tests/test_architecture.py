@@ -120,8 +120,6 @@ MAX_MODULE_LINES, MAX_FUNCTION_LINES = 500, 80
 NOT_YET_SPLIT = {
     "modeling/evaluation/reports/cards.py:render_model_card": 89,
     "modeling/evaluation/reports/grids.py:query_grid": 85,
-    "modeling/evaluation/protocols/fashion200k.py:evaluate_fashion200k": 108,
-    "modeling/evaluation/protocols/fashion_iq.py:evaluate_fashion_iq": 99,
     "modeling/evaluation/suite.py:run_evaluation": 100,
 }
 

@@ -111,5 +111,29 @@ def compose_batches(compose: Compose, references: np.ndarray, texts: list[str], 
     return np.concatenate(parts)
 
 
+def encode_gallery_and_queries(
+    gallery_paths: Sequence[str],
+    references: np.ndarray,
+    texts: list[str],
+    encode_images: EncodeImages,
+    compose: Compose,
+    batch_size: int,
+    reference_paths: Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`(gallery_embeds, query_embeds)` of a composed-retrieval protocol.
+
+    Every gallery image is encoded once; query `i`'s reference embedding is the gallery embedding at
+    `references[i]` or, when that is -1 (not in the gallery), `reference_paths[i]` encoded from its file; the
+    query embedding is `compose(reference_embeds, texts)`, batch by batch.
+    """
+    gallery_embeds = encode_image_files(gallery_paths, encode_images, batch_size)
+    reference_embeds = gallery_embeds[np.maximum(references, 0)].copy()
+    outside = np.nonzero(references < 0)[0]
+    if len(outside):
+        reference_embeds[outside] = encode_image_files([reference_paths[i] for i in outside], encode_images,
+                                                       batch_size)
+    return gallery_embeds, compose_batches(compose, reference_embeds, texts, batch_size)
+
+
 __all__ = ["Compose", "EncodeImages", "check_max_queries", "check_positions", "compose_batches", "encode_image_files",
-           "ranked_positions", "recall_dict", "sample_in_order"]
+           "encode_gallery_and_queries", "ranked_positions", "recall_dict", "sample_in_order"]

@@ -18,7 +18,7 @@ import numpy as np
 from modeling.data.images import image_problem
 from modeling.data.text import normalise_text
 from modeling.evaluation.protocols.base import (Compose, EncodeImages, check_max_queries, check_positions,
-                                                compose_batches, encode_image_files, ranked_positions, recall_dict,
+                                                encode_gallery_and_queries, ranked_positions, recall_dict,
                                                 sample_in_order)
 from modeling.evaluation.metrics import check_chunk, check_ks, check_pair, pad_ranks
 
@@ -244,6 +244,63 @@ def _read_query_file(file: str | os.PathLike) -> tuple[list[tuple[str, str]], li
     return pairs, malformed
 
 
+def _fashion200k_gallery(
+    labels: list[dict[str, Any]], root: Path, split: str, check_images: bool
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """`(unique, gallery, missing)`: the label rows by image path (first line of a path listed twice), the rows
+    whose image is under `root` (and readable, with `check_images`), and the paths of the others."""
+    unique: dict[str, dict[str, Any]] = {}
+    for row in labels:
+        unique.setdefault(row["path"], row)
+    gallery, missing = [], []
+    for row in unique.values():
+        file = root / row["path"]
+        if not file.is_file() or (check_images and image_problem(str(file))):
+            missing.append(row["path"])
+        else:
+            gallery.append(row)
+    if missing:
+        logger.warning("%d Fashion200K %s image(s) are missing or unreadable under '%s'; e.g. %s.",
+                       len(missing), split, root, missing[0])
+    if not gallery:
+        raise Fashion200kError(f"None of the {len(unique)} Fashion200K {split} images is under '{root}'.")
+    return unique, gallery, missing
+
+
+def _file_queries(
+    test_queries: str | os.PathLike,
+    unique: dict[str, dict[str, Any]],
+    gallery: list[dict[str, Any]],
+    max_queries: int | None,
+    seed: int,
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The usable queries of a `<source path> <target path>` file (a `default_rng(seed)` sample of `max_queries`
+    of them, in file order) and the counts of the skipped ones and the malformed lines."""
+    pairs, malformed_queries = _read_query_file(test_queries)
+    normalised = [normalise_text(row["caption"]) for row in gallery]
+    position = {row["path"]: index for index, row in enumerate(gallery)}
+    available = set(normalised)
+    caption_of = {path: normalise_text(row["caption"]) for path, row in unique.items()}
+    skipped_source = skipped_target = 0
+    queries = []
+    for source_path, target_path in pairs:
+        if source_path not in position:
+            skipped_source += 1
+        elif caption_of.get(target_path, "") not in available:
+            skipped_target += 1
+        else:
+            source = position[source_path]
+            target_caption = caption_of[target_path]
+            queries.append({
+                "source": source,
+                "target_caption": target_caption,
+                "modification": fashion200k_modification(normalised[source], target_caption),
+            })
+    counts = {"skipped_queries_missing_source": skipped_source, "skipped_queries_missing_target": skipped_target,
+              "malformed_query_lines": len(malformed_queries)}
+    return sample_in_order(queries, max_queries, seed), counts
+
+
 def evaluate_fashion200k(
     label_dir: str | os.PathLike,
     image_root: str | os.PathLike,
@@ -279,63 +336,24 @@ def evaluate_fashion200k(
     root = Path(image_root).expanduser()
     if not root.is_dir():
         raise Fashion200kError(f"Fashion200K image folder '{image_root}' does not exist or is not a folder.")
-
-    unique: dict[str, dict[str, Any]] = {}
-    for row in labels:
-        unique.setdefault(row["path"], row)
-    duplicates = len(labels) - len(unique)
-    gallery, missing = [], []
-    for row in unique.values():
-        file = root / row["path"]
-        if not file.is_file():
-            missing.append(row["path"])
-            continue
-        if check_images and image_problem(str(file)):
-            missing.append(row["path"])
-            continue
-        gallery.append(row)
-    if missing:
-        logger.warning("%d Fashion200K %s image(s) are missing or unreadable under '%s'; e.g. %s.",
-                       len(missing), split, root, missing[0])
-    if not gallery:
-        raise Fashion200kError(f"None of the {len(unique)} Fashion200K {split} images is under '{root}'.")
+    unique, gallery, missing = _fashion200k_gallery(labels, root, split, check_images)
     captions = [row["caption"] for row in gallery]
-    normalised = [normalise_text(caption) for caption in captions]
-    position = {row["path"]: index for index, row in enumerate(gallery)}
-    available = set(normalised)
-
-    skipped_source = skipped_target = 0
-    malformed_queries: list[dict[str, Any]] = []
     if test_queries is not None:
-        pairs, malformed_queries = _read_query_file(test_queries)
-        caption_of = {path: normalise_text(row["caption"]) for path, row in unique.items()}
-        queries = []
-        for source_path, target_path in pairs:
-            if source_path not in position:
-                skipped_source += 1
-            elif caption_of.get(target_path, "") not in available:
-                skipped_target += 1
-            else:
-                source = position[source_path]
-                target_caption = caption_of[target_path]
-                queries.append({
-                    "source": source,
-                    "target_caption": target_caption,
-                    "modification": fashion200k_modification(normalised[source], target_caption),
-                })
-        queries = sample_in_order(queries, max_queries, seed)
+        queries, skipped = _file_queries(test_queries, unique, gallery, max_queries, seed)
         source_kind = "file"
     else:
         queries = fashion200k_generate_queries(captions, max_queries=max_queries, seed=seed)
+        skipped = dict.fromkeys(("skipped_queries_missing_source", "skipped_queries_missing_target",
+                                 "malformed_query_lines"), 0)
         source_kind = "generated"
     if not queries:
         raise Fashion200kError("No usable Fashion200K query (no caption pair differing by one word, or every "
                                "query's source or target is missing).")
 
-    gallery_embeds = encode_image_files([str(root / row["path"]) for row in gallery], encode_images, batch_size)
     sources = np.array([query["source"] for query in queries], dtype=np.int64)
-    texts = [query["modification"] for query in queries]
-    query_embeds = compose_batches(compose, gallery_embeds[sources], texts, batch_size)
+    gallery_embeds, query_embeds = encode_gallery_and_queries(
+        [str(root / row["path"]) for row in gallery], sources, [query["modification"] for query in queries],
+        encode_images, compose, batch_size)
     metrics = fashion200k_recall(
         query_embeds, gallery_embeds, captions, [query["target_caption"] for query in queries], sources, ks
     )
@@ -347,10 +365,8 @@ def evaluate_fashion200k(
         "gallery_size": len(gallery),
         "gallery_missing_images": len(missing),
         "malformed_label_lines": len(malformed),
-        "duplicate_paths": duplicates,
-        "skipped_queries_missing_source": skipped_source,
-        "skipped_queries_missing_target": skipped_target,
-        "malformed_query_lines": len(malformed_queries),
+        "duplicate_paths": len(labels) - len(unique),
+        **skipped,
     }
 
 

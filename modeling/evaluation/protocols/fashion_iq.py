@@ -18,7 +18,7 @@ import numpy as np
 from modeling.data.fashion_iq import (FASHION_IQ_CATEGORIES, FashionIQError, check_categories,
                                       fashion_iq_gallery_with_report, join_captions, load_fashion_iq_with_report)
 from modeling.evaluation.protocols.base import (Compose, EncodeImages, check_max_queries, check_positions,
-                                                compose_batches, encode_image_files, ranked_positions, recall_dict)
+                                                encode_gallery_and_queries, ranked_positions, recall_dict)
 from modeling.evaluation.metrics import check_chunk, check_ks, check_pair, pad_ranks
 
 logger = logging.getLogger(__name__)
@@ -78,6 +78,47 @@ def fashion_iq_recall(
     return metrics
 
 
+def _category_queries(
+    root: str | os.PathLike, image_dir: str | os.PathLike, category: str, max_queries: int | None,
+    check_images: bool,
+) -> tuple[list[str], dict[str, int], list[dict[str, Any]], dict[str, int]]:
+    """One category's val split: `(gallery image paths, gallery position by id, queries, counts)`; the queries are
+    the triplets whose target is in the gallery (the first `max_queries`), the counts those of the triplets, of
+    the skipped ones and of the gallery."""
+    gallery, gallery_missing = fashion_iq_gallery_with_report(root, image_dir, category, "val", check_images)
+    triplets, skipped = load_fashion_iq_with_report(root, image_dir, category, "val", check_images)
+    gallery_ids = list(gallery["id"])
+    position = {asin: index for index, asin in enumerate(gallery_ids)}
+    rows = triplets.select_columns(["candidate", "target", "captions", "reference_image_path"]).to_list()
+    kept = [row for row in rows if row["target"] in position]
+    not_in_gallery = len(rows) - len(kept)
+    if max_queries is not None:
+        kept = kept[:max_queries]
+    if not kept:
+        raise FashionIQError(f"No Fashion-IQ val query of '{category}' has its target in the gallery.")
+    counts = {"num_triplets": len(rows) + len(skipped), "skipped_missing_image": len(skipped),
+              "skipped_target_not_in_gallery": not_in_gallery, "gallery_size": len(gallery_ids),
+              "gallery_missing_images": len(gallery_missing)}
+    return list(gallery["image_path"]), position, kept, counts
+
+
+def _category_recall(
+    root: str | os.PathLike, image_dir: str | os.PathLike, category: str, encode_images: EncodeImages,
+    compose: Compose, *, exclude_reference: bool, ks: list[int], max_queries: int | None, batch_size: int,
+    check_images: bool,
+) -> dict[str, Any]:
+    """`fashion_iq_recall` of one category's val queries, with the counts of `_category_queries`."""
+    gallery_paths, position, kept, counts = _category_queries(root, image_dir, category, max_queries, check_images)
+    references = np.array([position.get(row["candidate"], -1) for row in kept], dtype=np.int64)
+    targets = np.array([position[row["target"]] for row in kept], dtype=np.int64)
+    gallery_embeds, query_embeds = encode_gallery_and_queries(
+        gallery_paths, references, [join_captions(row["captions"]) for row in kept], encode_images, compose,
+        batch_size, [row["reference_image_path"] for row in kept])
+    result = fashion_iq_recall(query_embeds, gallery_embeds, targets, references, ks, exclude_reference)
+    result.update(counts)
+    return result
+
+
 def evaluate_fashion_iq(
     root: str | os.PathLike,
     image_dir: str | os.PathLike,
@@ -130,37 +171,9 @@ def evaluate_fashion_iq(
 
     per_category: dict[str, dict[str, Any]] = {}
     for category in categories:
-        gallery, gallery_missing = fashion_iq_gallery_with_report(root, image_dir, category, "val", check_images)
-        triplets, skipped = load_fashion_iq_with_report(root, image_dir, category, "val", check_images)
-        gallery_ids = list(gallery["id"])
-        position = {asin: index for index, asin in enumerate(gallery_ids)}
-        rows = triplets.select_columns(["candidate", "target", "captions", "reference_image_path"]).to_list()
-        kept = [row for row in rows if row["target"] in position]
-        not_in_gallery = len(rows) - len(kept)
-        if max_queries is not None:
-            kept = kept[:max_queries]
-        if not kept:
-            raise FashionIQError(f"No Fashion-IQ val query of '{category}' has its target in the gallery.")
-
-        gallery_embeds = encode_image_files(list(gallery["image_path"]), encode_images, batch_size)
-        references = np.array([position.get(row["candidate"], -1) for row in kept], dtype=np.int64)
-        targets = np.array([position[row["target"]] for row in kept], dtype=np.int64)
-        outside = np.nonzero(references < 0)[0]
-        reference_embeds = gallery_embeds[np.maximum(references, 0)].copy()
-        if len(outside):
-            reference_embeds[outside] = encode_image_files(
-                [kept[i]["reference_image_path"] for i in outside], encode_images, batch_size
-            )
-        texts = [join_captions(row["captions"]) for row in kept]
-        query_embeds = compose_batches(compose, reference_embeds, texts, batch_size)
-        result = fashion_iq_recall(query_embeds, gallery_embeds, targets, references, ks, exclude_reference)
-        result.update(
-            num_triplets=len(rows) + len(skipped),
-            skipped_missing_image=len(skipped),
-            skipped_target_not_in_gallery=not_in_gallery,
-            gallery_size=len(gallery_ids),
-            gallery_missing_images=len(gallery_missing),
-        )
+        result = _category_recall(root, image_dir, category, encode_images, compose,
+                                  exclude_reference=exclude_reference, ks=ks, max_queries=max_queries,
+                                  batch_size=batch_size, check_images=check_images)
         per_category[category] = result
         logger.info("Fashion-IQ %s: %s", category, {key: result[key] for key in result if key.startswith("r@")})
 
