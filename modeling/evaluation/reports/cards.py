@@ -90,6 +90,32 @@ def _fenced(code: str, language: str) -> str:
     return code if code.lstrip().startswith("```") else f"```{language}\n{code}\n```"
 
 
+def _check_texts(**texts: Any) -> None:
+    """`ValueError` naming the first of `texts` (in the order given) that is not a non-empty string."""
+    for name, value in texts.items():
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{name} must be a non-empty string")
+
+
+def _default_summary(results: list, model_path_or_repo: str, base_model: str | None) -> str:
+    """The card's one-line summary: the model, what it was fine-tuned from, and the tasks it was evaluated on."""
+    tasks = list(dict.fromkeys(r.task_name or r.task_type for r in results))
+    return (f"`{model_path_or_repo}`" + (f", fine-tuned from `{base_model}`" if base_model else "")
+            + f", evaluated on {', '.join(tasks)}.")
+
+
+def _training_text(training_data: str, datasets: list[str]) -> str:
+    """The training-data section: `training_data`, the datasets, and a note on the data's licence unless
+    `training_data` already speaks of it."""
+    training = training_data.strip()
+    if datasets:
+        training += "\n\nDatasets: " + ", ".join(f"`{d}`" for d in datasets) + "."
+    if not re.search(r"licen[cs]e", training_data, flags=re.IGNORECASE):
+        training += ("\n\nThe training data's own licence has not been verified; the licence above covers this "
+                     "model, not the data.")
+    return training
+
+
 def render_model_card(
     *,
     model_name: str,
@@ -127,12 +153,10 @@ def render_model_card(
     """
     from huggingface_hub import ModelCardData
 
-    for name, value in [("model_name", model_name), ("model_path_or_repo", model_path_or_repo),
-                        ("results_markdown", results_markdown), ("command", command), ("intended_use", intended_use),
-                        ("training_data", training_data), ("evaluation_protocol", evaluation_protocol),
-                        ("limitations", limitations), ("usage_snippet", usage_snippet), ("license", license)]:
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"{name} must be a non-empty string")
+    _check_texts(model_name=model_name, model_path_or_repo=model_path_or_repo, results_markdown=results_markdown,
+                 command=command, intended_use=intended_use, training_data=training_data,
+                 evaluation_protocol=evaluation_protocol, limitations=limitations, usage_snippet=usage_snippet,
+                 license=license)
     if not metrics:
         raise ValueError("the model-index needs at least one metric")
     datasets = [datasets] if isinstance(datasets, str) else list(datasets or [])
@@ -147,17 +171,8 @@ def render_model_card(
         model_name=model_name,
         eval_results=results,
     )
-
     if summary is None:
-        tasks = list(dict.fromkeys(r.task_name or r.task_type for r in results))
-        summary = (f"`{model_path_or_repo}`" + (f", fine-tuned from `{base_model}`" if base_model else "")
-                   + f", evaluated on {', '.join(tasks)}.")
-    training = training_data.strip()
-    if datasets:
-        training += "\n\nDatasets: " + ", ".join(f"`{d}`" for d in datasets) + "."
-    if not re.search(r"licen[cs]e", training_data, flags=re.IGNORECASE):
-        training += ("\n\nThe training data's own licence has not been verified; the licence above covers this "
-                     "model, not the data.")
+        summary = _default_summary(results, model_path_or_repo, base_model)
     sections = [
         f"# {model_name.strip()}",
         summary.strip(),
@@ -167,7 +182,7 @@ def render_model_card(
         f"From `{model_path_or_repo}`:",
         _fenced(usage_snippet, "python"),
         "## Training data",
-        training,
+        _training_text(training_data, datasets),
         "## Evaluation protocol",
         evaluation_protocol.strip(),
         "## Results",
