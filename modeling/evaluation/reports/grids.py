@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,84 @@ def _text_tile(text: str, size: tuple[int, int], font) -> Image.Image:
     return tile
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """Sizes of a grid: photo tiles of `width` x `height` in cells framed by `frame` pixels, `pad` apart, with two
+    caption lines under each photo; the results start at `first_result_x`."""
+
+    font: Any
+    width: int
+    height: int
+    frame: int = 3
+    pad: int = 8
+
+    @property
+    def line_h(self) -> int:
+        return _line_height(self.font)
+
+    @property
+    def cell_w(self) -> int:
+        return self.width + 2 * self.frame
+
+    @property
+    def image_h(self) -> int:
+        return self.height + 2 * self.frame
+
+    @property
+    def cell_h(self) -> int:
+        return self.image_h + 2 * self.line_h + 4
+
+    @property
+    def first_result_x(self) -> int:
+        return self.pad + self.cell_w + 3 * self.pad  # a wider gap, with a rule, between the query and its results
+
+
+def _caption(draw: ImageDraw.ImageDraw, layout: _Layout, x: int, y: int, lines: list[str],
+             color=(40, 40, 40)) -> None:
+    """Up to two caption lines under the photo of the cell at (x, y), each truncated to the tile width."""
+    font = layout.font
+    for n, line in enumerate(lines[:2]):
+        draw.text((x + layout.frame, y + layout.image_h + 2 + n * layout.line_h),
+                  _truncate(_clean(line, font), font, layout.width), fill=color, font=font)
+
+
+def _draw_query(canvas: Image.Image, draw: ImageDraw.ImageDraw, layout: _Layout, row: int, query, y: int) -> None:
+    """The query's cell of row `row`: its photo (with its text under it, if any) or its text on a light tile."""
+    text = query.get("text") or None
+    image_source = query.get("image")
+    if text is None and image_source is None:
+        raise ValueError(f"query {row} has neither text nor image")
+    x, font, size = layout.pad, layout.font, (layout.width, layout.height)
+    if image_source is not None:
+        canvas.paste(_tile(_load_image(image_source), size, font), (x + layout.frame, y + layout.frame))
+        if text is None:
+            _caption(draw, layout, x, y, ["image query"], color=(110, 110, 110))
+        else:
+            for n, line in enumerate(_wrap(_clean(f"+ {text}", font), font, layout.width, 2)):
+                draw.text((x + layout.frame, y + layout.image_h + 2 + n * layout.line_h), line, fill=(20, 20, 20),
+                          font=font)
+    else:
+        canvas.paste(_text_tile(str(text), size, font), (x + layout.frame, y + layout.frame))
+        _caption(draw, layout, x, y, ["text query"], color=(110, 110, 110))
+
+
+def _draw_result(canvas: Image.Image, draw: ImageDraw.ImageDraw, layout: _Layout, result, x: int, y: int,
+                 score_label: str) -> None:
+    """A result's cell: its photo, framed green or red by relevance, and the score line and title under it."""
+    canvas.paste(_tile(_load_image(result.get("image")), (layout.width, layout.height), layout.font),
+                 (x + layout.frame, y + layout.frame))
+    relevant = result.get("relevant")
+    if relevant is not None:
+        draw.rectangle([x, y, x + layout.cell_w - 1, y + layout.image_h - 1], outline=_GREEN if relevant else _RED,
+                       width=layout.frame)
+    parts = []
+    if is_number(result.get("score")):
+        parts.append(f"{score_label} {float(result['score']):.2f}")
+    if is_number(result.get("vsc")):
+        parts.append(f"VSC {float(result['vsc']):.2f}")
+    _caption(draw, layout, x, y, [" · ".join(parts), str(result.get("title") or "")])
+
+
 def query_grid(
     queries: Sequence[Mapping[str, Any]],
     path: str | os.PathLike,
@@ -172,53 +251,18 @@ def query_grid(
     width, height = int(thumb[0]), int(thumb[1])
     if width < 16 or height < 16:
         raise ValueError(f"thumb must be at least 16x16, got {thumb}")
-    font = _font()
-    line_h = _line_height(font)
-    frame, pad = 3, 8
-    cell_w, image_h = width + 2 * frame, height + 2 * frame
-    cell_h = image_h + 2 * line_h + 4
-    first_result_x = pad + cell_w + 3 * pad  # a wider gap, with a rule, between the query and its results
-    canvas = Image.new("RGB", (first_result_x + k * (cell_w + pad), pad + len(queries) * (cell_h + pad)), "white")
+    layout = _Layout(_font(), width, height)
+    pad, cell_w, cell_h = layout.pad, layout.cell_w, layout.cell_h
+    canvas = Image.new("RGB", (layout.first_result_x + k * (cell_w + pad), pad + len(queries) * (cell_h + pad)),
+                       "white")
     draw = ImageDraw.Draw(canvas)
     rule_x = pad + cell_w + (3 * pad) // 2
     draw.line([(rule_x, pad), (rule_x, canvas.height - pad)], fill=(210, 210, 210), width=1)
-
-    def caption(x: int, y: int, lines: list[str], color=(40, 40, 40)) -> None:
-        for n, line in enumerate(lines[:2]):
-            draw.text((x + frame, y + image_h + 2 + n * line_h), _truncate(_clean(line, font), font, width),
-                      fill=color, font=font)
-
     for row, query in enumerate(queries):
         y = pad + row * (cell_h + pad)
-        text = query.get("text") or None
-        image_source = query.get("image")
-        if text is None and image_source is None:
-            raise ValueError(f"query {row} has neither text nor image")
-        x = pad
-        if image_source is not None:
-            canvas.paste(_tile(_load_image(image_source), (width, height), font), (x + frame, y + frame))
-            if text is None:
-                caption(x, y, ["image query"], color=(110, 110, 110))
-            else:
-                for n, line in enumerate(_wrap(_clean(f"+ {text}", font), font, width, 2)):
-                    draw.text((x + frame, y + image_h + 2 + n * line_h), line, fill=(20, 20, 20), font=font)
-        else:
-            canvas.paste(_text_tile(str(text), (width, height), font), (x + frame, y + frame))
-            caption(x, y, ["text query"], color=(110, 110, 110))
-
+        _draw_query(canvas, draw, layout, row, query, y)
         for col, result in enumerate(list(query.get("results") or [])[:k]):
-            x = first_result_x + col * (cell_w + pad)
-            canvas.paste(_tile(_load_image(result.get("image")), (width, height), font), (x + frame, y + frame))
-            relevant = result.get("relevant")
-            if relevant is not None:
-                draw.rectangle([x, y, x + cell_w - 1, y + image_h - 1], outline=_GREEN if relevant else _RED,
-                               width=frame)
-            parts = []
-            if is_number(result.get("score")):
-                parts.append(f"{score_label} {float(result['score']):.2f}")
-            if is_number(result.get("vsc")):
-                parts.append(f"VSC {float(result['vsc']):.2f}")
-            caption(x, y, [" · ".join(parts), str(result.get("title") or "")])
+            _draw_result(canvas, draw, layout, result, layout.first_result_x + col * (cell_w + pad), y, score_label)
     return atomic_save(path, lambda tmp: canvas.save(tmp, format="PNG"))
 
 
