@@ -20,6 +20,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -280,13 +281,46 @@ def standard_protocols(config: EvaluationConfig, engines: dict, text_models: lis
 
 
 # -- the run -----------------------------------------------------------------------------------------------------------
-def run_evaluation(config: EvaluationConfig) -> Evaluation:
-    """Every section `config` asks for; writes the JSON reports and results.md to `config.output`."""
-    started = time.time()
-    timings = Timings()
+@dataclasses.dataclass
+class _Run:
+    """What the sections of one run share: its config, output folder and timings, the gallery with its VSC scorer,
+    and the rows, states and search engines of the models as the sections fill them in."""
+
+    config: EvaluationConfig
+    out_dir: Path
+    timings: Timings
+    gallery: Any
+    items: Any
+    images: Any
+    encoder: SentenceEncoder
+    vsc: VSCScorer
+    rows: list[dict] = dataclasses.field(default_factory=list)
+    states: dict = dataclasses.field(default_factory=dict)
+    engines: dict = dataclasses.field(default_factory=dict)
+    by_name: dict = dataclasses.field(default_factory=dict)  # the model and baseline rows by name
+
+    @property
+    def k(self) -> int:
+        return self.config.k
+
+    @property
+    def ood_names(self) -> set[str]:
+        return {Path(m).name for m in self.config.ood_model}
+
+    @property
+    def text_models(self) -> list[str]:
+        return [n for n, s in self.states.items() if s["tokenizer"] is not None]
+
+    @property
+    def first_text(self) -> str | None:
+        """The first text model that is not only there for the out-of-domain report: the one the reports quote."""
+        return next((n for n in self.text_models if n not in self.ood_names), None)
+
+
+def _open_run(config: EvaluationConfig, timings: Timings) -> _Run:
+    """The output folder, the gallery of `config.split` (at least 2 items) and its VSC scorer."""
     out_dir = Path(config.output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    k = config.k
     splits = [s.strip() for s in config.split.split(",") if s.strip()]
     gallery = load_catalog(config.catalog, split=splits, max_items=config.max_items)
     if len(gallery) < 2:
@@ -296,89 +330,138 @@ def run_evaluation(config: EvaluationConfig) -> Evaluation:
     print(f"gallery: {len(items)} items of split {config.split}")
     encoder = SentenceEncoder(config.text_encoder)
     vsc = VSCScorer(encoder, items, config.vsc_source, progress=True)
+    return _Run(config, out_dir, timings, gallery, items, images, encoder, vsc)
 
-    rows, states, engines = [], {}, {}
+
+def _model_and_baseline_rows(run: _Run) -> None:
+    """A row, state and engine per model (`--model` and `--ood-model`), then the baselines' rows."""
+    config = run.config
     for model_dir in dict.fromkeys([*config.model, *config.ood_model]):
         name = Path(model_dir).name or "model"
-        with timings(f"model {name}"):
-            row, states[name], engines[name] = model_row(name, model_dir, images, items, vsc, k, encoder,
-                                                         config.text_weight, config.lexical_weight)
-        rows.append(row)
+        with run.timings(f"model {name}"):
+            row, run.states[name], run.engines[name] = model_row(name, model_dir, run.images, run.items, run.vsc,
+                                                                 run.k, run.encoder, config.text_weight,
+                                                                 config.lexical_weight)
+        run.rows.append(row)
     if not config.no_baselines:
-        with timings("baselines"):
-            rows += baseline_rows(config, images, items, vsc, states, k)
+        with run.timings("baselines"):
+            run.rows += baseline_rows(config, run.images, run.items, run.vsc, run.states, run.k)
+    run.by_name = {r["model"]: r for r in run.rows}
 
-    ood_names = {Path(m).name for m in config.ood_model}
-    text_models = [n for n, s in states.items() if s["tokenizer"] is not None]
-    first_text = next((n for n in text_models if n not in ood_names), None)
-    by_name = {r["model"]: r for r in rows}
-    if config.queries and text_models:
-        for name in text_models:
-            with timings(f"queries {name}"):
-                report = query_metrics(engines[name], load_queries(config.queries), items, k, config.text_weight)
-            write_json(out_dir / f"queries_{name}.json", report)
-            by_name[name]["queries"] = {m: report[m]["mean"] for m in ("visual", "text", "fused", "fused_dense",
+
+def _query_section(run: _Run) -> None:
+    """queries_<model>.json per text model (queries.json: the first one's) and the means in its row."""
+    if not (run.config.queries and run.text_models):
+        return
+    for name in run.text_models:
+        with run.timings(f"queries {name}"):
+            report = query_metrics(run.engines[name], load_queries(run.config.queries), run.items, run.k,
+                                   run.config.text_weight)
+        write_json(run.out_dir / f"queries_{name}.json", report)
+        run.by_name[name]["queries"] = {m: report[m]["mean"] for m in ("visual", "text", "fused", "fused_dense",
                                                                        "fused_intent", "served", "composed",
                                                                        "composed_served") if m in report}
-            if name == first_text:
-                write_json(out_dir / "queries.json", report)
-    if config.rerank_model and first_text:
-        r_dir = (efficientnet_lite0_folder() if config.rerank_model == EFFICIENTNET_LITE0  # the offline ImageNet CNN
-                 else config.rerank_model)
-        r_model, _, r_processor = load_model(r_dir)
-        r_name = Path(config.rerank_model).name
-        r_embeds = states[r_name]["embeds"] if r_name in states else encode_images(r_model, r_processor, images)
-        r_info = {"name": r_name, "fingerprint": model_fingerprint(r_model), "embedding_dim": embedding_dim(r_model)}
-        engines[first_text].reranker = VisualReranker(
-            r_model, r_processor, CatalogIndex.build(r_embeds, items, model_info=r_info), r_name)
-        weights = [float(w) for w in config.rerank_weights.split(",") if w.strip()]
-        with timings("hybrid"):
-            report = hybrid_metrics(engines[first_text], items, weights, k, config.rerank_depth)
-        write_json(out_dir / "hybrid.json", report)
-        best = max((r for r in report.values() if r["rerank_weight"] > 0), key=lambda r: r[f"p@{k}"], default=None)
-        if best:
-            rows.append({"model": f"hybrid: {first_text} top-{config.rerank_depth} + {r_name} "
+        if name == run.first_text:
+            write_json(run.out_dir / "queries.json", report)
+
+
+def _hybrid_section(run: _Run) -> None:
+    """`--rerank-model`: the first text model's top results re-ranked with the re-rank model's embeddings
+    (hybrid.json), and a row for the best weight."""
+    config, k, first_text = run.config, run.k, run.first_text
+    if not (config.rerank_model and first_text):
+        return
+    r_dir = (efficientnet_lite0_folder() if config.rerank_model == EFFICIENTNET_LITE0  # the offline ImageNet CNN
+             else config.rerank_model)
+    r_model, _, r_processor = load_model(r_dir)
+    r_name = Path(config.rerank_model).name
+    r_embeds = run.states[r_name]["embeds"] if r_name in run.states else encode_images(r_model, r_processor,
+                                                                                       run.images)
+    r_info = {"name": r_name, "fingerprint": model_fingerprint(r_model), "embedding_dim": embedding_dim(r_model)}
+    run.engines[first_text].reranker = VisualReranker(
+        r_model, r_processor, CatalogIndex.build(r_embeds, run.items, model_info=r_info), r_name)
+    weights = [float(w) for w in config.rerank_weights.split(",") if w.strip()]
+    with run.timings("hybrid"):
+        report = hybrid_metrics(run.engines[first_text], run.items, weights, k, config.rerank_depth)
+    write_json(run.out_dir / "hybrid.json", report)
+    best = max((r for r in report.values() if r["rerank_weight"] > 0), key=lambda r: r[f"p@{k}"], default=None)
+    if best:
+        run.rows.append({"model": f"hybrid: {first_text} top-{config.rerank_depth} + {r_name} "
                                   f"(w={best['rerank_weight']:g})",
                          "i2i": {key: v for key, v in best.items() if key != "rerank_weight"}})
-        by_name[first_text]["hybrid"] = report
-    if config.composed and text_models:
-        triplets = catalog_triplets(gallery, seed=0)
-        if config.composed_max:
-            triplets = triplets.select(range(min(config.composed_max, len(triplets))))
-        for name in [n for n in text_models if n not in ood_names]:
-            with timings(f"composed {name}"):
-                report = composed_report(engines[name], items, triplets, images, config.composed_variants, k=k)
-            write_json(out_dir / (f"composed_{name}.json" if name != first_text else "composed.json"), report)
-            by_name[name]["composed"] = report
-    ood = None
-    if config.ood:
-        field, _, value = config.ood.partition("=")
-        with timings("ood"):
-            ood = ood_report(states, field, value, items, k)
-        write_json(out_dir / "ood.json", ood)
-    protocols = standard_protocols(config, engines, text_models)
+    run.by_name[first_text]["hybrid"] = report
 
-    results = {"gallery": {"split": config.split, "items": len(items), "catalog": str(config.catalog)},
-               "command": config.command, "k": k,
-               "vsc": {"encoder": encoder.name, "source": config.vsc_source,
-                       "shares_encoder_with": "the fused item-text score"},
-               "rows": rows, "ood": ood, "protocols": protocols}
-    grid = None
-    if first_text:
-        with timings("samples"):
-            sample_rows = samples(engines[first_text], items, images)
-        results["observations"] = observation_table(sample_rows)
-        if config.plots:
-            grid = sample_grid(engines[first_text], sample_rows, images)
+
+def _composed_section(run: _Run) -> None:
+    """Composed search on the gallery's triplets per text model (not the out-of-domain ones): composed.json for
+    the first, composed_<model>.json for the others."""
+    config = run.config
+    if not (config.composed and run.text_models):
+        return
+    triplets = catalog_triplets(run.gallery, seed=0)
+    if config.composed_max:
+        triplets = triplets.select(range(min(config.composed_max, len(triplets))))
+    for name in [n for n in run.text_models if n not in run.ood_names]:
+        with run.timings(f"composed {name}"):
+            report = composed_report(run.engines[name], run.items, triplets, run.images, config.composed_variants,
+                                     k=run.k)
+        write_json(run.out_dir / (f"composed_{name}.json" if name != run.first_text else "composed.json"), report)
+        run.by_name[name]["composed"] = report
+
+
+def _ood_section(run: _Run) -> dict | None:
+    """`--ood FIELD=VALUE`: the held-out vs in-domain report (ood.json), or None."""
+    if not run.config.ood:
+        return None
+    field, _, value = run.config.ood.partition("=")
+    with run.timings("ood"):
+        ood = ood_report(run.states, field, value, run.items, run.k)
+    write_json(run.out_dir / "ood.json", ood)
+    return ood
+
+
+def _sample_section(run: _Run, results: dict) -> list[dict] | None:
+    """The first text model's sample queries: the observations table in `results`, and the grid's rows (with
+    `plots`)."""
+    if not run.first_text:
+        return None
+    with run.timings("samples"):
+        sample_rows = samples(run.engines[run.first_text], run.items, run.images)
+    results["observations"] = observation_table(sample_rows)
+    return sample_grid(run.engines[run.first_text], sample_rows, run.images) if run.config.plots else None
+
+
+def _write_reports(run: _Run, results: dict, started: float) -> str:
+    """results.json, metrics.json and results.md (printed too); returns results.md's text."""
     results["elapsed_s"] = round(time.time() - started, 1)
-    results["timings_s"] = dict(timings)
-    flat = [flat_row(r, k) for r in rows]
+    results["timings_s"] = dict(run.timings)
+    flat = [flat_row(r, run.k) for r in run.rows]
     results["table"] = flat
-    write_json(out_dir / "results.json", results)
-    write_json(out_dir / "metrics.json", {r["model"]: r for r in rows})
-    markdown = results_markdown(results, flat, k)
-    atomic_write_text(out_dir / "results.md", markdown)
+    write_json(run.out_dir / "results.json", results)
+    write_json(run.out_dir / "metrics.json", {r["model"]: r for r in run.rows})
+    markdown = results_markdown(results, flat, run.k)
+    atomic_write_text(run.out_dir / "results.md", markdown)
     print("\n" + markdown)
+    return markdown
+
+
+def run_evaluation(config: EvaluationConfig) -> Evaluation:
+    """Every section `config` asks for; writes the JSON reports and results.md to `config.output`."""
+    started = time.time()
+    run = _open_run(config, Timings())
+    _model_and_baseline_rows(run)
+    _query_section(run)
+    _hybrid_section(run)
+    _composed_section(run)
+    ood = _ood_section(run)
+    protocols = standard_protocols(config, run.engines, run.text_models)
+    results = {"gallery": {"split": config.split, "items": len(run.items), "catalog": str(config.catalog)},
+               "command": config.command, "k": run.k,
+               "vsc": {"encoder": run.encoder.name, "source": config.vsc_source,
+                       "shares_encoder_with": "the fused item-text score"},
+               "rows": run.rows, "ood": ood, "protocols": protocols}
+    grid = _sample_section(run, results)
+    markdown = _write_reports(run, results, started)
     return Evaluation(results, markdown, grid)
 
 
