@@ -19,7 +19,7 @@ from modeling.training.composed import ComposedData
 from modeling.training.ema import WeightEMA
 from modeling.training.loop import load_splits
 from modeling.training.sampler import GroupedShuffleSampler
-from modeling.training.tasks import build_task
+from modeling.training.tasks import task_class
 
 
 def _tiny_args(catalog, text_model, output, *extra):
@@ -110,7 +110,7 @@ def test_supcon_memory_fills_after_warmup_newest_first_and_stays_bounded(catalog
     args = train.parse_args(_tiny_args(catalog_dir, tiny_text_model, tmp_path / "run", "--supcon-memory", "20",
                                        "--supcon-memory-warmup", "2", "--val-split", ""))
     train_ds, _, _ = load_splits(args)
-    task = build_task(args, train_ds, None)
+    task = task_class(args).from_args(args, train_ds, None)  # as training_function builds it
     torch.manual_seed(0)
     batches = [torch.arange(i * 8, i * 8 + 8) for i in range(4)]
     for positions in batches[:2]:  # the 2 warm-up steps keep nothing

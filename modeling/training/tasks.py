@@ -29,9 +29,4 @@ def task_class(args: argparse.Namespace) -> type[Task]:
     return TASKS[args.model]
 
 
-def build_task(args: argparse.Namespace, train_ds, val_ds=None) -> Task:
-    """The selected task, built from the parsed command line (it keeps only its own settings)."""
-    return task_class(args).from_args(args, train_ds, val_ds)
-
-
-__all__ = ["MODELS", "STAGES", "TASKS", "build_task", "task_class"]
+__all__ = ["MODELS", "STAGES", "TASKS", "task_class"]
