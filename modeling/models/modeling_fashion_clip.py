@@ -585,16 +585,6 @@ class FashionClipModel(FashionClipPreTrainedModel):
             param.requires_grad_(True)
         return merged
 
-    def num_parameters_summary(self) -> dict[str, int]:
-        """Parameter counts: `total` (base CLIP + LoRA + combiner), `trainable`, `lora`, `combiner`."""
-        named = list(self.named_parameters())
-        return {
-            "total": sum(p.numel() for _, p in named),
-            "trainable": sum(p.numel() for _, p in named if p.requires_grad),
-            "lora": sum(p.numel() for name, p in named if "lora_" in name),
-            "combiner": sum(p.numel() for name, p in named if name.startswith("combiner.")),
-        }
-
 
 __all__ = ["FashionClipModel", "FashionClipOutput", "FashionClipPreTrainedModel", "contrastive_loss",
            "fashion_clip_loss", "lora_target_pattern"]
