@@ -38,11 +38,16 @@ from modeling.utils.topk import topk_indices
 
 
 # -- argument checks -----------------------------------------------------------------------------------------------
+def _positive_int(value: int, name: str) -> int:
+    """`value` as an int; `ValueError` naming it unless it is a positive integer (bools are not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def check_k(k: int) -> int:
     """`k` as an int; `ValueError` unless it is a positive integer (bools are not)."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    return int(k)
+    return _positive_int(k, "k")
 
 
 def check_ks(ks: int | Sequence[int], *, sort: bool = True) -> list[int]:
@@ -57,9 +62,7 @@ def check_ks(ks: int | Sequence[int], *, sort: bool = True) -> list[int]:
 
 def check_chunk(chunk: int) -> int:
     """`chunk` (queries scored at once, or a batch size) as an int; `ValueError` unless it is positive."""
-    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
-        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
-    return int(chunk)
+    return _positive_int(chunk, "chunk")
 
 
 def normalise_rows(x: Any, name: str) -> np.ndarray:

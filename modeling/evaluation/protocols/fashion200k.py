@@ -21,6 +21,7 @@ from modeling.evaluation.protocols.base import (Compose, EncodeImages, check_max
                                                 encode_gallery_and_queries, ranked_positions, recall_dict,
                                                 sample_in_order)
 from modeling.evaluation.metrics import check_chunk, check_ks, check_pair, pad_ranks
+from modeling.evaluation.tasks import group_by_text
 
 logger = logging.getLogger(__name__)
 
@@ -142,10 +143,8 @@ def fashion200k_generate_queries(
     """
     check_max_queries(max_queries)
     normalised = [normalise_text(caption) for caption in captions]
-    caption_images: dict[str, list[int]] = {}
-    for position, caption in enumerate(normalised):
-        if caption:
-            caption_images.setdefault(caption, []).append(position)
+    distinct, positions = group_by_text(captions)
+    caption_images = {caption: images.tolist() for caption, images in zip(distinct, positions)}
     # Captions sharing every word but the one at position i fall in the same bucket.
     buckets: dict[tuple, list[str]] = {}
     for caption in caption_images:

@@ -13,7 +13,7 @@ import numpy as np
 
 from modeling.data.text import normalise_text
 from modeling.evaluation.metrics import check_chunk, check_ks, check_pair
-from modeling.evaluation.tasks import text_to_image_metrics
+from modeling.evaluation.tasks import group_by_text, text_to_image_metrics
 
 KAGL_KS = (1, 10)
 
@@ -54,11 +54,7 @@ def kagl_text_to_image(
         raise ValueError(f"titles must hold one title per item ({len(texts)})")
     num_items = len(texts)
     keys = [normalise_text(title) for title in titles]
-    groups: dict[str, list[int]] = {}
-    for position, key in enumerate(keys):
-        if key:
-            groups.setdefault(key, []).append(position)
-    group_arrays = {key: np.asarray(positions, dtype=np.int64) for key, positions in groups.items()}
+    group_arrays = dict(zip(*group_by_text(titles)))
     same_title = [group_arrays[key] if key else np.array([position], dtype=np.int64)
                   for position, key in enumerate(keys)]
     single = [np.array([position], dtype=np.int64) for position in range(num_items)]
@@ -66,7 +62,7 @@ def kagl_text_to_image(
         "single_target": text_to_image_metrics(texts, images, single, ks=ks, chunk=chunk),
         "any_same_title": text_to_image_metrics(texts, images, same_title, ks=ks, chunk=chunk),
         "num_queries": num_items,
-        "num_distinct_titles": len(groups),
+        "num_distinct_titles": len(group_arrays),
     }
 
 
