@@ -56,7 +56,7 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_MODEL = "runs/dual-encoder"
 OPTIONAL_MODELS = ("runs/clip-lora", "runs/vae")  # offered when trained
 DEFAULT_CATALOG = str(HERE.parent / "shared" / "data")
-MAX_UPLOAD = "20mb"
+MAX_UPLOAD = 20 * 1024 * 1024  # bytes of an uploaded photo (Gradio's "20mb")
 MAX_DUPLICATES_SHOWN = 48  # photos in the near-duplicates panel
 BOX_VIEW_SIDE = 480  # the photo on which the shopper clicks the box's corners, at most this many pixels a side
 # Searches the queue runs at once (UI events and queued API calls); the structured-data endpoints skip the queue
@@ -455,7 +455,7 @@ def serve(demo: gr.Blocks, service: SearchService, **launch_kwargs):
     launch_kwargs.setdefault("enable_monitoring", monitoring_enabled())
     launch_kwargs.setdefault("max_file_size", MAX_UPLOAD)
     launch_kwargs.setdefault("show_error", False)
-    return demo.launch(app_kwargs=app_kwargs(service), **launch_kwargs)
+    return demo.launch(app_kwargs=app_kwargs(service, max_file_size=launch_kwargs["max_file_size"]), **launch_kwargs)
 
 
 def _catalog_examples(items, types) -> dict[str, str]:

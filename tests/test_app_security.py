@@ -358,3 +358,109 @@ def test_the_page_works_under_its_content_security_policy(served, small_engine):
             browser.close()
     violations = [m for m in console if "Content Security Policy" in m or "Refused to" in m]
     assert not violations, violations
+
+
+# -- limits before work: body size, nesting, content type ---------------------------------------------------------
+def raw_exchange(base: str, head: str, chunks=(), timeout: float = 30) -> tuple[int, dict, bytes, float]:
+    """Sends a request head (and body chunks, from a thread: the server may stop reading) over a raw socket and
+    reads the reply. Returns (status, headers, body, seconds to the reply's first byte)."""
+    import socket
+    import threading
+    import time
+    from urllib.parse import urlsplit
+
+    url = urlsplit(base)
+    sock = socket.create_connection((url.hostname, url.port), timeout=timeout)
+    start = time.perf_counter()
+    sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n")
+
+    def write():
+        try:
+            for chunk in chunks:
+                sock.sendall(chunk)
+        except OSError:
+            pass  # the server answered and closed: it read no further
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    reply, first = b"", None
+    while b"\r\n\r\n" not in reply:
+        data = sock.recv(65536)
+        first = first or time.perf_counter()
+        if not data:
+            break
+        reply += data
+    head_text, _, body = reply.partition(b"\r\n\r\n")
+    lines = head_text.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    while len(body) < int(headers.get("content-length", len(body))):
+        data = sock.recv(65536)
+        if not data:
+            break
+        body += data
+    sock.close()
+    return int(lines[0].split()[1]), headers, body, (first or time.perf_counter()) - start
+
+
+def _assert_refusal(status, headers, body, expected_status, expected):
+    assert status == expected_status, (status, body[:300])
+    assert headers["x-content-type-options"] == "nosniff" and "content-security-policy" in headers
+    _check_message(json.loads(body)["error"], expected)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/search_text", "/gradio_api/call/search_text_data", "/gradio_api/upload"])
+def test_a_body_declared_too_large_is_refused_before_it_is_read(served, path):
+    host = served.split("//")[1]
+    status, headers, body, seconds = raw_exchange(
+        served, f"POST {path} HTTP/1.1\nHost: {host}\nContent-Type: application/json\n"
+                f"Content-Length: 5000000000\n")
+    _assert_refusal(status, headers, body, 413, "larger than the limit")
+    assert seconds < 5  # answered from the header: nothing of the 5 GB was waited for
+
+
+def test_a_chunked_body_is_read_only_up_to_the_limit(served):
+    host = served.split("//")[1]
+    piece = b"x" * 100_000
+    chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    status, headers, body, _ = raw_exchange(
+        served, f"POST /api/v1/search_text HTTP/1.1\nHost: {host}\nContent-Type: application/json\n"
+                f"Transfer-Encoding: chunked\n", [chunk] * 40)  # 4 MB offered, 1 MB allowed
+    _assert_refusal(status, headers, body, 413, "1,000,000 bytes")
+    # An upload under its own (larger) limit still goes through.
+    ok = httpx.post(f"{served}/gradio_api/upload", files={"files": ("a.png", _png_bytes(), "image/png")}, timeout=30)
+    assert ok.status_code == 200, ok.text
+
+
+def _png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_deeply_nested_json_is_bad_input(served, capfd, caplog):
+    caplog.set_level(logging.INFO)
+    deep = "[" * 60_000 + "]" * 60_000
+    response = httpx.post(f"{served}/api/v1/search_text", content=deep, headers={"Content-Type": "application/json"},
+                          timeout=30)
+    assert response.status_code == 400
+    _check_message(response.json()["error"], "nested too deeply")
+    nested_value = '{"query": ' + "[" * 900 + "]" * 900 + "}"
+    response = httpx.post(f"{served}/api/v1/search_text", content=nested_value,
+                          headers={"Content-Type": "application/json"}, timeout=30)
+    assert response.status_code == 400
+    _check_message(response.json()["error"], "Type what you are looking for")
+    gradio = httpx.post(f"{served}/gradio_api/call/search_text_data", content='{"data": ' + deep + "}",
+                        headers={"Content-Type": "application/json"}, timeout=30)
+    assert 400 <= gradio.status_code < 500
+    assert "Traceback" not in capfd.readouterr().err and "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_json_routes_take_json_only(served, content_type):
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = httpx.post(f"{served}/api/v1/search_text", content=b'{"query": "red dress"}', headers=headers,
+                          timeout=30)
+    assert response.status_code == 415
+    _check_message(response.json()["error"], "application/json")
+    assert httpx.post(f"{served}/api/v1/search_text", content=b'{"query": "red dress"}', timeout=30,
+                      headers={"Content-Type": "application/json; charset=utf-8"}).status_code == 200

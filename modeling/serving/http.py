@@ -29,26 +29,43 @@ from fastapi.routing import APIRoute
 from starlette.middleware import Middleware
 
 from modeling.serving.endpoints import ENDPOINTS, Endpoint
-from modeling.serving.service import REFUSED, SearchService, user_message
+from modeling.serving.limits import MAX_BODY_BYTES, BodyLimit, refusal_headers, upload_route_limits
+from modeling.serving.service import REFUSED, SearchService, shorten, user_message
 
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
-MAX_BODY_BYTES = 1_000_000
 
 
 class RequestRefused(Exception):
-    """A request the routes answer with HTTP 400 before it reaches the service (bad JSON, unknown fields)."""
+    """A request the routes refuse before it reaches the service: 400 (bad JSON, unknown fields), 415 (not JSON)."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+JSON_TYPES = ("application/json",)
+
+
+def _check_content_type(request: Request) -> None:
+    """JSON routes take `application/json` only: a web page cannot send that cross-site without a preflight (which
+    is refused unless CORS origins are configured), unlike text/plain or a form."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in JSON_TYPES and not media.endswith("+json"):
+        raise RequestRefused(f"Send the request as JSON (Content-Type: application/json); got "
+                             f"{shorten(media or 'no content type')}.", status=415)
 
 
 def _fields(endpoint: Endpoint, body: bytes) -> dict:
     """The body's fields, checked against the endpoint's declaration (a JSON object, only its fields, the
-    required ones present); the values themselves are checked by `Endpoint.arguments`."""
+    required ones present); the values themselves are checked by `Endpoint.arguments`. The body's size was
+    checked before it was read (`modeling.serving.limits.BodyLimit`)."""
     required, optional = endpoint.required, endpoint.optional
-    if len(body) > MAX_BODY_BYTES:
-        raise RequestRefused(f"The request body is {len(body):,} bytes; the limit is {MAX_BODY_BYTES:,}.")
     try:
         payload = json.loads(body or b"{}")
+    except RecursionError:  # nested deeper than the parser's stack: bad input, not a server failure
+        raise RequestRefused("The request body is nested too deeply; send a flat JSON object of fields.") from None
     except (ValueError, UnicodeDecodeError):
         raise RequestRefused("The request body is not valid JSON; send an object such as "
                              f"{{{', '.join(f'{chr(34)}{f}{chr(34)}: ...' for f in required)}}}.") from None
@@ -65,6 +82,11 @@ def _fields(endpoint: Endpoint, body: bytes) -> dict:
     return {**optional, **payload}
 
 
+def _refused(request: Request, status: int, message: str) -> Response:
+    logger.info("refused %s %s (%d): %s", request.method, request.url.path, status, message)
+    return JSONResponse({"error": message}, status_code=status, headers=refusal_headers(status))
+
+
 def json_routes(service: SearchService) -> list[APIRoute]:
     """The JSON routes over `service` (pass them to FastAPI as `routes=`). They run on the server's event loop and
     await the service's encoder and search threads: no thread per waiting request."""
@@ -72,11 +94,10 @@ def json_routes(service: SearchService) -> list[APIRoute]:
     def search_route(endpoint: Endpoint) -> Callable:
         async def route(request: Request):
             try:
+                _check_content_type(request)
                 data = await endpoint.call_async(service, _fields(endpoint, await request.body()))
             except (RequestRefused, *REFUSED) as error:
-                message = user_message(error)
-                logger.info("refused %s %s: %s", request.method, request.url.path, message)
-                return JSONResponse({"error": message}, status_code=400)
+                return _refused(request, getattr(error, "status", 400), user_message(error))
             except Exception:  # a bug: logged in full, the client gets no internals
                 logger.exception("%s failed", request.url.path)
                 return JSONResponse({"error": "The search failed unexpectedly; the error was logged."},
@@ -160,11 +181,15 @@ class SecurityHeaders:
         return await self.app(scope, receive, send_with_headers)
 
 
-def app_kwargs(service: SearchService, frame_ancestors: str | None = None) -> dict:
+def app_kwargs(service: SearchService, frame_ancestors: str | None = None, max_file_size: int | None = None) -> dict:
     """Keyword arguments for the FastAPI app Gradio creates (`launch(app_kwargs=...)`): the JSON routes and the
-    security headers middleware."""
+    middlewares, outermost first: the security headers (on every reply, refusals included), then the body limits
+    (`modeling.serving.limits`; uploads up to `max_file_size`)."""
     headers = security_headers(frame_ancestors or default_frame_ancestors())
-    return {"routes": json_routes(service), "middleware": [Middleware(SecurityHeaders, headers=headers)]}
+    uploads = upload_route_limits(max_file_size) if max_file_size else {}
+    return {"routes": json_routes(service),
+            "middleware": [Middleware(SecurityHeaders, headers=headers),
+                           Middleware(BodyLimit, limit=MAX_BODY_BYTES, route_limits=uploads)]}
 
 
 __all__ = ["API_PREFIX", "ENDPOINTS", "SecurityHeaders", "app_kwargs", "json_routes", "security_headers"]
