@@ -455,7 +455,9 @@ def serve(demo: gr.Blocks, service: SearchService, **launch_kwargs):
     launch_kwargs.setdefault("enable_monitoring", monitoring_enabled())
     launch_kwargs.setdefault("max_file_size", MAX_UPLOAD)
     launch_kwargs.setdefault("show_error", False)
-    return demo.launch(app_kwargs=app_kwargs(service, max_file_size=launch_kwargs["max_file_size"]), **launch_kwargs)
+    kwargs = app_kwargs(service, max_file_size=launch_kwargs["max_file_size"],
+                        hosts=[h for h in [launch_kwargs.get("server_name")] if h])
+    return demo.launch(app_kwargs=kwargs, **launch_kwargs)
 
 
 def _catalog_examples(items, types) -> dict[str, str]:

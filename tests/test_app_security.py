@@ -464,3 +464,69 @@ def test_json_routes_take_json_only(served, content_type):
     _check_message(response.json()["error"], "application/json")
     assert httpx.post(f"{served}/api/v1/search_text", content=b'{"query": "red dress"}', timeout=30,
                       headers={"Content-Type": "application/json; charset=utf-8"}).status_code == 200
+
+
+# -- hosts, origins, headers on every reply ---------------------------------------------------------------------------
+def _has_security_headers(response) -> bool:
+    csp = response.headers.get("content-security-policy", "")
+    return response.headers.get("x-content-type-options") == "nosniff" and "frame-ancestors" in csp
+
+
+def test_unknown_hosts_get_nothing(served):
+    """DNS rebinding: a page on evil.example whose name now points at 127.0.0.1 sends Host: evil.example."""
+    for path in ("/", "/gradio_api/info", "/api/v1/search_text"):
+        response = httpx.get(f"{served}{path}", headers={"Host": "evil.example", "Origin": "http://evil.example"},
+                             timeout=30)
+        assert response.status_code == 400 and _has_security_headers(response), path
+        assert "access-control-allow-origin" not in response.headers
+    assert httpx.get(f"{served}/", headers={"Host": "localhost"}, timeout=30).status_code == 200
+
+
+def test_cross_origin_calls_get_no_cors_grant(served):
+    search = {"query": "red dress", "k": 3}
+    for origin in ("http://evil.example", "http://localhost:9999", "null"):
+        simple = httpx.post(f"{served}/api/v1/search_text", json=search, headers={"Origin": origin}, timeout=30)
+        assert simple.status_code == 200 and _has_security_headers(simple)  # a same-site page's call works ...
+        assert "access-control-allow-origin" not in simple.headers  # ... a foreign page cannot read the answer
+        assert "access-control-allow-credentials" not in simple.headers
+        preflight = httpx.options(f"{served}/api/v1/search_text", timeout=30, headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"})
+        assert "access-control-allow-origin" not in preflight.headers and _has_security_headers(preflight)
+        for path in ("/gradio_api/info", "/config"):
+            page = httpx.get(f"{served}{path}", headers={"Origin": origin}, timeout=30)
+            assert "access-control-allow-origin" not in page.headers, path
+
+
+def _asgi_app(registry, **kwargs):
+    from fastapi import FastAPI
+
+    from modeling.serving.http import app_kwargs
+
+    api = FastAPI(**app_kwargs(SearchService(registry), **kwargs))
+
+    @api.get("/boom")
+    def boom():
+        raise RuntimeError("/secret/path/model.bin exploded")
+
+    return api
+
+
+def test_configured_origins_and_error_pages(small_engine, monkeypatch):
+    from starlette.testclient import TestClient
+
+    registry = EngineRegistry.from_engines({"tiny-dual-encoder": small_engine})
+    monkeypatch.setenv("FASHION_ALLOWED_HOSTS", "shop.example.com")
+    monkeypatch.setenv("FASHION_CORS_ORIGINS", "https://shop.example.com")
+    client = TestClient(_asgi_app(registry), base_url="http://shop.example.com", raise_server_exceptions=False)
+    allowed = client.options("/api/v1/search_text", headers={
+        "Origin": "https://shop.example.com", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type"})
+    assert allowed.headers["access-control-allow-origin"] == "https://shop.example.com"
+    assert "access-control-allow-credentials" not in allowed.headers and _has_security_headers(allowed)
+    other = client.options("/api/v1/search_text", headers={"Origin": "https://evil.example",
+                                                            "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in other.headers
+    failed = client.get("/boom")  # an unexpected failure: a generic message, the headers, no internals
+    assert failed.status_code == 500 and _has_security_headers(failed)
+    _check_message(failed.json()["error"], "failed unexpectedly")
+    assert TestClient(_asgi_app(registry), base_url="http://elsewhere.example").get("/boom").status_code == 400

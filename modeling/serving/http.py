@@ -17,19 +17,23 @@ failure answers 500 with a generic message and logs the traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import orjson
 from fastapi import Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from modeling.serving.endpoints import ENDPOINTS, Endpoint
-from modeling.serving.limits import MAX_BODY_BYTES, BodyLimit, refusal_headers, upload_route_limits
+from modeling.serving.limits import (MAX_BODY_BYTES, BodyLimit, allowed_hosts, cors_origins, refusal_headers,
+                                     upload_route_limits)
 from modeling.serving.service import REFUSED, SearchService, shorten, user_message
 
 logger = logging.getLogger(__name__)
@@ -181,14 +185,46 @@ class SecurityHeaders:
         return await self.app(scope, receive, send_with_headers)
 
 
-def app_kwargs(service: SearchService, frame_ancestors: str | None = None, max_file_size: int | None = None) -> dict:
+def server_error(headers: Mapping[str, str]) -> Callable:
+    """The reply to an unexpected failure (Starlette's last-resort handler, outside every middleware): a generic
+    message with the security headers; the traceback goes to the log."""
+
+    async def handler(request: Request, error: Exception) -> Response:
+        return JSONResponse({"error": "The server failed unexpectedly; the error was logged."}, status_code=500,
+                            headers=dict(headers))
+
+    return handler
+
+
+@contextlib.asynccontextmanager
+async def own_cors_only(app):
+    """Lifespan of the app: Gradio wraps every app it launches in a CORS middleware of its own that grants any
+    origin (with credentials) when the Host is not loopback, and steps aside only for a *parent* app configuring
+    Starlette's `CORSMiddleware`. At start-up, before the first request, that middleware is told the app itself is
+    its parent (it has our `CORSMiddleware`), and the middleware stack is rebuilt without its grants.
+    tests/test_app_security.py checks the result from outside."""
+    for middleware in getattr(app, "user_middleware", []):
+        if getattr(middleware.cls, "__name__", "") == "CustomCORSMiddleware":
+            middleware.kwargs["parent_app"] = app
+    app.middleware_stack = None
+    yield
+
+
+def app_kwargs(service: SearchService, frame_ancestors: str | None = None, max_file_size: int | None = None,
+               hosts: Sequence[str] = (), origins: Sequence[str] | None = None) -> dict:
     """Keyword arguments for the FastAPI app Gradio creates (`launch(app_kwargs=...)`): the JSON routes and the
-    middlewares, outermost first: the security headers (on every reply, refusals included), then the body limits
-    (`modeling.serving.limits`; uploads up to `max_file_size`)."""
+    middlewares, outermost first: the security headers (on every reply: refusals, preflights, error pages), the
+    host allow-list (`limits.allowed_hosts` plus `hosts`), CORS (only `origins`, default `limits.cors_origins()`:
+    none; Gradio's own CORS handling then stays out), the body limits (uploads up to `max_file_size`)."""
     headers = security_headers(frame_ancestors or default_frame_ancestors())
     uploads = upload_route_limits(max_file_size) if max_file_size else {}
-    return {"routes": json_routes(service),
+    origins = cors_origins() if origins is None else list(origins)
+    return {"routes": json_routes(service), "lifespan": own_cors_only,
+            "exception_handlers": {Exception: server_error(headers)},
             "middleware": [Middleware(SecurityHeaders, headers=headers),
+                           Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(hosts)),
+                           Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+                                      allow_headers=["content-type"], allow_credentials=False),
                            Middleware(BodyLimit, limit=MAX_BODY_BYTES, route_limits=uploads)]}
 
 
