@@ -530,3 +530,27 @@ def test_configured_origins_and_error_pages(small_engine, monkeypatch):
     assert failed.status_code == 500 and _has_security_headers(failed)
     _check_message(failed.json()["error"], "failed unexpectedly")
     assert TestClient(_asgi_app(registry), base_url="http://elsewhere.example").get("/boom").status_code == 400
+
+
+# -- one validation for every entry point -------------------------------------------------------------------------------
+SAME_REFUSALS = [
+    ({"query": "red dress", "model": False}, "Unknown model"),
+    ({"query": "red dress", "model": 0}, "Unknown model"),
+    ({"query": "\u200b\u200c\u2060\ufeff"}, "Type what you are looking for"),
+    ({"query": " \u200b \u00ad "}, "Type what you are looking for"),
+    ({"query": "red dress", "k": "\uff11\uff10"}, "whole number from 1 to 50"),  # full-width "10"
+    ({"query": "red dress", "k": "\u0665"}, "whole number from 1 to 50"),  # Arabic-Indic 5
+    ({"query": "red dress", "k": True}, "whole number from 1 to 50"),
+    ({"query": "red dress", "gender": False}, "Unknown gender"),
+]
+
+
+@pytest.mark.parametrize(("fields", "expected"), SAME_REFUSALS, ids=[str(i) for i in range(len(SAME_REFUSALS))])
+def test_json_routes_and_gradio_endpoints_refuse_alike(served, fields, expected):
+    order = ["query", "k", "model", "gender", "category", "colour"]
+    defaults = {"k": 10, "model": "", "gender": "Any", "category": "Any", "colour": "Any"}
+    event, payload = gradio_call(served, "search_text_data", [{**defaults, **fields}[f] for f in order])
+    response = httpx.post(f"{served}/api/v1/search_text", json=fields, timeout=30)
+    assert event == "error" and response.status_code == 400, (payload, response.text)
+    _check_message(payload["error"], expected)
+    assert response.json()["error"] == payload["error"]

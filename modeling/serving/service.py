@@ -81,7 +81,8 @@ def parse_k(value, max_k: int = MAX_K) -> int:
     number = None
     integral = isinstance(value, numbers.Integral) or (
         isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer())
-    if (integral and not isinstance(value, bool)) or (isinstance(value, str) and re.fullmatch(r"\s*\d{1,6}\s*",
+    # ASCII digits only: int() would also read full-width or Arabic-Indic digits ("１０"), which no client means.
+    if (integral and not isinstance(value, bool)) or (isinstance(value, str) and re.fullmatch(r"\s*[0-9]{1,6}\s*",
                                                                                              value)):
         number = int(value)
     if number is None or not 1 <= number <= max_k:
