@@ -43,12 +43,12 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr
 from PIL import ImageDraw
 
-from modeling.data.images import load_image
+from modeling.data.uploads import load_upload
 from modeling.serving.endpoints import ENDPOINTS, gradio_function
 from modeling.serving.registry import EngineRegistry, ModelSpec, qdrant_config, with_index_repo
 from modeling.serving.service import (ANY, COMPOSITION_METHODS, FILTERS, MAX_K, REFUSED, SearchResult, SearchService,
                                       shorten, user_message)
-from modeling.serving.tuning import cap_malloc_arenas, limit_threads
+from modeling.serving.tuning import cap_malloc_arenas, limit_threads, return_large_blocks
 
 logger = logging.getLogger("app")
 
@@ -130,18 +130,25 @@ def summary_line(data: dict | None) -> str:
             f"{data.get('took_ms', 0):.0f} ms")
 
 
+def _box_photo(image):
+    """(the photo as the box view shows it, at most `BOX_VIEW_SIDE` pixels a side; the scale from the full-size
+    photo's pixels, in which the box is given, to the view's), decoded with bounded memory (`load_upload`)."""
+    upload = load_upload(image, max_side=2 * BOX_VIEW_SIDE)
+    width, height = upload.size
+    scale = min(1.0, BOX_VIEW_SIDE / max(width, height))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return (upload.image.resize(size) if upload.image.size != size else upload.image), scale
+
+
 def box_view(image, box=None, corner=None):
     """The uploaded photo (at most `BOX_VIEW_SIDE` pixels a side) with the shopper's box drawn on it, or the first
     corner clicked; None without a photo (or one that cannot be read: the search says why)."""
     if image is None:
         return None
     try:
-        photo = load_image(image)
+        view, scale = _box_photo(image)
     except ValueError:
         return None
-    scale = min(1.0, BOX_VIEW_SIDE / max(photo.size))
-    view = photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale)))) if scale < 1 \
-        else photo.copy()
     draw = ImageDraw.Draw(view)
     if box:
         draw.rectangle([v * scale for v in box], outline=(230, 0, 90), width=3)
@@ -156,9 +163,11 @@ def click_box(image, corner, evt: gr.SelectData):
     in the photo's pixels, the view with it drawn, the corner waiting for its opposite)."""
     if image is None:
         raise refused("Upload a photo first, then click two opposite corners of the product on it.")
-    photo = load_image(image)
-    scale = min(1.0, BOX_VIEW_SIDE / max(photo.size))
-    x, y = (min(max(v / scale, 0), side) for v, side in zip(evt.index[:2], photo.size))
+    try:
+        view, scale = _box_photo(image)
+    except ValueError as error:
+        raise refused(user_message(error)) from None
+    x, y = (min(max(v / scale, 0), side / scale) for v, side in zip(evt.index[:2], view.size))
     if corner is None:
         return "", box_view(image, corner=(x, y)), (x, y)
     box = (min(corner[0], x), min(corner[1], y), max(corner[0], x), max(corner[1], y))
@@ -762,6 +771,7 @@ def main(argv=None) -> None:
     limit_threads(int(os.environ.get("FASHION_SERVING_THREADS", "1")))
     if int(os.environ.get("FASHION_MALLOC_ARENAS", "2")) > 0:
         cap_malloc_arenas(int(os.environ.get("FASHION_MALLOC_ARENAS", "2")))
+    return_large_blocks()  # large photos' memory goes back to the system after each request
     service = SearchService(registry, query_precision=os.environ.get("FASHION_QUERY_PRECISION", "auto"))
     items = service.catalog_items()
     allowed = sorted({str(Path(p).parent) for p in items.get("image_path", []) if p})

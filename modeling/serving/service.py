@@ -19,8 +19,10 @@ the engines of an `EngineRegistry`. It
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
+import os
 import random
 import threading
 import time
@@ -31,6 +33,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from modeling.data.images import ImageError
+from modeling.data.uploads import load_upload
 from modeling.data.photos import parse_box
 from modeling.models.composition import COMPOSITION_METHODS
 from modeling.serving.arguments import (MAX_ID_CHARS, MAX_K, parse_ignore, parse_item_id, parse_k, parse_weight,
@@ -250,9 +253,11 @@ class SearchService:
         return self._answer(results, name, "image", start, query)
 
     def _photo(self, engine, image, box):
-        """The uploaded photo as the engine will search it (`prepare_photo`); a bad box is refused."""
+        """The uploaded photo as the engine will search it (`prepare_photo`), decoded with bounded memory
+        (`load_upload`) on the search threads (so at most `search_slots` photos are decoded at once); the
+        answer's box is in the upload's pixels. A bad box is refused."""
         try:
-            return self._run(engine.prepare_photo, image, parse_box(box))
+            return self._run(prepare_upload, engine, image, parse_box(box))
         except ValueError as error:
             if isinstance(error, REFUSED):
                 raise
@@ -402,6 +407,16 @@ class SearchService:
 
 
 REFUSED = (QueryError, ImageError)
+
+
+def prepare_upload(engine, image, box):
+    """`engine.prepare_photo` of an upload (a file path or bytes: decoded by `load_upload`, at most `WORKING_SIDE`
+    pixels a side) or of an image already in memory; the returned box is in the upload's pixels."""
+    if not isinstance(image, (str, os.PathLike, bytes, bytearray)):
+        return engine.prepare_photo(image, box)
+    upload = load_upload(image)
+    photo = engine.prepare_photo(upload.image, upload.to_image(box))
+    return dataclasses.replace(photo, box=upload.to_upload(photo.box)) if upload.scale != 1 else photo
 
 
 def searched(photo) -> dict:
