@@ -26,6 +26,7 @@ ANY3 = ["Any", "Any", "Any"]
 INTERNALS = re.compile(r"Traceback|(?:Type|Value|OS|Key|Attribute|Index|Overflow|Runtime)Error|ComponentProcessing"
                        r"|InvalidPath|pydantic|NoneType|gradio\.")
 LONG_ID = "7" * 100_000
+SERVED = {}  # the served Blocks, for the indexes of its private handlers
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,7 @@ def served(small_engine, small_vae_engine):
     image_dir = str(Path(small_engine.index.items["image_path"].iloc[0]).parent)
     app.serve(demo, service, server_name="127.0.0.1", server_port=None, prevent_thread_lock=True,
               allowed_paths=[image_dir], css=app.CSS)
+    SERVED["demo"] = demo
     yield demo.local_url.rstrip("/")
     demo.close()
 
@@ -554,3 +556,53 @@ def test_json_routes_and_gradio_endpoints_refuse_alike(served, fields, expected)
     assert event == "error" and response.status_code == 400, (payload, response.text)
     _check_message(payload["error"], expected)
     assert response.json()["error"] == payload["error"]
+
+
+# -- admission: the queue's bounds, no way around them, private handlers checked ----------------------------------------
+def call_by_index(base: str, fn_index: int, data: list, timeout: float = 60) -> dict:
+    """A handler called by its index through Gradio's queue, as the page calls private ones. Returns the last
+    message of the event stream (process_completed: {"success": ..., "output": {...}})."""
+    session = f"test-{fn_index}-{os.getpid()}"
+    joined = httpx.post(f"{base}/gradio_api/queue/join", json={"data": data, "fn_index": fn_index,
+                                                                "session_hash": session}, timeout=timeout)
+    assert joined.status_code == 200, joined.text
+    with httpx.stream("GET", f"{base}/gradio_api/queue/data", params={"session_hash": session},
+                      timeout=timeout) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed":
+                    return message
+    raise AssertionError("no process_completed message")
+
+
+def _private_index(name: str) -> int:
+    return next(i for i, fn in SERVED["demo"].fns.items()
+                if getattr(fn.fn, "__name__", "") == name and fn.api_visibility == "private")
+
+
+def test_queued_endpoints_cannot_be_called_around_the_queue(served):
+    response = httpx.post(f"{served}/gradio_api/run/search_text", json={"data": ["red dress", 5, "tiny-dual-encoder",
+                                                                               *ANY3]}, timeout=30)
+    assert response.status_code == 404 and "queue" in response.text
+    direct = httpx.post(f"{served}/gradio_api/run/search_text_data", json={"data": ["red dress", 5, "", *ANY3]},
+                        timeout=30)  # a structured-data endpoint without Gradio's queue: the service admits it
+    assert direct.status_code == 200 and direct.json()["data"][0]["results"]
+    assert SERVED["demo"]._queue.max_size == app.QUEUE_SIZE
+
+
+def test_private_handlers_check_what_they_are_sent(served, item_id, capfd, caplog):
+    caplog.set_level(logging.INFO)
+    many = {"model": "tiny-dual-encoder", "results": [{"rank": 1, "title": "x", "duplicates": [item_id] * 10_000}]}
+    done = call_by_index(served, _private_index("show_duplicates"), [many])
+    assert done["success"], done
+    assert len(done["output"]["data"][1]) == app.MAX_DUPLICATES_SHOWN  # looked up no more than it shows
+    for bad in ({"results": "x" * 1000}, {"results": [1, 2, 3]}, {"results": [{}] * (app.MAX_K + 1)},
+                {"results": [{"duplicates": "15970"}]}):
+        refused_call = call_by_index(served, _private_index("show_duplicates"), [bad])
+        assert not refused_call["success"]
+        _check_message(refused_call["output"]["error"], "run the search again")
+    assert "Traceback" not in capfd.readouterr().err and "Traceback" not in caplog.text
+    garbage = call_by_index(served, _private_index("summary_line"), [{"summary": 5, "results": [{}]}])
+    assert not garbage["success"] and garbage["output"]["error"]  # a message, never an empty error
+    _check_message(garbage["output"]["error"], "unexpectedly")

@@ -31,6 +31,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from modeling.serving.admission import Overloaded
 from modeling.serving.endpoints import ENDPOINTS, Endpoint
 from modeling.serving.limits import (MAX_BODY_BYTES, BodyLimit, allowed_hosts, cors_origins, refusal_headers,
                                      upload_route_limits)
@@ -102,6 +103,8 @@ def json_routes(service: SearchService) -> list[APIRoute]:
                 data = await endpoint.call_async(service, _fields(endpoint, await request.body()))
             except (RequestRefused, *REFUSED) as error:
                 return _refused(request, getattr(error, "status", 400), user_message(error))
+            except Overloaded as error:  # at a bound: refused before any work, the client retries
+                return _refused(request, 503, str(error))
             except Exception:  # a bug: logged in full, the client gets no internals
                 logger.exception("%s failed", request.url.path)
                 return JSONResponse({"error": "The search failed unexpectedly; the error was logged."},
@@ -112,11 +115,13 @@ def json_routes(service: SearchService) -> list[APIRoute]:
         route.__name__ = f"api_{endpoint.name}"
         return route
 
-    async def item_image(item_id: str):
+    async def item_image(item_id: str, request: Request):
         try:
             path = await service.run_async(service.image_path, item_id)
         except REFUSED as error:
             return JSONResponse({"error": user_message(error)}, status_code=404)
+        except Overloaded as error:
+            return _refused(request, 503, str(error))
         if not path or not os.path.isfile(path):
             return JSONResponse({"error": "This item has no photo on this server."}, status_code=404)
         return FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})

@@ -19,6 +19,7 @@ the engines of an `EngineRegistry`. It
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -38,7 +39,8 @@ from modeling.data.photos import parse_box
 from modeling.models.composition import COMPOSITION_METHODS
 from modeling.serving.arguments import (MAX_ID_CHARS, MAX_K, parse_ignore, parse_item_id, parse_k, parse_weight,
                                        shorten, user_message)
-from modeling.serving.batching import DEFAULT_MAX_BATCH, TextQueryBatcher
+from modeling.serving.admission import Gate, Overloaded
+from modeling.serving.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_PENDING, TextQueryBatcher
 from modeling.retrieval.common.types import QueryError, SearchResult, validate_text
 from modeling.serving.registry import EngineRegistry
 from modeling.serving.tuning import QUERY_PRECISIONS, bf16_when_batched, choose_query_precision
@@ -47,6 +49,10 @@ from modeling.retrieval.engine.vsc import summarise
 logger = logging.getLogger(__name__)
 
 DEFAULT_SEARCH_SLOTS = 2
+# Requests the service takes at once (the JSON routes, Gradio's unqueued API endpoints) and calls waiting for a
+# search thread: sized so an admitted request waits well under a second on 2 cores (docs/api.md, "Under load").
+DEFAULT_MAX_IN_FLIGHT = 48
+DEFAULT_MAX_WAITING = 64
 ANY = "Any"
 # The filters offered to users: catalog column -> the name users see (UI labels, messages).
 FILTERS = {"gender": "Gender", "articleType": "Category", "baseColour": "Colour"}
@@ -93,7 +99,9 @@ class SearchService:
     """Validated, batched access to the engines of a registry; see the module docstring."""
 
     def __init__(self, registry: EngineRegistry, max_batch: int = DEFAULT_MAX_BATCH, batch_window_s: float = 0.0,
-                 query_precision: str = "fp32", search_slots: int | None = DEFAULT_SEARCH_SLOTS):
+                 query_precision: str = "fp32", search_slots: int | None = DEFAULT_SEARCH_SLOTS,
+                 max_in_flight: int | None = DEFAULT_MAX_IN_FLIGHT, max_waiting: int = DEFAULT_MAX_WAITING,
+                 max_pending: int = DEFAULT_MAX_PENDING):
         if query_precision not in ("auto", *QUERY_PRECISIONS):
             raise ValueError(f"query_precision must be auto, fp32 or bf16, got {query_precision!r}")
         self.registry = registry
@@ -103,6 +111,12 @@ class SearchService:
         self._pool = ThreadPoolExecutor(search_slots, thread_name_prefix="search",
                                         initializer=self._mark_search_thread) if search_slots else None
         self._local = threading.local()
+        # Admission control (`modeling.serving.admission`): requests taken at once through `call` / `call_async`
+        # (None: no bound), calls waiting for a search thread, text queries waiting for an encoding pass; one more
+        # is refused at once with `Overloaded` (HTTP 503) instead of waiting longer.
+        self.admission = Gate(max_in_flight, "requests") if max_in_flight else None
+        self.waiting = Gate((search_slots or 0) + max_waiting, "searches")
+        self.max_pending = max_pending
         # Batched query encoding in bfloat16 autocast ("bf16", "auto") where parity holds, decided per model when
         # its first text query arrives (`choose_query_precision`); `precisions` keeps what was decided.
         self.query_precision = query_precision
@@ -300,26 +314,47 @@ class SearchService:
     def _mark_search_thread(self) -> None:
         self._local.search_thread = True
 
+    def _submit(self, fn, *args, **kwargs):
+        """`fn` queued for the search threads; `Overloaded` when `max_waiting` calls already wait for one."""
+        self.waiting.enter()
+        try:
+            future = self._pool.submit(fn, *args, **kwargs)
+        except BaseException:
+            self.waiting.leave()
+            raise
+        future.add_done_callback(self.waiting.leave)
+        return future
+
     def _run(self, search, *args, **kwargs):
         """`search(*args, **kwargs)` on the search threads (its exception, if any, raised here)."""
         if self._pool is None or getattr(self._local, "search_thread", False):
             return search(*args, **kwargs)
-        return self._pool.submit(search, *args, **kwargs).result()
+        return self._submit(search, *args, **kwargs).result()
 
     async def run_async(self, fn, *args, **kwargs):
         """`fn(*args, **kwargs)` on the search threads, awaited by an asyncio server (no thread of its own waits):
         a whole `similar` / `composed` request, or `image_path`."""
         if self._pool is None:
             return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args, **kwargs))
-        return await asyncio.wrap_future(self._pool.submit(fn, *args, **kwargs))
+        return await asyncio.wrap_future(self._submit(fn, *args, **kwargs))
+
+    def _admitted(self):
+        return self.admission.admitted() if self.admission is not None else contextlib.nullcontext()
+
+    def call(self, method: str, **kwargs) -> Answer:
+        """The search method `method` (`text`, `similar`, `composed`, ...) as a transport calls it: admitted first
+        (`Overloaded` when `max_in_flight` requests are already in), then run on the caller's thread."""
+        with self._admitted():
+            return getattr(self, method)(**kwargs)
 
     async def call_async(self, method: str, **kwargs) -> Answer:
-        """The search method `method` (`text`, `similar`, `composed`, ...) for an asyncio server: its `_async` twin
-        where it has one (the same code, awaited), else the whole call on the search threads."""
-        twin = getattr(self, f"{method}_async", None)
-        if twin is not None:
-            return await twin(**kwargs)
-        return await self.run_async(getattr(self, method), **kwargs)
+        """`call` for an asyncio server: its `_async` twin where it has one (the same code, awaited), else the whole
+        call on the search threads."""
+        with self._admitted():
+            twin = getattr(self, f"{method}_async", None)
+            if twin is not None:
+                return await twin(**kwargs)
+            return await self.run_async(getattr(self, method), **kwargs)
 
     @staticmethod
     def _rerank_weight(engine, hybrid: bool, weight) -> float:
@@ -402,7 +437,8 @@ class SearchService:
                 if self.precisions[name][0] == "bf16":
                     encode = functools.partial(bf16_when_batched, encode)
                 batcher = self._batchers[name] = TextQueryBatcher(encode, self.max_batch, self.batch_window_s,
-                                                                  name=f"query-encoder-{name}")
+                                                                  name=f"query-encoder-{name}",
+                                                                  max_pending=self.max_pending)
             return batcher
 
 
@@ -425,5 +461,5 @@ def searched(photo) -> dict:
     return {"searched": {"box": [int(v) for v in photo.box], "isolated": bool(photo.applied), "how": photo.reason}}
 
 __all__ = ["ANY", "COMPOSITION_METHODS", "FILTERS", "IMAGE_ROUTE", "MAX_ID_CHARS", "MAX_K", "REFUSED", "Answer",
-           "QueryError", "SearchResult", "SearchService",
+           "Overloaded", "QueryError", "SearchResult", "SearchService",
            "catalog_relative", "parse_item_id", "parse_k", "parse_weight", "searched", "shorten", "user_message"]
