@@ -3,6 +3,7 @@
     python benchmarks/app_load.py                          # /api/v1 JSON routes, 1, 8 and 32 clients, 5,000-request soak
     python benchmarks/app_load.py --protocol gradio        # the same searches through Gradio's /gradio_api/run/...
     python benchmarks/app_load.py --clients 1 8 --requests 400 --soak 0
+    python benchmarks/app_load.py --overload               # 200 clients at once: admission control (issue 28)
 
 `app.py` starts in a fresh process on a free port (the default model only, over the shared catalog; the index is
 built first when absent). Each client is a thread with one keep-alive connection sending requests back to back:
@@ -11,6 +12,11 @@ distinct over the whole run (no cache hits). For each number of clients the scri
 throughput, errors and the server's memory (RSS); then a soak of `--soak` requests at the largest number of
 clients reports the RSS growth. Targets on 2 cores (issue 17): >= 80 req/s at 32 clients with p95 <= 500 ms,
 single-client p95 <= 60 ms, no errors, RSS growth <= 10 % over 5,000 requests.
+
+`--overload` drives `--overload-clients` (200) clients sending the same mix on the JSON routes, each waiting
+`Retry-After` after a 503 as a well-behaved client does, and prints the share refused, the latency of admitted
+requests (target p95 <= 1 s) and of refusals (target p95 <= 50 ms), errors other than 503, and the server's RSS
+before, at its peak and after. Targets (issue 28).
 """
 
 from __future__ import annotations
@@ -134,6 +140,9 @@ def main(argv=None) -> dict:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--startup-timeout", type=float, default=300)
     p.add_argument("--output", default="runs/bench/app_load.json")
+    p.add_argument("--overload", action="store_true", help="the admission-control run instead (see above)")
+    p.add_argument("--overload-clients", type=int, default=200)
+    p.add_argument("--overload-requests", type=int, default=4000)
     args = p.parse_args(argv)
     os.environ.update(OFFLINE)
     ensure_index(args.model, args.catalog)
@@ -142,6 +151,10 @@ def main(argv=None) -> dict:
     item_ids = pd.read_parquet(Path(args.model) / "index" / "items.parquet", columns=["id"])["id"].astype(str)
     item_ids = item_ids.sample(frac=1.0, random_state=0).tolist()
     work = Workload(distinct_queries(), item_ids * 3, args.k)
+    if args.overload:
+        from benchmarks.app_overload import run_overload
+
+        return run_overload(args, work)
 
     port = free_port()
     command = [sys.executable, str(REPO / "app.py"), "--model", args.model, "--catalog", args.catalog,

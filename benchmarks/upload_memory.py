@@ -98,16 +98,19 @@ def reset_peak(pid: int) -> bool:
 
 
 def start_app(model: str, catalog: str, startup_timeout: float = 300) -> tuple[subprocess.Popen, int]:
-    """`app.py` serving `model` alone on a free port, answering; (process, port)."""
+    """`app.py` serving `model` alone on a free port, answering; (process, port). Its log is written to a
+    temporary file (named in the app's `log_path` attribute)."""
     port = free_port()
     command = [sys.executable, str(REPO / "app.py"), "--model", model, "--catalog", catalog, "--port", str(port),
                "--extra-model", model]  # only the default model: nothing else loads
+    # The app's log goes to a file: a pipe nobody reads fills up and blocks the server mid-request.
+    log = tempfile.NamedTemporaryFile("w+", prefix="app-", suffix=".log", delete=False)
     server = subprocess.Popen(command, cwd=REPO, env={**os.environ, **OFFLINE}, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+                              stderr=log, text=True)
     start = time.perf_counter()
     while True:
         if server.poll() is not None:
-            raise RuntimeError(f"the app exited during start-up:\n{server.stderr.read()[-3000:]}")
+            raise RuntimeError(f"the app exited during start-up:\n{Path(log.name).read_text()[-3000:]}")
         if time.perf_counter() - start > startup_timeout:
             stop(server)
             raise RuntimeError(f"no answer within {startup_timeout} s")
@@ -115,6 +118,7 @@ def start_app(model: str, catalog: str, startup_timeout: float = 300) -> tuple[s
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             connection.request("GET", "/gradio_api/info")
             if connection.getresponse().status == 200:
+                server.log_path = log.name
                 return server, port
         except OSError:
             time.sleep(0.5)

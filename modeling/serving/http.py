@@ -88,7 +88,10 @@ def _fields(endpoint: Endpoint, body: bytes) -> dict:
 
 
 def _refused(request: Request, status: int, message: str) -> Response:
-    logger.info("refused %s %s (%d): %s", request.method, request.url.path, status, message)
+    # A bad request logs one line; a 503 only at debug level (under overload thousands a second would flood the
+    # log; the service's gates count them).
+    logger.log(logging.DEBUG if status == 503 else logging.INFO, "refused %s %s (%d): %s", request.method,
+               request.url.path, status, message)
     return JSONResponse({"error": message}, status_code=status, headers=refusal_headers(status))
 
 
