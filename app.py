@@ -46,8 +46,8 @@ from PIL import ImageDraw
 from modeling.data.uploads import load_upload
 from modeling.serving.endpoints import ENDPOINTS, gradio_function
 from modeling.serving.registry import EngineRegistry, ModelSpec, qdrant_config, with_index_repo
-from modeling.serving.service import (ANY, COMPOSITION_METHODS, FILTERS, MAX_K, REFUSED, Overloaded, SearchResult,
-                                      SearchService, shorten, user_message)
+from modeling.serving.service import (ANY, COMPOSITION_METHODS, DEFAULT_MAX_IN_FLIGHT, FILTERS, MAX_K, REFUSED,
+                                      Overloaded, SearchResult, SearchService, shorten, user_message)
 from modeling.serving.tuning import cap_malloc_arenas, limit_threads, return_large_blocks
 
 logger = logging.getLogger("app")
@@ -805,7 +805,8 @@ def main(argv=None) -> None:
     if int(os.environ.get("FASHION_MALLOC_ARENAS", "2")) > 0:
         cap_malloc_arenas(int(os.environ.get("FASHION_MALLOC_ARENAS", "2")))
     return_large_blocks()  # large photos' memory goes back to the system after each request
-    service = SearchService(registry, query_precision=os.environ.get("FASHION_QUERY_PRECISION", "auto"))
+    service = SearchService(registry, query_precision=os.environ.get("FASHION_QUERY_PRECISION", "auto"),
+                            max_in_flight=int(os.environ.get("FASHION_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT)))
     items = service.catalog_items()
     allowed = sorted({str(Path(p).parent) for p in items.get("image_path", []) if p})
     serve(build_demo(registry, service), service, server_name=args.host, server_port=args.port,

@@ -49,9 +49,11 @@ from modeling.retrieval.engine.vsc import summarise
 logger = logging.getLogger(__name__)
 
 DEFAULT_SEARCH_SLOTS = 2
-# Requests the service takes at once (the JSON routes, Gradio's unqueued API endpoints) and calls waiting for a
-# search thread: sized so an admitted request waits well under a second on 2 cores (docs/api.md, "Under load").
-DEFAULT_MAX_IN_FLIGHT = 48
+# Requests the service takes at once (the JSON routes, Gradio's unqueued API endpoints; app_load's 32 clients fit)
+# and calls waiting for a search thread: an admitted request waits well under a second on 2 cores even with the
+# machine shared (48 in flight gave p95 0.95 s at 200 clients, 16 gave 0.26 s at the same throughput; docs/api.md,
+# "Under load"). FASHION_MAX_IN_FLIGHT sets the first in app.py.
+DEFAULT_MAX_IN_FLIGHT = 32
 DEFAULT_MAX_WAITING = 64
 ANY = "Any"
 # The filters offered to users: catalog column -> the name users see (UI labels, messages).
@@ -186,7 +188,10 @@ class SearchService:
         if engine.supports_text:
             batcher = self._batchers.get(name) or (yield _Blocking(functools.partial(self._batcher, name, engine)))
             yield batcher.submit(query)
-        understood, intent = self._understood(engine, query, ignore)
+        # The query's understanding is a search-thread step too: waiting for it inline would hold an asyncio
+        # server's event loop (every other request, refusals included) until a search thread got to it.
+        full = (yield _Search(functools.partial(engine.understand, query))) if self._understands(engine) else None
+        understood, intent = self._understood(engine, query, ignore, full)
         results = yield _Search(functools.partial(engine.search_text, query, k=k, filters=filters, intent=intent))
         return self._answer(results, name, "text", start, {"text": query}, understood)
 
@@ -235,12 +240,17 @@ class SearchService:
         _, engine = self._engine(model)
         return self._understood(engine, validate_text(query), [])[0] or {}
 
-    def _understood(self, engine, query: str, ignore: list[str]):
+    @staticmethod
+    def _understands(engine) -> bool:
+        return engine.supports_text and engine.use_intents
+
+    def _understood(self, engine, query: str, ignore: list[str], full=None):
         """(the query's full understanding as the API returns it, the intent the search uses) — (None, None) for
-        an engine with query understanding off or without a text tower."""
-        if not engine.supports_text or not engine.use_intents:
+        an engine with query understanding off or without a text tower. `full`: `engine.understand(query)` when
+        already computed."""
+        if not self._understands(engine):
             return None, None
-        full = self._run(engine.understand, query)
+        full = self._run(engine.understand, query) if full is None else full
         return {**full.to_dict(), "chip_keys": [key for _, key in full.chip_keys()], "ignored": ignore}, \
             full.without(*ignore) if ignore else full
 
