@@ -90,11 +90,11 @@ def request(connection: http.client.HTTPConnection, protocol: str, endpoint: str
     return len(data.get("results") or []) == fields["k"]
 
 
-def run_clients(port: int, protocol: str, clients: int, total: int, work: Workload) -> dict:
-    """`clients` threads sending `total` requests between them, back to back."""
-    latencies, errors = [], [0]
-    lock = threading.Lock()
-    remaining = [total]
+def drive(port: int, clients: int, total: int, one_request) -> float:
+    """`clients` threads, each with one keep-alive connection, calling `one_request(connection)` back to back until
+    `total` calls were made between them; a connection that failed (OSError, HTTPException) is replaced after
+    `one_request` recorded the failure. Returns the seconds taken."""
+    lock, remaining = threading.Lock(), [total]
 
     def client():
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -103,18 +103,9 @@ def run_clients(port: int, protocol: str, clients: int, total: int, work: Worklo
                 if remaining[0] <= 0:
                     break
                 remaining[0] -= 1
-            endpoint, fields = work.next()
-            start = time.perf_counter()
-            try:
-                ok = request(connection, protocol, endpoint, fields)
-            except (OSError, http.client.HTTPException, ValueError):
-                ok = False
+            if not one_request(connection):
                 connection.close()
                 connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            elapsed = (time.perf_counter() - start) * 1000
-            with lock:
-                latencies.append(elapsed)
-                errors[0] += not ok
         connection.close()
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
@@ -123,7 +114,28 @@ def run_clients(port: int, protocol: str, clients: int, total: int, work: Worklo
         t.start()
     for t in threads:
         t.join()
-    seconds = time.perf_counter() - start
+    return time.perf_counter() - start
+
+
+def run_clients(port: int, protocol: str, clients: int, total: int, work: Workload) -> dict:
+    """`clients` threads sending `total` requests between them, back to back."""
+    latencies, errors = [], [0]
+    lock = threading.Lock()
+
+    def one_request(connection) -> bool:
+        endpoint, fields = work.next()
+        start, alive = time.perf_counter(), True
+        try:
+            ok = request(connection, protocol, endpoint, fields)
+        except (OSError, http.client.HTTPException, ValueError):
+            ok = alive = False
+        elapsed = (time.perf_counter() - start) * 1000
+        with lock:
+            latencies.append(elapsed)
+            errors[0] += not ok
+        return alive
+
+    seconds = drive(port, clients, total, one_request)
     return {"clients": clients, "requests": total, "errors": errors[0], "seconds": seconds,
             "throughput": total / seconds, "latency_ms": percentiles(latencies)}
 

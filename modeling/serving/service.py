@@ -39,7 +39,7 @@ from modeling.data.photos import parse_box
 from modeling.models.composition import COMPOSITION_METHODS
 from modeling.serving.arguments import (MAX_ID_CHARS, MAX_K, parse_ignore, parse_item_id, parse_k, parse_weight,
                                        shorten, user_message)
-from modeling.serving.admission import Gate, Overloaded
+from modeling.serving.admission import Gate, Overloaded, PacedGate
 from modeling.serving.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_PENDING, TextQueryBatcher
 from modeling.retrieval.common.types import QueryError, SearchResult, validate_text
 from modeling.serving.registry import EngineRegistry
@@ -49,11 +49,11 @@ from modeling.retrieval.engine.vsc import summarise
 logger = logging.getLogger(__name__)
 
 DEFAULT_SEARCH_SLOTS = 2
-# Requests the service takes at once (the JSON routes, Gradio's unqueued API endpoints; app_load's 32 clients fit)
-# and calls waiting for a search thread: an admitted request waits well under a second on 2 cores even with the
-# machine shared (48 in flight gave p95 0.95 s at 200 clients, 16 gave 0.26 s at the same throughput; docs/api.md,
-# "Under load"). FASHION_MAX_IN_FLIGHT sets the first in app.py.
-DEFAULT_MAX_IN_FLIGHT = 32
+# Requests the service takes at once (the JSON routes, Gradio's unqueued API endpoints): as many as it serves in
+# LATENCY_BUDGET_S at its current pace (`PacedGate`), 8 to 64. A fixed 48 gave p95 0.95 s at 200 clients on the
+# shared 2-core machine, 16 gave 0.26 s at the same throughput; docs/api.md, "Under load".
+DEFAULT_MAX_IN_FLIGHT = 64
+LATENCY_BUDGET_S = 0.25
 DEFAULT_MAX_WAITING = 64
 ANY = "Any"
 # The filters offered to users: catalog column -> the name users see (UI labels, messages).
@@ -103,7 +103,7 @@ class SearchService:
     def __init__(self, registry: EngineRegistry, max_batch: int = DEFAULT_MAX_BATCH, batch_window_s: float = 0.0,
                  query_precision: str = "fp32", search_slots: int | None = DEFAULT_SEARCH_SLOTS,
                  max_in_flight: int | None = DEFAULT_MAX_IN_FLIGHT, max_waiting: int = DEFAULT_MAX_WAITING,
-                 max_pending: int = DEFAULT_MAX_PENDING):
+                 max_pending: int = DEFAULT_MAX_PENDING, latency_budget_s: float | None = LATENCY_BUDGET_S):
         if query_precision not in ("auto", *QUERY_PRECISIONS):
             raise ValueError(f"query_precision must be auto, fp32 or bf16, got {query_precision!r}")
         self.registry = registry
@@ -116,7 +116,9 @@ class SearchService:
         # Admission control (`modeling.serving.admission`): requests taken at once through `call` / `call_async`
         # (None: no bound), calls waiting for a search thread, text queries waiting for an encoding pass; one more
         # is refused at once with `Overloaded` (HTTP 503) instead of waiting longer.
-        self.admission = Gate(max_in_flight, "requests") if max_in_flight else None
+        # `latency_budget_s` None: a fixed limit of `max_in_flight`.
+        self.admission = None if not max_in_flight else Gate(max_in_flight) if latency_budget_s is None else \
+            PacedGate(max_in_flight, budget_s=latency_budget_s)
         self.waiting = Gate((search_slots or 0) + max_waiting, "searches")
         self.max_pending = max_pending
         # Batched query encoding in bfloat16 autocast ("bf16", "auto") where parity holds, decided per model when

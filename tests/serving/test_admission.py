@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from modeling.serving.admission import BUSY, Gate, Overloaded
+from modeling.serving.admission import BUSY, Gate, Overloaded, PacedGate
 from modeling.serving.batching import TextQueryBatcher
 from modeling.serving.endpoints import ENDPOINTS, gradio_function
 from modeling.serving.http import app_kwargs
@@ -31,6 +31,31 @@ def test_a_gate_refuses_past_its_limit_and_frees_its_places():
     assert gate.held == 0
     with pytest.raises(ValueError):
         Gate(0)
+
+
+def test_a_paced_gate_takes_what_it_serves_within_its_budget():
+    now = [0.0]
+    gate = PacedGate(64, floor=4, budget_s=0.5, window_s=1.0, clock=lambda: now[0])
+    assert gate.current_limit() == 4  # nothing served yet: the floor
+    for _ in range(4):
+        gate.enter()
+    with pytest.raises(Overloaded):
+        gate.enter()
+    for _ in range(40):  # 40 answered within the last second: 40/s x 0.5 s = 20 at once
+        gate.held += 1
+        gate.leave()
+    assert gate.current_limit() == 20
+    now[0] = 0.5
+    for _ in range(16):
+        gate.enter()
+    with pytest.raises(Overloaded):
+        gate.enter()
+    now[0] = 5.0  # a quiet spell: the rate is forgotten, the floor stays
+    assert gate.current_limit() == 4
+    for _ in range(1000):
+        gate.held += 1
+        gate.leave()
+    assert gate.current_limit() == 64  # never over its limit
 
 
 def test_the_batchers_pending_list_is_bounded():
@@ -56,7 +81,7 @@ def test_the_batchers_pending_list_is_bounded():
 @pytest.fixture
 def bounded(small_engine):
     registry = EngineRegistry.from_engines({"tiny-dual-encoder": small_engine})
-    service = SearchService(registry, max_in_flight=2, search_slots=1, max_waiting=1)
+    service = SearchService(registry, max_in_flight=2, search_slots=1, max_waiting=1, latency_budget_s=None)
     with TestClient(FastAPI(**app_kwargs(service)), base_url="http://localhost") as client:
         yield service, client
 
