@@ -28,7 +28,7 @@ def _noise(height: int, width: int, channels: int = 3, seed: int = 0) -> np.ndar
 def test_only_photo_formats_are_opened(fmt):
     data = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n" if fmt == "EPS"
             else _encoded(Image.new("RGB", (16, 16), "red"), fmt))
-    with pytest.raises(ImageError, match="not an image in a format this app takes"):
+    with pytest.raises(ImageError, match="The image data is not an image file this app takes"):
         load_upload(data)
 
 

@@ -77,7 +77,7 @@ def _open(source, what: str) -> Image.Image:
     except FileNotFoundError as error:
         raise ImageError(f"{what} does not exist.") from error
     except UnidentifiedImageError as error:
-        raise ImageError(f"{what} is not an image in a format this app takes ({FORMAT_NAMES}).") from error
+        raise ImageError(f"{what} is not an image file this app takes ({FORMAT_NAMES}).") from error
     except Image.DecompressionBombError as error:  # Pillow's own header check (over 179 megapixels)
         raise ImageError(f"{what} declares more pixels than the limit of {MAX_JPEG_PIXELS / 1e6:.0f} megapixels "
                          "for photos; send a smaller copy.") from error
@@ -122,9 +122,13 @@ def reduced_rgb(image: Image.Image, factor: int) -> Image.Image:
     return out
 
 
-def load_upload(source: str | os.PathLike | bytes, max_side: int = WORKING_SIDE, what: str = "The uploaded file") -> Upload:
+def load_upload(source: str | os.PathLike | bytes, max_side: int = WORKING_SIDE, what: str | None = None) -> Upload:
     """An uploaded photo (a file path or the file's bytes) as an `Upload`: RGB, upright, at most `max_side` pixels a
-    side; `ImageError` (a message for the user) for anything that is not a photo of an allowed format and size."""
+    side; `ImageError` (a message for the user) for anything that is not a photo of an allowed format and size.
+    `what` names the photo in messages (default: "Image file '<path>'" as `open_image` says it, else "The image
+    data"; `user_message` cuts the path to the file's name)."""
+    if what is None:
+        what = f"Image file '{os.fspath(source)}'" if isinstance(source, (str, os.PathLike)) else "The image data"
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(source)
     with _open(source, what) as image:
