@@ -1,6 +1,8 @@
 # Two commands on a fresh machine:
 #   make demo   install, train the offline default model if absent, build the index if absent, serve the app
 #   make test   install, check the import layers (lint-imports), run the test suite (what CI runs)
+# Installs take the exact versions of requirements.lock (every direct and transitive dependency, for Python 3.11 on
+# Linux; `make lock` refreshes it, docs/development.md); requirements.txt keeps the loose ranges for library users.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,17 +12,44 @@ BASE ?= $(MODEL)-base
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 \
 	GRADIO_ANALYTICS_ENABLED=False
 
-.PHONY: install demo demo-estimate train models evaluate test clean
+TORCH_VERSION := 2.13.0
+PIP_VERSION := 26.3
+UV_VERSION := 0.13.8
+LOCK_TOOLS ?= .lock-tools
+# Where the CPU build of torch lies when locking (a folder of wheels; pip's find-links on this machine kind).
+TORCH_WHEELS ?= /opt/wheels
+# The extra package indexes pip is configured with, so the lock resolves from what `pip install` sees.
+PIP_INDEXES = $(shell $(PYTHON) -m pip config get global.extra-index-url 2>/dev/null)
+
+.PHONY: install lock check-lock demo demo-estimate train models evaluate test clean
 
 install: $(VENV)/.installed
 
-# torch first from its CPU wheel; everything else constrained to it so pip never pulls a CUDA build.
-$(VENV)/.installed: requirements.txt constraints.txt
+# torch first from its CPU wheel (never a CUDA build, never torchvision); then exactly the locked versions, torch
+# constrained so pip never pulls another build.
+$(VENV)/.installed: requirements.lock constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
+	$(PY) -m pip install -q pip==$(PIP_VERSION)
+	$(PY) -m pip install -q torch==$(TORCH_VERSION)
+	$(PY) -m pip install -q -r requirements.lock -c constraints.txt
 	touch $@
+
+# requirements.lock from requirements.txt: one resolution for Python 3.11 with torch's CPU wheel, the versions
+# already locked kept where they still fit (`make lock UPGRADE=--upgrade` moves everything to the newest).
+lock: $(LOCK_TOOLS)/bin/uv
+	echo "torch==$(TORCH_VERSION)+cpu" > $(LOCK_TOOLS)/torch-cpu.txt
+	$(LOCK_TOOLS)/bin/uv pip compile requirements.txt -c constraints.txt -c $(LOCK_TOOLS)/torch-cpu.txt \
+		--python-version 3.11 --find-links $(TORCH_WHEELS) $(foreach index,$(PIP_INDEXES),--extra-index-url $(index)) \
+		--index-strategy unsafe-best-match --no-annotate --custom-compile-command "make lock" $(UPGRADE) \
+		-o requirements.lock
+
+$(LOCK_TOOLS)/bin/uv:
+	$(PYTHON) -m venv $(LOCK_TOOLS)
+	$(LOCK_TOOLS)/bin/pip install -q uv==$(UV_VERSION)
+
+# What CI checks after installing: the environment holds exactly requirements.lock (pip freeze = the lock).
+check-lock: install
+	$(PY) .ci/check_lock.py --lock requirements.lock --requirements requirements.txt
 
 $(BASE)/model.safetensors: | install
 	@echo "No model at $(MODEL): training the default dual encoder on $(CATALOG)."
@@ -72,4 +101,4 @@ test: install
 	$(OFFLINE) $(PY) -m pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(LOCK_TOOLS) .pytest_cache

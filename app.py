@@ -43,12 +43,12 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr
 from PIL import ImageDraw
 
-from modeling.data.images import load_image
+from modeling.data.uploads import load_upload
 from modeling.serving.endpoints import ENDPOINTS, gradio_function
 from modeling.serving.registry import EngineRegistry, ModelSpec, qdrant_config, with_index_repo
-from modeling.serving.service import (ANY, COMPOSITION_METHODS, FILTERS, MAX_K, REFUSED, SearchResult, SearchService,
-                                      shorten, user_message)
-from modeling.serving.tuning import cap_malloc_arenas, limit_threads
+from modeling.serving.service import (ANY, COMPOSITION_METHODS, DEFAULT_MAX_IN_FLIGHT, FILTERS, MAX_K, REFUSED,
+                                      Overloaded, SearchResult, SearchService, shorten, user_message)
+from modeling.serving.tuning import cap_malloc_arenas, limit_threads, return_large_blocks
 
 logger = logging.getLogger("app")
 
@@ -56,12 +56,13 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_MODEL = "runs/dual-encoder"
 OPTIONAL_MODELS = ("runs/clip-lora", "runs/vae")  # offered when trained
 DEFAULT_CATALOG = str(HERE.parent / "shared" / "data")
-MAX_UPLOAD = "20mb"
+MAX_UPLOAD = 20 * 1024 * 1024  # bytes of an uploaded photo (Gradio's "20mb")
 MAX_DUPLICATES_SHOWN = 48  # photos in the near-duplicates panel
 BOX_VIEW_SIDE = 480  # the photo on which the shopper clicks the box's corners, at most this many pixels a side
 # Searches the queue runs at once (UI events and queued API calls); the structured-data endpoints skip the queue
 # and are batched by the search service instead.
 QUEUE_CONCURRENCY = 8
+QUEUE_SIZE = 64  # events waiting in Gradio's queue: about a second of UI searches on 2 cores
 COMBINER, WEIGHTED_SUM = "learned combiner", "weighted sum"
 # The composition radio's labels -> the service's methods, in the order of COMPOSITION_METHODS (combiner first).
 METHODS = {{"combiner": COMBINER, "sum": WEIGHTED_SUM}[m]: m for m in COMPOSITION_METHODS}
@@ -101,6 +102,8 @@ def user_errors(fn):
             raise
         except REFUSED as error:
             raise refused(user_message(error)) from None
+        except Overloaded as error:  # the service is at one of its bounds: nothing was done, try again
+            raise refused(str(error), title="Busy") from None
         except Exception:
             logger.exception("search failed")
             raise gr.Error("The search failed unexpectedly; the error was logged. Please try another query.",
@@ -130,18 +133,25 @@ def summary_line(data: dict | None) -> str:
             f"{data.get('took_ms', 0):.0f} ms")
 
 
+def _box_photo(image):
+    """(the photo as the box view shows it, at most `BOX_VIEW_SIDE` pixels a side; the scale from the full-size
+    photo's pixels, in which the box is given, to the view's), decoded with bounded memory (`load_upload`)."""
+    upload = load_upload(image, max_side=2 * BOX_VIEW_SIDE)
+    width, height = upload.size
+    scale = min(1.0, BOX_VIEW_SIDE / max(width, height))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return (upload.image.resize(size) if upload.image.size != size else upload.image), scale
+
+
 def box_view(image, box=None, corner=None):
     """The uploaded photo (at most `BOX_VIEW_SIDE` pixels a side) with the shopper's box drawn on it, or the first
     corner clicked; None without a photo (or one that cannot be read: the search says why)."""
     if image is None:
         return None
     try:
-        photo = load_image(image)
+        view, scale = _box_photo(image)
     except ValueError:
         return None
-    scale = min(1.0, BOX_VIEW_SIDE / max(photo.size))
-    view = photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale)))) if scale < 1 \
-        else photo.copy()
     draw = ImageDraw.Draw(view)
     if box:
         draw.rectangle([v * scale for v in box], outline=(230, 0, 90), width=3)
@@ -156,9 +166,11 @@ def click_box(image, corner, evt: gr.SelectData):
     in the photo's pixels, the view with it drawn, the corner waiting for its opposite)."""
     if image is None:
         raise refused("Upload a photo first, then click two opposite corners of the product on it.")
-    photo = load_image(image)
-    scale = min(1.0, BOX_VIEW_SIDE / max(photo.size))
-    x, y = (min(max(v / scale, 0), side) for v, side in zip(evt.index[:2], photo.size))
+    try:
+        view, scale = _box_photo(image)
+    except ValueError as error:
+        raise refused(user_message(error)) from None
+    x, y = (min(max(v / scale, 0), side / scale) for v, side in zip(evt.index[:2], view.size))
     if corner is None:
         return "", box_view(image, corner=(x, y)), (x, y)
     box = (min(corner[0], x), min(corner[1], y), max(corner[0], x), max(corner[1], y))
@@ -328,15 +340,13 @@ class Handlers:
     def show_duplicates(self, data):
         """The near-duplicates collapsed into the shown results ("+N more like it"), each captioned with the result
         it was collapsed into; the panel stays hidden when there are none."""
-        shown = []
-        for result in (data or {}).get("results") or []:
-            for item_id in result.get("duplicates") or []:
-                try:
-                    path = self.service.image_path(item_id, data.get("model"))
-                except REFUSED:
-                    continue
-                shown.append((path, f"like #{result['rank']}: {result['title']} ({item_id})"))
-        shown = shown[:MAX_DUPLICATES_SHOWN]
+        shown, ids = [], [(r, i) for r in (data or {}).get("results") or [] for i in r.get("duplicates") or []]
+        for result, item_id in ids[:MAX_DUPLICATES_SHOWN]:  # the data comes from the page: look up no more
+            try:
+                path = self.service.image_path(item_id, data.get("model"))
+            except REFUSED:
+                continue
+            shown.append((path, f"like #{result.get('rank')}: {result.get('title')} ({item_id})"))
         label = f"More like them: {len(shown)} near-duplicates collapsed into the results"
         return gr.Accordion(label=label, visible=bool(shown)), shown
 
@@ -441,6 +451,35 @@ def explain_refusals(demo: gr.Blocks) -> None:
     demo.process_api = process_api
 
 
+def client_answer(value):
+    """A value a page sends back, checked where it is the structured results (the results JSON the page shows, which
+    private handlers read): a dict with at most `MAX_K` results, each a dict, duplicates a list of ids. Anything
+    else is refused with a message; values of other kinds pass unchanged."""
+    if not isinstance(value, dict) or "results" not in value:
+        return value
+    results = value["results"]
+    if not isinstance(results, list) or len(results) > MAX_K or not all(
+            isinstance(r, dict) and isinstance(r.get("duplicates") or [], list) for r in results):
+        raise refused("The results sent back are not ones this app answered; run the search again.")
+    return value
+
+
+def guard_private_handlers(demo: gr.Blocks) -> None:
+    """Handlers marked private are left off the API page, yet anyone can call them by their index (the page itself
+    does): each checks the results it is sent (`client_answer`) and answers a failure with a message
+    (`user_errors`), as the public ones do."""
+    for block_fn in demo.fns.values():
+        if block_fn.api_visibility != "private" or block_fn.fn is None or getattr(block_fn.fn, "_guarded", False):
+            continue
+
+        def checked(*args, __fn=block_fn.fn, **kwargs):
+            return __fn(*(client_answer(a) for a in args), **kwargs)
+
+        guarded = user_errors(functools.wraps(block_fn.fn)(checked))
+        guarded._guarded = True
+        block_fn.fn = guarded
+
+
 def monitoring_enabled() -> bool:
     """Gradio's /monitoring pages show traffic to anyone: on only when FASHION_MONITORING=1."""
     return os.environ.get("FASHION_MONITORING", "").strip().lower() in ("1", "true", "yes")
@@ -451,11 +490,15 @@ def serve(demo: gr.Blocks, service: SearchService, **launch_kwargs):
     monitoring off unless configured, and the queue's concurrency set explicitly. Returns what `launch` returns."""
     from modeling.serving.http import app_kwargs
 
-    demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=256)
+    # The queue holds QUEUE_SIZE events (Gradio answers more with 503); no queued endpoint is callable around it
+    # (api_open=False: /gradio_api/run/<name> refuses them).
+    demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=QUEUE_SIZE, api_open=False)
     launch_kwargs.setdefault("enable_monitoring", monitoring_enabled())
     launch_kwargs.setdefault("max_file_size", MAX_UPLOAD)
     launch_kwargs.setdefault("show_error", False)
-    return demo.launch(app_kwargs=app_kwargs(service), **launch_kwargs)
+    kwargs = app_kwargs(service, max_file_size=launch_kwargs["max_file_size"],
+                        hosts=[h for h in [launch_kwargs.get("server_name")] if h])
+    return demo.launch(app_kwargs=kwargs, **launch_kwargs)
 
 
 def _catalog_examples(items, types) -> dict[str, str]:
@@ -513,6 +556,7 @@ def build_demo(registry: EngineRegistry, service: SearchService | None = None) -
                    **({} if endpoint.gradio_queue else {"queue": False}))
 
     guard_inputs(demo)
+    guard_private_handlers(demo)
     explain_refusals(demo)
     return demo
 
@@ -760,7 +804,9 @@ def main(argv=None) -> None:
     limit_threads(int(os.environ.get("FASHION_SERVING_THREADS", "1")))
     if int(os.environ.get("FASHION_MALLOC_ARENAS", "2")) > 0:
         cap_malloc_arenas(int(os.environ.get("FASHION_MALLOC_ARENAS", "2")))
-    service = SearchService(registry, query_precision=os.environ.get("FASHION_QUERY_PRECISION", "auto"))
+    return_large_blocks()  # large photos' memory goes back to the system after each request
+    service = SearchService(registry, query_precision=os.environ.get("FASHION_QUERY_PRECISION", "auto"),
+                            max_in_flight=int(os.environ.get("FASHION_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT)))
     items = service.catalog_items()
     allowed = sorted({str(Path(p).parent) for p in items.get("image_path", []) if p})
     serve(build_demo(registry, service), service, server_name=args.host, server_port=args.port,

@@ -3,6 +3,7 @@
     python benchmarks/app_load.py                          # /api/v1 JSON routes, 1, 8 and 32 clients, 5,000-request soak
     python benchmarks/app_load.py --protocol gradio        # the same searches through Gradio's /gradio_api/run/...
     python benchmarks/app_load.py --clients 1 8 --requests 400 --soak 0
+    python benchmarks/app_load.py --overload               # 200 clients at once: admission control (issue 28)
 
 `app.py` starts in a fresh process on a free port (the default model only, over the shared catalog; the index is
 built first when absent). Each client is a thread with one keep-alive connection sending requests back to back:
@@ -11,6 +12,11 @@ distinct over the whole run (no cache hits). For each number of clients the scri
 throughput, errors and the server's memory (RSS); then a soak of `--soak` requests at the largest number of
 clients reports the RSS growth. Targets on 2 cores (issue 17): >= 80 req/s at 32 clients with p95 <= 500 ms,
 single-client p95 <= 60 ms, no errors, RSS growth <= 10 % over 5,000 requests.
+
+`--overload` drives `--overload-clients` (200) clients sending the same mix on the JSON routes, each waiting
+`Retry-After` after a 503 as a well-behaved client does, and prints the share refused, the latency of admitted
+requests (target p95 <= 1 s) and of refusals (target p95 <= 50 ms), errors other than 503, and the server's RSS
+before, at its peak and after. Targets (issue 28).
 """
 
 from __future__ import annotations
@@ -84,11 +90,11 @@ def request(connection: http.client.HTTPConnection, protocol: str, endpoint: str
     return len(data.get("results") or []) == fields["k"]
 
 
-def run_clients(port: int, protocol: str, clients: int, total: int, work: Workload) -> dict:
-    """`clients` threads sending `total` requests between them, back to back."""
-    latencies, errors = [], [0]
-    lock = threading.Lock()
-    remaining = [total]
+def drive(port: int, clients: int, total: int, one_request) -> float:
+    """`clients` threads, each with one keep-alive connection, calling `one_request(connection)` back to back until
+    `total` calls were made between them; a connection that failed (OSError, HTTPException) is replaced after
+    `one_request` recorded the failure. Returns the seconds taken."""
+    lock, remaining = threading.Lock(), [total]
 
     def client():
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -97,18 +103,9 @@ def run_clients(port: int, protocol: str, clients: int, total: int, work: Worklo
                 if remaining[0] <= 0:
                     break
                 remaining[0] -= 1
-            endpoint, fields = work.next()
-            start = time.perf_counter()
-            try:
-                ok = request(connection, protocol, endpoint, fields)
-            except (OSError, http.client.HTTPException, ValueError):
-                ok = False
+            if not one_request(connection):
                 connection.close()
                 connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            elapsed = (time.perf_counter() - start) * 1000
-            with lock:
-                latencies.append(elapsed)
-                errors[0] += not ok
         connection.close()
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
@@ -117,7 +114,28 @@ def run_clients(port: int, protocol: str, clients: int, total: int, work: Worklo
         t.start()
     for t in threads:
         t.join()
-    seconds = time.perf_counter() - start
+    return time.perf_counter() - start
+
+
+def run_clients(port: int, protocol: str, clients: int, total: int, work: Workload) -> dict:
+    """`clients` threads sending `total` requests between them, back to back."""
+    latencies, errors = [], [0]
+    lock = threading.Lock()
+
+    def one_request(connection) -> bool:
+        endpoint, fields = work.next()
+        start, alive = time.perf_counter(), True
+        try:
+            ok = request(connection, protocol, endpoint, fields)
+        except (OSError, http.client.HTTPException, ValueError):
+            ok = alive = False
+        elapsed = (time.perf_counter() - start) * 1000
+        with lock:
+            latencies.append(elapsed)
+            errors[0] += not ok
+        return alive
+
+    seconds = drive(port, clients, total, one_request)
     return {"clients": clients, "requests": total, "errors": errors[0], "seconds": seconds,
             "throughput": total / seconds, "latency_ms": percentiles(latencies)}
 
@@ -134,6 +152,9 @@ def main(argv=None) -> dict:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--startup-timeout", type=float, default=300)
     p.add_argument("--output", default="runs/bench/app_load.json")
+    p.add_argument("--overload", action="store_true", help="the admission-control run instead (see above)")
+    p.add_argument("--overload-clients", type=int, default=200)
+    p.add_argument("--overload-requests", type=int, default=4000)
     args = p.parse_args(argv)
     os.environ.update(OFFLINE)
     ensure_index(args.model, args.catalog)
@@ -142,6 +163,10 @@ def main(argv=None) -> dict:
     item_ids = pd.read_parquet(Path(args.model) / "index" / "items.parquet", columns=["id"])["id"].astype(str)
     item_ids = item_ids.sample(frac=1.0, random_state=0).tolist()
     work = Workload(distinct_queries(), item_ids * 3, args.k)
+    if args.overload:
+        from benchmarks.app_overload import run_overload
+
+        return run_overload(args, work)
 
     port = free_port()
     command = [sys.executable, str(REPO / "app.py"), "--model", args.model, "--catalog", args.catalog,

@@ -26,6 +26,7 @@ ANY3 = ["Any", "Any", "Any"]
 INTERNALS = re.compile(r"Traceback|(?:Type|Value|OS|Key|Attribute|Index|Overflow|Runtime)Error|ComponentProcessing"
                        r"|InvalidPath|pydantic|NoneType|gradio\.")
 LONG_ID = "7" * 100_000
+SERVED = {}  # the served Blocks, for the indexes of its private handlers
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,7 @@ def served(small_engine, small_vae_engine):
     image_dir = str(Path(small_engine.index.items["image_path"].iloc[0]).parent)
     app.serve(demo, service, server_name="127.0.0.1", server_port=None, prevent_thread_lock=True,
               allowed_paths=[image_dir], css=app.CSS)
+    SERVED["demo"] = demo
     yield demo.local_url.rstrip("/")
     demo.close()
 
@@ -358,3 +360,249 @@ def test_the_page_works_under_its_content_security_policy(served, small_engine):
             browser.close()
     violations = [m for m in console if "Content Security Policy" in m or "Refused to" in m]
     assert not violations, violations
+
+
+# -- limits before work: body size, nesting, content type ---------------------------------------------------------
+def raw_exchange(base: str, head: str, chunks=(), timeout: float = 30) -> tuple[int, dict, bytes, float]:
+    """Sends a request head (and body chunks, from a thread: the server may stop reading) over a raw socket and
+    reads the reply. Returns (status, headers, body, seconds to the reply's first byte)."""
+    import socket
+    import threading
+    import time
+    from urllib.parse import urlsplit
+
+    url = urlsplit(base)
+    sock = socket.create_connection((url.hostname, url.port), timeout=timeout)
+    start = time.perf_counter()
+    sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n")
+
+    def write():
+        try:
+            for chunk in chunks:
+                sock.sendall(chunk)
+        except OSError:
+            pass  # the server answered and closed: it read no further
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    reply, first = b"", None
+    while b"\r\n\r\n" not in reply:
+        data = sock.recv(65536)
+        first = first or time.perf_counter()
+        if not data:
+            break
+        reply += data
+    head_text, _, body = reply.partition(b"\r\n\r\n")
+    lines = head_text.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    while len(body) < int(headers.get("content-length", len(body))):
+        data = sock.recv(65536)
+        if not data:
+            break
+        body += data
+    sock.close()
+    return int(lines[0].split()[1]), headers, body, (first or time.perf_counter()) - start
+
+
+def _assert_refusal(status, headers, body, expected_status, expected):
+    assert status == expected_status, (status, body[:300])
+    assert headers["x-content-type-options"] == "nosniff" and "content-security-policy" in headers
+    _check_message(json.loads(body)["error"], expected)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/search_text", "/gradio_api/call/search_text_data", "/gradio_api/upload"])
+def test_a_body_declared_too_large_is_refused_before_it_is_read(served, path):
+    host = served.split("//")[1]
+    status, headers, body, seconds = raw_exchange(
+        served, f"POST {path} HTTP/1.1\nHost: {host}\nContent-Type: application/json\n"
+                f"Content-Length: 5000000000\n")
+    _assert_refusal(status, headers, body, 413, "larger than the limit")
+    assert seconds < 5  # answered from the header: nothing of the 5 GB was waited for
+
+
+def test_a_chunked_body_is_read_only_up_to_the_limit(served):
+    host = served.split("//")[1]
+    piece = b"x" * 100_000
+    chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    status, headers, body, _ = raw_exchange(
+        served, f"POST /api/v1/search_text HTTP/1.1\nHost: {host}\nContent-Type: application/json\n"
+                f"Transfer-Encoding: chunked\n", [chunk] * 40)  # 4 MB offered, 1 MB allowed
+    _assert_refusal(status, headers, body, 413, "1,000,000 bytes")
+    # An upload under its own (larger) limit still goes through.
+    ok = httpx.post(f"{served}/gradio_api/upload", files={"files": ("a.png", _png_bytes(), "image/png")}, timeout=30)
+    assert ok.status_code == 200, ok.text
+
+
+def _png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_deeply_nested_json_is_bad_input(served, capfd, caplog):
+    caplog.set_level(logging.INFO)
+    deep = "[" * 60_000 + "]" * 60_000
+    response = httpx.post(f"{served}/api/v1/search_text", content=deep, headers={"Content-Type": "application/json"},
+                          timeout=30)
+    assert response.status_code == 400
+    _check_message(response.json()["error"], "nested too deeply")
+    nested_value = '{"query": ' + "[" * 900 + "]" * 900 + "}"
+    response = httpx.post(f"{served}/api/v1/search_text", content=nested_value,
+                          headers={"Content-Type": "application/json"}, timeout=30)
+    assert response.status_code == 400
+    _check_message(response.json()["error"], "Type what you are looking for")
+    gradio = httpx.post(f"{served}/gradio_api/call/search_text_data", content='{"data": ' + deep + "}",
+                        headers={"Content-Type": "application/json"}, timeout=30)
+    assert 400 <= gradio.status_code < 500
+    assert "Traceback" not in capfd.readouterr().err and "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_json_routes_take_json_only(served, content_type):
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = httpx.post(f"{served}/api/v1/search_text", content=b'{"query": "red dress"}', headers=headers,
+                          timeout=30)
+    assert response.status_code == 415
+    _check_message(response.json()["error"], "application/json")
+    assert httpx.post(f"{served}/api/v1/search_text", content=b'{"query": "red dress"}', timeout=30,
+                      headers={"Content-Type": "application/json; charset=utf-8"}).status_code == 200
+
+
+# -- hosts, origins, headers on every reply ---------------------------------------------------------------------------
+def _has_security_headers(response) -> bool:
+    csp = response.headers.get("content-security-policy", "")
+    return response.headers.get("x-content-type-options") == "nosniff" and "frame-ancestors" in csp
+
+
+def test_unknown_hosts_get_nothing(served):
+    """DNS rebinding: a page on evil.example whose name now points at 127.0.0.1 sends Host: evil.example."""
+    for path in ("/", "/gradio_api/info", "/api/v1/search_text"):
+        response = httpx.get(f"{served}{path}", headers={"Host": "evil.example", "Origin": "http://evil.example"},
+                             timeout=30)
+        assert response.status_code == 400 and _has_security_headers(response), path
+        assert "access-control-allow-origin" not in response.headers
+    assert httpx.get(f"{served}/", headers={"Host": "localhost"}, timeout=30).status_code == 200
+
+
+def test_cross_origin_calls_get_no_cors_grant(served):
+    search = {"query": "red dress", "k": 3}
+    for origin in ("http://evil.example", "http://localhost:9999", "null"):
+        simple = httpx.post(f"{served}/api/v1/search_text", json=search, headers={"Origin": origin}, timeout=30)
+        assert simple.status_code == 200 and _has_security_headers(simple)  # a same-site page's call works ...
+        assert "access-control-allow-origin" not in simple.headers  # ... a foreign page cannot read the answer
+        assert "access-control-allow-credentials" not in simple.headers
+        preflight = httpx.options(f"{served}/api/v1/search_text", timeout=30, headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"})
+        assert "access-control-allow-origin" not in preflight.headers and _has_security_headers(preflight)
+        for path in ("/gradio_api/info", "/config"):
+            page = httpx.get(f"{served}{path}", headers={"Origin": origin}, timeout=30)
+            assert "access-control-allow-origin" not in page.headers, path
+
+
+def _asgi_app(registry, **kwargs):
+    from fastapi import FastAPI
+
+    from modeling.serving.http import app_kwargs
+
+    api = FastAPI(**app_kwargs(SearchService(registry), **kwargs))
+
+    @api.get("/boom")
+    def boom():
+        raise RuntimeError("/secret/path/model.bin exploded")
+
+    return api
+
+
+def test_configured_origins_and_error_pages(small_engine, monkeypatch):
+    from starlette.testclient import TestClient
+
+    registry = EngineRegistry.from_engines({"tiny-dual-encoder": small_engine})
+    monkeypatch.setenv("FASHION_ALLOWED_HOSTS", "shop.example.com")
+    monkeypatch.setenv("FASHION_CORS_ORIGINS", "https://shop.example.com")
+    client = TestClient(_asgi_app(registry), base_url="http://shop.example.com", raise_server_exceptions=False)
+    allowed = client.options("/api/v1/search_text", headers={
+        "Origin": "https://shop.example.com", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type"})
+    assert allowed.headers["access-control-allow-origin"] == "https://shop.example.com"
+    assert "access-control-allow-credentials" not in allowed.headers and _has_security_headers(allowed)
+    other = client.options("/api/v1/search_text", headers={"Origin": "https://evil.example",
+                                                            "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in other.headers
+    failed = client.get("/boom")  # an unexpected failure: a generic message, the headers, no internals
+    assert failed.status_code == 500 and _has_security_headers(failed)
+    _check_message(failed.json()["error"], "failed unexpectedly")
+    assert TestClient(_asgi_app(registry), base_url="http://elsewhere.example").get("/boom").status_code == 400
+
+
+# -- one validation for every entry point -------------------------------------------------------------------------------
+SAME_REFUSALS = [
+    ({"query": "red dress", "model": False}, "Unknown model"),
+    ({"query": "red dress", "model": 0}, "Unknown model"),
+    ({"query": "\u200b\u200c\u2060\ufeff"}, "Type what you are looking for"),
+    ({"query": " \u200b \u00ad "}, "Type what you are looking for"),
+    ({"query": "red dress", "k": "\uff11\uff10"}, "whole number from 1 to 50"),  # full-width "10"
+    ({"query": "red dress", "k": "\u0665"}, "whole number from 1 to 50"),  # Arabic-Indic 5
+    ({"query": "red dress", "k": True}, "whole number from 1 to 50"),
+    ({"query": "red dress", "gender": False}, "Unknown gender"),
+]
+
+
+@pytest.mark.parametrize(("fields", "expected"), SAME_REFUSALS, ids=[str(i) for i in range(len(SAME_REFUSALS))])
+def test_json_routes_and_gradio_endpoints_refuse_alike(served, fields, expected):
+    order = ["query", "k", "model", "gender", "category", "colour"]
+    defaults = {"k": 10, "model": "", "gender": "Any", "category": "Any", "colour": "Any"}
+    event, payload = gradio_call(served, "search_text_data", [{**defaults, **fields}[f] for f in order])
+    response = httpx.post(f"{served}/api/v1/search_text", json=fields, timeout=30)
+    assert event == "error" and response.status_code == 400, (payload, response.text)
+    _check_message(payload["error"], expected)
+    assert response.json()["error"] == payload["error"]
+
+
+# -- admission: the queue's bounds, no way around them, private handlers checked ----------------------------------------
+def call_by_index(base: str, fn_index: int, data: list, timeout: float = 60) -> dict:
+    """A handler called by its index through Gradio's queue, as the page calls private ones. Returns the last
+    message of the event stream (process_completed: {"success": ..., "output": {...}})."""
+    session = f"test-{fn_index}-{os.getpid()}"
+    joined = httpx.post(f"{base}/gradio_api/queue/join", json={"data": data, "fn_index": fn_index,
+                                                                "session_hash": session}, timeout=timeout)
+    assert joined.status_code == 200, joined.text
+    with httpx.stream("GET", f"{base}/gradio_api/queue/data", params={"session_hash": session},
+                      timeout=timeout) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed":
+                    return message
+    raise AssertionError("no process_completed message")
+
+
+def _private_index(name: str) -> int:
+    return next(i for i, fn in SERVED["demo"].fns.items()
+                if getattr(fn.fn, "__name__", "") == name and fn.api_visibility == "private")
+
+
+def test_queued_endpoints_cannot_be_called_around_the_queue(served):
+    response = httpx.post(f"{served}/gradio_api/run/search_text", json={"data": ["red dress", 5, "tiny-dual-encoder",
+                                                                               *ANY3]}, timeout=30)
+    assert response.status_code == 404 and "queue" in response.text
+    direct = httpx.post(f"{served}/gradio_api/run/search_text_data", json={"data": ["red dress", 5, "", *ANY3]},
+                        timeout=30)  # a structured-data endpoint without Gradio's queue: the service admits it
+    assert direct.status_code == 200 and direct.json()["data"][0]["results"]
+    assert SERVED["demo"]._queue.max_size == app.QUEUE_SIZE
+
+
+def test_private_handlers_check_what_they_are_sent(served, item_id, capfd, caplog):
+    caplog.set_level(logging.INFO)
+    many = {"model": "tiny-dual-encoder", "results": [{"rank": 1, "title": "x", "duplicates": [item_id] * 10_000}]}
+    done = call_by_index(served, _private_index("show_duplicates"), [many])
+    assert done["success"], done
+    assert len(done["output"]["data"][1]) == app.MAX_DUPLICATES_SHOWN  # looked up no more than it shows
+    for bad in ({"results": "x" * 1000}, {"results": [1, 2, 3]}, {"results": [{}] * (app.MAX_K + 1)},
+                {"results": [{"duplicates": "15970"}]}):
+        refused_call = call_by_index(served, _private_index("show_duplicates"), [bad])
+        assert not refused_call["success"]
+        _check_message(refused_call["output"]["error"], "run the search again")
+    assert "Traceback" not in capfd.readouterr().err and "Traceback" not in caplog.text
+    garbage = call_by_index(served, _private_index("summary_line"), [{"summary": 5, "results": [{}]}])
+    assert not garbage["success"] and garbage["output"]["error"]  # a message, never an empty error
+    _check_message(garbage["output"]["error"], "unexpectedly")

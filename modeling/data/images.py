@@ -84,25 +84,33 @@ def _array_to_image(array: np.ndarray) -> Image.Image:
     return Image.fromarray(array)
 
 
-def _high_depth_to_l(image: Image.Image) -> Image.Image:
+def _high_depth_to_l(image: Image.Image, peak: float | None = None) -> Image.Image:
     # Pillow converts 16/32-bit and float images to 8 bits by clipping, which turns most 16-bit photos white.
     # 16-bit values keep their top byte (v >> 8, exact: an 8-bit image stored as v * 257 comes back as v);
-    # floats in [0, 1] are scaled to 255, anything else is clipped to the 8-bit range.
+    # floats in [0, 1] are scaled to 255, anything else is clipped to the 8-bit range. `peak`: the largest value of
+    # the whole image when `image` is a strip of it (the same rule for every strip); by default `image`'s own.
     array = np.asarray(image)
-    if image.mode.startswith("I;16") or (image.mode == "I" and int(array.max(initial=0)) > 255):
+    if peak is None:
+        peak = float(array.max(initial=0))
+    if image.mode.startswith("I;16") or (image.mode == "I" and peak > 255):
         array = np.clip(array.astype(np.int64), 0, 65535) >> 8
     elif image.mode == "F":
         array = np.nan_to_num(array.astype(np.float32))
-        if float(array.max(initial=0)) <= 1:
+        if peak <= 1:
             array = array * 255
     return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     # Phone photos are often stored sideways with an orientation tag.
-    image = ImageOps.exif_transpose(image)
+    return to_rgb(ImageOps.exif_transpose(image))
+
+
+def to_rgb(image: Image.Image, peak: float | None = None) -> Image.Image:
+    """`image` (any mode, as stored: no orientation applied) as RGB: 16-bit and float images scaled to 8 bits
+    (`peak`: see `_high_depth_to_l`), transparent ones composited on white."""
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-        image = _high_depth_to_l(image)
+        image = _high_depth_to_l(image, peak)
     if image.has_transparency_data:
         # Transparent product cut-outs belong on the white background of shop photos, not on black.
         rgba = image.convert("RGBA")

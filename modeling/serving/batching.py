@@ -21,9 +21,12 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
+from modeling.serving.admission import Overloaded
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 32
+DEFAULT_MAX_PENDING = 4 * DEFAULT_MAX_BATCH  # queries waiting: about four passes' worth
 
 
 class TextQueryBatcher:
@@ -36,15 +39,17 @@ class TextQueryBatcher:
     """
 
     def __init__(self, encode: Callable[[Sequence[str]], None], max_batch: int = DEFAULT_MAX_BATCH,
-                 window_s: float = 0.0, name: str = "query-encoder"):
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+                 window_s: float = 0.0, name: str = "query-encoder", max_pending: int = DEFAULT_MAX_PENDING):
+        if max_batch < 1 or max_pending < 1:
+            raise ValueError(f"max_batch and max_pending must be at least 1, got {max_batch}, {max_pending}")
         self.encode = encode
         self.max_batch = int(max_batch)
         # Optional wait before a pass that is not full, to let concurrent arrivals join it (0 = none: under load
         # queries queue up during the running pass anyway).
         self.window_s = float(window_s)
         self.name = name
+        # At most `max_pending` queries wait for a pass; one more is refused at once (`Overloaded`).
+        self.max_pending = int(max_pending)
         self._cond = threading.Condition()
         self._pending: list[tuple[str, Future]] = []
         self._worker: threading.Thread | None = None
@@ -57,9 +62,12 @@ class TextQueryBatcher:
 
     def submit(self, query: str) -> Future:
         """Queues `query`; the future completes (with None) once it has been through an encoding pass. An asyncio
-        server awaits it (`asyncio.wrap_future`) without holding a thread."""
+        server awaits it (`asyncio.wrap_future`) without holding a thread. `Overloaded` when `max_pending`
+        queries are already waiting."""
         done: Future = Future()
         with self._cond:
+            if len(self._pending) >= self.max_pending:
+                raise Overloaded()
             self._pending.append((query, done))
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._run, name=self.name, daemon=True)
@@ -88,4 +96,4 @@ class TextQueryBatcher:
                     done.set_result(None)
 
 
-__all__ = ["DEFAULT_MAX_BATCH", "TextQueryBatcher"]
+__all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_PENDING", "TextQueryBatcher"]

@@ -81,8 +81,9 @@ class Endpoint:
         return out
 
     def call(self, service: SearchService, values: Mapping) -> dict:
-        """The structured results of a request, on the caller's thread (the Gradio API)."""
-        return getattr(service, self.method)(**self.arguments(values)).data
+        """The structured results of a request, on the caller's thread (the Gradio API), admitted as the JSON
+        routes' are (`SearchService.call`)."""
+        return service.call(self.method, **self.arguments(values)).data
 
     async def call_async(self, service: SearchService, values: Mapping) -> dict:
         """`call` for an asyncio server (the JSON routes): the same checks and the same service method, awaited

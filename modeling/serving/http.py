@@ -17,38 +17,60 @@ failure answers 500 with a generic message and logs the traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import orjson
 from fastapi import Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from modeling.serving.admission import Overloaded
 from modeling.serving.endpoints import ENDPOINTS, Endpoint
-from modeling.serving.service import REFUSED, SearchService, user_message
+from modeling.serving.limits import (MAX_BODY_BYTES, BodyLimit, allowed_hosts, cors_origins, refusal_headers,
+                                     upload_route_limits)
+from modeling.serving.service import REFUSED, SearchService, shorten, user_message
 
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
-MAX_BODY_BYTES = 1_000_000
 
 
 class RequestRefused(Exception):
-    """A request the routes answer with HTTP 400 before it reaches the service (bad JSON, unknown fields)."""
+    """A request the routes refuse before it reaches the service: 400 (bad JSON, unknown fields), 415 (not JSON)."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+JSON_TYPES = ("application/json",)
+
+
+def _check_content_type(request: Request) -> None:
+    """JSON routes take `application/json` only: a web page cannot send that cross-site without a preflight (which
+    is refused unless CORS origins are configured), unlike text/plain or a form."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in JSON_TYPES and not media.endswith("+json"):
+        raise RequestRefused(f"Send the request as JSON (Content-Type: application/json); got "
+                             f"{shorten(media or 'no content type')}.", status=415)
 
 
 def _fields(endpoint: Endpoint, body: bytes) -> dict:
     """The body's fields, checked against the endpoint's declaration (a JSON object, only its fields, the
-    required ones present); the values themselves are checked by `Endpoint.arguments`."""
+    required ones present); the values themselves are checked by `Endpoint.arguments`. The body's size was
+    checked before it was read (`modeling.serving.limits.BodyLimit`)."""
     required, optional = endpoint.required, endpoint.optional
-    if len(body) > MAX_BODY_BYTES:
-        raise RequestRefused(f"The request body is {len(body):,} bytes; the limit is {MAX_BODY_BYTES:,}.")
     try:
         payload = json.loads(body or b"{}")
+    except RecursionError:  # nested deeper than the parser's stack: bad input, not a server failure
+        raise RequestRefused("The request body is nested too deeply; send a flat JSON object of fields.") from None
     except (ValueError, UnicodeDecodeError):
         raise RequestRefused("The request body is not valid JSON; send an object such as "
                              f"{{{', '.join(f'{chr(34)}{f}{chr(34)}: ...' for f in required)}}}.") from None
@@ -65,6 +87,14 @@ def _fields(endpoint: Endpoint, body: bytes) -> dict:
     return {**optional, **payload}
 
 
+def _refused(request: Request, status: int, message: str) -> Response:
+    # A bad request logs one line; a 503 only at debug level (under overload thousands a second would flood the
+    # log; the service's gates count them).
+    logger.log(logging.DEBUG if status == 503 else logging.INFO, "refused %s %s (%d): %s", request.method,
+               request.url.path, status, message)
+    return JSONResponse({"error": message}, status_code=status, headers=refusal_headers(status))
+
+
 def json_routes(service: SearchService) -> list[APIRoute]:
     """The JSON routes over `service` (pass them to FastAPI as `routes=`). They run on the server's event loop and
     await the service's encoder and search threads: no thread per waiting request."""
@@ -72,11 +102,12 @@ def json_routes(service: SearchService) -> list[APIRoute]:
     def search_route(endpoint: Endpoint) -> Callable:
         async def route(request: Request):
             try:
+                _check_content_type(request)
                 data = await endpoint.call_async(service, _fields(endpoint, await request.body()))
             except (RequestRefused, *REFUSED) as error:
-                message = user_message(error)
-                logger.info("refused %s %s: %s", request.method, request.url.path, message)
-                return JSONResponse({"error": message}, status_code=400)
+                return _refused(request, getattr(error, "status", 400), user_message(error))
+            except Overloaded as error:  # at a bound: refused before any work, the client retries
+                return _refused(request, 503, str(error))
             except Exception:  # a bug: logged in full, the client gets no internals
                 logger.exception("%s failed", request.url.path)
                 return JSONResponse({"error": "The search failed unexpectedly; the error was logged."},
@@ -87,11 +118,13 @@ def json_routes(service: SearchService) -> list[APIRoute]:
         route.__name__ = f"api_{endpoint.name}"
         return route
 
-    async def item_image(item_id: str):
+    async def item_image(item_id: str, request: Request):
         try:
             path = await service.run_async(service.image_path, item_id)
         except REFUSED as error:
             return JSONResponse({"error": user_message(error)}, status_code=404)
+        except Overloaded as error:
+            return _refused(request, 503, str(error))
         if not path or not os.path.isfile(path):
             return JSONResponse({"error": "This item has no photo on this server."}, status_code=404)
         return FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
@@ -160,11 +193,47 @@ class SecurityHeaders:
         return await self.app(scope, receive, send_with_headers)
 
 
-def app_kwargs(service: SearchService, frame_ancestors: str | None = None) -> dict:
+def server_error(headers: Mapping[str, str]) -> Callable:
+    """The reply to an unexpected failure (Starlette's last-resort handler, outside every middleware): a generic
+    message with the security headers; the traceback goes to the log."""
+
+    async def handler(request: Request, error: Exception) -> Response:
+        return JSONResponse({"error": "The server failed unexpectedly; the error was logged."}, status_code=500,
+                            headers=dict(headers))
+
+    return handler
+
+
+@contextlib.asynccontextmanager
+async def own_cors_only(app):
+    """Lifespan of the app: Gradio wraps every app it launches in a CORS middleware of its own that grants any
+    origin (with credentials) when the Host is not loopback, and steps aside only for a *parent* app configuring
+    Starlette's `CORSMiddleware`. At start-up, before the first request, that middleware is told the app itself is
+    its parent (it has our `CORSMiddleware`), and the middleware stack is rebuilt without its grants.
+    tests/test_app_security.py checks the result from outside."""
+    for middleware in getattr(app, "user_middleware", []):
+        if getattr(middleware.cls, "__name__", "") == "CustomCORSMiddleware":
+            middleware.kwargs["parent_app"] = app
+    app.middleware_stack = None
+    yield
+
+
+def app_kwargs(service: SearchService, frame_ancestors: str | None = None, max_file_size: int | None = None,
+               hosts: Sequence[str] = (), origins: Sequence[str] | None = None) -> dict:
     """Keyword arguments for the FastAPI app Gradio creates (`launch(app_kwargs=...)`): the JSON routes and the
-    security headers middleware."""
+    middlewares, outermost first: the security headers (on every reply: refusals, preflights, error pages), the
+    host allow-list (`limits.allowed_hosts` plus `hosts`), CORS (only `origins`, default `limits.cors_origins()`:
+    none; Gradio's own CORS handling then stays out), the body limits (uploads up to `max_file_size`)."""
     headers = security_headers(frame_ancestors or default_frame_ancestors())
-    return {"routes": json_routes(service), "middleware": [Middleware(SecurityHeaders, headers=headers)]}
+    uploads = upload_route_limits(max_file_size) if max_file_size else {}
+    origins = cors_origins() if origins is None else list(origins)
+    return {"routes": json_routes(service), "lifespan": own_cors_only,
+            "exception_handlers": {Exception: server_error(headers)},
+            "middleware": [Middleware(SecurityHeaders, headers=headers),
+                           Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(hosts)),
+                           Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+                                      allow_headers=["content-type"], allow_credentials=False),
+                           Middleware(BodyLimit, limit=MAX_BODY_BYTES, route_limits=uploads)]}
 
 
 __all__ = ["API_PREFIX", "ENDPOINTS", "SecurityHeaders", "app_kwargs", "json_routes", "security_headers"]

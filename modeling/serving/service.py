@@ -19,12 +19,12 @@ the engines of an `EngineRegistry`. It
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import functools
 import logging
-import math
-import numbers
+import os
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -34,10 +34,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 from modeling.data.images import ImageError
+from modeling.data.uploads import load_upload
 from modeling.data.photos import parse_box
 from modeling.models.composition import COMPOSITION_METHODS
-from modeling.serving.batching import DEFAULT_MAX_BATCH, TextQueryBatcher
-from modeling.retrieval.understanding.parser import INTENT_ATTRIBUTES, NOT
+from modeling.serving.arguments import (MAX_ID_CHARS, MAX_K, parse_ignore, parse_item_id, parse_k, parse_weight,
+                                       shorten, user_message)
+from modeling.serving.admission import Gate, Overloaded, PacedGate
+from modeling.serving.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_PENDING, TextQueryBatcher
 from modeling.retrieval.common.types import QueryError, SearchResult, validate_text
 from modeling.serving.registry import EngineRegistry
 from modeling.serving.tuning import QUERY_PRECISIONS, bf16_when_batched, choose_query_precision
@@ -45,9 +48,13 @@ from modeling.retrieval.engine.vsc import summarise
 
 logger = logging.getLogger(__name__)
 
-MAX_K = 50
 DEFAULT_SEARCH_SLOTS = 2
-MAX_ID_CHARS = 64
+# Requests the service takes at once (the JSON routes, Gradio's unqueued API endpoints): as many as it serves in
+# LATENCY_BUDGET_S at its current pace (`PacedGate`), 8 to 64. A fixed 48 gave p95 0.95 s at 200 clients on the
+# shared 2-core machine, 16 gave 0.26 s at the same throughput; docs/api.md, "Under load".
+DEFAULT_MAX_IN_FLIGHT = 64
+LATENCY_BUDGET_S = 0.25
+DEFAULT_MAX_WAITING = 64
 ANY = "Any"
 # The filters offered to users: catalog column -> the name users see (UI labels, messages).
 FILTERS = {"gender": "Gender", "articleType": "Category", "baseColour": "Colour"}
@@ -58,80 +65,6 @@ PROBE_QUERIES = ["red summer dress", "white polo t-shirts", "watches for men", "
                  "navy blue casual shirt for men", "pink floral kurta", "grey track pants for boys",
                  "gold analog watch for women", "brown leather belt", "striped cotton t-shirt for girls",
                  "silver sunglasses", "green backpack", "beige flip flops"]
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^\s'\"/]+/)+([^\s'\"/]+)")
-
-
-def shorten(value, limit: int = 40) -> str:
-    """A value as messages quote it: its repr, cut to `limit` characters with its full length said."""
-    text = repr(value)
-    if len(text) <= limit:
-        return text
-    size = f" ({len(value):,} characters)" if isinstance(value, str) else ""
-    return f"{text[:limit]}…{size}"
-
-
-def user_message(error: BaseException) -> str:
-    """The message of a refused request as users see it: absolute paths cut to the file's name."""
-    return _ABSOLUTE_PATH.sub(r"\1", str(error))
-
-
-def parse_k(value, max_k: int = MAX_K) -> int:
-    """The number of results: a whole number in [1, max_k] (an int, an integral float such as a slider's 10.0, or
-    its decimal string). Anything else is refused, not clamped: 0, 3.7 or 10**9 are mistakes worth reporting."""
-    number = None
-    integral = isinstance(value, numbers.Integral) or (
-        isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer())
-    if (integral and not isinstance(value, bool)) or (isinstance(value, str) and re.fullmatch(r"\s*\d{1,6}\s*",
-                                                                                             value)):
-        number = int(value)
-    if number is None or not 1 <= number <= max_k:
-        raise QueryError(f"The number of results (k) must be a whole number from 1 to {max_k}; got "
-                         f"{shorten(value)}.")
-    return number
-
-
-def parse_weight(value, what: str = "weight") -> float:
-    """A weight in [0, 1]: a finite number or its decimal string."""
-    number = None
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str) and len(value) <= 32:
-        try:
-            number = float(value)
-        except ValueError:
-            number = None
-    if number is None or not math.isfinite(number) or not 0.0 <= number <= 1.0:
-        raise QueryError(f"The {what} must be a number from 0 to 1; got {shorten(value)}.")
-    return number
-
-
-def parse_item_id(value) -> str:
-    """A catalog item id as a string of at most MAX_ID_CHARS characters (ints are accepted, ids compare as text)."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str) or not value.strip():
-        raise QueryError(f"Give the id of a catalog item (a text such as '15970'); got {shorten(value)}.")
-    if len(value) > MAX_ID_CHARS:
-        raise QueryError(f"The item id is {len(value):,} characters long; catalog ids have at most {MAX_ID_CHARS}.")
-    return value.strip()
-
-
-def parse_ignore(value) -> list[str]:
-    """Chip keys to switch off: a list (or comma-separated text) of intent attributes, each optionally "not:"-
-    prefixed (a negation only); empty or None for none."""
-    if value is None or value == "":
-        return []
-    keys = [v.strip() for v in value.split(",")] if isinstance(value, str) else value
-    if not isinstance(keys, (list, tuple)) or len(keys) > 2 * len(INTENT_ATTRIBUTES):
-        raise QueryError(f"'ignore' takes a list of chip keys (e.g. ['gender', 'not:baseColour']); "
-                         f"got {shorten(value)}.")
-    known = {*INTENT_ATTRIBUTES, *(NOT + a for a in INTENT_ATTRIBUTES)}
-    for key in keys:
-        if key not in known:
-            raise QueryError(f"Unknown chip key {shorten(key)}; use one of {', '.join(sorted(known))}.")
-    return list(dict.fromkeys(keys))
-
-
 def catalog_relative(path: str) -> str:
     """The photo's path as the catalog names it ("images/15970.jpg"): its folder and file name, nothing above."""
     if not path:
@@ -168,7 +101,9 @@ class SearchService:
     """Validated, batched access to the engines of a registry; see the module docstring."""
 
     def __init__(self, registry: EngineRegistry, max_batch: int = DEFAULT_MAX_BATCH, batch_window_s: float = 0.0,
-                 query_precision: str = "fp32", search_slots: int | None = DEFAULT_SEARCH_SLOTS):
+                 query_precision: str = "fp32", search_slots: int | None = DEFAULT_SEARCH_SLOTS,
+                 max_in_flight: int | None = DEFAULT_MAX_IN_FLIGHT, max_waiting: int = DEFAULT_MAX_WAITING,
+                 max_pending: int = DEFAULT_MAX_PENDING, latency_budget_s: float | None = LATENCY_BUDGET_S):
         if query_precision not in ("auto", *QUERY_PRECISIONS):
             raise ValueError(f"query_precision must be auto, fp32 or bf16, got {query_precision!r}")
         self.registry = registry
@@ -178,6 +113,14 @@ class SearchService:
         self._pool = ThreadPoolExecutor(search_slots, thread_name_prefix="search",
                                         initializer=self._mark_search_thread) if search_slots else None
         self._local = threading.local()
+        # Admission control (`modeling.serving.admission`): requests taken at once through `call` / `call_async`
+        # (None: no bound), calls waiting for a search thread, text queries waiting for an encoding pass; one more
+        # is refused at once with `Overloaded` (HTTP 503) instead of waiting longer.
+        # `latency_budget_s` None: a fixed limit of `max_in_flight`.
+        self.admission = None if not max_in_flight else Gate(max_in_flight) if latency_budget_s is None else \
+            PacedGate(max_in_flight, budget_s=latency_budget_s)
+        self.waiting = Gate((search_slots or 0) + max_waiting, "searches")
+        self.max_pending = max_pending
         # Batched query encoding in bfloat16 autocast ("bf16", "auto") where parity holds, decided per model when
         # its first text query arrives (`choose_query_precision`); `precisions` keeps what was decided.
         self.query_precision = query_precision
@@ -247,7 +190,10 @@ class SearchService:
         if engine.supports_text:
             batcher = self._batchers.get(name) or (yield _Blocking(functools.partial(self._batcher, name, engine)))
             yield batcher.submit(query)
-        understood, intent = self._understood(engine, query, ignore)
+        # The query's understanding is a search-thread step too: waiting for it inline would hold an asyncio
+        # server's event loop (every other request, refusals included) until a search thread got to it.
+        full = (yield _Search(functools.partial(engine.understand, query))) if self._understands(engine) else None
+        understood, intent = self._understood(engine, query, ignore, full)
         results = yield _Search(functools.partial(engine.search_text, query, k=k, filters=filters, intent=intent))
         return self._answer(results, name, "text", start, {"text": query}, understood)
 
@@ -296,12 +242,17 @@ class SearchService:
         _, engine = self._engine(model)
         return self._understood(engine, validate_text(query), [])[0] or {}
 
-    def _understood(self, engine, query: str, ignore: list[str]):
+    @staticmethod
+    def _understands(engine) -> bool:
+        return engine.supports_text and engine.use_intents
+
+    def _understood(self, engine, query: str, ignore: list[str], full=None):
         """(the query's full understanding as the API returns it, the intent the search uses) — (None, None) for
-        an engine with query understanding off or without a text tower."""
-        if not engine.supports_text or not engine.use_intents:
+        an engine with query understanding off or without a text tower. `full`: `engine.understand(query)` when
+        already computed."""
+        if not self._understands(engine):
             return None, None
-        full = self._run(engine.understand, query)
+        full = self._run(engine.understand, query) if full is None else full
         return {**full.to_dict(), "chip_keys": [key for _, key in full.chip_keys()], "ignored": ignore}, \
             full.without(*ignore) if ignore else full
 
@@ -328,9 +279,11 @@ class SearchService:
         return self._answer(results, name, "image", start, query)
 
     def _photo(self, engine, image, box):
-        """The uploaded photo as the engine will search it (`prepare_photo`); a bad box is refused."""
+        """The uploaded photo as the engine will search it (`prepare_photo`), decoded with bounded memory
+        (`load_upload`) on the search threads (so at most `search_slots` photos are decoded at once); the
+        answer's box is in the upload's pixels. A bad box is refused."""
         try:
-            return self._run(engine.prepare_photo, image, parse_box(box))
+            return self._run(prepare_upload, engine, image, parse_box(box))
         except ValueError as error:
             if isinstance(error, REFUSED):
                 raise
@@ -373,26 +326,47 @@ class SearchService:
     def _mark_search_thread(self) -> None:
         self._local.search_thread = True
 
+    def _submit(self, fn, *args, **kwargs):
+        """`fn` queued for the search threads; `Overloaded` when `max_waiting` calls already wait for one."""
+        self.waiting.enter()
+        try:
+            future = self._pool.submit(fn, *args, **kwargs)
+        except BaseException:
+            self.waiting.leave()
+            raise
+        future.add_done_callback(self.waiting.leave)
+        return future
+
     def _run(self, search, *args, **kwargs):
         """`search(*args, **kwargs)` on the search threads (its exception, if any, raised here)."""
         if self._pool is None or getattr(self._local, "search_thread", False):
             return search(*args, **kwargs)
-        return self._pool.submit(search, *args, **kwargs).result()
+        return self._submit(search, *args, **kwargs).result()
 
     async def run_async(self, fn, *args, **kwargs):
         """`fn(*args, **kwargs)` on the search threads, awaited by an asyncio server (no thread of its own waits):
         a whole `similar` / `composed` request, or `image_path`."""
         if self._pool is None:
             return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args, **kwargs))
-        return await asyncio.wrap_future(self._pool.submit(fn, *args, **kwargs))
+        return await asyncio.wrap_future(self._submit(fn, *args, **kwargs))
+
+    def _admitted(self):
+        return self.admission.admitted() if self.admission is not None else contextlib.nullcontext()
+
+    def call(self, method: str, **kwargs) -> Answer:
+        """The search method `method` (`text`, `similar`, `composed`, ...) as a transport calls it: admitted first
+        (`Overloaded` when `max_in_flight` requests are already in), then run on the caller's thread."""
+        with self._admitted():
+            return getattr(self, method)(**kwargs)
 
     async def call_async(self, method: str, **kwargs) -> Answer:
-        """The search method `method` (`text`, `similar`, `composed`, ...) for an asyncio server: its `_async` twin
-        where it has one (the same code, awaited), else the whole call on the search threads."""
-        twin = getattr(self, f"{method}_async", None)
-        if twin is not None:
-            return await twin(**kwargs)
-        return await self.run_async(getattr(self, method), **kwargs)
+        """`call` for an asyncio server: its `_async` twin where it has one (the same code, awaited), else the whole
+        call on the search threads."""
+        with self._admitted():
+            twin = getattr(self, f"{method}_async", None)
+            if twin is not None:
+                return await twin(**kwargs)
+            return await self.run_async(getattr(self, method), **kwargs)
 
     @staticmethod
     def _rerank_weight(engine, hybrid: bool, weight) -> float:
@@ -475,11 +449,22 @@ class SearchService:
                 if self.precisions[name][0] == "bf16":
                     encode = functools.partial(bf16_when_batched, encode)
                 batcher = self._batchers[name] = TextQueryBatcher(encode, self.max_batch, self.batch_window_s,
-                                                                  name=f"query-encoder-{name}")
+                                                                  name=f"query-encoder-{name}",
+                                                                  max_pending=self.max_pending)
             return batcher
 
 
 REFUSED = (QueryError, ImageError)
+
+
+def prepare_upload(engine, image, box):
+    """`engine.prepare_photo` of an upload (a file path or bytes: decoded by `load_upload`, at most `WORKING_SIDE`
+    pixels a side) or of an image already in memory; the returned box is in the upload's pixels."""
+    if not isinstance(image, (str, os.PathLike, bytes, bytearray)):
+        return engine.prepare_photo(image, box)
+    upload = load_upload(image)
+    photo = engine.prepare_photo(upload.image, upload.to_image(box))
+    return dataclasses.replace(photo, box=upload.to_upload(photo.box)) if upload.scale != 1 else photo
 
 
 def searched(photo) -> dict:
@@ -488,5 +473,5 @@ def searched(photo) -> dict:
     return {"searched": {"box": [int(v) for v in photo.box], "isolated": bool(photo.applied), "how": photo.reason}}
 
 __all__ = ["ANY", "COMPOSITION_METHODS", "FILTERS", "IMAGE_ROUTE", "MAX_ID_CHARS", "MAX_K", "REFUSED", "Answer",
-           "QueryError", "SearchResult", "SearchService",
+           "Overloaded", "QueryError", "SearchResult", "SearchService",
            "catalog_relative", "parse_item_id", "parse_k", "parse_weight", "searched", "shorten", "user_message"]

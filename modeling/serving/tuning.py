@@ -82,21 +82,35 @@ def limit_threads(threads: int = 1) -> None:
     threadpool_limits(max(1, int(threads)))
 
 
+def _mallopt(option: int, value: int) -> bool:
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(option, int(value)))
+    except (OSError, AttributeError):
+        return False
+
+
 def cap_malloc_arenas(arenas: int = 2) -> bool:
     """Caps glibc's malloc arenas (M_ARENA_MAX) for a threaded server; False where it cannot (not glibc).
 
     glibc gives each thread that allocates concurrently an arena of its own (up to 8 per core) and keeps their freed
     memory: with dozens of request threads the server's memory creeps up with the traffic. Two arenas keep it flat
     at no measurable cost in throughput (the threads mostly wait on the GIL or the batcher anyway)."""
-    import ctypes
-    import ctypes.util
+    return _mallopt(-8, arenas)  # -8 = M_ARENA_MAX
 
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(-8, int(arenas)))  # -8 = M_ARENA_MAX
-    except (OSError, AttributeError):
-        return False
+
+def return_large_blocks(threshold: int = 1 << 20) -> bool:
+    """Allocations of `threshold` bytes or more get pages of their own, given back to the system when freed
+    (M_MMAP_THRESHOLD, fixed); False where it cannot (not glibc).
+
+    glibc raises its threshold to the size of each large block freed (up to 32 MB), so after one large photo the
+    next ones (Pillow's 16 MB blocks, the decoder's buffers) come from the heap, which keeps them: the server's
+    memory stayed hundreds of MB up after a few large uploads. A fixed threshold turns that off."""
+    return _mallopt(-3, threshold)  # -3 = M_MMAP_THRESHOLD
 
 
 __all__ = ["BF16_MIN_BATCH", "BF16_MIN_COSINE", "QUERY_PRECISIONS", "bf16_parity", "bf16_when_batched",
-           "cap_malloc_arenas", "choose_query_precision", "cpu_has_bf16", "limit_threads"]
+           "cap_malloc_arenas", "choose_query_precision", "cpu_has_bf16", "limit_threads", "return_large_blocks"]

@@ -27,7 +27,7 @@ def service(small_engine, small_vae_engine):
 
 @pytest.fixture(scope="module")
 def client(service):
-    with TestClient(FastAPI(**app_kwargs(service))) as client:
+    with TestClient(FastAPI(**app_kwargs(service)), base_url="http://localhost") as client:  # an allowed host
         yield client
 
 

@@ -5,6 +5,7 @@ Re-exported by `modeling.retrieval.engine.search`, where callers import them fro
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
@@ -50,7 +51,11 @@ def composed_query_text(modification: str, reference: Mapping | None = None) -> 
 
 
 def validate_text(query: str) -> str:
-    """The query with its whitespace collapsed; `QueryError` when it is empty or longer than MAX_QUERY_CHARS."""
+    """The query with its invisible format characters (zero-width spaces and joiners, soft hyphens, byte-order
+    marks: Unicode category Cf) dropped and its whitespace collapsed; `QueryError` when nothing visible is left or
+    it is longer than MAX_QUERY_CHARS."""
+    if isinstance(query, str) and len(query) <= 4 * MAX_QUERY_CHARS:
+        query = "".join(c for c in query if unicodedata.category(c) != "Cf") if not query.isascii() else query
     if not isinstance(query, str) or not query.strip():
         raise QueryError("Type what you are looking for, e.g. 'red summer dress'.")
     query = " ".join(query.split())
