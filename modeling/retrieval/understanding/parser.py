@@ -12,8 +12,9 @@ Where the words come from, best first:
 1. the catalog's own values ("Casual Shoes", "Navy Blue", "Women"), word by word with light plural folding;
 2. a synonym lexicon kept as data (`lexicon.json`: "sneakers", "tee", "ladies", "navy", "for office"; British,
    American and Indian English), including weak hints ("wedding" -> Ethnic) that count for less;
-3. fuzzy matching of unknown words (optimal string alignment distance: "sneekers", "tshrit", "sunglases") —
-   never of a word the catalog's titles use ("puma" is a brand, not a misspelt "pumps");
+3. spelling correction of unknown words (`spelling.py`: optimal string alignment distance, "sneekers", "tshrit",
+   "sunglases") — never of a real English word ("tall", "nurse", "most" are not "fall", "purse", "mist") nor of a
+   word the catalog's titles use ("puma" is a brand, not a misspelt "pumps"), and at reduced confidence;
 4. a learned fallback (`IntentHeads`, `heads.py`): linear heads over the MiniLM query embedding, trained on the
    item descriptions of the training split, consulted for the article type when the words named none and some
    words nobody listed.
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from modeling.retrieval.common.lexical import fold
+from modeling.retrieval.understanding.spelling import EnglishVocabulary, Speller
 
 INTENT_ATTRIBUTES = ("gender", "articleType", "baseColour", "usage", "season")
 NOT = "not:"  # chip key prefix of a negation
@@ -44,7 +46,6 @@ NEGATION_SCOPE = 4  # filler words a negation's scope may skip
 CONJUNCTIONS = frozenset({"or", "and", "nor"})
 # Confidence by where an intent came from (weak lexicon hints carry their own).
 CONFIDENCE = {"catalog": 1.0, "lexicon": 0.9, "weak": 0.5, "fuzzy": 0.75}
-MIN_FUZZY_LENGTH = 4
 # A catalog value needs this many items to be worth recognising ("Home" usage has one).
 MIN_VALUE_ITEMS = 3
 MAX_PHRASE_WORDS = 4
@@ -62,6 +63,14 @@ def normalise_words(text: str) -> list[str]:
 
 def _raw_words(text: str) -> list[str]:
     return _WORD.findall(str(text).lower())
+
+
+def catalog_words(titles: Iterable[str]) -> set[str]:
+    """The words of a catalog's titles, lower-cased as typed: the words spelling correction never touches."""
+    words = set()
+    for title in titles:
+        words.update(_raw_words(title))
+    return words
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,7 @@ class QueryIntent:
     negations: tuple[Intent, ...] = ()
     free_words: tuple[str, ...] = ()
     removed: tuple[str, ...] = field(default=())  # attributes the shopper switched off (chips removed)
+    corrected: tuple[tuple[str, str], ...] = ()  # (word as typed, product word meant) per spelling correction
 
     def __bool__(self) -> bool:
         return bool(self.intents or self.negations)
@@ -129,7 +139,8 @@ class QueryIntent:
     def to_dict(self) -> dict:
         return {"query": self.query, "search_text": self.search_text,
                 "intents": [i.to_dict() for i in self.intents], "negations": [i.to_dict() for i in self.negations],
-                "free_words": list(self.free_words), "chips": self.chips(), "removed": list(self.removed)}
+                "free_words": list(self.free_words), "chips": self.chips(), "removed": list(self.removed),
+                "corrected": [list(c) for c in self.corrected]}
 
 
 def load_lexicon(path: str | Path = LEXICON_FILE) -> dict:
@@ -149,11 +160,13 @@ class QueryParser:
             have are ignored, so one lexicon serves any catalog.
         known_words: words of the catalog's titles; a word listed here is never fuzzily "corrected".
         heads: the learned fallback (`IntentHeads`) or None.
+        vocabulary: the English vocabulary whose words are never corrected (`spelling.EnglishVocabulary`, wordfreq
+            by default).
     """
 
     def __init__(self, values: Mapping[str, Mapping[str, int] | Sequence[str]],
                  lexicon: str | Path | dict | None = None, known_words: Iterable[str] = (),
-                 heads: "IntentHeads | None" = None):
+                 heads: "IntentHeads | None" = None, vocabulary: EnglishVocabulary | None = None):
         self.values = {a: [v for v in (vals if not isinstance(vals, Mapping) else
                                        [v for v, n in vals.items() if n >= MIN_VALUE_ITEMS]) if str(v).strip()]
                        for a, vals in values.items() if a in INTENT_ATTRIBUTES}
@@ -174,20 +187,19 @@ class QueryParser:
         self.known_words = frozenset(w for word in known_words for w in normalise_words(word)) | {
             w for phrase in self.phrases for w in phrase}
         # Fuzzy matching corrects towards strong phrases only: a misspelt word is a product word, not a hint.
-        self._single = sorted(p[0] for p, entry in self.phrases.items()
-                              if len(p) == 1 and len(p[0]) >= MIN_FUZZY_LENGTH
-                              and any(source != "weak" for _, _, source in entry.values()))
+        # Corrections go towards the words of strong phrases only: a misspelt word is a product word, not a hint.
+        product_words = {w for p, entry in self.phrases.items() for w in p if w not in self.stopwords
+                         and any(source != "weak" for _, _, source in entry.values())}
+        self.speller = Speller(product_words, self.known_words, self.stopwords, vocabulary)
         self.heads = heads
 
     @classmethod
-    def from_items(cls, items, lexicon=None, heads: "IntentHeads | None" = None) -> "QueryParser":
+    def from_items(cls, items, lexicon=None, heads: "IntentHeads | None" = None,
+                   vocabulary: EnglishVocabulary | None = None) -> "QueryParser":
         """A parser over a catalog DataFrame's attribute values and title words."""
         values = {a: items[a].astype(str).value_counts().to_dict() for a in INTENT_ATTRIBUTES if a in items}
-        titles = items["title"].astype(str) if "title" in items else []
-        words = set()
-        for title in titles:
-            words.update(_raw_words(title))
-        return cls(values, lexicon, known_words=words, heads=heads)
+        words = catalog_words(items["title"].astype(str) if "title" in items else [])
+        return cls(values, lexicon, known_words=words, heads=heads, vocabulary=vocabulary)
 
     def _add(self, phrase: str, attribute: str, targets: Sequence[str], source: str) -> None:
         if attribute not in self.values:
@@ -211,15 +223,17 @@ class QueryParser:
         left open when some words matched nothing."""
         raw = _raw_words(query)
         words = [normalise_words(w)[0] if normalise_words(w) else w for w in raw]
+        # misspelt word position -> the product word meant, which the encoders see instead when it names something
+        corrected = {j: fixed for j, w in enumerate(words) if (fixed := self.speller.correct(w, raw[j])) is not None}
+        words = [corrected.get(j, w) for j, w in enumerate(words)]
         matches: list[tuple[int, int, dict, str]] = []  # (start, end, {attribute: (values, conf, source)}, phrase)
-        corrected: dict[int, str] = {}  # misspelt word position -> the vocabulary word the encoders see instead
         i = 0
         while i < len(words):
             found = self._match_at(words, i)
             if found is not None:
-                end, entry, scale, correction = found
-                if correction is not None:
-                    corrected[i] = correction
+                end, entry, scale = found
+                if any(j in corrected for j in range(i, end)):  # a correction never makes a sure intent
+                    scale = min(scale, CONFIDENCE["fuzzy"])
                 if scale < 1.0:
                     entry = {a: (v, c * scale, "fuzzy") for a, (v, c, s) in entry.items()}
                 matches.append((i, end, entry, " ".join(raw[i:end])))
@@ -250,43 +264,26 @@ class QueryParser:
         if self.heads is not None and embedding is not None and free:
             for intent in self.heads.predict(embedding, exclude=set(intents) | set(negations)):
                 self._merge(intents, intent)
-        search_words = [corrected.get(j, raw[j]) for j in range(len(raw)) if j not in negated_words]
+        search_words = [corrected[j] if j in corrected and j in consumed else raw[j] for j in range(len(raw))
+                        if j not in negated_words]
         return QueryIntent(query=str(query), search_text=" ".join(search_words) or str(query),
                            intents=tuple(intents.values()), negations=tuple(negations.values()),
-                           free_words=tuple(free))
+                           free_words=tuple(free),
+                           corrected=tuple((raw[j], corrected[j]) for j in sorted(corrected) if j in consumed))
 
     def _match_at(self, words: list[str], i: int):
-        """The longest phrase starting at word `i`: (end, entry, confidence scale, corrected spelling or None) or
-        None. Exact phrases first, then two words written as one ("hand bag" -> "handbag"), then a fuzzy single word
-        ("sweatshrit" -> "sweatshirt", which the encoders then see)."""
+        """The longest phrase starting at word `i` (misspellings already corrected): (end, entry, confidence scale)
+        or None. Exact phrases first, then two words written as one ("hand bag" -> "handbag")."""
         for n in range(min(MAX_PHRASE_WORDS, len(words) - i), 0, -1):
             entry = self.phrases.get(tuple(words[i:i + n]))
             if entry:
-                return i + n, entry, 1.0, None
+                return i + n, entry, 1.0
         if i + 1 < len(words):
             joined = fold(words[i] + words[i + 1])
             entry = self.phrases.get((joined,))
             if entry and words[i] not in self.stopwords:
-                return i + 2, entry, 0.95, None
-        word = words[i]
-        if len(word) >= MIN_FUZZY_LENGTH and word not in self.known_words and word not in self.stopwords:
-            best = self._fuzzy(word)
-            if best is not None:
-                return i + 1, self.phrases[(best,)], CONFIDENCE["fuzzy"], best
+                return i + 2, entry, 0.95
         return None
-
-    def _fuzzy(self, word: str) -> str | None:
-        """The vocabulary word within edit distance 1 (2 for words of 8+ letters, transpositions counting 1)."""
-        from rapidfuzz.distance import OSA
-        from rapidfuzz.process import extractOne
-
-        limit = 2 if len(word) >= 8 else 1
-        best = extractOne(word, self._single, scorer=OSA.distance, score_cutoff=limit)
-        if best is None:
-            return None
-        # Among equally close words, the one sharing the typed word's first and last letters ("heals" -> "heel").
-        ties = [w for w in self._single if abs(len(w) - len(word)) <= limit and OSA.distance(word, w) == best[1]]
-        return min(ties, key=lambda w: (w[0] != word[0], w[-1] != word[-1], w))
 
     def _negated(self, words: list[str], matches) -> tuple[set[int], set[int]]:
         """Indices of the matches a negation rules out, and the word positions it covers (dropped from the text
@@ -358,4 +355,5 @@ class QueryParser:
                 confidence=max(old.confidence, intent.confidence), phrase=f"{old.phrase}, {intent.phrase}")
 
 
-__all__ = ["INTENT_ATTRIBUTES", "Intent", "NOT", "QueryIntent", "QueryParser", "load_lexicon", "normalise_words"]
+__all__ = ["INTENT_ATTRIBUTES", "Intent", "NOT", "QueryIntent", "QueryParser", "catalog_words", "load_lexicon",
+           "normalise_words"]

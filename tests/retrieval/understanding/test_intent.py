@@ -79,7 +79,7 @@ def test_negations_are_penalties_and_leave_the_encoded_text(parser, query, kept,
     ("sneekers", "articleType", "Casual Shoes", "sneaker"),
     ("tshrit for men", "articleType", "Tshirts", "tshirt for men"),
     ("sunglases", "articleType", "Sunglasses", "sunglass"),
-    ("heals for women", "articleType", "Heels", "heel for women"),  # "heel", not the season hint "heat"
+    ("sweatshrit for men", "articleType", "Sweatshirts", "sweatshirt for men"),
     ("jeens", "articleType", "Jeans", "jean"),
 ])
 def test_misspellings_are_corrected_fuzzily(parser, query, attribute, value, corrected):
