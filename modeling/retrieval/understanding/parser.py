@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from modeling.retrieval.common.lexical import fold
+from modeling.retrieval.understanding.context import CONTEXT_ATTRIBUTES, FINDERS
 from modeling.retrieval.understanding.spelling import EnglishVocabulary, Speller
 
 INTENT_ATTRIBUTES = ("gender", "articleType", "baseColour", "usage", "season")
@@ -49,6 +50,10 @@ CONFIDENCE = {"catalog": 1.0, "lexicon": 0.9, "weak": 0.5, "fuzzy": 0.75}
 # A catalog value needs this many items to be worth recognising ("Home" usage has one).
 MIN_VALUE_ITEMS = 3
 MAX_PHRASE_WORDS = 4
+# How context phrases ("sandals to go with a yellow skirt") are found ("rules" or "spacy", `context.py`) and whether
+# their words leave the text the encoders see; chosen on the dev files (docs/results.md).
+CONTEXT_FINDER = "rules"
+DROP_CONTEXT_TEXT = False
 _WORD = re.compile(r"[a-z0-9]+(?:['\u2019][a-z]+)?")
 
 
@@ -103,6 +108,7 @@ class QueryIntent:
     free_words: tuple[str, ...] = ()
     removed: tuple[str, ...] = field(default=())  # attributes the shopper switched off (chips removed)
     corrected: tuple[tuple[str, str], ...] = ()  # (word as typed, product word meant) per spelling correction
+    context: tuple[Intent, ...] = ()  # what the product goes with or is for: hints, not wishes
 
     def __bool__(self) -> bool:
         return bool(self.intents or self.negations)
@@ -116,6 +122,11 @@ class QueryIntent:
         negation ("not:baseColour"), what `without` takes to switch it off."""
         return [(i.label, i.attribute) for i in self.intents] + [(f"not {i.label}", f"{NOT}{i.attribute}")
                                                                  for i in self.negations]
+
+    def context_chips(self) -> list[str]:
+        """Labels of what the product goes with or is for ("Skirts", "Yellow"): shown apart from the chips, greyed,
+        as hints that are not wished for."""
+        return [i.label for i in self.context]
 
     def without(self, *keys: str) -> "QueryIntent":
         """The same understanding with some chips switched off: an attribute name drops its intent and its
@@ -140,7 +151,8 @@ class QueryIntent:
         return {"query": self.query, "search_text": self.search_text,
                 "intents": [i.to_dict() for i in self.intents], "negations": [i.to_dict() for i in self.negations],
                 "free_words": list(self.free_words), "chips": self.chips(), "removed": list(self.removed),
-                "corrected": [list(c) for c in self.corrected]}
+                "corrected": [list(c) for c in self.corrected], "context": [i.to_dict() for i in self.context],
+                "context_chips": self.context_chips()}
 
 
 def load_lexicon(path: str | Path = LEXICON_FILE) -> dict:
@@ -162,11 +174,15 @@ class QueryParser:
         heads: the learned fallback (`IntentHeads`) or None.
         vocabulary: the English vocabulary whose words are never corrected (`spelling.EnglishVocabulary`, wordfreq
             by default).
+        context: how context phrases are found ("rules", "spacy" or None for none); their type, colour and usage
+            words become context hints, not wishes.
+        drop_context_text: whether context words leave the text the encoders embed.
     """
 
     def __init__(self, values: Mapping[str, Mapping[str, int] | Sequence[str]],
                  lexicon: str | Path | dict | None = None, known_words: Iterable[str] = (),
-                 heads: "IntentHeads | None" = None, vocabulary: EnglishVocabulary | None = None):
+                 heads: "IntentHeads | None" = None, vocabulary: EnglishVocabulary | None = None,
+                 context: str | None = CONTEXT_FINDER, drop_context_text: bool = DROP_CONTEXT_TEXT):
         self.values = {a: [v for v in (vals if not isinstance(vals, Mapping) else
                                        [v for v, n in vals.items() if n >= MIN_VALUE_ITEMS]) if str(v).strip()]
                        for a, vals in values.items() if a in INTENT_ATTRIBUTES}
@@ -192,14 +208,18 @@ class QueryParser:
                          and any(source != "weak" for _, _, source in entry.values())}
         self.speller = Speller(product_words, self.known_words, self.stopwords, vocabulary)
         self.heads = heads
+        if context is not None and context not in FINDERS:
+            raise ValueError(f"unknown context finder {context!r}: choose one of {', '.join(FINDERS)} or None")
+        self.context_finder = FINDERS[context]() if context is not None else None
+        self.drop_context_text = drop_context_text
 
     @classmethod
-    def from_items(cls, items, lexicon=None, heads: "IntentHeads | None" = None,
-                   vocabulary: EnglishVocabulary | None = None) -> "QueryParser":
-        """A parser over a catalog DataFrame's attribute values and title words."""
+    def from_items(cls, items, lexicon=None, heads: "IntentHeads | None" = None, **options) -> "QueryParser":
+        """A parser over a catalog DataFrame's attribute values and title words (`options`: `vocabulary`,
+        `context`, `drop_context_text`)."""
         values = {a: items[a].astype(str).value_counts().to_dict() for a in INTENT_ATTRIBUTES if a in items}
         words = catalog_words(items["title"].astype(str) if "title" in items else [])
-        return cls(values, lexicon, known_words=words, heads=heads, vocabulary=vocabulary)
+        return cls(values, lexicon, known_words=words, heads=heads, **options)
 
     def _add(self, phrase: str, attribute: str, targets: Sequence[str], source: str) -> None:
         if attribute not in self.values:
@@ -222,11 +242,41 @@ class QueryParser:
         """Understand `query`; `embedding` (its MiniLM embedding) lets the learned heads fill attributes the words
         left open when some words matched nothing."""
         raw = _raw_words(query)
+        words, corrected, matches = self._spell_and_match(raw)
+        consumed = {j for start, end, _, _ in matches for j in range(start, end)}
+        negated_spans, negated_words = self._negated(words, matches)
+        context = self._context(query, raw, matches, negated_spans)
+        found: dict[str, dict[str, list[Intent]]] = {"wish": {}, "negated": {}, "context": {}}
+        for n, (start, end, entry, phrase) in enumerate(matches):
+            in_context = all(j in context for j in range(start, end))
+            for attribute, (vals, confidence, source) in entry.items():
+                group = "negated" if n in negated_spans else \
+                    "context" if in_context and attribute in CONTEXT_ATTRIBUTES else "wish"
+                found[group].setdefault(attribute, []).append(Intent(attribute, vals, confidence, phrase, source))
+        intents, negations, hints = self._grouped(found)
+        free = [raw[j] for j in range(len(words))
+                if j not in consumed and j not in negated_words and words[j] not in self.stopwords
+                and raw[j] not in NEGATIONS]
+        if self.heads is not None and embedding is not None and free:
+            for intent in self.heads.predict(embedding, exclude=set(intents) | set(negations) | set(hints)):
+                self._merge(intents, intent)
+        dropped = negated_words | (context if self.drop_context_text else set())
+        search_words = [corrected[j] if j in corrected and j in consumed else raw[j] for j in range(len(raw))
+                        if j not in dropped]
+        return QueryIntent(query=str(query), search_text=" ".join(search_words) or str(query),
+                           intents=tuple(intents.values()), negations=tuple(negations.values()),
+                           free_words=tuple(free),
+                           corrected=tuple((raw[j], corrected[j]) for j in sorted(corrected) if j in consumed),
+                           context=tuple(hints.values()))
+
+    def _spell_and_match(self, raw: list[str]):
+        """The words (plural-folded, misspellings corrected), the corrections by position and the phrase matches:
+        (start, end, {attribute: (values, confidence, source)}, phrase as typed)."""
         words = [normalise_words(w)[0] if normalise_words(w) else w for w in raw]
         # misspelt word position -> the product word meant, which the encoders see instead when it names something
         corrected = {j: fixed for j, w in enumerate(words) if (fixed := self.speller.correct(w, raw[j])) is not None}
         words = [corrected.get(j, w) for j, w in enumerate(words)]
-        matches: list[tuple[int, int, dict, str]] = []  # (start, end, {attribute: (values, conf, source)}, phrase)
+        matches: list[tuple[int, int, dict, str]] = []
         i = 0
         while i < len(words):
             found = self._match_at(words, i)
@@ -240,36 +290,34 @@ class QueryParser:
                 i = end
             else:
                 i += 1
-        consumed = {j for start, end, _, _ in matches for j in range(start, end)}
-        negated_spans, negated_words = self._negated(words, matches)
+        return words, corrected, matches
+
+    def _context(self, query: str, raw: list[str], matches, negated_spans: set[int]) -> set[int]:
+        """Word positions saying what the product goes with or is for (`context.py`), none without a finder."""
+        if self.context_finder is None:
+            return set()
+        types = {j for n, (start, end, entry, _) in enumerate(matches) if "articleType" in entry
+                 and n not in negated_spans for j in range(start, end)}
+        return self.context_finder(query, raw, types)
+
+    def _grouped(self, found: dict[str, dict[str, list[Intent]]]):
+        """Wishes, negations and context hints, one `Intent` per attribute each."""
         intents: dict[str, Intent] = {}
         negations: dict[str, Intent] = {}
-        found: dict[bool, dict[str, list[Intent]]] = {False: {}, True: {}}
-        for n, (start, end, entry, phrase) in enumerate(matches):
-            for attribute, (vals, confidence, source) in entry.items():
-                found[n in negated_spans].setdefault(attribute, []).append(
-                    Intent(attribute, vals, confidence, phrase, source))
-        for negated, target in ((False, intents), (True, negations)):
-            for attribute, candidates in found[negated].items():
+        hints: dict[str, Intent] = {}
+        for group, target in (("wish", intents), ("negated", negations), ("context", hints)):
+            for attribute, candidates in found[group].items():
                 # A weak hint only speaks when nothing firmer names the attribute: "watch with leather strap" is a
                 # watch, not also the wallets and belts "leather" hints at.
                 strong = [i for i in candidates if i.source != "weak"]
                 # Ruling out a hint says nothing firm ("not leather" is about the material, not about wallets).
-                for intent in strong if negated else strong or candidates:
+                for intent in strong if group == "negated" else strong or candidates:
+                    if group == "context":
+                        intent = replace(intent, confidence=min(intent.confidence, CONFIDENCE["weak"]),
+                                         source="context")
                     self._merge(target, intent)
         self._reconcile(intents, negations)
-        free = [raw[j] for j in range(len(words))
-                if j not in consumed and j not in negated_words and words[j] not in self.stopwords
-                and raw[j] not in NEGATIONS]
-        if self.heads is not None and embedding is not None and free:
-            for intent in self.heads.predict(embedding, exclude=set(intents) | set(negations)):
-                self._merge(intents, intent)
-        search_words = [corrected[j] if j in corrected and j in consumed else raw[j] for j in range(len(raw))
-                        if j not in negated_words]
-        return QueryIntent(query=str(query), search_text=" ".join(search_words) or str(query),
-                           intents=tuple(intents.values()), negations=tuple(negations.values()),
-                           free_words=tuple(free),
-                           corrected=tuple((raw[j], corrected[j]) for j in sorted(corrected) if j in consumed))
+        return intents, negations, hints
 
     def _match_at(self, words: list[str], i: int):
         """The longest phrase starting at word `i` (misspellings already corrected): (end, entry, confidence scale)
