@@ -104,10 +104,13 @@ class RuleContext:
 
     @staticmethod
     def _for_thing(raw: Sequence[str], j: int, named: Mapping[str, set[int]], breaks: set[int]) -> bool:
-        """Whether "for" at `j` names a thing rather than a person or an occasion: a product within two modifiers
-        ("for my brown leather trousers"), or a colour of some other noun that ends the clause ("for olive skin",
-        "for a red carpet event"); not "for my sister", "for men", "for a party", "for women, black"."""
+        """Whether "for" at `j`, after the product, names a thing rather than a person or an occasion: a product
+        within two modifiers ("for my brown leather trousers"), or a colour of some other noun that ends the clause
+        ("for olive skin", "for a red carpet event"); not "for my sister", "for men", "for a party", "for women,
+        black", nor "looking for black office shoes" (no product before it: this one is the product)."""
         types, colours = named.get("articleType", set()), named.get("baseColour", set())
+        if not any(t < j for t in types):
+            return False
         others = set().union(*(v for a, v in named.items() if a not in ("articleType", "baseColour")))
         k = j + 1
         while k < len(raw) and raw[k] in DETERMINERS:

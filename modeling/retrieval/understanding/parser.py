@@ -39,7 +39,8 @@ NOT = "not:"  # chip key prefix of a negation
 LEXICON_FILE = Path(__file__).with_name("lexicon.json")
 # Words that rule out what follows them ("not black", "without heels", "no white or grey").
 NEGATIONS = frozenset({"not", "no", "without", "except", "excluding", "exclude", "non", "never", "avoid", "nothing",
-                       "dont", "don't", "isn't", "isnt", "aren't", "arent", "doesn't", "doesnt", "minus", "but not", "other than", "anything but", "apart from"})
+                       "dont", "don't", "isn't", "isnt", "aren't", "arent", "doesn't", "doesnt", "minus", "but not",
+                       "other than", "anything but", "apart from"})
 # Words a negation's scope runs through ("not black or brown", "no white, grey").
 NEGATION_CONTINUES = frozenset({"or", "and", "nor", "any", "a", "an", "the", "in", "color", "colour", "coloured",
                                 "colored", "too", "very", "that", "is", "are", "be"})
@@ -53,7 +54,7 @@ MAX_PHRASE_WORDS = 4
 # How context phrases ("sandals to go with a yellow skirt") are found ("rules" or "spacy", `context.py`) and whether
 # their words leave the text the encoders see; chosen on the dev files (docs/results.md).
 CONTEXT_FINDER = "rules"
-DROP_CONTEXT_TEXT = False
+DROP_CONTEXT_TEXT = True
 _WORD = re.compile(r"[a-z0-9]+(?:['\u2019][a-z]+)?")
 
 
