@@ -21,14 +21,10 @@ INTENT_WEIGHTS = {"articleType": 0.375, "gender": 0.225, "baseColour": 0.18, "us
 NEGATION_WEIGHT = 0.4
 # An item filed as Unisex half-meets a Men or Women intent.
 UNISEX_CREDIT = 0.5
-# What a context hint does: an item of the type the product goes with ("sandals to go with a yellow skirt": skirts)
-# loses this much times the hint's confidence; its colours and usages do nothing. Chosen on everyday_dev
-# (docs/results.md).
-CONTEXT_WEIGHT = 0.0
 
 
 def intent_terms(intent: QueryIntent, weights: Mapping[str, float] | None = None,
-                 negation_weight: float = NEGATION_WEIGHT, context_weight: float = CONTEXT_WEIGHT) -> list[ScoreTerm]:
+                 negation_weight: float = NEGATION_WEIGHT) -> list[ScoreTerm]:
     """A query's boosts and penalties as backend-neutral terms, declared here once: each intent adds
     `weight[attribute] * confidence` to the items whose catalog value is one of its values (and, for a Men or
     Women intent, `UNISEX_CREDIT` of it to Unisex items); each negation subtracts `negation_weight * confidence`
@@ -44,12 +40,7 @@ def intent_terms(intent: QueryIntent, weights: Mapping[str, float] | None = None
             if sign > 0 and item.attribute == "gender" and {"Men", "Women"} & set(item.values) \
                     and "Unisex" not in item.values:
                 terms.append(ScoreTerm("gender", ("Unisex",), float(np.float32(w * UNISEX_CREDIT))))
-    wished = intent.get("articleType")
-    for hint in intent.context if context_weight else ():
-        values = tuple(v for v in hint.values if wished is None or v not in wished.values)
-        if hint.attribute == "articleType" and values:
-            terms.append(ScoreTerm("articleType", values, float(np.float32(-context_weight * hint.confidence))))
     return terms
 
 
-__all__ = ["CONTEXT_WEIGHT", "INTENT_WEIGHTS", "NEGATION_WEIGHT", "UNISEX_CREDIT", "intent_terms"]
+__all__ = ["INTENT_WEIGHTS", "NEGATION_WEIGHT", "UNISEX_CREDIT", "intent_terms"]

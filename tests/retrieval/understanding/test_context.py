@@ -104,13 +104,3 @@ def test_words_that_are_not_a_second_product(parser, query, word):
     parsed = parser.parse(query)
     assert all(word not in i.phrase.split() for i in parsed.intents), parsed.intents
 
-
-def test_context_types_may_weigh_against_an_item_never_for_it(parser):
-    from modeling.retrieval.understanding.boosts import intent_terms
-
-    parsed = parser.parse("sandals to go with a yellow skirt")
-    plain = intent_terms(parsed, context_weight=0.0)
-    assert all(t.values != ("Skirts",) for t in plain)
-    terms = [t for t in intent_terms(parsed, context_weight=0.2) if t not in plain]
-    assert len(terms) == 1 and terms[0].attribute == "articleType" and "Skirts" in terms[0].values
-    assert terms[0].weight < 0 and "Sandals" not in terms[0].values
