@@ -1,21 +1,10 @@
 """The product is the head of the sentence: what it goes with, is for or matches is context, not a wish; gender
 words stay wishes, and a colour belongs to the noun it comes with."""
 
-import pandas as pd
 import pytest
 
 from modeling.retrieval.understanding.context import RuleContext, SpacyContext, word_spans
 from modeling.retrieval.understanding.parser import QueryParser
-
-
-@pytest.fixture(scope="module")
-def catalog_items(catalog_dir):
-    return pd.read_csv(catalog_dir / "metadata.csv", dtype=str).fillna("")
-
-
-@pytest.fixture(scope="module")
-def parser(catalog_items):
-    return QueryParser.from_items(catalog_items)
 
 
 def grouped(parsed):

@@ -11,21 +11,11 @@ import pytest
 from modeling.data.text import normalise_title
 from modeling.retrieval.engine.dedup import collapse, duplicate_groups
 from modeling.retrieval.understanding.heads import IntentHeads
-from modeling.retrieval.understanding.parser import QueryIntent, QueryParser, load_lexicon
+from modeling.retrieval.understanding.parser import QueryIntent, load_lexicon
 from modeling.retrieval.engine.signals import ConsistencyScorer
 
 from tests.conftest import switch_off_extras
 from modeling.retrieval.engine import batch
-
-
-@pytest.fixture(scope="module")
-def catalog_items(catalog_dir):
-    return pd.read_csv(catalog_dir / "metadata.csv", dtype=str).fillna("")
-
-
-@pytest.fixture(scope="module")
-def parser(catalog_items):
-    return QueryParser.from_items(catalog_items)
 
 
 def understood(parser, query):

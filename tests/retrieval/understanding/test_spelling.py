@@ -1,22 +1,11 @@
 """Spelling that respects English: real words and catalog words are never rewritten, misspelt product words are,
 and a correction never yields a full-confidence intent."""
 
-import pandas as pd
 import pytest
 
 from modeling.evaluation.spelling import english_top_words, rewritten
-from modeling.retrieval.understanding.parser import QueryParser, catalog_words
+from modeling.retrieval.understanding.parser import catalog_words
 from modeling.retrieval.understanding.spelling import EnglishVocabulary, Speller
-
-
-@pytest.fixture(scope="module")
-def catalog_items(catalog_dir):
-    return pd.read_csv(catalog_dir / "metadata.csv", dtype=str).fillna("")
-
-
-@pytest.fixture(scope="module")
-def parser(catalog_items):
-    return QueryParser.from_items(catalog_items)
 
 
 def test_frequent_english_words_are_not_rewritten(parser):
