@@ -18,6 +18,11 @@ Where the words come from, best first:
 4. a learned fallback (`IntentHeads`, `heads.py`): linear heads over the MiniLM query embedding, trained on the
    item descriptions of the training split, consulted for the article type when the words named none and some
    words nobody listed.
+
+Spelling is corrected first (phrases then match the corrected words: "formel shoes" -> Formal Shoes), at reduced
+confidence. Then the product is told from its context (`context.py`): in "sandals to go with a yellow skirt" the
+skirt and its yellow are what the sandals go with, so they become context hints (`QueryIntent.context`, shown
+greyed, no boost) and leave the text the encoders embed; gender and season words stay wishes.
 """
 
 from __future__ import annotations
