@@ -105,23 +105,26 @@ class RuleContext:
     @staticmethod
     def _for_thing(raw: Sequence[str], j: int, named: Mapping[str, set[int]], breaks: set[int]) -> bool:
         """Whether "for" at `j`, after the product, names a thing rather than a person or an occasion: a product
-        within two modifiers ("for my brown leather trousers"), or a colour of some other noun that ends the clause
-        ("for olive skin", "for a red carpet event"); not "for my sister", "for men", "for a party", "for women,
-        black", nor "looking for black office shoes" (no product before it: this one is the product)."""
+        within two modifiers ("for my brown leather trousers", "for a grey winter coat"), or a colour of some other
+        noun that ends the clause ("for olive skin", "for a red carpet event"); not "for my sister", "for men", "for
+        a party in red", "for women, black", nor "looking for black office shoes" (no product before it: this one
+        is the product)."""
         types, colours = named.get("articleType", set()), named.get("baseColour", set())
         if not any(t < j for t in types):
             return False
-        others = set().union(*(v for a, v in named.items() if a not in ("articleType", "baseColour")))
+        people = named.get("gender", set())
+        occasions = set().union(*(v for a, v in named.items() if a not in ("articleType", "baseColour", "gender")))
         k = j + 1
         while k < len(raw) and raw[k] in DETERMINERS:
             k += 1
         end = k
-        while end < len(raw) and end - k <= FOR_MODIFIERS and (end == k or end not in breaks) and end not in others:
+        while end < len(raw) and end - k <= FOR_MODIFIERS and (end == k or end not in breaks) and end not in people:
             if end in types:
                 return True
             end += 1
+        phrase = range(k, end)
         clause_ends = end >= len(raw) or end in breaks or raw[end] in STOPS
-        return clause_ends and any(c in colours for c in range(k, end))
+        return clause_ends and any(c in colours for c in phrase) and not any(c in occasions for c in phrase)
 
     @staticmethod
     def _phrase(raw: Sequence[str], start: int, types: set[int], breaks: set[int]) -> set[int]:

@@ -22,6 +22,9 @@ def grouped(parsed):
     ("belt for my brown leather trousers", {"articleType": {"Belts"}}, {"articleType": {"Trousers"},
                                                                         "baseColour": {"Brown"}}),
     ("earrings that suit a green gown", {"articleType": {"Earrings"}}, {"baseColour": {"Green"}}),
+    ("a tie for a blue formal shirt", {"articleType": {"Ties"}}, {"articleType": {"Shirts"}}),
+    ("gloves for a black winter jacket", {"articleType": {"Gloves"}}, {"articleType": {"Jackets"},
+                                                                       "baseColour": {"Black"}}),
     ("jeans to wear with a grey hoodie for boys", {"articleType": {"Jeans"}, "gender": {"Boys"}},
      {"baseColour": {"Grey"}}),
 ])
@@ -42,6 +45,7 @@ def test_context_phrases_are_hints_not_wishes(parser, query, wished, context):
     ("navy blue suit", {"baseColour": {"Navy Blue"}}),
     ("black formal shoes for an office party", {"articleType": {"Formal Shoes"}, "baseColour": {"Black"}}),
     ("sandals for women, black", {"baseColour": {"Black"}, "gender": {"Women"}}),
+    ("sandals for a party in red", {"baseColour": {"Red"}}),
     ("shoes that are black", {"baseColour": {"Black"}}),
 ])
 def test_the_product_and_its_own_words_stay_wishes(parser, query, wished):
