@@ -60,3 +60,17 @@ def test_vocabularies():
     assert symspell.zipf("comfortable") > 3 and symspell.zipf("sneekers") == 0
     with pytest.raises(ValueError, match="wordfreq"):
         EnglishVocabulary("webster")
+
+
+def test_the_spelling_report_meets_the_targets_on_dev(catalog_dir, tmp_path):
+    from pathlib import Path
+
+    from modeling.evaluation.spelling import main
+
+    root = Path(__file__).resolve().parents[3]
+    results = main(["--catalog", str(catalog_dir), "--vocabularies", "wordfreq", "--min-zipf", "3",
+                    "--dev-files", str(root / "queries/shopper_dev.jsonl"), str(root / "queries/everyday_dev.jsonl"),
+                    "--output", str(tmp_path / "spelling.json")])
+    served = results["wordfreq@3"]
+    assert served["top_share"] <= 0.002 and served["catalog_rewritten"] == []
+    assert served["misspelling_accuracy"] >= 0.9 and (tmp_path / "spelling.json").exists()
