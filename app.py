@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import functools
 import hashlib
+import html
 import json
 import logging
 import os
@@ -198,12 +199,22 @@ def chip_choices(data: dict | None) -> tuple[list[tuple[str, str]], list[str], l
     return chips, ticked, filters
 
 
+def context_note(data: dict | None) -> str:
+    """What the last text answer understood as the product's context ("to go with a yellow skirt": Skirts,
+    Yellow), as a greyed note: context is shown, never wished for; empty when there is none."""
+    understood = (data or {}).get("understood") or {}
+    labels = understood.get("context_chips") or [] if (data or {}).get("mode") == "text" else []
+    return ("<span style='opacity:0.55'>Context, not searched for (no boost): " +
+            " · ".join(html.escape(label) for label in labels) + "</span>") if labels else ""
+
+
 def show_chips(data):
-    """The chips of the last text answer ("Women", "Casual Shoes / Sports Shoes", "not Black") and the filters they
-    offer; hidden when there are none."""
+    """The chips of the last text answer ("Women", "Casual Shoes / Sports Shoes", "not Black"), the filters they
+    offer (hidden when there are none) and its context, greyed."""
     chips, ticked, filters = chip_choices(data)
+    note = context_note(data)
     return (gr.CheckboxGroup(choices=chips, value=ticked, visible=bool(chips)),
-            gr.Radio(choices=filters, value=None, visible=bool(filters)))
+            gr.Radio(choices=filters, value=None, visible=bool(filters)), gr.HTML(note, visible=bool(note)))
 
 
 def chip_to_filter(choice, gender=ANY, category=ANY, colour=ANY):
@@ -598,6 +609,7 @@ def _text_tab(ui, h: Handlers) -> None:
                                         visible=False, scale=3)
             ui.chip_filter = gr.Radio([], label="One click makes it a filter", elem_id="intent-filters",
                                       visible=False, scale=2)
+        ui.context = gr.HTML("", elem_id="intent-context", visible=False)
         # Examples run with the default model and no filters, cached on first use.
         gr.Examples([[q] for q in TEXT_EXAMPLES], inputs=[ui.query], outputs=ui.outputs, label="Examples",
                     fn=lambda q: h.search_text(q), cache_examples=True, cache_mode="lazy", api_name="example_text")
@@ -707,7 +719,8 @@ def _wire_display(ui, h: Handlers) -> None:
     ui.data.change(h.show_duplicates, ui.data, [ui.duplicates_box, ui.duplicates], api_visibility="private",
                    queue=False)
     # What the engine understood of a text query, as chips: untick one to ignore it, or make one a filter.
-    ui.data.change(show_chips, ui.data, [ui.chips, ui.chip_filter], api_visibility="private", queue=False)
+    ui.data.change(show_chips, ui.data, [ui.chips, ui.chip_filter, ui.context], api_visibility="private",
+                   queue=False)
     ui.chips.input(h.search_text_chips, text_inputs, ui.outputs, api_visibility="private")
     ui.chip_filter.input(chip_to_filter, [ui.chip_filter, *ui.dropdowns], ui.dropdowns, api_visibility="private",
                          queue=False).then(h.search_text_chips, text_inputs, ui.outputs, api_visibility="private")

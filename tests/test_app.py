@@ -292,6 +292,7 @@ def test_text_answers_carry_the_understanding_and_chips_switch_it_off(handlers, 
     understood = data["understood"]
     assert {"Women", "not White"} <= set(understood["chips"]) and "gender" in understood["chip_keys"]
     assert understood["ignored"] == [] and "duplicates" in data["results"][0]
+    assert understood["context"] == [] and understood["context_chips"] == []  # nothing here is context
     chips, ticked, filters = app.chip_choices(data)
     assert ("Women", "gender") in chips and set(ticked) == {key for _, key in chips}
     assert ("Gender: Women", "gender=Women") in filters
@@ -309,6 +310,17 @@ def test_text_answers_carry_the_understanding_and_chips_switch_it_off(handlers, 
     # Image answers carry no chips.
     assert app.chip_choices(handlers.search_image(small_engine.index.items["image_path"].iloc[0], 5)[1]) == \
         ([], [], [])
+
+
+def test_context_is_shown_apart_and_greyed():
+    """The product's context ("to go with a yellow skirt") shows beside the chips, greyed, never as a chip."""
+    data = {"mode": "text", "understood": {"chips": ["Sandals"], "chip_keys": ["articleType"], "intents": [],
+                                           "context_chips": ["Skirts", "Yellow <b>"], "ignored": []}}
+    note = app.context_note(data)
+    assert "Skirts · Yellow &lt;b&gt;" in note and "opacity" in note and "no boost" in note
+    chips, note_update = app.show_chips(data)[0], app.show_chips(data)[2]
+    assert chips.choices == [("Sandals", "articleType")] and note_update.visible
+    assert app.context_note({**data, "mode": "image"}) == "" and not app.show_chips(None)[2].visible
 
 
 def test_bad_chip_keys_are_refused_with_a_message(handlers):

@@ -189,6 +189,19 @@ def test_chips_show_what_was_understood_and_one_click_filters(page):
     _shot(page, "chip-filter")
 
 
+def test_context_shows_greyed_apart_from_the_chips(page):
+    """What the product goes with shows beside the chips, greyed, and never as a chip."""
+    page.locator("#text-query input, #text-query textarea").first.fill("sneakers to go with my black jeans")
+    page.locator("#text-search").click()
+    _wait_for_new_results(page, [])
+    context = page.locator("#intent-context")
+    context.wait_for(state="visible", timeout=30_000)
+    assert "Black" in context.inner_text() and "no boost" in context.inner_text()
+    chips = page.locator("#intent-chips").inner_text()
+    assert "Sports Shoes" in chips and "Black" not in chips
+    _shot(page, "context")
+
+
 def _phone_photo(path: Path, product_path: str) -> tuple[int, int, int, int]:
     """A catalog photo enlarged onto a checked brown-grey 'floor' (not a studio shot); returns the product's box."""
     import numpy as np

