@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 import app
 from modeling.serving.registry import EngineRegistry
@@ -99,7 +100,8 @@ def test_text_image_composed_and_click_to_refine(page, small_engine):
     assert len(captions) == 10
     assert all("Watches" in c for c in captions[:3]), captions[:3]
     assert all("cosine" in c and "VSC" in c for c in captions)
-    assert "10 results" in page.locator("#result-summary").inner_text()
+    # the summary follows the results in an event of its own: wait for it rather than read it mid-update
+    expect(page.locator("#result-summary")).to_contain_text("10 results", timeout=30_000)
     _shot(page, "text")
 
     # Image: upload a catalog photo; the product itself comes first, with VSC n/a (a photo has no text).
