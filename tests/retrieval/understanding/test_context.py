@@ -98,3 +98,17 @@ def test_words_that_are_not_a_second_product(parser, query, word):
     parsed = parser.parse(query)
     assert all(word not in i.phrase.split() for i in parsed.intents), parsed.intents
 
+
+
+def test_composed_search_keeps_the_context_and_corrections_of_its_words(parser):
+    from modeling.retrieval.engine.composed import keep_reference
+
+    asked = parser.parse("same sneekers to go with a yellow skirt").without("gender")
+    reference = {"articleType": "Casual Shoes", "gender": "Women", "baseColour": "Brown"}
+    kept, rest = keep_reference(asked, reference, sure=0.8)
+    assert kept.corrected == asked.corrected == (("sneekers", "sneaker"),)
+    assert kept.context == asked.context and {"Skirts", "Yellow"} <= set(kept.context_chips())
+    assert kept.removed == ("gender",)
+    assert kept.to_dict()["context_chips"] == asked.to_dict()["context_chips"]
+    assert {i.attribute for i in kept.intents} >= {"articleType", "baseColour"}
+    assert kept.get("articleType").values == ("Casual Shoes",) and "articleType" not in rest
