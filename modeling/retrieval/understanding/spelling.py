@@ -7,8 +7,8 @@ words, the 20,000th most frequent word is about 3.25; or the frequency list bund
 it by `python -m modeling.evaluation.spelling`). `Speller.correct` leaves alone any word that is English (Zipf at or
 above `ENGLISH_MIN_ZIPF`), any word of the catalog's titles and any stopword, and otherwise proposes the closest
 product word (optimal string alignment distance 1, 2 for words of 6+ letters: "snikers" -> "sneakers"), ranked by
-distance, then the typed word's first and last letters kept, then the most of its letters kept in order (insertions
-and deletions), then the candidate's English frequency. The parser gives what a correction finds
+distance, then the typed word's first and last letters kept, then (two edits away) the most of its letters kept in
+order, then the candidate's English frequency. The parser gives what a correction finds
 a reduced confidence (never a full-confidence intent).
 """
 
@@ -105,10 +105,12 @@ class Speller:
         found = extract(word, self.targets, scorer=OSA.distance, score_cutoff=limit, limit=None)
         if not found:
             return None
-        # Ties: the typed word's first and last letters kept, then most of its letters kept in order (the fewest
-        # insertions and deletions: "sniker" is "sneaker", not "shaker"), then the more frequent English word.
-        return min(found, key=lambda c: (c[1], c[0][0] != word[0], c[0][-1] != word[-1], Indel.distance(word, c[0]),
-                                         -self.vocabulary.zipf(c[0]), c[0]))[0]
+        # Ties: the typed word's first and last letters kept, then, two edits away, most of its letters kept in
+        # order ("sniker" is "sneaker", not "shaker"; one edit away a swap "tshrit" is "tshirt" as much as a
+        # letter dropped), then the more frequent English word.
+        return min(found, key=lambda c: (c[1], c[0][0] != word[0], c[0][-1] != word[-1],
+                                         Indel.distance(word, c[0]) if c[1] > 1 else 0, -self.vocabulary.zipf(c[0]),
+                                         c[0]))[0]
 
 
 __all__ = ["ENGLISH_MIN_ZIPF", "EnglishVocabulary", "Speller", "VOCABULARIES"]
