@@ -213,6 +213,10 @@ class QueryParser:
         product_words = {w for p, entry in self.phrases.items() for w in p if w not in self.stopwords
                          and any(source != "weak" for _, _, source in entry.values())}
         self.speller = Speller(product_words, self.known_words, self.stopwords, vocabulary)
+        # what a context phrase implies of the product's usage ("shoes to go with a suit" are formal)
+        self.context_usage = {key: known for phrase, targets in lexicon.get("context_usage", {}).items()
+                              if (key := tuple(normalise_words(phrase)))
+                              and (known := tuple(t for t in targets if t in self.values.get("usage", ())))}
         self.heads = heads
         if context is not None and context not in FINDERS:
             raise ValueError(f"unknown context finder {context!r}: choose one of {', '.join(FINDERS)} or None")
@@ -259,6 +263,8 @@ class QueryParser:
                 group = "negated" if n in negated_spans else \
                     "context" if in_context and attribute in CONTEXT_ATTRIBUTES else "wish"
                 found[group].setdefault(attribute, []).append(Intent(attribute, vals, confidence, phrase, source))
+        for intent in self._implied_usage(raw, words, matches, context, found["context"].get("usage", [])):
+            found["wish"].setdefault("usage", []).append(intent)
         intents, negations, hints = self._grouped(found)
         free = [raw[j] for j in range(len(words))
                 if j not in consumed and j not in negated_words and words[j] not in self.stopwords
@@ -328,6 +334,18 @@ class QueryParser:
                 if attribute != "articleType" or source != "weak":  # "leather" hints at wallets, names no product
                     named.setdefault(attribute, set()).update(range(start, end))
         return self.context_finder(query, raw, named)
+
+    def _implied_usage(self, raw: list[str], words: list[str], matches, context: set[int],
+                       hints: list[Intent]) -> list[Intent]:
+        """What the context says of the product's usage, as weak wishes (they speak only where the product's own
+        words name none): a context phrase of the lexicon's `context_usage` ("shoes to go with a suit": Formal)
+        and the context's own usage words ("socks for my office shoes")."""
+        spans = [(start, end) for start, end, _, _ in matches if all(j in context for j in range(start, end))]
+        inside = {j for start, end in spans for j in range(start, end)}
+        spans += [(j, j + 1) for j in sorted(context - inside)]
+        implied = [Intent("usage", self.context_usage[key], CONFIDENCE["weak"], " ".join(raw[start:end]), "weak")
+                   for start, end in spans if (key := tuple(words[start:end])) in self.context_usage]
+        return implied + [replace(i, confidence=min(i.confidence, CONFIDENCE["weak"]), source="weak") for i in hints]
 
     def _grouped(self, found: dict[str, dict[str, list[Intent]]]):
         """Wishes, negations and context hints, one `Intent` per attribute each."""
