@@ -4,6 +4,7 @@ embedding (weighted sum or the model's learned combiner)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -36,8 +37,8 @@ def keep_reference(asked: QueryIntent, reference: Mapping, sure: float) -> tuple
     reference = {a: v for a, v in reference.items() if asked.get(a) is None}
     kept = IntentScorer.reference(reference, sure, attributes=COMPOSED_CONTEXT) + IntentScorer.reference(
         reference, sure * KEPT_COLOUR_CONFIDENCE, attributes=["baseColour"])
-    intent = QueryIntent(asked.query, asked.search_text, asked.intents + kept, asked.negations, asked.free_words)
-    return intent, reference
+    # replace, not a fresh QueryIntent: the words' corrections, context hints and switched-off chips stay
+    return replace(asked, intents=asked.intents + kept), reference
 
 
 def compose(model, image_embeds: np.ndarray, text_embeds: np.ndarray, method: str | None,

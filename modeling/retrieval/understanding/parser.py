@@ -213,6 +213,10 @@ class QueryParser:
         product_words = {w for p, entry in self.phrases.items() for w in p if w not in self.stopwords
                          and any(source != "weak" for _, _, source in entry.values())}
         self.speller = Speller(product_words, self.known_words, self.stopwords, vocabulary)
+        # what a context phrase implies of the product's usage ("shoes to go with a suit" are formal)
+        self.context_usage = {key: known for phrase, targets in lexicon.get("context_usage", {}).items()
+                              if (key := tuple(normalise_words(phrase)))
+                              and (known := tuple(t for t in targets if t in self.values.get("usage", ())))}
         self.heads = heads
         if context is not None and context not in FINDERS:
             raise ValueError(f"unknown context finder {context!r}: choose one of {', '.join(FINDERS)} or None")
@@ -248,7 +252,7 @@ class QueryParser:
         """Understand `query`; `embedding` (its MiniLM embedding) lets the learned heads fill attributes the words
         left open when some words matched nothing."""
         raw = _raw_words(query)
-        words, corrected, matches = self._spell_and_match(raw)
+        words, corrected, joined, matches = self._spell_and_match(raw)
         consumed = {j for start, end, _, _ in matches for j in range(start, end)}
         negated_spans, negated_words = self._negated(words, matches)
         context = self._context(query, raw, matches, negated_spans)
@@ -259,6 +263,8 @@ class QueryParser:
                 group = "negated" if n in negated_spans else \
                     "context" if in_context and attribute in CONTEXT_ATTRIBUTES else "wish"
                 found[group].setdefault(attribute, []).append(Intent(attribute, vals, confidence, phrase, source))
+        for intent in self._implied_usage(raw, words, matches, context, found["context"].get("usage", [])):
+            found["wish"].setdefault("usage", []).append(intent)
         intents, negations, hints = self._grouped(found)
         free = [raw[j] for j in range(len(words))
                 if j not in consumed and j not in negated_words and words[j] not in self.stopwords
@@ -267,36 +273,56 @@ class QueryParser:
             for intent in self.heads.predict(embedding, exclude=set(intents) | set(negations) | set(hints)):
                 self._merge(intents, intent)
         dropped = negated_words | (context if self.drop_context_text else set())
-        search_words = [corrected[j] if j in corrected and j in consumed else raw[j] for j in range(len(raw))
-                        if j not in dropped]
-        return QueryIntent(query=str(query), search_text=" ".join(search_words) or str(query),
-                           intents=tuple(intents.values()), negations=tuple(negations.values()),
-                           free_words=tuple(free),
-                           corrected=tuple((raw[j], corrected[j]) for j in sorted(corrected) if j in consumed),
+        return QueryIntent(query=str(query), search_text=self._search_text(raw, corrected, joined, consumed,
+                                                                             dropped) or str(query), intents=tuple(intents.values()), negations=tuple(negations.values()),
+                           free_words=tuple(free), corrected=self._corrections(raw, corrected, joined, consumed),
                            context=tuple(hints.values()))
 
+    @staticmethod
+    def _search_text(raw: list[str], corrected: dict, joined: set[int], consumed: set[int], dropped: set[int]) -> str:
+        """What the encoders embed: the words as typed, less the `dropped` positions, with each correction that
+        named something in place of its word; a pair of words written for one ("brief case") becomes that one word
+        ("briefcase"), so the encoders and the keyword match see the product and not the briefs."""
+        words = []
+        for j, word in enumerate(raw):
+            if j in dropped or j - 1 in joined:
+                continue
+            words.append(corrected[j] if j in corrected and j in consumed else word)
+        return " ".join(words)
+
+    @staticmethod
+    def _corrections(raw: list[str], corrected: dict, joined: set[int], consumed: set[int]):
+        """(word as typed, product word meant) per spelling correction that named something; two real words joined
+        ("brief case" -> "briefcase") are no misspelling and only show in the search text."""
+        return tuple((raw[j], fixed) for j, fixed in sorted(corrected.items()) if j in consumed and j not in joined)
+
     def _spell_and_match(self, raw: list[str]):
-        """The words (plural-folded, misspellings corrected), the corrections by position and the phrase matches:
+        """The words (plural-folded, misspellings corrected), the corrections by position, the positions of the
+        first of two words written for one ("brief case": its correction is "briefcase") and the phrase matches:
         (start, end, {attribute: (values, confidence, source)}, phrase as typed)."""
         words = [normalise_words(w)[0] if normalise_words(w) else w for w in raw]
         # misspelt word position -> the product word meant, which the encoders see instead when it names something
         corrected = {j: fixed for j, w in enumerate(words) if (fixed := self.speller.correct(w, raw[j])) is not None}
         words = [corrected.get(j, w) for j, w in enumerate(words)]
         matches: list[tuple[int, int, dict, str]] = []
+        joined: set[int] = set()
         i = 0
         while i < len(words):
             found = self._match_at(words, i)
             if found is not None:
-                end, entry, scale = found
+                end, entry, scale, two_as_one = found
                 if any(j in corrected for j in range(i, end)):  # a correction never makes a sure intent
                     scale = min(scale, CONFIDENCE["fuzzy"])
+                if two_as_one:  # "brief case": the encoders see "briefcase"
+                    corrected[i] = corrected.get(i, raw[i]) + corrected.pop(i + 1, raw[i + 1])
+                    joined.add(i)
                 if scale < 1.0:
                     entry = {a: (v, c * scale, "fuzzy") for a, (v, c, s) in entry.items()}
                 matches.append((i, end, entry, " ".join(raw[i:end])))
                 i = end
             else:
                 i += 1
-        return words, corrected, matches
+        return words, corrected, joined, matches
 
     def _context(self, query: str, raw: list[str], matches, negated_spans: set[int]) -> set[int]:
         """Word positions saying what the product goes with or is for (`context.py`), none without a finder."""
@@ -308,6 +334,18 @@ class QueryParser:
                 if attribute != "articleType" or source != "weak":  # "leather" hints at wallets, names no product
                     named.setdefault(attribute, set()).update(range(start, end))
         return self.context_finder(query, raw, named)
+
+    def _implied_usage(self, raw: list[str], words: list[str], matches, context: set[int],
+                       hints: list[Intent]) -> list[Intent]:
+        """What the context says of the product's usage, as weak wishes (they speak only where the product's own
+        words name none): a context phrase of the lexicon's `context_usage` ("shoes to go with a suit": Formal)
+        and the context's own usage words ("socks for my office shoes")."""
+        spans = [(start, end) for start, end, _, _ in matches if all(j in context for j in range(start, end))]
+        inside = {j for start, end in spans for j in range(start, end)}
+        spans += [(j, j + 1) for j in sorted(context - inside)]
+        implied = [Intent("usage", self.context_usage[key], CONFIDENCE["weak"], " ".join(raw[start:end]), "weak")
+                   for start, end in spans if (key := tuple(words[start:end])) in self.context_usage]
+        return implied + [replace(i, confidence=min(i.confidence, CONFIDENCE["weak"]), source="weak") for i in hints]
 
     def _grouped(self, found: dict[str, dict[str, list[Intent]]]):
         """Wishes, negations and context hints, one `Intent` per attribute each."""
@@ -329,19 +367,20 @@ class QueryParser:
         return intents, negations, hints
 
     def _match_at(self, words: list[str], i: int):
-        """The longest phrase starting at word `i` (misspellings already corrected): (end, entry, confidence scale)
-        or None. Phrases of 2+ words first, then two words written as one ("hand bag" -> "handbag"), then one word."""
+        """The longest phrase starting at word `i` (misspellings already corrected): (end, entry, confidence scale,
+        whether two words were joined) or None. Phrases of 2+ words first, then two words written as one ("hand
+        bag" -> "handbag"), then one word."""
         for n in range(min(MAX_PHRASE_WORDS, len(words) - i), 1, -1):
             entry = self.phrases.get(tuple(words[i:i + n]))
             if entry:
-                return i + n, entry, 1.0
+                return i + n, entry, 1.0, False
         if i + 1 < len(words):  # before the single word: "brief case" is a briefcase, not briefs
             joined = fold(words[i] + words[i + 1])
             entry = self.phrases.get((joined,))
             if entry and words[i] not in self.stopwords:
-                return i + 2, entry, 0.95
+                return i + 2, entry, 0.95, True
         entry = self.phrases.get((words[i],))
-        return (i + 1, entry, 1.0) if entry else None
+        return (i + 1, entry, 1.0, False) if entry else None
 
     def _negated(self, words: list[str], matches) -> tuple[set[int], set[int]]:
         """Indices of the matches a negation rules out, and the word positions it covers (dropped from the text

@@ -6,8 +6,9 @@ purse". `EnglishVocabulary` says how common a word is in English (wordfreq's Zip
 words, the 20,000th most frequent word is about 3.25; or the frequency list bundled with symspellpy, measured against
 it by `python -m modeling.evaluation.spelling`). `Speller.correct` leaves alone any word that is English (Zipf at or
 above `ENGLISH_MIN_ZIPF`), any word of the catalog's titles and any stopword, and otherwise proposes the closest
-product word (optimal string alignment distance 1, 2 for words of 8+ letters), ranked by distance, then the typed
-word's first and last letters kept, then the candidate's English frequency. The parser gives what a correction finds
+product word (optimal string alignment distance 1, 2 for words of 6+ letters: "snikers" -> "sneakers"), ranked by
+distance, then the typed word's first and last letters kept, then (two edits away) the most of its letters kept in
+order, then the candidate's English frequency. The parser gives what a correction finds
 a reduced confidence (never a full-confidence intent).
 """
 
@@ -23,7 +24,7 @@ from importlib import resources
 # (the 20,000th is at 3.25) while typical typos ("sandles" 1.43, "earings" 1.6, "sneekers" 0) stay below it.
 ENGLISH_MIN_ZIPF = 3.0
 MIN_LENGTH = 4  # shorter words are left alone: too many real words lie one edit apart
-TWO_EDITS_FROM = 8  # words this long may be two edits away from the product word meant
+TWO_EDITS_FROM = 6  # words this long may be two edits away from the product word meant ("snikers" -> "sneakers")
 VOCABULARIES = ("wordfreq", "symspell")
 
 
@@ -97,15 +98,19 @@ class Speller:
         meant to be, or None when it is a real word or nothing is close enough."""
         if not self.may_correct(word, *forms):
             return None
-        from rapidfuzz.distance import OSA
+        from rapidfuzz.distance import OSA, Indel
         from rapidfuzz.process import extract
 
         limit = 2 if len(word) >= TWO_EDITS_FROM else 1
         found = extract(word, self.targets, scorer=OSA.distance, score_cutoff=limit, limit=None)
         if not found:
             return None
+        # Ties: the typed word's first and last letters kept, then, two edits away, most of its letters kept in
+        # order ("sniker" is "sneaker", not "shaker"; one edit away a swap "tshrit" is "tshirt" as much as a
+        # letter dropped), then the more frequent English word.
         return min(found, key=lambda c: (c[1], c[0][0] != word[0], c[0][-1] != word[-1],
-                                         -self.vocabulary.zipf(c[0]), c[0]))[0]
+                                         Indel.distance(word, c[0]) if c[1] > 1 else 0, -self.vocabulary.zipf(c[0]),
+                                         c[0]))[0]
 
 
 __all__ = ["ENGLISH_MIN_ZIPF", "EnglishVocabulary", "Speller", "VOCABULARIES"]

@@ -98,3 +98,33 @@ def test_words_that_are_not_a_second_product(parser, query, word):
     parsed = parser.parse(query)
     assert all(word not in i.phrase.split() for i in parsed.intents), parsed.intents
 
+
+
+def test_composed_search_keeps_the_context_and_corrections_of_its_words(parser):
+    from modeling.retrieval.engine.composed import keep_reference
+
+    asked = parser.parse("same sneekers to go with a yellow skirt").without("gender")
+    reference = {"articleType": "Casual Shoes", "gender": "Women", "baseColour": "Brown"}
+    kept, rest = keep_reference(asked, reference, sure=0.8)
+    assert kept.corrected == asked.corrected == (("sneekers", "sneaker"),)
+    assert kept.context == asked.context and {"Skirts", "Yellow"} <= set(kept.context_chips())
+    assert kept.removed == ("gender",)
+    assert kept.to_dict()["context_chips"] == asked.to_dict()["context_chips"]
+    assert {i.attribute for i in kept.intents} >= {"articleType", "baseColour"}
+    assert kept.get("articleType").values == ("Casual Shoes",) and "articleType" not in rest
+
+
+@pytest.mark.parametrize("query, usage", [("what shoes go with a navy blue suit", "Formal"),
+                                          ("shoes to go with my gym clothes", "Sports")])
+def test_the_context_hints_at_the_product_usage_weakly(parser, query, usage):
+    parsed = parser.parse(query)
+    implied = parsed.get("usage")
+    assert implied is not None and implied.values == (usage,) and implied.source == "weak"
+    assert implied.confidence <= 0.5
+
+
+def test_the_product_own_usage_and_a_salwar_suit_imply_nothing_formal(parser):
+    own = parser.parse("sporty shoes to go with a suit").get("usage")
+    assert own.values == ("Sports",) and own.source != "weak"
+    assert parser.parse("ladies sandals to match a purple salwar suit").get("usage") is None
+    assert parser.parse("a grey suit").get("usage") is None  # the product itself, not its context

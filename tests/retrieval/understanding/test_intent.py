@@ -79,6 +79,16 @@ def test_misspellings_are_corrected_fuzzily(parser, query, attribute, value, cor
     assert parsed.search_text == corrected
 
 
+def test_two_words_written_for_one_reach_the_encoders_as_the_one_word(parser):
+    intents, _, parsed = understood(parser, "a brief case for work")
+    assert "Laptop Bag" in intents["articleType"] and "Briefs" not in intents["articleType"]
+    assert parsed.search_text == "a briefcase for work" and parsed.corrected == ()  # real words, no misspelling
+    intents, _, parsed = understood(parser, "brief case snikers")  # a join and a correction side by side
+    assert parsed.search_text == "briefcase sneaker"
+    assert parsed.corrected == (("snikers", "sneaker"),)
+    assert understood(parser, "hand bag")[2].search_text == "hand bag"  # a phrase of the lexicon as it stands
+
+
 def test_known_words_and_unknown_words_are_left_alone(parser):
     intents, _, parsed = understood(parser, "puma shoes")  # a brand of the catalog's titles, not "pumps"
     assert "Heels" not in intents["articleType"] or "Casual Shoes" in intents["articleType"]

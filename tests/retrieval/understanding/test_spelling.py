@@ -36,7 +36,8 @@ def test_real_words_are_not_corrected_into_catalog_words(parser, query, unwanted
 
 
 @pytest.mark.parametrize("query, value", [("blue jeens", "Jeans"), ("lether wallett", "Wallets"),
-                                          ("sunglases for the beach", "Sunglasses"), ("kurtha", "Kurtas")])
+                                          ("sunglases for the beach", "Sunglasses"), ("kurtha", "Kurtas"),
+                                          ("snikers for women", "Casual Shoes")])
 def test_corrections_find_the_product_at_reduced_confidence(parser, query, value):
     parsed = parser.parse(query)
     found = parsed.get("articleType")
@@ -53,6 +54,14 @@ def test_speller_ranks_by_distance_then_letters_then_frequency():
     assert speller.correct("zzzzz") is None
     assert speller.correct("sxirt") == "shirt"  # shirt and skirt tie on distance and letters; shirt is more common
     assert EnglishVocabulary("wordfreq").zipf("shirt") > EnglishVocabulary("wordfreq").zipf("skirt")
+
+
+def test_speller_goes_two_edits_for_six_letters_keeping_most_of_the_typed_letters():
+    speller = Speller(["sneaker", "shaker"])
+    # two edits each, the same first and last letters, shaker the more frequent: sneaker keeps s-n-k-e-r in order
+    assert speller.correct("sniker", "snikers") == "sneaker"
+    assert EnglishVocabulary("wordfreq").zipf("shaker") > EnglishVocabulary("wordfreq").zipf("sneaker")
+    assert speller.correct("snikr") is None  # five letters: one edit only
 
 
 def test_vocabularies():
