@@ -3,8 +3,9 @@
 `load_or_build_index` is what the engine and the app call: the index of a model in a folder, built and saved
 atomically when absent, refused when it was built by another model.
 
-`python -m modeling.retrieval.engine.build_index --model M --catalog C --vector-store faiss|qdrant` is the command
-line: a FAISS index folder (through `load_or_build_index`), or a Qdrant collection streamed in resumable batches
+`python -m modeling.retrieval.engine.build_index --model M --catalog C --vector-store faiss|qdrant|qdrant-edge` is the
+command line: a FAISS index folder (through `load_or_build_index`), or a Qdrant collection (a server, local mode, or
+qdrant-edge shards in a folder) streamed in resumable batches
 (`modeling.retrieval.backends.qdrant.ingest`, several processes under `accelerate launch`)."""
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def qdrant_config_from_args(args) -> "QdrantConfig":
     return QdrantConfig.from_environment(args.qdrant_url, args.qdrant_path, collection=args.qdrant_collection,
                                          shard_number=args.shard_number, replication_factor=args.replication_factor,
                                          on_disk=not args.in_memory, quantization=not args.no_quantization,
-                                         timeout=args.qdrant_timeout)
+                                         timeout=args.qdrant_timeout, edge=args.vector_store == "qdrant-edge")
 
 
 def parse_args(argv=None):
@@ -119,7 +120,8 @@ def parse_args(argv=None):
     parser.add_argument("--vector-store", choices=BACKEND_NAMES, default="faiss")
     parser.add_argument("--index-dir", help="faiss: the index folder (default <model>/index)")
     parser.add_argument("--qdrant-url", help="Qdrant server or cluster URL (API key from FASHION_QDRANT_API_KEY)")
-    parser.add_argument("--qdrant-path", help="folder of an embedded local-mode Qdrant (one process)")
+    parser.add_argument("--qdrant-path", help="folder of an embedded local-mode Qdrant or of qdrant-edge shards "
+                                              "(one process)")
     parser.add_argument("--qdrant-collection", help="serving name (default fashion-search-<model fingerprint>)")
     parser.add_argument("--qdrant-timeout", type=float, default=10.0, help="seconds per request (default 10)")
     parser.add_argument("--shard-number", type=int, default=1, help="qdrant: shards, set at creation")

@@ -1,5 +1,5 @@
-"""One engine API, two vector stores: `FashionSearchEngine` loaded with `vector_store="qdrant"` (qdrant-client local
-mode) returns the same top-10, scores and collapsed duplicates as the in-process FAISS engine, with everything on:
+"""One engine API, three vector stores: `FashionSearchEngine` loaded with `vector_store="qdrant"` (qdrant-client local
+mode) and with `vector_store="qdrant-edge"` (the real Qdrant engine in process, qdrant-edge-py) returns the same top-10, scores and collapsed duplicates as the in-process FAISS engine, with everything on:
 query intents and negations, filters, fused scores, "more like this" consistency (photo and catalog item),
 near-duplicate collapsing. The model is a tiny random dual encoder with attribute heads, over 300 real val items."""
 
@@ -36,20 +36,31 @@ def heads_model_dir(tiny_text_model, small_gallery, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def engines(heads_model_dir, small_gallery, small_engine, catalog_dir, tmp_path_factory):
+def faiss_engine(heads_model_dir, small_gallery, small_engine, tmp_path_factory):
+    """(the FAISS engine, its index folder)."""
+    from modeling.retrieval.engine.search import FashionSearchEngine
+
+    index_dir = tmp_path_factory.mktemp("heads-index") / "index"
+    return FashionSearchEngine.load(heads_model_dir, index_dir, catalog=small_gallery,
+                                    sentence_encoder=small_engine.sentence_encoder), index_dir
+
+
+@pytest.fixture(scope="module", params=["qdrant", "qdrant-edge"])
+def engines(request, heads_model_dir, faiss_engine, catalog_dir, tmp_path_factory):
     """(FAISS engine, Qdrant engine, their index folder): the collection built by the build code, the Qdrant engine
-    loaded as the app loads it (`EngineRegistry` with `vector_store="qdrant"`)."""
+    loaded as the app loads it (`EngineRegistry` with `vector_store="qdrant"` or `"qdrant-edge"`)."""
     pytest.importorskip("qdrant_client")
+    if request.param == "qdrant-edge":
+        pytest.importorskip("qdrant_edge")
     from modeling.encoders.loading import load_model
     from modeling.retrieval.backends.qdrant.ingest import build_collection
     from modeling.retrieval.backends.qdrant.store import QdrantConfig
     from modeling.retrieval.engine.search import FashionSearchEngine
     from modeling.serving.registry import EngineRegistry, ModelSpec
 
-    index_dir = tmp_path_factory.mktemp("heads-index") / "index"
-    encoder = small_engine.sentence_encoder
-    faiss = FashionSearchEngine.load(heads_model_dir, index_dir, catalog=small_gallery, sentence_encoder=encoder)
-    config = QdrantConfig(path=str(tmp_path_factory.mktemp("heads-qdrant")))
+    faiss, index_dir = faiss_engine
+    encoder = faiss.sentence_encoder
+    config = QdrantConfig(path=str(tmp_path_factory.mktemp("heads-qdrant")), edge=request.param == "qdrant-edge")
     model, _, processor = load_model(heads_model_dir)
     client = config.connect()
     try:
@@ -58,10 +69,10 @@ def engines(heads_model_dir, small_gallery, small_engine, catalog_dir, tmp_path_
                          client=client)
     finally:
         client.close()
-    registry = EngineRegistry([ModelSpec("heads", str(heads_model_dir), str(index_dir))], vector_store="qdrant",
-                              qdrant=config)
+    registry = EngineRegistry([ModelSpec("heads", str(heads_model_dir), str(index_dir))],
+                              vector_store=request.param, qdrant=config)
     store = registry.get()
-    assert faiss.backend.name == "faiss" and store.backend.name == "qdrant"
+    assert faiss.backend.name == "faiss" and store.backend.name == request.param
     assert store.backend.store.name.startswith("fashion-search-")
     yield faiss, store, index_dir
     store.backend.store.close()
