@@ -254,3 +254,19 @@ def test_qdrant_config_for_the_app(monkeypatch, tmp_path):
         EngineRegistry([ModelSpec("m", "m", "i")], vector_store="qdrant")
     with pytest.raises(ValueError, match="unknown vector store"):
         EngineRegistry([ModelSpec("m", "m", "i")], vector_store="milvus")
+
+
+def test_a_shallow_plan_scores_its_candidates_exactly(engines, monkeypatch):
+    """A fused query prefetches each signal's top `prefetch_depth`, then re-scores every signal over their union:
+    forced far below the 300 items, every hit's score is still its exact fused score (no signal defaulted to 0),
+    and most of the exact top 10 is found."""
+    faiss, store, _ = engines
+    monkeypatch.setattr(store.backend.store.config, "prefetch_depth", 2)
+    for query, filters in (("black sneakers for women", None), ("red kurta", {"gender": "Women"})):
+        got = store.search_text(query, k=10, filters=filters, collapse=False)
+        everything = faiss.search_text(query, k=300, filters=filters, collapse=False)
+        exact = {r.id: (r.score, r.text_score, r.lexical_score) for r in everything}
+        assert len(got) == 10
+        np.testing.assert_allclose([[r.score, r.text_score, r.lexical_score] for r in got],
+                                   [exact[r.id] for r in got], atol=TOLERANCE)
+        assert len({r.id for r in got} & {r.id for r in everything[:10]}) >= 7

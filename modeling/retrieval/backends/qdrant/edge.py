@@ -128,7 +128,10 @@ def render_params(params):
 
 
 def render_prefetch(prefetch):
+    """A prefetch stage, nested stages included (a query over them re-scores their union)."""
+    nested = prefetch.prefetch if isinstance(prefetch.prefetch, list) else [prefetch.prefetch] * bool(prefetch.prefetch)
     return edge.Prefetch(limit=int(prefetch.limit), query=render_query(prefetch.query, prefetch.using),
+                         prefetches=[render_prefetch(p) for p in nested] or None,
                          filter=render_filter(prefetch.filter), params=render_params(prefetch.params))
 
 

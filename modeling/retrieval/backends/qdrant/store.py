@@ -23,12 +23,11 @@ never reads another's collection. Each point is one catalog item:
 the query over *all* items (one extra sparse query, limit 1, no filter), as `BM25Index.normalised_scores` divides by.
 The formula is a list of `FormulaTerm`s: a payload-condition boost is one more term (`payload_boost`).
 
-Exactness: a point missing from a prefetch scores that signal's default (0). The keyword prefetch misses only
-items with no query word (BM25 = 0: exact); the dense prefetches return the top `prefetch_depth` (default
-`max(20,000, 20 k)`, at least `MIN_PREFETCH_DEPTH`), which covers every item of a catalog up to that size, so
-results equal the FAISS engine's there. Above it, as with the engine's own candidate fusion above
-`EXACT_FUSION_LIMIT`, an item outside every prefetch cannot be ranked and one inside only some prefetches scores
-0 for the others.
+Exactness (`QdrantStore.plan`): each signal prefetches its allowed top `prefetch_depth` (default 1,000: a bounded
+plan, whatever the catalog's size), then every signal re-scores the union of those candidates, so every candidate's
+fused score is exact; an item outside every signal's top `prefetch_depth` cannot be ranked, as with the engine's
+own candidate fusion above `EXACT_FUSION_LIMIT`. Up to `prefetch_depth` items results equal the FAISS engine's;
+above, recall@10 against the exact fused ranking is measured by `benchmarks/qdrant_plan.py` (docs/scale.md).
 """
 
 from __future__ import annotations
@@ -65,7 +64,6 @@ KEYWORD_FIELDS = ("id", *ATTRIBUTES, GROUP_FIELD)
 # completion record, written when the last batch is in. Builds also keep per-process progress keys there.
 METADATA_KEY = "fashion_search"
 COMPLETE_KEY = "fashion_search_complete"
-MIN_PREFETCH_DEPTH = 500  # as the engine's FUSION_CANDIDATE_DEPTH
 # Point ids: UUIDv5 of the item id in this namespace, so a re-run overwrites instead of duplicating.
 POINT_NAMESPACE = uuid.UUID("6f1c3a52-8d0e-4c1b-9a57-2f5d7e0b4a61")
 
@@ -193,7 +191,7 @@ class QdrantStore:
         return models.SearchParams(exact=self.config.exact, quantization=quantization, hnsw_ef=self.config.hnsw_ef)
 
     def _depth(self, k: int) -> int:
-        return max(int(self.config.prefetch_depth), 20 * int(k), MIN_PREFETCH_DEPTH)
+        return max(int(self.config.prefetch_depth), int(k))
 
     def max_keyword_score(self, query_vector: tuple[list[int], list[float]]) -> float:
         """The best BM25 score of a query over all items (no filter): what the keyword score is divided by."""
@@ -219,7 +217,7 @@ class QdrantStore:
             boosts: extra formula terms (`payload_boost`), added to the fused score.
             fusion: `"formula"` (the engine's weighted score) or `"rrf"` (Qdrant's reciprocal rank fusion of the
                 same prefetches: rank-based, ignores the weights; not the engine's ranking, an option to compare).
-            depth: candidates per prefetch (default `max(prefetch_depth, 20 k, 500)`); a caller that can bound
+            depth: candidates per signal (default `max(prefetch_depth, k)`, see `plan`); a caller that can bound
                 what lies below the visual top `depth` (`visual_score_at`) ranks exactly from fewer.
         """
         k = int(k)
@@ -236,23 +234,19 @@ class QdrantStore:
                                               with_payload=True).points
             return [StoreHit(str(p.payload["id"]), p.score, p.score, None, None, p.payload) for p in points]
         depth = self._depth(k) if depth is None else max(int(depth), k)
-        params = self._search_params()
-        prefetch = [models.Prefetch(query=visual_query.tolist(), using=VISUAL, filter=query_filter, limit=depth,
-                                    params=params)]
+        signals = [(VISUAL, visual_query.tolist())]  # (named vector, query) per signal, $score[i] in that order
         terms = [FormulaTerm(1.0 - weight if fused else 1.0, "$score[0]")]
         keyword_query, top = None, 0.0
         if fused:
-            prefetch.append(models.Prefetch(query=np.asarray(text_query, np.float32).tolist(), using=TITLE,
-                                            filter=query_filter, limit=depth, params=params))
+            signals.append((TITLE, np.asarray(text_query, np.float32).tolist()))
             terms.append(FormulaTerm(weight, "$score[1]"))
             if query_text and lexical_weight > 0 and self.keywords is not None:
                 keyword_query = self.keywords.query_vector(query_text)
                 top = self.max_keyword_score(keyword_query)
                 if top > 0 or (fusion == "rrf" and keyword_query[0]):
-                    prefetch.append(models.Prefetch(
-                        query=models.SparseVector(indices=keyword_query[0], values=keyword_query[1]), using=KEYWORDS,
-                        filter=query_filter, limit=depth))
+                    signals.append((KEYWORDS, models.SparseVector(indices=keyword_query[0], values=keyword_query[1])))
                     terms.append(FormulaTerm(weight * lexical_weight / max(top, 1e-30), "$score[2]"))
+        prefetch = self.plan(signals, query_filter, depth, rescore=fusion == "formula")
         with_vectors = [VISUAL, TITLE, KEYWORDS] if fused else [VISUAL]
         if fusion == "rrf":
             points = self.client.query_points(self.name, prefetch=prefetch, limit=k, with_payload=True,
@@ -261,6 +255,23 @@ class QdrantStore:
         else:
             points = self.query_formula(prefetch, [*terms, *boosts], k, with_vectors=with_vectors)
         return [self._hit(p, visual_query, text_query if fused else None, keyword_query, top, fused) for p in points]
+
+    def plan(self, signals: Sequence[tuple[str, Any]], query_filter, depth: int, rescore: bool = True) -> list:
+        """The prefetches of a fused ranking: the allowed top `depth` of each signal, and (`rescore`, several
+        signals) every signal re-scored over their union. Without the second stage an item in one signal's top but
+        not another's would score that signal's default, 0; with it, every candidate's fused score is exact and the
+        only approximation left is an item outside every signal's top `depth` (measured by
+        `benchmarks/qdrant_plan.py`)."""
+        params = self._search_params()
+        candidates = [models.Prefetch(query=query, using=using, filter=query_filter, limit=int(depth),
+                                      params=None if using == KEYWORDS else params) for using, query in signals]
+        if not rescore or len(candidates) == 1:
+            return candidates
+        exact = (models.SearchParams(quantization=models.QuantizationSearchParams(ignore=True))
+                 if self.config.native and self.config.quantization else None)
+        return [models.Prefetch(prefetch=candidates, query=query, using=using, filter=query_filter,
+                                limit=int(depth) * len(candidates), params=None if using == KEYWORDS else exact)
+                for using, query in signals]
 
     def query_formula(self, prefetch: list, terms: Sequence[FormulaTerm], k: int, with_vectors=False) -> list:
         """Points ranked by `sum(term.weight * term.expression)` over the prefetched candidates; a point missing
