@@ -25,6 +25,7 @@ from modeling.encoders.loading import embedding_dim, encode_images, model_finger
 from modeling.encoders.sentence import SentenceEncoder
 from modeling.retrieval.backends.faiss.index import CatalogIndex
 from modeling.retrieval.backends.registry import BACKEND_NAMES
+from modeling.retrieval.understanding.heads import load_or_fit_intent_heads
 
 if TYPE_CHECKING:
     from modeling.retrieval.backends.qdrant.store import QdrantConfig
@@ -82,7 +83,8 @@ def attach_image_paths(items: pd.DataFrame, dataset) -> None:
 def load_or_build_index(model, tokenizer, processor, index_dir, model_dir, get_dataset, *,
                         sentence_encoder: SentenceEncoder | None = None, rebuild: bool = False,
                         image_encoder=None) -> CatalogIndex:
-    """The index of `model` in `index_dir`, built (and saved atomically) from `get_dataset()` when absent."""
+    """The index of `model` in `index_dir`, built (and saved atomically) from `get_dataset()` when absent; a build
+    also fits the query-intent heads on the item texts and writes them beside it (the engine only reads them)."""
     info = {"name": str(model_dir), "fingerprint": model_fingerprint(model), "embedding_dim": embedding_dim(model)}
     index_dir = Path(index_dir)
     if rebuild or not (index_dir / "manifest.json").exists():
@@ -91,6 +93,7 @@ def load_or_build_index(model, tokenizer, processor, index_dir, model_dir, get_d
         index = build_index(model, tokenizer, processor, get_dataset(), model_info=info,
                             sentence_encoder=sentence_encoder, image_encoder=image_encoder)
         index.save(index_dir)
+        load_or_fit_intent_heads(index_dir, index)
         return index
     return CatalogIndex.load(index_dir, expected_model=info)
 
@@ -163,6 +166,7 @@ def main(argv=None) -> int:
                                     args.model, lambda: load_catalog(args.catalog, split=args.split,
                                                                      max_items=args.max_items),
                                     sentence_encoder=encoder, rebuild=args.rebuild)
+        load_or_fit_intent_heads(args.index_dir or Path(args.model) / "index", index)  # an older index gets them
         seconds = time.perf_counter() - start
         print(f"{len(index)} items in {args.index_dir or Path(args.model) / 'index'}: {seconds:.1f} s, "
               f"{len(index) / seconds:.1f} items/s")
