@@ -291,6 +291,14 @@ class EdgeClient:
                                              with_vector=_with_vector(with_vectors))
         return [_point(r) for r in records]
 
+    def scroll(self, name: str, limit: int = 10, offset=None, scroll_filter=None, with_payload=True,
+               with_vectors=False, **_options) -> tuple[list, str | None]:
+        """A page of points in id order and the id the next page starts from (None after the last)."""
+        records, following = self._shard(name).scroll(edge.ScrollRequest(
+            offset=None if offset is None else str(offset), limit=int(limit), filter=render_filter(scroll_filter),
+            with_payload=with_payload, with_vector=_with_vector(with_vectors)))
+        return [_point(r) for r in records], None if following is None else str(following)
+
     def query_points(self, name: str, query=None, *, using: str | None = None, prefetch=None, query_filter=None,
                      limit: int = 10, offset: int | None = None, search_params=None, with_payload=True,
                      with_vectors=False, **_options):

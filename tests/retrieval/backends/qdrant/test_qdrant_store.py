@@ -32,9 +32,13 @@ def _build(engine, model_dir, catalog_dir, client, config, **kwargs):
                             max_items=ITEMS, client=client, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def store(small_engine, tiny_model_dir, catalog_dir, tmp_path_factory):
-    config = QdrantConfig(path=str(tmp_path_factory.mktemp("qdrant")))
+@pytest.fixture(scope="module", params=["local", "edge"])
+def store(request, small_engine, tiny_model_dir, catalog_dir, tmp_path_factory):
+    """The collection built by the build code, in qdrant-client's local mode and on qdrant-edge shards (the real
+    engine): every test taking `store` runs on both."""
+    if request.param == "edge":
+        pytest.importorskip("qdrant_edge")
+    config = QdrantConfig(path=str(tmp_path_factory.mktemp("qdrant")), edge=request.param == "edge")
     client = config.connect()
     _build(small_engine, tiny_model_dir, catalog_dir, client, config)
     yield QdrantStore.open(config, small_engine.index.manifest["model"], small_engine.sentence_encoder.dim,
@@ -202,7 +206,7 @@ def test_rerun_is_a_no_op_and_rebuild_replaces_without_duplicates(small_engine, 
 
 def test_interrupted_build_resumes_to_the_same_collection(small_engine, tiny_model_dir, catalog_dir, store,
                                                           tmp_path, monkeypatch):
-    config = QdrantConfig(path=str(tmp_path / "qdrant"))
+    config = QdrantConfig(path=str(tmp_path / "qdrant"), edge=store.config.edge)
     client = config.connect()
 
     def crash(index):
@@ -216,7 +220,7 @@ def test_interrupted_build_resumes_to_the_same_collection(small_engine, tiny_mod
     (partial,) = [c.name for c in client.get_collections().collections]
     assert COMPLETE_KEY not in client.get_collection(partial).config.metadata
     with pytest.raises(QdrantStoreError, match="interrupted build"):
-        QdrantStore.open(QdrantConfig(path=config.path, collection=partial), small_engine.index.manifest["model"],
+        QdrantStore.open(QdrantConfig(path=config.path, collection=partial, edge=config.edge), small_engine.index.manifest["model"],
                          client=client)
 
     # A crash after batch 2 is written but before it is recorded: the re-run writes it again (same point ids).
@@ -258,7 +262,7 @@ def test_bad_configuration_fails_clearly(small_engine, store):
         QdrantConfig()
 
     model = dict(small_engine.index.manifest["model"])
-    other = QdrantConfig(path=store.config.path, collection=store.name)
+    other = QdrantConfig(path=store.config.path, collection=store.name, edge=store.config.edge)
     with pytest.raises(QdrantStoreError, match="built by model .* fingerprint"):
         QdrantStore.open(other, {**model, "fingerprint": "0123456789abcdef"}, client=store.client)
     with pytest.raises(QdrantStoreError, match="dimension 16, the loaded model makes 32"):
@@ -266,8 +270,8 @@ def test_bad_configuration_fails_clearly(small_engine, store):
     with pytest.raises(QdrantStoreError, match="'title' vectors of dimension 384"):
         QdrantStore.open(other, model, text_dim=768, client=store.client)
     with pytest.raises(QdrantStoreError, match="no collection 'fashion-search-0123456789abcdef'.*modeling.retrieval"):
-        QdrantStore.open(QdrantConfig(path=store.config.path), {**model, "fingerprint": "0123456789abcdef"},
-                         client=store.client)
+        QdrantStore.open(QdrantConfig(path=store.config.path, edge=store.config.edge),
+                         {**model, "fingerprint": "0123456789abcdef"}, client=store.client)
 
     # Servers report payload indexes (local mode keeps none): one missing is named.
     info = store.client.get_collection(store.name)
@@ -319,7 +323,7 @@ class FakeProcess:
 
 def test_processes_split_the_batches_and_the_last_one_publishes(small_engine, tiny_model_dir, catalog_dir, store,
                                                                 tmp_path):
-    config = QdrantConfig(path=str(tmp_path / "qdrant"))
+    config = QdrantConfig(path=str(tmp_path / "qdrant"), edge=store.config.edge)
     client = config.connect()
     written = []
     # Process 0 creates the collection and writes batches 0, 2, 4; it cannot publish before process 1 is done.
