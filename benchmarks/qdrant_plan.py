@@ -1,7 +1,7 @@
 """The bounded Qdrant query plan, measured: recall@10 and latency of the served query against the exact ranking.
 
     python benchmarks/qdrant_plan.py --model runs/world-40-p035-composed --qdrant-path runs/qdrant-edge-15k \\
-        --depths 25,50,100,250,500,1000 --output runs/qdrant-edge-plan.json
+        --depths 1000,250,100,50 --output runs/qdrant-edge-plan.json
 
 The reference is the FAISS engine on the same model and catalog: exact fused scoring of every item (the catalog is
 below `EXACT_FUSION_LIMIT`). The store is the model's collection, built by `python -m
@@ -79,7 +79,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--qdrant-url", default=None)
     parser.add_argument("--queries", default=str(ROOT / "queries"))
     parser.add_argument("--limit", type=int, default=None, help="only the first N query lines")
-    parser.add_argument("--depths", default="25,50,100,250,500,1000")
+    parser.add_argument("--depths", default="1000,250,100,50")
     parser.add_argument("--output", default=None, help="also write the rows as JSON here")
     args = parser.parse_args(argv)
     from modeling.retrieval.backends.qdrant.store import QdrantConfig
@@ -99,6 +99,7 @@ def main(argv=None) -> list[dict]:
         ids, ms = serve(faiss, kind, line)
         exact.append(ids)
         times.append(ms)
+    print(f"FAISS: {len(queries)} queries served", flush=True)
     faiss_row = {"p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95))}
     rows = []
     for depth in (int(d) for d in args.depths.split(",")):

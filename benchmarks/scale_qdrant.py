@@ -11,8 +11,9 @@ fusion `0.3 visual + 0.7 (title + 0.4 keywords / max keywords)`, a gender filter
 +0.10, colour +0.05) as payload terms, the bounded plan (`--depth` per signal), near-duplicates collapsed by the
 `group` payload over the top `max(4 k, 50)`. The exact reference is the same formula, filter, boosts and collapse
 in numpy over every item. Prints build time, disk bytes per item, recall@10 and p50 / p95 latency, and the RSS of a
-fresh process that opens the collection and serves the queries (`--rss-baseline DIR`: the same for another
-collection, e.g. the 15k one, for the difference).
+fresh process that opens the collection and serves the queries, in all and split into anonymous memory (the
+process's own) and mapped files (the shards' memory-mapped vectors, payloads and graphs: page cache the kernel can
+drop); `--rss-baseline DIR` measures the same for another collection (e.g. the 15k one) for the difference.
 """
 
 from __future__ import annotations
@@ -172,8 +173,10 @@ def serve_rss(folder: Path, queries_file: Path, depth: int) -> dict:
     for query in queries:
         served_top(store, query)
     status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-    return {"collection": str(folder), "rss_mb": int(status["VmRSS"].split()[0]) / 1024,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "queries": len(queries)}
+    mb = {key: int(status[key].split()[0]) / 1024 for key in ("VmRSS", "RssAnon", "RssFile")}
+    return {"collection": str(folder), "rss_mb": mb["VmRSS"], "rss_anon_mb": mb["RssAnon"],
+            "rss_file_mb": mb["RssFile"], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "queries": len(queries)}
 
 
 def rss_in_subprocess(folder: Path, queries_file: Path, depth: int) -> dict:
@@ -213,6 +216,7 @@ def run(args, say) -> dict:
     if args.rss_baseline:
         row["rss_baseline"] = rss_in_subprocess(Path(args.rss_baseline), queries_file, args.depth)
         row["rss_difference_mb"] = row["rss"]["rss_mb"] - row["rss_baseline"]["rss_mb"]
+        row["rss_anon_difference_mb"] = row["rss"]["rss_anon_mb"] - row["rss_baseline"]["rss_anon_mb"]
     return row
 
 
