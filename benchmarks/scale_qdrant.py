@@ -19,7 +19,6 @@ drop); `--rss-baseline DIR` measures the same for another collection (e.g. the 1
 from __future__ import annotations
 
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -173,10 +172,9 @@ def serve_rss(folder: Path, queries_file: Path, depth: int) -> dict:
     for query in queries:
         served_top(store, query)
     status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-    mb = {key: int(status[key].split()[0]) / 1024 for key in ("VmRSS", "RssAnon", "RssFile")}
+    mb = {key: int(status[key].split()[0]) / 1024 for key in ("VmRSS", "RssAnon", "RssFile", "VmHWM")}
     return {"collection": str(folder), "rss_mb": mb["VmRSS"], "rss_anon_mb": mb["RssAnon"],
-            "rss_file_mb": mb["RssFile"], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "queries": len(queries)}
+            "rss_file_mb": mb["RssFile"], "peak_rss_mb": mb["VmHWM"], "queries": len(queries)}
 
 
 def rss_in_subprocess(folder: Path, queries_file: Path, depth: int) -> dict:
