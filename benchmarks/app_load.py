@@ -199,7 +199,8 @@ def targets_met(report: dict) -> bool:
 
 def side_by_side(stores: list[dict]) -> str:
     """One row per store and number of clients."""
-    lines = ["| vector store | clients | req/s | p50 ms | p95 ms | errors | server RSS MB |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| vector store | clients | req/s | p50 ms | p95 ms | errors | server RSS MB |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for report in stores:
         for level in report["levels"]:
             lat = level["latency_ms"]

@@ -55,7 +55,8 @@ def measure(store, queries, exact: list[list[str]], depth: int) -> dict:
         got, ms = serve(store, kind, line)
         recalls.append(len(set(got) & set(want)) / max(len(want), 1))
         times.append(ms)
-    missed = [f"{line['query']!r} ({kind}): {recall:.1f}" for (kind, line), recall in zip(queries, recalls) if recall < 1]
+    missed = [f"{line['query']!r} ({kind}): {recall:.1f}"
+              for (kind, line), recall in zip(queries, recalls) if recall < 1]
     recalls = np.array(recalls)
     return {"depth": depth, "missed": missed, "recall@10": float(recalls.mean()), "min_recall": float(recalls.min()),
             "queries_below_1": int((recalls < 1).sum()), "p50_ms": float(np.percentile(times, 50)),

@@ -220,8 +220,8 @@ def test_interrupted_build_resumes_to_the_same_collection(small_engine, tiny_mod
     (partial,) = [c.name for c in client.get_collections().collections]
     assert COMPLETE_KEY not in client.get_collection(partial).config.metadata
     with pytest.raises(QdrantStoreError, match="interrupted build"):
-        QdrantStore.open(QdrantConfig(path=config.path, collection=partial, edge=config.edge), small_engine.index.manifest["model"],
-                         client=client)
+        QdrantStore.open(QdrantConfig(path=config.path, collection=partial, edge=config.edge),
+                         small_engine.index.manifest["model"], client=client)
 
     # A crash after batch 2 is written but before it is recorded: the re-run writes it again (same point ids).
     original = client.update_collection
