@@ -1,7 +1,8 @@
 """One engine API, three vector stores: `FashionSearchEngine` loaded with `vector_store="qdrant"` (qdrant-client local
 mode) and with `vector_store="qdrant-edge"` (the real Qdrant engine in process, qdrant-edge-py) returns the same
 top-10, scores and collapsed duplicates as the in-process FAISS engine, with everything on: query intents and
-negations, filters, fused scores, "more like this" consistency (photo and catalog item), near-duplicate collapsing. The model is a tiny random dual encoder with attribute heads, over 300 real val items."""
+negations, filters, fused scores, "more like this" consistency (photo and catalog item), near-duplicate collapsing.
+The model is a tiny random dual encoder with attribute heads, over 300 real val items."""
 
 from itertools import pairwise
 from types import SimpleNamespace
