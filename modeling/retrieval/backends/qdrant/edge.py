@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -191,17 +192,21 @@ class EdgeClient:
             self._lock.close()
             raise RuntimeError(f"Storage folder {self.root} is already accessed by another instance") from None
         self._shards: dict[str, object] = {}
+        self._aliases_read: dict | None = None  # this process alone writes the folder: read once, kept current
+        self._opening = threading.Lock()
 
     # -- collections, aliases, metadata ----------------------------------------------------------------------------
     def _folder(self, name: str) -> Path:
         return self.root / "collections" / name
 
     def _aliases(self) -> dict:
-        return _read_json(self.root / ALIASES_FILE, {})
+        if self._aliases_read is None:
+            self._aliases_read = _read_json(self.root / ALIASES_FILE, {})
+        return dict(self._aliases_read)
 
     def _resolve(self, name: str) -> str:
         physical = self._aliases().get(name, name)
-        if not (self._folder(physical) / COLLECTION_FILE).is_file():
+        if physical not in self._shards and not (self._folder(physical) / COLLECTION_FILE).is_file():
             raise ValueError(f"Collection {name} not found")
         return physical
 
@@ -211,7 +216,9 @@ class EdgeClient:
     def _shard(self, name: str):
         physical = self._resolve(name)
         if physical not in self._shards:
-            self._shards[physical] = edge.EdgeShard.load(str(self._folder(physical) / "shard"))
+            with self._opening:  # concurrent first queries open the shard once
+                if physical not in self._shards:
+                    self._shards[physical] = edge.EdgeShard.load(str(self._folder(physical) / "shard"))
         return self._shards[physical]
 
     def get_collections(self):
@@ -259,6 +266,7 @@ class EdgeClient:
                 self._resolve(operation.create_alias.collection_name)
                 aliases[operation.create_alias.alias_name] = operation.create_alias.collection_name
         _write_json(self.root / ALIASES_FILE, aliases)
+        self._aliases_read = aliases
 
     def delete_collection(self, name: str) -> None:
         physical = self._resolve(name)

@@ -118,6 +118,20 @@ def test_text_search_matches_the_engine(small_engine, store, monkeypatch, query,
         assert all(h.payload["gender"] in allowed for h in hits)
 
 
+def assert_same_up_to_ties(hits, results):
+    """The same ids in the same order, except among results whose scores tie (identical products): the raw store
+    breaks ties as its segments come (the edge shard differently from run to run), where `QdrantBackend` sorts them
+    the engine's way. Each run of tied scores holds the same ids."""
+    assert len(hits) == len(results)
+    start = 0
+    while start < len(results):
+        end = start + 1
+        while end < len(results) and abs(results[end].score - results[start].score) <= TOLERANCE:
+            end += 1
+        assert {h.id for h in hits[start:end]} == {r.id for r in results[start:end]}, start
+        start = end
+
+
 def test_image_and_item_search_match_the_engine(small_engine, store, monkeypatch):
     calls = RankCalls(small_engine, monkeypatch)
     item = small_engine.ids[5]
@@ -131,7 +145,7 @@ def test_image_and_item_search_match_the_engine(small_engine, store, monkeypatch
         filters = {"masterCategory": "apparel"} if len(calls.calls) == 2 else None
         hits = store.rank(visual_query, k=10, filters=filters, exclude_ids=exclude)
         # The engine reports the cosine to the photo itself as visual_score; what ranked is `score`.
-        assert [h.id for h in hits] == [r.id for r in results]
+        assert_same_up_to_ties(hits, results)
         np.testing.assert_allclose([h.score for h in hits], [r.score for r in results], atol=TOLERANCE)
         assert item not in {h.id for h in hits}
 
