@@ -179,7 +179,7 @@ class EdgeClient:
     """The collections of a folder, each one `EdgeShard`, behind `qdrant-client`'s calls (see the module
     docstring). Open through `QdrantConfig(path=DIR, edge=True).connect()`."""
 
-    def __init__(self, path: str | os.PathLike, config=None):
+    def __init__(self, path: str | os.PathLike, config):
         if edge is None:
             raise ImportError("the qdrant-edge vector store needs qdrant-edge-py and qdrant-client: "
                               "pip install qdrant-edge-py qdrant-client")
