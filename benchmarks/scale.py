@@ -191,7 +191,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="qdrant-edge: the served Qdrant ranking on the real engine (benchmarks/scale_qdrant.py)")
     parser.add_argument("--depth", type=int, default=1_000, help="qdrant-edge: prefetch depth per signal")
     parser.add_argument("--batch", type=int, default=1_000, help="qdrant-edge: points per upsert")
-    parser.add_argument("--rss-queries", type=int, default=200, help="qdrant-edge: queries the RSS process serves")
+    parser.add_argument("--rss-queries", type=int, default=200, help="qdrant-edge: queries the RSS process serves "
+                                                                      "(0: no RSS measurement)")
+    parser.add_argument("--reuse", action="store_true", help="qdrant-edge: measure the collection <workdir>/n<N> "
+                                                             "built by an earlier run instead of building it")
+    parser.add_argument("--exact-search", action="store_true", help="qdrant-edge: full scans instead of HNSW")
     parser.add_argument("--rss-baseline", default=None, help="qdrant-edge: another collection folder (e.g. the 15k "
                                                              "one, <workdir>/n15000) served for the RSS difference")
     args = parser.parse_args(argv)

@@ -156,10 +156,12 @@ def served_top(store, query: dict, k: int = 10) -> list[str]:
         depth *= 2
 
 
-def open_store(folder: Path, depth: int, client=None):
+def open_store(folder: Path, depth: int, client=None, exact: bool = False):
+    """The collection as the engine's store; `exact`: full scans instead of HNSW (to separate the HNSW search's
+    misses from the bounded plan's)."""
     from modeling.retrieval.backends.qdrant.store import QdrantConfig, QdrantStore
 
-    config = QdrantConfig(path=str(folder), edge=True, collection=NAME, prefetch_depth=depth)
+    config = QdrantConfig(path=str(folder), edge=True, collection=NAME, prefetch_depth=depth, exact=exact)
     store = QdrantStore.open(config, {"fingerprint": "synthetic"}, client=client)
     store.keywords = SyntheticKeywords()
     return store
@@ -190,11 +192,17 @@ def run(args, say) -> dict:
     folder = Path(args.workdir or "runs/qdrant-edge-scale") / f"n{args.n}"
     catalog = synthetic_catalog(args.n, args.dim, args.seed)
     say(f"{args.n:,} synthetic items generated")
-    build_s, client = build(catalog, folder, args.batch, say)
+    if args.reuse and any(folder.glob("collections/*/collection.json")):
+        from modeling.retrieval.backends.qdrant.store import QdrantConfig
+
+        build_s, client = None, QdrantConfig(path=str(folder), edge=True, collection=NAME).connect()
+        say(f"reusing the collection in {folder} (not built again)")
+    else:
+        build_s, client = build(catalog, folder, args.batch, say)
     # allocated blocks, not file sizes: the shard preallocates sparse memory-mapped files and WAL segments
     disk = sum(f.stat().st_blocks * 512 for f in folder.rglob("*") if f.is_file())
-    say(f"built in {build_s:.0f} s, {disk / args.n:.0f} disk B/item")
-    store = open_store(folder, args.depth, client)
+    say(f"built in {build_s} s, {disk / args.n:.0f} disk B/item")
+    store = open_store(folder, args.depth, client, exact=args.exact_search)
     queries = make_queries(catalog, args.queries)
     recalls, times = [], []
     for query in queries:
@@ -205,10 +213,12 @@ def run(args, say) -> dict:
         recalls.append(len(set(got) & set(want)) / len(want))
     client.close()
     row = {"backend": "qdrant-edge", "items": args.n, "depth_per_signal": args.depth, "build_s": build_s,
-           "items_per_s": args.n / build_s, "disk_bytes_per_item": disk / args.n,
+           "exact_search": args.exact_search, "items_per_s": args.n / build_s if build_s else None, "disk_bytes_per_item": disk / args.n,
            "recall@10": float(np.mean(recalls)), "min_recall": float(np.min(recalls)),
            "p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95))}
     say(json.dumps(row))
+    if not args.rss_queries:
+        return row
     queries_file = folder.parent / f"queries-n{args.n}.npz"
     np.savez(queries_file, queries=np.array(queries[:args.rss_queries], dtype=object))
     row["rss"] = rss_in_subprocess(folder, queries_file, args.depth)
