@@ -70,17 +70,19 @@ def _shown(hit):
 
 
 def assert_same_ranking(results, hits, fused: bool):
-    assert [h.id for h in hits] == [r.id for r in results]
-    for rank, (hit, result) in enumerate(zip(hits, results), start=1):  # what the engine will show from a hit
-        shown = _shown(hit)
+    assert_same_up_to_ties(hits, results)
+    by_id = {r.id: r for r in results}
+    for hit in hits:  # what the engine will show from a hit
+        shown, result = _shown(hit), by_id[hit.id]
         assert (shown.title, shown.image_path, shown.attributes) == (result.title, result.image_path,
                                                                      result.attributes)
-    np.testing.assert_allclose([h.score for h in hits], [r.score for r in results], atol=TOLERANCE)
-    np.testing.assert_allclose([h.visual_score for h in hits], [r.visual_score for r in results], atol=TOLERANCE)
+        np.testing.assert_allclose([hit.score, hit.visual_score], [result.score, result.visual_score],
+                                   atol=TOLERANCE)
     if fused:
-        np.testing.assert_allclose([h.text_score for h in hits], [r.text_score for r in results], atol=TOLERANCE)
+        np.testing.assert_allclose([h.text_score for h in hits], [by_id[h.id].text_score for h in hits],
+                                   atol=TOLERANCE)
         if results[0].lexical_score is not None:
-            np.testing.assert_allclose([h.lexical_score for h in hits], [r.lexical_score for r in results],
+            np.testing.assert_allclose([h.lexical_score for h in hits], [by_id[h.id].lexical_score for h in hits],
                                        atol=TOLERANCE)
 
 
@@ -156,9 +158,14 @@ def test_neighbours_and_item_vectors_match_the_index(small_engine, store):
     ids, scores, vectors = store.neighbours(query, 5, exclude_ids=[small_engine.ids[3]])
     mask = small_engine.allowed_mask(None, [small_engine.ids[3]])
     expected_scores, positions = small_engine.index.search(query[None], 5, allowed=mask)
-    assert ids == [small_engine.ids[p] for p in positions[0]]
+    # The same neighbours up to exact ties (identical products, which the edge shard orders differently from run to
+    # run): rank by rank, the store's neighbour has the engine's cosine.
+    position = {item_id: p for p, item_id in enumerate(small_engine.ids)}
+    found = [position[i] for i in ids]
+    assert len(set(found)) == 5 and 3 not in found
+    np.testing.assert_allclose(small_engine.item_vectors(found) @ query, expected_scores[0], atol=TOLERANCE)
     np.testing.assert_allclose(scores, expected_scores[0], atol=TOLERANCE)
-    np.testing.assert_allclose(vectors, small_engine.item_vectors(positions[0]), atol=1e-5)
+    np.testing.assert_allclose(vectors, small_engine.item_vectors(found), atol=1e-5)
     np.testing.assert_allclose(store.item_vectors([small_engine.ids[3]])[0], query, atol=1e-5)
     with pytest.raises(QueryError, match="No item"):
         store.item_vectors(["no-such-item"])
