@@ -762,11 +762,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="catalog folder, metadata file or Hub dataset (used to build missing indexes)")
     p.add_argument("--rerank-model", default=os.environ.get("FASHION_RERANK_MODEL"),
                    help="image model for hybrid re-ranking (default runs/vae if trained; 'none' turns it off)")
-    p.add_argument("--vector-store", choices=("faiss", "qdrant"),
+    p.add_argument("--vector-store", choices=("faiss", "qdrant", "qdrant-edge"),
                    default=os.environ.get("FASHION_VECTOR_STORE", "faiss"),
-                   help="where vectors live and ranking runs: the in-process FAISS index (default) or a Qdrant "
+                   help="where vectors live and ranking runs: the in-process FAISS index (default), a Qdrant "
                         "collection built by `python -m modeling.retrieval.engine.build_index --vector-store qdrant` "
-                        "(docs/qdrant.md)")
+                        "or qdrant-edge shards (the Qdrant engine in process) in --qdrant-path (docs/qdrant.md)")
     p.add_argument("--qdrant-url", default=None,
                    help="Qdrant server or cluster (env FASHION_QDRANT_URL; the API key only from "
                         "FASHION_QDRANT_API_KEY)")
@@ -794,8 +794,9 @@ def make_registry(args: argparse.Namespace) -> EngineRegistry:
         if args.index:  # an explicit index folder wins
             specs[0] = ModelSpec(default.name, default.path, args.index)
     qdrant = None
-    if getattr(args, "vector_store", "faiss") == "qdrant":
-        qdrant = qdrant_config(getattr(args, "qdrant_url", None), getattr(args, "qdrant_path", None))
+    if getattr(args, "vector_store", "faiss") != "faiss":
+        qdrant = qdrant_config(getattr(args, "qdrant_url", None), getattr(args, "qdrant_path", None),
+                               edge=args.vector_store == "qdrant-edge")
     return EngineRegistry(specs, catalog=args.catalog, rerank_model=args.rerank_model,
                           onnx={default.name: args.onnx} if getattr(args, "onnx", None) else None,
                           vector_store=getattr(args, "vector_store", "faiss"), qdrant=qdrant)
@@ -808,8 +809,9 @@ def main(argv=None) -> None:
         registry = make_registry(args)
         registry.get()  # the default model loads (and indexes the catalog if needed) before the page is served
     except (OSError, ValueError) as error:
-        hint = ("Build the collection with `python -m modeling.retrieval.engine.build_index --vector-store qdrant ...` "
-                "and point --qdrant-url / --qdrant-path at it (docs/qdrant.md)." if args.vector_store == "qdrant" else
+        hint = (f"Build the collection with `python -m modeling.retrieval.engine.build_index --vector-store "
+                f"{args.vector_store} ...` and point --qdrant-url / --qdrant-path at it (docs/qdrant.md)."
+                if args.vector_store != "faiss" else
                 "Train the default model with `make train` (or point --model / FASHION_MODEL at a trained model "
                 "folder) and --catalog at a catalog.")
         raise SystemExit(f"Cannot start: {error}\n{hint}") from None

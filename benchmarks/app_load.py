@@ -4,6 +4,8 @@
     python benchmarks/app_load.py --protocol gradio        # the same searches through Gradio's /gradio_api/run/...
     python benchmarks/app_load.py --clients 1 8 --requests 400 --soak 0
     python benchmarks/app_load.py --overload               # 200 clients at once: admission control (issue 28)
+    python benchmarks/app_load.py --model runs/world-40-p035-composed --vector-stores faiss qdrant-edge \
+        --qdrant-path runs/qdrant-edge-15k --clients 1 32 --soak 0          # FAISS and qdrant-edge side by side
 
 `app.py` starts in a fresh process on a free port (the default model only, over the shared catalog; the index is
 built first when absent). Each client is a thread with one keep-alive connection sending requests back to back:
@@ -140,12 +142,100 @@ def run_clients(port: int, protocol: str, clients: int, total: int, work: Worklo
             "throughput": total / seconds, "latency_ms": percentiles(latencies)}
 
 
+def start_app(args, port: int, store: str) -> subprocess.Popen:
+    """app.py for the default model only, on `store` (`faiss`, or `qdrant-edge` / `qdrant` in `--qdrant-path`)."""
+    command = [sys.executable, str(REPO / "app.py"), "--model", args.model, "--catalog", args.catalog,
+               "--port", str(port), "--extra-model", args.model]  # only the default model: nothing else loads
+    if store != "faiss":
+        command += ["--vector-store", store, "--qdrant-path", args.qdrant_path]
+    return subprocess.Popen(command, cwd=REPO, env={**os.environ, **OFFLINE}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(server: subprocess.Popen, port: int, args, work: Workload) -> float:
+    """Seconds until the app answers a search."""
+    start = time.perf_counter()
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"the app exited during start-up:\n{server.stderr.read()[-3000:]}")
+        if time.perf_counter() - start > args.startup_timeout:
+            raise RuntimeError(f"no answer within {args.startup_timeout} s")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            if request(connection, args.protocol, *work.next()):
+                return time.perf_counter() - start
+        except OSError:
+            time.sleep(0.2)
+
+
+def measure_store(args, store: str, work: Workload) -> dict:
+    """Start the app on `store`, warm it, run every level of clients and the soak; the store's report."""
+    port = free_port()
+    server = start_app(args, port, store)
+    report = {"vector_store": store, "levels": []}
+    try:
+        seconds = wait_for(server, port, args, work)
+        print(f"[{store}] {args.protocol} protocol · app answering after {seconds:.1f} s · "
+              f"load average {os.getloadavg()[0]:.2f} · {os.cpu_count()} CPUs", flush=True)
+        run_clients(port, args.protocol, 8, 200, work)  # warm-up: threads, lazy structures, allocator
+        for clients in args.clients:
+            level = run_clients(port, args.protocol, clients, args.requests or 300 + 40 * clients, work)
+            level["server_rss_mb"] = rss_mb(server.pid)
+            report["levels"].append(level)
+            lat = level["latency_ms"]
+            print(f"[{store}] {clients:3d} clients: {level['requests']:5d} requests  {level['throughput']:6.1f} req/s  "
+                  f"p50 {lat['p50']:6.1f}  p95 {lat['p95']:6.1f}  p99 {lat['p99']:6.1f} ms  "
+                  f"errors {level['errors']}  RSS {level['server_rss_mb']:.0f} MB", flush=True)
+        if args.soak:
+            clients = max(args.clients)
+            before = rss_mb(server.pid)
+            soak = run_clients(port, args.protocol, clients, args.soak, work)
+            after = rss_mb(server.pid)
+            soak.update(rss_before_mb=before, rss_after_mb=after, rss_growth=(after - before) / before)
+            report["soak"] = soak
+            print(f"[{store}] soak: {args.soak} requests at {clients} clients, {soak['throughput']:.1f} req/s, "
+                  f"errors {soak['errors']}, RSS {before:.0f} -> {after:.0f} MB ({soak['rss_growth']:+.1%})",
+                  flush=True)
+    finally:
+        stop(server)
+    return report
+
+
+def targets_met(report: dict) -> bool:
+    """32 clients >= 80 req/s and p95 <= 500 ms; 1 client p95 <= 60 ms; no errors; RSS growth <= 10 %."""
+    levels = {level["clients"]: level for level in report["levels"]}
+    checks = []
+    if 32 in levels:
+        checks.append(levels[32]["throughput"] >= 80 and levels[32]["latency_ms"]["p95"] <= 500)
+    if 1 in levels:
+        checks.append(levels[1]["latency_ms"]["p95"] <= 60)
+    checks.append(all(level["errors"] == 0 for level in report["levels"]))
+    if "soak" in report:
+        checks.append(report["soak"]["errors"] == 0 and report["soak"]["rss_growth"] <= 0.10)
+    return all(checks)
+
+
+def side_by_side(stores: list[dict]) -> str:
+    """One row per store and number of clients."""
+    lines = ["| vector store | clients | req/s | p50 ms | p95 ms | errors | server RSS MB |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for report in stores:
+        for level in report["levels"]:
+            lat = level["latency_ms"]
+            lines.append(f"| {report['vector_store']} | {level['clients']} | {level['throughput']:.1f} | "
+                         f"{lat['p50']:.1f} | {lat['p95']:.1f} | {level['errors']} | {level['server_rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="runs/dual-encoder")
     p.add_argument("--catalog", default=str(REPO.parent / "shared" / "data"))
     p.add_argument("--protocol", choices=["json", "gradio"], default="json",
                    help="json: the /api/v1 routes; gradio: Gradio's /gradio_api/run/<endpoint>")
+    p.add_argument("--vector-stores", nargs="+", default=["faiss"], choices=["faiss", "qdrant-edge", "qdrant"],
+                   help="each measured in turn, one app process each, side by side at the end")
+    p.add_argument("--qdrant-path", default="runs/qdrant-edge-15k", help="the collection folder of qdrant stores")
     p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--requests", type=int, default=None, help="per level (default 300 + 40 per client)")
     p.add_argument("--soak", type=int, default=5000, help="requests of the memory soak (0: none)")
@@ -162,67 +252,25 @@ def main(argv=None) -> dict:
 
     item_ids = pd.read_parquet(Path(args.model) / "index" / "items.parquet", columns=["id"])["id"].astype(str)
     item_ids = item_ids.sample(frac=1.0, random_state=0).tolist()
-    work = Workload(distinct_queries(), item_ids * 3, args.k)
+    queries = distinct_queries()
     if args.overload:
         from benchmarks.app_overload import run_overload
 
-        return run_overload(args, work)
-
-    port = free_port()
-    command = [sys.executable, str(REPO / "app.py"), "--model", args.model, "--catalog", args.catalog,
-               "--port", str(port), "--extra-model", args.model]  # only the default model: nothing else loads
-    server = subprocess.Popen(command, cwd=REPO, env={**os.environ, **OFFLINE}, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+        return run_overload(args, Workload(queries, item_ids * 3, args.k))
     report = {"protocol": args.protocol, "model": args.model, "cpu_count": os.cpu_count(),
-              "loadavg_before": os.getloadavg(), "levels": []}
-    try:
-        start = time.perf_counter()
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"the app exited during start-up:\n{server.stderr.read()[-3000:]}")
-            if time.perf_counter() - start > args.startup_timeout:
-                raise RuntimeError(f"no answer within {args.startup_timeout} s")
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                if request(connection, args.protocol, *work.next()):
-                    break
-            except OSError:
-                time.sleep(0.2)
-        print(f"{args.protocol} protocol · app answering after {time.perf_counter() - start:.1f} s · "
-              f"load average {os.getloadavg()[0]:.2f} · {os.cpu_count()} CPUs", flush=True)
-        run_clients(port, args.protocol, 8, 200, work)  # warm-up: threads, lazy structures, allocator
-        for clients in args.clients:
-            level = run_clients(port, args.protocol, clients, args.requests or 300 + 40 * clients, work)
-            level["server_rss_mb"] = rss_mb(server.pid)
-            report["levels"].append(level)
-            lat = level["latency_ms"]
-            print(f"{clients:3d} clients: {level['requests']:5d} requests  {level['throughput']:6.1f} req/s  "
-                  f"p50 {lat['p50']:6.1f}  p95 {lat['p95']:6.1f}  p99 {lat['p99']:6.1f} ms  "
-                  f"errors {level['errors']}  RSS {level['server_rss_mb']:.0f} MB", flush=True)
-        if args.soak:
-            clients = max(args.clients)
-            before = rss_mb(server.pid)
-            soak = run_clients(port, args.protocol, clients, args.soak, work)
-            after = rss_mb(server.pid)
-            soak.update(rss_before_mb=before, rss_after_mb=after, rss_growth=(after - before) / before)
-            report["soak"] = soak
-            print(f"soak: {args.soak} requests at {clients} clients, {soak['throughput']:.1f} req/s, "
-                  f"errors {soak['errors']}, RSS {before:.0f} -> {after:.0f} MB ({soak['rss_growth']:+.1%})",
-                  flush=True)
-    finally:
-        stop(server)
+              "loadavg_before": os.getloadavg(), "stores": []}
+    share = len(queries) // len(args.vector_stores)
+    for i, store in enumerate(args.vector_stores):  # distinct queries per store too: no cache hits
+        work = Workload(queries[i * share:(i + 1) * share], item_ids * 3, args.k)
+        report["stores"].append(measure_store(args, store, work))
+        report["stores"][-1]["targets_met"] = targets_met(report["stores"][-1])
     report["loadavg_after"] = os.getloadavg()
-    levels = {level["clients"]: level for level in report["levels"]}
-    checks = []
-    if 32 in levels:
-        checks.append(levels[32]["throughput"] >= 80 and levels[32]["latency_ms"]["p95"] <= 500)
-    if 1 in levels:
-        checks.append(levels[1]["latency_ms"]["p95"] <= 60)
-    checks.append(all(level["errors"] == 0 for level in report["levels"]))
-    if "soak" in report:
-        checks.append(report["soak"]["errors"] == 0 and report["soak"]["rss_growth"] <= 0.10)
-    print("targets (32 clients >= 80 req/s and p95 <= 500 ms; 1 client p95 <= 60 ms; no errors; RSS growth "
-          f"<= 10 %): {'OK' if all(checks) else 'MISSED'}")
+    if len(report["stores"]) == 1:  # the single-store report keeps its former shape
+        report.update(report["stores"][0])
+    print(side_by_side(report["stores"]))
+    for store in report["stores"]:
+        print(f"targets [{store['vector_store']}] (32 clients >= 80 req/s and p95 <= 500 ms; 1 client p95 <= 60 ms; "
+              f"no errors; RSS growth <= 10 %): {'OK' if store['targets_met'] else 'MISSED'}")
     write_report(args.output, report)
     return report
 

@@ -2,6 +2,7 @@
 
     python benchmarks/scale.py                               # 1,000,000 vectors at d=256, both indexes
     python benchmarks/scale.py --n 200000 --indexes compressed --output runs/bench/scale-200k.json
+    python benchmarks/scale.py --backend qdrant-edge --n 1000000 --workdir runs/qdrant-edge-scale   # benchmarks/scale_qdrant.py
 
 Builds `--n` clustered synthetic vectors at the model's dimension (see [`clustered_vectors`]) and `--queries` held-out
 queries drawn the same way, computes the exact top 10 by brute force, then for each index prints: RAM and disk
@@ -186,7 +187,27 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--workdir", default=None, help="where the indexes are written (default: a temp folder)")
     parser.add_argument("--output", default=None, help="also write the rows as JSON here")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", choices=("faiss", "qdrant-edge"), default="faiss",
+                        help="qdrant-edge: the served Qdrant ranking on the real engine (benchmarks/scale_qdrant.py)")
+    parser.add_argument("--depth", type=int, default=1_000, help="qdrant-edge: prefetch depth per signal")
+    parser.add_argument("--batch", type=int, default=1_000, help="qdrant-edge: points per upsert")
+    parser.add_argument("--rss-queries", type=int, default=200, help="qdrant-edge: queries the RSS process serves "
+                                                                      "(0: no RSS measurement)")
+    parser.add_argument("--reuse", action="store_true", help="qdrant-edge: measure the collection <workdir>/n<N> "
+                                                             "built by an earlier run instead of building it")
+    parser.add_argument("--exact-search", action="store_true", help="qdrant-edge: full scans instead of HNSW")
+    parser.add_argument("--rss-baseline", default=None, help="qdrant-edge: another collection folder (e.g. the 15k "
+                                                             "one, <workdir>/n15000) served for the RSS difference")
     args = parser.parse_args(argv)
+    if args.backend == "qdrant-edge":
+        from benchmarks.scale_qdrant import run
+
+        clock = time.perf_counter()
+        row = run(args, lambda message: print(f"[{time.perf_counter() - clock:6.0f} s] {message}", flush=True))
+        print(json.dumps(row, indent=1))
+        if args.output:
+            Path(args.output).write_text(json.dumps({"args": vars(args), "load_average": os.getloadavg(), "row": row}))
+        return [row]
     kinds = [kind.strip() for kind in args.indexes.split(",") if kind.strip()]
     unknown = sorted(set(kinds) - set(BUILDERS))
     if unknown:

@@ -348,7 +348,14 @@ def test_vector_store_flags(monkeypatch, tmp_path):
     assert registry.vector_store == "qdrant" and registry.qdrant.url == "http://qdrant:6333"
     assert registry.qdrant.api_key == "s3cret-key" and "s3cret" not in repr(registry.qdrant)
     registry = app.make_registry(app.parse_args(["--vector-store", "qdrant", "--qdrant-path", str(tmp_path / "q")]))
-    assert registry.qdrant.path == str(tmp_path / "q")
+    assert registry.qdrant.path == str(tmp_path / "q") and not registry.qdrant.edge
+    # qdrant-edge: the real engine on shards in a folder (a URL is no substitute)
+    registry = app.make_registry(app.parse_args(["--vector-store", "qdrant-edge", "--qdrant-path",
+                                                 str(tmp_path / "e")]))
+    assert registry.vector_store == "qdrant-edge" and registry.qdrant.edge
+    assert registry.qdrant.path == str(tmp_path / "e")
+    with pytest.raises(QdrantStoreError, match="qdrant-edge needs --qdrant-path"):
+        app.make_registry(app.parse_args(["--vector-store", "qdrant-edge", "--qdrant-url", "http://qdrant:6333"]))
 
 
 def test_collapsed_near_duplicates_can_be_opened(handlers):

@@ -102,13 +102,14 @@ def resolve_index_repo(repo_or_dir: str | os.PathLike, names: Sequence[str] | No
 
 
 def qdrant_config(url: str | None = None, path: str | os.PathLike | None = None, collection: str | None = None,
-                  timeout: float = 10.0) -> "QdrantConfig":
+                  timeout: float = 10.0, edge: bool = False) -> "QdrantConfig":
     """Where the app's collections live: `url` (a server or cluster) or `path` (local mode), else the environment's
     `FASHION_QDRANT_URL` / `FASHION_QDRANT_PATH`. The API key comes from `FASHION_QDRANT_API_KEY` only: a command
-    line is visible to every user of the machine. `collection` overrides the serving name (one model only)."""
+    line is visible to every user of the machine. `collection` overrides the serving name (one model only). `edge`:
+    the folder `path` holds qdrant-edge shards (`--vector-store qdrant-edge`)."""
     from modeling.retrieval.backends.qdrant.store import QdrantConfig
 
-    return QdrantConfig.from_environment(url, path, collection=collection, timeout=timeout)
+    return QdrantConfig.from_environment(url, path, collection=collection, timeout=timeout, edge=edge)
 
 
 def model_supports_text(path: str | os.PathLike) -> bool:
@@ -131,8 +132,8 @@ class EngineRegistry:
                  qdrant: "QdrantConfig | None" = None):
         if vector_store not in VECTOR_STORES:
             raise ValueError(f"unknown vector store {vector_store!r}; use one of {', '.join(VECTOR_STORES)}")
-        if vector_store == "qdrant" and qdrant is None:
-            raise ValueError("the qdrant vector store needs a QdrantConfig (see `qdrant_config`)")
+        if vector_store != "faiss" and qdrant is None:
+            raise ValueError(f"the {vector_store} vector store needs a QdrantConfig (see `qdrant_config`)")
         self.specs: dict[str, ModelSpec] = {}
         for spec in specs:
             if spec.name in self.specs:
@@ -217,7 +218,7 @@ class EngineRegistry:
 
     def _store_client(self):
         """The one Qdrant client of every engine (None for FAISS); connecting fails clearly here, at start."""
-        if self.vector_store != "qdrant":
+        if self.vector_store == "faiss":
             return None
         with self._lock:
             if self._qdrant_client is None:

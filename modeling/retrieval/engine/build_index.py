@@ -3,8 +3,9 @@
 `load_or_build_index` is what the engine and the app call: the index of a model in a folder, built and saved
 atomically when absent, refused when it was built by another model.
 
-`python -m modeling.retrieval.engine.build_index --model M --catalog C --vector-store faiss|qdrant` is the command
-line: a FAISS index folder (through `load_or_build_index`), or a Qdrant collection streamed in resumable batches
+`python -m modeling.retrieval.engine.build_index --model M --catalog C --vector-store faiss|qdrant|qdrant-edge` is the
+command line: a FAISS index folder (through `load_or_build_index`), or a Qdrant collection (a server, local mode, or
+qdrant-edge shards in a folder) streamed in resumable batches
 (`modeling.retrieval.backends.qdrant.ingest`, several processes under `accelerate launch`)."""
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from modeling.encoders.loading import embedding_dim, encode_images, model_finger
 from modeling.encoders.sentence import SentenceEncoder
 from modeling.retrieval.backends.faiss.index import CatalogIndex
 from modeling.retrieval.backends.registry import BACKEND_NAMES
+from modeling.retrieval.understanding.heads import load_or_fit_intent_heads
 
 if TYPE_CHECKING:
     from modeling.retrieval.backends.qdrant.store import QdrantConfig
@@ -81,7 +83,8 @@ def attach_image_paths(items: pd.DataFrame, dataset) -> None:
 def load_or_build_index(model, tokenizer, processor, index_dir, model_dir, get_dataset, *,
                         sentence_encoder: SentenceEncoder | None = None, rebuild: bool = False,
                         image_encoder=None) -> CatalogIndex:
-    """The index of `model` in `index_dir`, built (and saved atomically) from `get_dataset()` when absent."""
+    """The index of `model` in `index_dir`, built (and saved atomically) from `get_dataset()` when absent; a build
+    also fits the query-intent heads on the item texts and writes them beside it (the engine only reads them)."""
     info = {"name": str(model_dir), "fingerprint": model_fingerprint(model), "embedding_dim": embedding_dim(model)}
     index_dir = Path(index_dir)
     if rebuild or not (index_dir / "manifest.json").exists():
@@ -90,6 +93,7 @@ def load_or_build_index(model, tokenizer, processor, index_dir, model_dir, get_d
         index = build_index(model, tokenizer, processor, get_dataset(), model_info=info,
                             sentence_encoder=sentence_encoder, image_encoder=image_encoder)
         index.save(index_dir)
+        load_or_fit_intent_heads(index_dir, index)
         return index
     return CatalogIndex.load(index_dir, expected_model=info)
 
@@ -103,7 +107,7 @@ def qdrant_config_from_args(args) -> "QdrantConfig":
     return QdrantConfig.from_environment(args.qdrant_url, args.qdrant_path, collection=args.qdrant_collection,
                                          shard_number=args.shard_number, replication_factor=args.replication_factor,
                                          on_disk=not args.in_memory, quantization=not args.no_quantization,
-                                         timeout=args.qdrant_timeout)
+                                         timeout=args.qdrant_timeout, edge=args.vector_store == "qdrant-edge")
 
 
 def parse_args(argv=None):
@@ -119,7 +123,8 @@ def parse_args(argv=None):
     parser.add_argument("--vector-store", choices=BACKEND_NAMES, default="faiss")
     parser.add_argument("--index-dir", help="faiss: the index folder (default <model>/index)")
     parser.add_argument("--qdrant-url", help="Qdrant server or cluster URL (API key from FASHION_QDRANT_API_KEY)")
-    parser.add_argument("--qdrant-path", help="folder of an embedded local-mode Qdrant (one process)")
+    parser.add_argument("--qdrant-path", help="folder of an embedded local-mode Qdrant or of qdrant-edge shards "
+                                              "(one process)")
     parser.add_argument("--qdrant-collection", help="serving name (default fashion-search-<model fingerprint>)")
     parser.add_argument("--qdrant-timeout", type=float, default=10.0, help="seconds per request (default 10)")
     parser.add_argument("--shard-number", type=int, default=1, help="qdrant: shards, set at creation")
@@ -161,6 +166,7 @@ def main(argv=None) -> int:
                                     args.model, lambda: load_catalog(args.catalog, split=args.split,
                                                                      max_items=args.max_items),
                                     sentence_encoder=encoder, rebuild=args.rebuild)
+        load_or_fit_intent_heads(args.index_dir or Path(args.model) / "index", index)  # an older index gets them
         seconds = time.perf_counter() - start
         print(f"{len(index)} items in {args.index_dir or Path(args.model) / 'index'}: {seconds:.1f} s, "
               f"{len(index) / seconds:.1f} items/s")

@@ -11,11 +11,23 @@ from modeling.encoders.onnx import OnnxEncoder
 from modeling.encoders.sentence import SentenceEncoder
 from modeling.retrieval.backends.registry import BACKEND_NAMES, open_backend
 from modeling.retrieval.engine.build_index import attach_image_paths, has_image_files, load_or_build_index
-from modeling.retrieval.understanding.heads import load_or_fit_intent_heads
+from modeling.retrieval.understanding.heads import INTENT_HEADS_FILE, IntentHeads
 from modeling.retrieval.engine.rerank import VisualReranker
 from modeling.retrieval.engine.vsc import VSCScorer
 
 VECTOR_STORES = BACKEND_NAMES
+
+
+def read_intent_heads(index_dir: str | os.PathLike, index) -> IntentHeads:
+    """The query-intent heads the index build fitted and wrote (`load_or_build_index`); loading never fits them."""
+    path = Path(index_dir) / INTENT_HEADS_FILE
+    heads = IntentHeads.load(path) if path.is_file() else None
+    if heads is None or heads.num_items != len(index.items):
+        state = "missing" if heads is None else f"fitted for {heads.num_items} items, the index holds {len(index.items)}"
+        raise FileNotFoundError(f"the query-intent heads of the index at {index_dir} are {state}: the index build "
+                                "writes them; run `python -m modeling.retrieval.engine.build_index --model MODEL "
+                                f"--catalog CATALOG --index-dir {index_dir}` (an existing index is not re-encoded)")
+    return heads
 
 
 def load_engine_parts(model_dir: str | os.PathLike, index_dir: str | os.PathLike, *, catalog=None,
@@ -64,7 +76,7 @@ def load_engine_parts(model_dir: str | os.PathLike, index_dir: str | os.PathLike
         r_index = load_or_build_index(r_model, None, r_processor, rerank_index or Path(index_dir) / "rerank",
                                       rerank_model, get_dataset, rebuild=rebuild)
         reranker = VisualReranker(r_model, r_processor, r_index, name=Path(rerank_model).name)
-    heads = load_or_fit_intent_heads(index_dir, index) if index.text_embeddings is not None else None
+    heads = read_intent_heads(index_dir, index) if index.text_embeddings is not None else None
     backend = open_backend(vector_store, index, config=qdrant, encoder=encoder, client=qdrant_client)
     return {"args": (model, tokenizer, processor, index, encoder), "model_name": Path(model_dir).name,
             "reranker": reranker, "vsc": vsc, "intent_heads": heads, "backend": backend}

@@ -1,7 +1,8 @@
-"""One engine API, two vector stores: `FashionSearchEngine` loaded with `vector_store="qdrant"` (qdrant-client local
-mode) returns the same top-10, scores and collapsed duplicates as the in-process FAISS engine, with everything on:
-query intents and negations, filters, fused scores, "more like this" consistency (photo and catalog item),
-near-duplicate collapsing. The model is a tiny random dual encoder with attribute heads, over 300 real val items."""
+"""One engine API, three vector stores: `FashionSearchEngine` loaded with `vector_store="qdrant"` (qdrant-client local
+mode) and with `vector_store="qdrant-edge"` (the real Qdrant engine in process, qdrant-edge-py) returns the same
+top-10, scores and collapsed duplicates as the in-process FAISS engine, with everything on: query intents and
+negations, filters, fused scores, "more like this" consistency (photo and catalog item), near-duplicate collapsing.
+The model is a tiny random dual encoder with attribute heads, over 300 real val items."""
 
 from itertools import pairwise
 from types import SimpleNamespace
@@ -36,20 +37,31 @@ def heads_model_dir(tiny_text_model, small_gallery, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def engines(heads_model_dir, small_gallery, small_engine, catalog_dir, tmp_path_factory):
+def faiss_engine(heads_model_dir, small_gallery, small_engine, tmp_path_factory):
+    """(the FAISS engine, its index folder)."""
+    from modeling.retrieval.engine.search import FashionSearchEngine
+
+    index_dir = tmp_path_factory.mktemp("heads-index") / "index"
+    return FashionSearchEngine.load(heads_model_dir, index_dir, catalog=small_gallery,
+                                    sentence_encoder=small_engine.sentence_encoder), index_dir
+
+
+@pytest.fixture(scope="module", params=["qdrant", "qdrant-edge"])
+def engines(request, heads_model_dir, faiss_engine, catalog_dir, tmp_path_factory):
     """(FAISS engine, Qdrant engine, their index folder): the collection built by the build code, the Qdrant engine
-    loaded as the app loads it (`EngineRegistry` with `vector_store="qdrant"`)."""
+    loaded as the app loads it (`EngineRegistry` with `vector_store="qdrant"` or `"qdrant-edge"`)."""
     pytest.importorskip("qdrant_client")
+    if request.param == "qdrant-edge":
+        pytest.importorskip("qdrant_edge")
     from modeling.encoders.loading import load_model
     from modeling.retrieval.backends.qdrant.ingest import build_collection
     from modeling.retrieval.backends.qdrant.store import QdrantConfig
     from modeling.retrieval.engine.search import FashionSearchEngine
     from modeling.serving.registry import EngineRegistry, ModelSpec
 
-    index_dir = tmp_path_factory.mktemp("heads-index") / "index"
-    encoder = small_engine.sentence_encoder
-    faiss = FashionSearchEngine.load(heads_model_dir, index_dir, catalog=small_gallery, sentence_encoder=encoder)
-    config = QdrantConfig(path=str(tmp_path_factory.mktemp("heads-qdrant")))
+    faiss, index_dir = faiss_engine
+    encoder = faiss.sentence_encoder
+    config = QdrantConfig(path=str(tmp_path_factory.mktemp("heads-qdrant")), edge=request.param == "qdrant-edge")
     model, _, processor = load_model(heads_model_dir)
     client = config.connect()
     try:
@@ -58,10 +70,10 @@ def engines(heads_model_dir, small_gallery, small_engine, catalog_dir, tmp_path_
                          client=client)
     finally:
         client.close()
-    registry = EngineRegistry([ModelSpec("heads", str(heads_model_dir), str(index_dir))], vector_store="qdrant",
-                              qdrant=config)
+    registry = EngineRegistry([ModelSpec("heads", str(heads_model_dir), str(index_dir))],
+                              vector_store=request.param, qdrant=config)
     store = registry.get()
-    assert faiss.backend.name == "faiss" and store.backend.name == "qdrant"
+    assert faiss.backend.name == "faiss" and store.backend.name == request.param
     assert store.backend.store.name.startswith("fashion-search-")
     yield faiss, store, index_dir
     store.backend.store.close()
@@ -243,3 +255,19 @@ def test_qdrant_config_for_the_app(monkeypatch, tmp_path):
         EngineRegistry([ModelSpec("m", "m", "i")], vector_store="qdrant")
     with pytest.raises(ValueError, match="unknown vector store"):
         EngineRegistry([ModelSpec("m", "m", "i")], vector_store="milvus")
+
+
+def test_a_shallow_plan_scores_its_candidates_exactly(engines, monkeypatch):
+    """A fused query prefetches each signal's top `prefetch_depth`, then re-scores every signal over their union:
+    forced far below the 300 items, every hit's score is still its exact fused score (no signal defaulted to 0),
+    and most of the exact top 10 is found."""
+    faiss, store, _ = engines
+    monkeypatch.setattr(store.backend.store.config, "prefetch_depth", 2)
+    for query, filters in (("black sneakers for women", None), ("red kurta", {"gender": "Women"})):
+        got = store.search_text(query, k=10, filters=filters, collapse=False)
+        everything = faiss.search_text(query, k=300, filters=filters, collapse=False)
+        exact = {r.id: (r.score, r.text_score, r.lexical_score) for r in everything}
+        assert len(got) == 10
+        np.testing.assert_allclose([[r.score, r.text_score, r.lexical_score] for r in got],
+                                   [exact[r.id] for r in got], atol=TOLERANCE)
+        assert len({r.id for r in got} & {r.id for r in everything[:10]}) >= 7

@@ -462,6 +462,8 @@ def _finish(client, alias: str, physical: str, previous: str | None, world: int,
     if unfinished:
         raise QdrantStoreError(f"processes {unfinished} did not finish their batches of {physical}; run the build "
                                "again to resume")
+    if hasattr(client, "optimize"):  # an embedded engine (qdrant-edge) builds its HNSW graphs and int8 copies now
+        client.optimize(physical)
     points = int(client.count(physical, exact=True).count)
     client.update_collection(physical, metadata={COMPLETE_KEY: {"num_items": points}})
     operations = []

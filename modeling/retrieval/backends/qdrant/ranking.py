@@ -59,11 +59,11 @@ class QdrantBackend:
         local: the engine's catalog (`LocalCatalog`: ids in index order and the id -> position map).
     """
 
-    name = "qdrant"
     collapse_growth = 2
 
     def __init__(self, store: QdrantStore, local: LocalCatalog):
         self.store, self._ids, self._position = store, local.ids, local.positions
+        self.name = store.config.store_name  # "qdrant" or "qdrant-edge"
 
     @property
     def num_items(self) -> int:
@@ -134,13 +134,16 @@ class QdrantBackend:
         return self.store.item_vectors([self._ids[int(position)]])[0]
 
 
-def open_backend(index, *, config=None, encoder=None, client=None):
+def open_backend(index, *, name="qdrant", config=None, encoder=None, client=None):
     """The registry's entry: the model's Qdrant collection that `config` locates (`QdrantStore.open` raises what is
     wrong with it), checked to hold the items of the local `index` (the engine maps the store's hits to local
     positions, VSC, intents and duplicate groups); through `client` when given (engines sharing one local-mode
-    folder). Returns the factory the engine calls with its `LocalCatalog`."""
+    folder). `name` "qdrant-edge" opens `config`'s folder as edge shards. Returns the factory the engine calls with
+    its `LocalCatalog`."""
     if config is None:
-        raise ValueError("the qdrant vector store needs a QdrantConfig: a server url or a local path")
+        raise ValueError(f"the {name} vector store needs a QdrantConfig: a server url or a local path")
+    if (name == "qdrant-edge") != config.edge:
+        raise ValueError(f"--vector-store {name} was given a QdrantConfig for {config.store_name} ({config.location})")
     text_dim = encoder.dim if encoder is not None and index.text_embeddings is not None else None
     store = QdrantStore.open(config, index.manifest["model"], text_dim=text_dim, client=client)
     if store.num_items != len(index.items):

@@ -23,28 +23,27 @@ never reads another's collection. Each point is one catalog item:
 the query over *all* items (one extra sparse query, limit 1, no filter), as `BM25Index.normalised_scores` divides by.
 The formula is a list of `FormulaTerm`s: a payload-condition boost is one more term (`payload_boost`).
 
-Exactness: a point missing from a prefetch scores that signal's default (0). The keyword prefetch misses only
-items with no query word (BM25 = 0: exact); the dense prefetches return the top `prefetch_depth` (default
-`max(20,000, 20 k)`, at least `MIN_PREFETCH_DEPTH`), which covers every item of a catalog up to that size, so
-results equal the FAISS engine's there. Above it, as with the engine's own candidate fusion above
-`EXACT_FUSION_LIMIT`, an item outside every prefetch cannot be ranked and one inside only some prefetches scores
-0 for the others.
+Exactness (`QdrantStore.plan`): each signal prefetches its allowed top `prefetch_depth` (default 1,000: a bounded
+plan, whatever the catalog's size), then every signal re-scores the union of those candidates, so every candidate's
+fused score is exact; an item outside every signal's top `prefetch_depth` cannot be ranked, as with the engine's
+own candidate fusion above `EXACT_FUSION_LIMIT`. Up to `prefetch_depth` items results equal the FAISS engine's;
+above, recall@10 against the exact fused ranking is measured by `benchmarks/qdrant_plan.py` (docs/scale.md).
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from modeling.data.catalog import ATTRIBUTES
 from modeling.retrieval.common.lexical import KeywordEncoder, KeywordStatistics  # noqa: F401 - re-exported
+from modeling.retrieval.backends.qdrant.config import (COLLECTION_PREFIX, DEFAULT_PREFETCH_DEPTH,  # noqa: F401
+                                                       QdrantConfig, QdrantStoreError)
 from modeling.retrieval.common.types import QueryError
 
 try:  # an optional extra: `pip install .[qdrant]`
@@ -56,7 +55,6 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-COLLECTION_PREFIX = "fashion-search"
 VISUAL, TITLE, KEYWORDS = "visual", "title", "keywords"
 GROUP_FIELD = "group"
 DESCRIPTION_FIELD = "description"
@@ -66,14 +64,8 @@ KEYWORD_FIELDS = ("id", *ATTRIBUTES, GROUP_FIELD)
 # completion record, written when the last batch is in. Builds also keep per-process progress keys there.
 METADATA_KEY = "fashion_search"
 COMPLETE_KEY = "fashion_search_complete"
-DEFAULT_PREFETCH_DEPTH = 20_000
-MIN_PREFETCH_DEPTH = 500  # as the engine's FUSION_CANDIDATE_DEPTH
 # Point ids: UUIDv5 of the item id in this namespace, so a re-run overwrites instead of duplicating.
 POINT_NAMESPACE = uuid.UUID("6f1c3a52-8d0e-4c1b-9a57-2f5d7e0b4a61")
-
-
-class QdrantStoreError(ValueError):
-    """The Qdrant backend cannot be used as configured (unreachable, refused key, wrong or incomplete collection)."""
 
 
 def point_id(item_id) -> str:
@@ -89,125 +81,6 @@ def collection_name(fingerprint: str, prefix: str = COLLECTION_PREFIX) -> str:
 def fold(value) -> str:
     """Filter values compare as the engine compares them (`CatalogIndex.mask`): stripped and case-folded."""
     return str(value).strip().casefold()
-
-
-def _require_client() -> None:
-    if QdrantClient is None:
-        raise ImportError("the Qdrant backend needs qdrant-client: pip install 'fashion-search[qdrant]' "
-                          "(or pip install qdrant-client)")
-
-
-@dataclass(repr=False)
-class QdrantConfig:
-    """Where the collection lives and how it is created and searched.
-
-    Args:
-        url (`str`, *optional*): a Qdrant server or cluster (`http://host:6333`); exclusive with `path`.
-        path (`str`, *optional*): a folder for `qdrant-client`'s embedded local mode (one process at a time, brute
-            force, no payload indexes: development and tests). `":memory:"` keeps it in RAM.
-        api_key (`str`, *optional*): the server's API key. Never shown by `repr`/`str` or in any message.
-        collection (`str`, *optional*): the serving name; default `collection_name(fingerprint, prefix)`.
-        prefix (`str`, defaults to `"fashion-search"`): prefix of the default collection name.
-        timeout (`float`, defaults to 10): seconds before a request to the server fails.
-        shard_number (`int`, defaults to 1): shards of the collection, set at creation: a cluster spreads them over
-            its nodes (a rule of thumb is one or two per node); more shards, more parallel search and writes.
-        replication_factor (`int`, defaults to 1): copies of each shard on a cluster (2 survives one node down).
-        on_disk (`bool`, defaults to True): keep the original float32 vectors memory-mapped on disk; only the int8
-            copies stay in RAM (about 4x less memory; rescoring reads the originals of the few candidates).
-        quantization (`bool`, defaults to True): int8 scalar quantization of the dense vectors, kept in RAM.
-        quantile (`float`, defaults to 0.99): the quantization range excludes the most extreme 1% of values.
-        rescore (`bool`, defaults to True) and oversampling (`float`, defaults to 2.0): search the int8 vectors for
-            `oversampling * limit` candidates, then re-score them with the original vectors, so the scores returned
-            are exact cosines.
-        prefetch_depth (`int`, defaults to 20,000): candidates per signal (at least `max(20 k, 500)`); see the
-            module docstring for when results stay exact.
-        exact (`bool`, defaults to False): force a full scan on the server instead of its HNSW graph.
-    """
-
-    url: str | None = None
-    path: str | None = None
-    api_key: str | None = None
-    collection: str | None = None
-    prefix: str = COLLECTION_PREFIX
-    timeout: float = 10.0
-    shard_number: int = 1
-    replication_factor: int = 1
-    on_disk: bool = True
-    quantization: bool = True
-    quantile: float = 0.99
-    rescore: bool = True
-    oversampling: float = 2.0
-    prefetch_depth: int = DEFAULT_PREFETCH_DEPTH
-    exact: bool = False
-    extra: dict = field(default_factory=dict)  # passed on to QdrantClient (e.g. grpc options)
-
-    def __post_init__(self):
-        if (self.url is None) == (self.path is None):
-            raise QdrantStoreError("give the Qdrant backend exactly one of url (a server) or path (local mode)")
-        for name in ("shard_number", "replication_factor", "prefetch_depth"):
-            if int(getattr(self, name)) < 1:
-                raise QdrantStoreError(f"{name} must be at least 1, got {getattr(self, name)}")
-
-    @property
-    def is_local(self) -> bool:
-        return self.path is not None
-
-    @property
-    def location(self) -> str:
-        return self.url if self.url is not None else f"local:{self.path}"
-
-    def __repr__(self) -> str:
-        hidden = "'***'" if self.api_key else "None"
-        return (f"QdrantConfig(url={self.url!r}, path={self.path!r}, api_key={hidden}, collection={self.collection!r}, "
-                f"shard_number={self.shard_number}, replication_factor={self.replication_factor}, "
-                f"on_disk={self.on_disk}, quantization={self.quantization})")
-
-    __str__ = __repr__
-
-    @classmethod
-    def from_environment(cls, url: str | None = None, path: str | os.PathLike | None = None,
-                         **options) -> "QdrantConfig":
-        """`url` (a server or cluster) or `path` (local mode), else the environment's `FASHION_QDRANT_URL` /
-        `FASHION_QDRANT_PATH`; the API key only from `FASHION_QDRANT_API_KEY` (a command line is visible to every
-        user of the machine). `options`: the other fields. The one place the app and the build command read the
-        environment's Qdrant settings."""
-        url = url or (None if path else os.environ.get("FASHION_QDRANT_URL"))
-        path = path or (None if url else os.environ.get("FASHION_QDRANT_PATH"))
-        if not url and not path:
-            raise QdrantStoreError("--vector-store qdrant needs --qdrant-url URL (or FASHION_QDRANT_URL) for a "
-                                   "server, or --qdrant-path DIR (or FASHION_QDRANT_PATH) for local mode")
-        return cls(url=url, path=None if url else str(path), api_key=os.environ.get("FASHION_QDRANT_API_KEY"),
-                   **options)
-
-    def scrub(self, text: str) -> str:
-        """`text` with the API key masked: client exceptions may echo request details."""
-        return text.replace(self.api_key, "***") if self.api_key else text
-
-    def connect(self) -> "QdrantClient":
-        """A client, checked with one request: an unreachable server or a refused key fails here, clearly."""
-        _require_client()
-        if self.is_local:
-            try:
-                return QdrantClient(location=":memory:") if self.path == ":memory:" else QdrantClient(path=self.path)
-            except RuntimeError as error:  # the storage folder is locked by another process
-                raise QdrantStoreError(f"cannot open the local Qdrant storage at {self.path}: "
-                                       f"{str(error).rstrip('.')}. Local mode serves one process; use a Qdrant "
-                                       "server (--qdrant-url) to share it") from None
-        # The probe below reports an unreachable server clearly; the client's own version check would only warn.
-        client = QdrantClient(url=self.url, api_key=self.api_key, timeout=max(1, math.ceil(self.timeout)),
-                              check_compatibility=False, **self.extra)
-        try:
-            client.get_collections()
-        except Exception as error:  # httpx/grpc connection errors, or an HTTP error status
-            status = getattr(error, "status_code", None)
-            if status in (401, 403):
-                raise QdrantStoreError(
-                    f"the Qdrant server at {self.url} refused the API key (HTTP {status}); check "
-                    "FASHION_QDRANT_API_KEY") from None
-            raise QdrantStoreError(
-                f"cannot reach Qdrant at {self.url} ({type(error).__name__}: {self.scrub(str(error))[:200]}); check "
-                "the URL (FASHION_QDRANT_URL / --qdrant-url) and that the server runs") from None
-        return client
 
 
 @dataclass(frozen=True)
@@ -269,7 +142,7 @@ class QdrantStore:
         client = client or config.connect()
         name = config.collection or collection_name(model_info["fingerprint"], config.prefix)
         hint = (f"build it with `python -m modeling.retrieval.engine.build_index "
-                f"--model {model_info.get('name', 'MODEL')} --catalog CATALOG --vector-store qdrant "
+                f"--model {model_info.get('name', 'MODEL')} --catalog CATALOG --vector-store {config.store_name} "
                 f"{'--qdrant-path ' + config.path if config.is_local else '--qdrant-url ' + str(config.url)}`")
         try:  # get_collection resolves aliases everywhere; collection_exists does not on every server version
             info = client.get_collection(name)
@@ -284,7 +157,7 @@ class QdrantStore:
             raise QdrantStoreError(f"collection {name!r} at {config.location} was not written by this package's build "
                                    f"(format {FORMAT_VERSION}); {hint}")
         check_collection(info, metadata, model_info, text_dim, name=name, location=config.location,
-                         check_indexes=not config.is_local)
+                         check_indexes=config.native)
         complete = everything.get(COMPLETE_KEY)
         if not complete:
             raise QdrantStoreError(f"collection {name!r} at {config.location} is an interrupted build; run the build "
@@ -310,15 +183,15 @@ class QdrantStore:
         return models.Filter(must=must, must_not=must_not) if must or must_not else None
 
     def _search_params(self):
-        if self.config.is_local:  # brute force: search parameters mean nothing there (and warn)
+        if not self.config.native:  # local mode is brute force: search parameters mean nothing there (and warn)
             return None
         quantization = (models.QuantizationSearchParams(rescore=self.config.rescore,
                                                         oversampling=self.config.oversampling)
                         if self.config.quantization else None)
-        return models.SearchParams(exact=self.config.exact, quantization=quantization)
+        return models.SearchParams(exact=self.config.exact, quantization=quantization, hnsw_ef=self.config.hnsw_ef)
 
     def _depth(self, k: int) -> int:
-        return max(int(self.config.prefetch_depth), 20 * int(k), MIN_PREFETCH_DEPTH)
+        return max(int(self.config.prefetch_depth), int(k))
 
     def max_keyword_score(self, query_vector: tuple[list[int], list[float]]) -> float:
         """The best BM25 score of a query over all items (no filter): what the keyword score is divided by."""
@@ -344,7 +217,7 @@ class QdrantStore:
             boosts: extra formula terms (`payload_boost`), added to the fused score.
             fusion: `"formula"` (the engine's weighted score) or `"rrf"` (Qdrant's reciprocal rank fusion of the
                 same prefetches: rank-based, ignores the weights; not the engine's ranking, an option to compare).
-            depth: candidates per prefetch (default `max(prefetch_depth, 20 k, 500)`); a caller that can bound
+            depth: candidates per signal (default `max(prefetch_depth, k)`, see `plan`); a caller that can bound
                 what lies below the visual top `depth` (`visual_score_at`) ranks exactly from fewer.
         """
         k = int(k)
@@ -361,23 +234,19 @@ class QdrantStore:
                                               with_payload=True).points
             return [StoreHit(str(p.payload["id"]), p.score, p.score, None, None, p.payload) for p in points]
         depth = self._depth(k) if depth is None else max(int(depth), k)
-        params = self._search_params()
-        prefetch = [models.Prefetch(query=visual_query.tolist(), using=VISUAL, filter=query_filter, limit=depth,
-                                    params=params)]
+        signals = [(VISUAL, visual_query.tolist())]  # (named vector, query) per signal, $score[i] in that order
         terms = [FormulaTerm(1.0 - weight if fused else 1.0, "$score[0]")]
         keyword_query, top = None, 0.0
         if fused:
-            prefetch.append(models.Prefetch(query=np.asarray(text_query, np.float32).tolist(), using=TITLE,
-                                            filter=query_filter, limit=depth, params=params))
+            signals.append((TITLE, np.asarray(text_query, np.float32).tolist()))
             terms.append(FormulaTerm(weight, "$score[1]"))
             if query_text and lexical_weight > 0 and self.keywords is not None:
                 keyword_query = self.keywords.query_vector(query_text)
                 top = self.max_keyword_score(keyword_query)
                 if top > 0 or (fusion == "rrf" and keyword_query[0]):
-                    prefetch.append(models.Prefetch(
-                        query=models.SparseVector(indices=keyword_query[0], values=keyword_query[1]), using=KEYWORDS,
-                        filter=query_filter, limit=depth))
+                    signals.append((KEYWORDS, models.SparseVector(indices=keyword_query[0], values=keyword_query[1])))
                     terms.append(FormulaTerm(weight * lexical_weight / max(top, 1e-30), "$score[2]"))
+        prefetch = self.plan(signals, query_filter, depth, rescore=fusion == "formula")
         with_vectors = [VISUAL, TITLE, KEYWORDS] if fused else [VISUAL]
         if fusion == "rrf":
             points = self.client.query_points(self.name, prefetch=prefetch, limit=k, with_payload=True,
@@ -386,6 +255,23 @@ class QdrantStore:
         else:
             points = self.query_formula(prefetch, [*terms, *boosts], k, with_vectors=with_vectors)
         return [self._hit(p, visual_query, text_query if fused else None, keyword_query, top, fused) for p in points]
+
+    def plan(self, signals: Sequence[tuple[str, Any]], query_filter, depth: int, rescore: bool = True) -> list:
+        """The prefetches of a fused ranking: the allowed top `depth` of each signal, and (`rescore`, several
+        signals) every signal re-scored over their union. Without the second stage an item in one signal's top but
+        not another's would score that signal's default, 0; with it, every candidate's fused score is exact and the
+        only approximation left is an item outside every signal's top `depth` (measured by
+        `benchmarks/qdrant_plan.py`)."""
+        params = self._search_params()
+        candidates = [models.Prefetch(query=query, using=using, filter=query_filter, limit=int(depth),
+                                      params=None if using == KEYWORDS else params) for using, query in signals]
+        if not rescore or len(candidates) == 1:
+            return candidates
+        exact = (models.SearchParams(quantization=models.QuantizationSearchParams(ignore=True))
+                 if self.config.native and self.config.quantization else None)
+        return [models.Prefetch(prefetch=candidates, query=query, using=using, filter=query_filter,
+                                limit=int(depth) * len(candidates), params=None if using == KEYWORDS else exact)
+                for using, query in signals]
 
     def query_formula(self, prefetch: list, terms: Sequence[FormulaTerm], k: int, with_vectors=False) -> list:
         """Points ranked by `sum(term.weight * term.expression)` over the prefetched candidates; a point missing

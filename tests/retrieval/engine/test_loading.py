@@ -1,0 +1,26 @@
+"""What `FashionSearchEngine.load` reads and never computes: the query-intent heads are fitted by the index build
+and written beside the index; loading reads them (a missing file is a clear error, not a fit at start)."""
+
+import pytest
+
+
+def test_intent_heads_are_fitted_by_the_build_and_only_read_on_load(tiny_model_dir, small_gallery, small_engine,
+                                                                   tmp_path, monkeypatch):
+    from modeling.retrieval.engine.search import FashionSearchEngine
+    from modeling.retrieval.understanding.heads import INTENT_HEADS_FILE, IntentHeads
+
+    index_dir = tmp_path / "index"
+    encoder = small_engine.sentence_encoder
+    built = FashionSearchEngine.load(tiny_model_dir, index_dir, catalog=small_gallery, sentence_encoder=encoder)
+    assert (index_dir / INTENT_HEADS_FILE).is_file()
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("loading an index fitted the intent heads")
+
+    monkeypatch.setattr(IntentHeads, "fit", no_fit)
+    loaded = FashionSearchEngine.load(tiny_model_dir, index_dir, sentence_encoder=encoder)
+    query = "blak tshrt for men"
+    assert loaded.understand(query) == built.understand(query)
+    (index_dir / INTENT_HEADS_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match="intent heads .* missing: the index build writes them"):
+        FashionSearchEngine.load(tiny_model_dir, index_dir, sentence_encoder=encoder)
