@@ -64,6 +64,14 @@ def test_speller_goes_two_edits_for_six_letters_keeping_most_of_the_typed_letter
     assert speller.correct("snikr") is None  # five letters: one edit only
 
 
+def test_the_singular_of_a_plural_word_is_not_corrected():
+    # "scarve" is what "scarves" folds to (a keyword index's token): two edits from "scarlet", yet a real word's form
+    speller = Speller(["scarlet", "scarf"], known_words={"scarves"})
+    assert speller.correct("scarve") is None
+    assert Speller(["scarlet", "scarf"]).correct("scarve") is None  # "scarves" is English too
+    assert speller.correct("scarlte") == "scarlet"  # a misspelling still is corrected
+
+
 def test_vocabularies():
     pytest.importorskip("symspellpy")
     symspell = EnglishVocabulary("symspell")
