@@ -3,7 +3,9 @@ sentence encoder, VSC, the hybrid re-ranker, the query-intent heads and the vect
 
 from __future__ import annotations
 
+import logging
 import os
+import zipfile
 from pathlib import Path
 
 from modeling.encoders.loading import has_text_tower, load_model, model_fingerprint
@@ -11,22 +13,28 @@ from modeling.encoders.onnx import OnnxEncoder
 from modeling.encoders.sentence import SentenceEncoder
 from modeling.retrieval.backends.registry import BACKEND_NAMES, open_backend
 from modeling.retrieval.engine.build_index import attach_image_paths, has_image_files, load_or_build_index
-from modeling.retrieval.understanding.heads import INTENT_HEADS_FILE, IntentHeads
+from modeling.retrieval.understanding.heads import INTENT_HEADS_FILE, IntentHeads, load_or_fit_intent_heads
 from modeling.retrieval.engine.rerank import VisualReranker
 from modeling.retrieval.engine.vsc import VSCScorer
 
 VECTOR_STORES = BACKEND_NAMES
+logger = logging.getLogger(__name__)
 
 
 def read_intent_heads(index_dir: str | os.PathLike, index) -> IntentHeads:
-    """The query-intent heads the index build fitted and wrote (`load_or_build_index`); loading never fits them."""
+    """The query-intent heads the index build fitted and wrote (`load_or_build_index`). An index built before the
+    build wrote them (or whose file is unreadable or stale) gets them fitted once here, with a warning, and written
+    beside it where the folder is writable: an old index keeps opening."""
     path = Path(index_dir) / INTENT_HEADS_FILE
-    heads = IntentHeads.load(path) if path.is_file() else None
+    try:
+        heads = IntentHeads.load(path) if path.is_file() else None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        heads = None
     if heads is None or heads.num_items != len(index.items):
-        state = "missing" if heads is None else f"fitted for {heads.num_items} items, the index holds {len(index.items)}"
-        raise FileNotFoundError(f"the query-intent heads of the index at {index_dir} are {state}: the index build "
-                                "writes them; run `python -m modeling.retrieval.engine.build_index --model MODEL "
-                                f"--catalog CATALOG --index-dir {index_dir}` (an existing index is not re-encoded)")
+        logger.warning("the query-intent heads of the index are missing, unreadable or stale: fitting them once "
+                       "(the index build writes them; `python -m modeling.retrieval.engine.build_index` adds them "
+                       "to an existing index without re-encoding it)")
+        heads = load_or_fit_intent_heads(index_dir, index)
     return heads
 
 

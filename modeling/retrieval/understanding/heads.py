@@ -5,6 +5,7 @@ the words named none and some words nobody listed; `load_or_fit_intent_heads` re
 from __future__ import annotations
 
 import logging
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -128,7 +129,7 @@ def load_or_fit_intent_heads(index_dir: str | Path, index) -> IntentHeads | None
             heads = IntentHeads.load(path)
             if heads.num_items == len(items):
                 return heads
-        except (OSError, ValueError, KeyError) as error:
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
             logger.warning("refitting the intent heads: %s unreadable (%s)", path.name, error)
     train = (items["split"].astype(str) == "train").to_numpy() if "split" in items else np.ones(len(items), bool)
     if train.sum() < 100:
