@@ -58,6 +58,8 @@ DEFAULT_MODEL = "runs/dual-encoder"
 OPTIONAL_MODELS = ("runs/clip-lora", "runs/vae")  # offered when trained
 DEFAULT_CATALOG = str(HERE.parent / "shared" / "data")
 MAX_UPLOAD = 20 * 1024 * 1024  # bytes of an uploaded photo (Gradio's "20mb")
+# Gradio's cache of uploads: every hour, files older than an hour are deleted (a loop of uploads cannot fill the disk)
+UPLOAD_CACHE_S = (3600, 3600)
 MAX_DUPLICATES_SHOWN = 48  # photos in the near-duplicates panel
 BOX_VIEW_SIDE = 480  # the photo on which the shopper clicks the box's corners, at most this many pixels a side
 # Searches the queue runs at once (UI events and queued API calls); the structured-data endpoints skip the queue
@@ -552,7 +554,7 @@ def build_demo(registry: EngineRegistry, service: SearchService | None = None) -
     items = h.service.catalog_items()
     photos = _catalog_examples(items, IMAGE_EXAMPLE_TYPES + tuple(t for t, _ in COMPOSED_EXAMPLES))
 
-    with examples_cache(h.service.index_manifest()), gr.Blocks(title="Fashion search") as demo:
+    with examples_cache(h.service.index_manifest()), gr.Blocks(title="Fashion search", delete_cache=UPLOAD_CACHE_S) as demo:
         ui = _controls(registry, h.service, len(items))
         with gr.Tabs(selected="text") as ui.tabs:
             _text_tab(ui, h)

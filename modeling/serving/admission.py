@@ -46,18 +46,21 @@ class Gate:
                 raise Overloaded()
             self.held += 1
 
-    def leave(self, *_) -> None:
-        """Frees a place (extra arguments ignored: usable as a future's done callback)."""
+    def leave(self, *_, completed: bool = True) -> None:
+        """Frees a place (extra arguments ignored: usable as a future's done callback); `completed`: whether the
+        holder's work was done (False for a request that ended in an error or a refusal)."""
         with self._lock:
             self.held -= 1
 
     @contextlib.contextmanager
     def admitted(self):
         self.enter()
+        completed = False
         try:
             yield
+            completed = True
         finally:
-            self.leave()
+            self.leave(completed=completed)
 
 
 class PacedGate(Gate):
@@ -79,10 +82,13 @@ class PacedGate(Gate):
         rate = len(self._done) / self.window_s
         return max(self.floor, min(self.limit, int(self.budget_s * rate)))
 
-    def leave(self, *_) -> None:
+    def leave(self, *_, completed: bool = True) -> None:
+        """Only completed work counts towards the pace: cheap refusals and errors (an unknown model, a full search
+        queue) must not raise the limit."""
         with self._lock:
             self.held -= 1
-            self._done.append(self.clock())
+            if completed:
+                self._done.append(self.clock())
 
 
 __all__ = ["BUSY", "Gate", "Overloaded", "PacedGate"]

@@ -51,7 +51,7 @@ def parse_weight(value, what: str = "weight") -> float:
     number = None
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         number = float(value)
-    elif isinstance(value, str) and len(value) <= 32:
+    elif isinstance(value, str) and len(value) <= 32 and value.isascii():  # "０.５" is refused, as "１０" for k
         try:
             number = float(value)
         except ValueError:

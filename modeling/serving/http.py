@@ -33,7 +33,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from modeling.serving.admission import Overloaded
 from modeling.serving.endpoints import ENDPOINTS, Endpoint
-from modeling.serving.limits import (MAX_BODY_BYTES, BodyLimit, allowed_hosts, cors_origins, refusal_headers,
+from modeling.serving.limits import (MAX_BODY_BYTES, BodyLimit, BodyTooLarge, allowed_hosts, cors_origins, refusal_headers,
                                      upload_route_limits)
 from modeling.serving.service import REFUSED, SearchService, shorten, user_message
 
@@ -108,6 +108,8 @@ def json_routes(service: SearchService) -> list[APIRoute]:
                 return _refused(request, getattr(error, "status", 400), user_message(error))
             except Overloaded as error:  # at a bound: refused before any work, the client retries
                 return _refused(request, 503, str(error))
+            except BodyTooLarge as error:  # a body without Content-Length cut at the limit: BodyLimit answers 413
+                return _refused(request, 413, str(error))
             except Exception:  # a bug: logged in full, the client gets no internals
                 logger.exception("%s failed", request.url.path)
                 return JSONResponse({"error": "The search failed unexpectedly; the error was logged."},

@@ -58,6 +58,20 @@ def test_a_paced_gate_takes_what_it_serves_within_its_budget():
     assert gate.current_limit() == 64  # never over its limit
 
 
+def test_a_paced_gate_counts_only_completed_work():
+    # cheap refusals (an unknown model, a full search queue) must not raise the limit: only answered requests count
+    gate = PacedGate(64, floor=4, budget_s=0.5, window_s=1.0, clock=lambda: 0.0)
+    for _ in range(100):
+        with pytest.raises(ValueError):
+            with gate.admitted():
+                raise ValueError("Unknown model 'nope'")
+    assert gate.held == 0 and gate.current_limit() == 4
+    for _ in range(40):
+        with gate.admitted():
+            pass
+    assert gate.held == 0 and gate.current_limit() == 20
+
+
 def test_the_batchers_pending_list_is_bounded():
     release, started = threading.Event(), threading.Event()
 

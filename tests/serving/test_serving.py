@@ -45,3 +45,12 @@ def test_registry_loads_lazily_and_shares_what_it_can(tiny_model_dir, tiny_vae_d
         registry.get("clip")
     with pytest.raises(ValueError, match="two models"):
         EngineRegistry(specs + specs[:1])
+
+
+@pytest.mark.parametrize("value", ["\uff10.\uff15", "\u0660.\u0665", "nan", "1.5", "-0.1", True, "x" * 40])
+def test_weights_take_ascii_numbers_from_0_to_1_only(value):
+    from modeling.serving.arguments import parse_weight
+
+    with pytest.raises(QueryError, match="number from 0 to 1"):
+        parse_weight(value)
+    assert parse_weight("0.5") == parse_weight(0.5) == 0.5 and parse_weight(" 1 ") == 1.0
