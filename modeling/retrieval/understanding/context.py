@@ -34,13 +34,20 @@ FEATURE_OPENERS = frozenset({"that", "which", "with"})  # after the head: what i
 DETERMINERS = frozenset({"my", "his", "her", "their", "our", "your", "a", "an", "the", "this", "that", "these"})
 STOPS = frozenset({"for", "to"})  # where a context phrase without a product word ends
 CONTEXT_ATTRIBUTES = ("articleType", "baseColour", "usage")  # what context words may not turn into wishes
-_WORD = re.compile(r"[a-z0-9]+(?:['\u2019][a-z]+)?")
+# A word of a query, lower-cased (the parser's words and the context finder's positions come from this one pattern)
+WORD = re.compile(r"[a-z0-9]+(?:['\u2019][a-z]+)?")
 _BREAK = re.compile(r"[,;.!?()]")
+
+
+def marker_words(raw: Sequence[str]) -> set[int]:
+    """Positions of words that only open a context phrase and name nothing themselves: the "top" of "cardigan to
+    wear on top of my dress" is no Tops."""
+    return {j + 1 for j in range(len(raw) - 2) if list(raw[j:j + 3]) == ["on", "top", "of"]}
 
 
 def word_spans(query: str) -> list[tuple[int, int]]:
     """Character spans of the query's words (the parser's words, in order)."""
-    return [m.span() for m in _WORD.finditer(str(query).lower())]
+    return [m.span() for m in WORD.finditer(str(query).lower())]
 
 
 def clause_breaks(query: str, spans: Sequence[tuple[int, int]]) -> set[int]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -36,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from modeling.retrieval.common.lexical import fold
-from modeling.retrieval.understanding.context import CONTEXT_ATTRIBUTES, FINDERS
+from modeling.retrieval.understanding.context import CONTEXT_ATTRIBUTES, FINDERS, WORD, marker_words
 from modeling.retrieval.understanding.spelling import EnglishVocabulary, Speller
 
 INTENT_ATTRIBUTES = ("gender", "articleType", "baseColour", "usage", "season")
@@ -60,20 +61,19 @@ MAX_PHRASE_WORDS = 4
 # their words leave the text the encoders see; chosen on the dev files (docs/results.md).
 CONTEXT_FINDER = "rules"
 DROP_CONTEXT_TEXT = True
-_WORD = re.compile(r"[a-z0-9]+(?:['\u2019][a-z]+)?")
 
 
 def normalise_words(text: str) -> list[str]:
     """Lower-cased words with possessives dropped ("women's" -> "women") and plurals folded ("shoes" -> "shoe")."""
     words = []
-    for word in _WORD.findall(str(text).lower()):
+    for word in WORD.findall(str(text).lower()):
         word = re.sub(r"['\u2019](s)?$", "", word).replace("\u2019", "'")
         words.append(fold(word))
     return words
 
 
 def _raw_words(text: str) -> list[str]:
-    return _WORD.findall(str(text).lower())
+    return WORD.findall(str(text).lower())
 
 
 def catalog_words(titles: Iterable[str]) -> set[str]:
@@ -251,6 +251,7 @@ class QueryParser:
     def parse(self, query: str, embedding: np.ndarray | None = None) -> QueryIntent:
         """Understand `query`; `embedding` (its MiniLM embedding) lets the learned heads fill attributes the words
         left open when some words matched nothing."""
+        query = unicodedata.normalize("NFKC", str(query))  # full-width letters, ligatures: the words they are
         raw = _raw_words(query)
         words, corrected, joined, matches = self._spell_and_match(raw)
         consumed = {j for start, end, _, _ in matches for j in range(start, end)}
@@ -306,9 +307,10 @@ class QueryParser:
         words = [corrected.get(j, w) for j, w in enumerate(words)]
         matches: list[tuple[int, int, dict, str]] = []
         joined: set[int] = set()
+        markers = marker_words(raw)
         i = 0
         while i < len(words):
-            found = self._match_at(words, i)
+            found = self._match_at(words, i) if i not in markers else None
             if found is not None:
                 end, entry, scale, two_as_one = found
                 if any(j in corrected for j in range(i, end)):  # a correction never makes a sure intent

@@ -128,3 +128,14 @@ def test_the_product_own_usage_and_a_salwar_suit_imply_nothing_formal(parser):
     assert own.values == ("Sports",) and own.source != "weak"
     assert parser.parse("ladies sandals to match a purple salwar suit").get("usage") is None
     assert parser.parse("a grey suit").get("usage") is None  # the product itself, not its context
+
+
+def test_on_top_of_opens_a_context_and_its_top_is_no_product(parser):
+    parsed = parser.parse("cardigan to wear on top of my dress")
+    wished = parsed.get("articleType")
+    assert wished is not None and "Tops" not in wished.values and "Dresses" not in wished.values
+
+
+def test_full_width_letters_are_read_as_the_words_they_are(parser):
+    assert parser.parse("Ｓｈｏｅｓ to match a red dress").get("articleType") == parser.parse(
+        "Shoes to match a red dress").get("articleType")
