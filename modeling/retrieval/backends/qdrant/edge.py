@@ -25,12 +25,13 @@ import fcntl
 import json
 import os
 import shutil
-import tempfile
 import threading
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+
+from modeling.utils.io import atomic_write_text
 
 try:  # optional extras: `pip install qdrant-edge-py qdrant-client`
     import qdrant_edge as edge
@@ -45,12 +46,9 @@ LOCK_FILE = ".lock"
 
 
 def _write_json(path: Path, value) -> None:
-    """Write `value` to `path` atomically (a temporary file renamed over it): never a half-written file."""
+    """Write `value` to `path` atomically (`atomic_write_text`: a synced temporary file renamed over it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w", encoding="utf-8") as file:
-        json.dump(value, file)
-    os.replace(temporary, path)
+    atomic_write_text(path, json.dumps(value))
 
 
 def _read_json(path: Path, default):
@@ -245,9 +243,14 @@ class EdgeClient:
         if folder.exists():
             raise ValueError(f"Collection {name} already exists")
         sizes = {v: int(p.size) for v, p in vectors_config.items()}
-        self._shards[name] = edge.EdgeShard.create(str(folder / "shard"),
-                                                   shard_config(self.config, sizes["visual"], sizes.get("title")))
-        _write_json(folder / COLLECTION_FILE, {"vectors": sizes, "metadata": dict(metadata or {})})
+        try:  # the shard and its record together, or neither: no folder the client can neither list nor delete
+            self._shards[name] = edge.EdgeShard.create(str(folder / "shard"),
+                                                       shard_config(self.config, sizes["visual"], sizes.get("title")))
+            _write_json(folder / COLLECTION_FILE, {"vectors": sizes, "metadata": dict(metadata or {})})
+        except BaseException:
+            self._shards.pop(name, None)
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
 
     def update_collection(self, name: str, metadata: dict | None = None, **_options) -> None:
         """Merge `metadata` key by key into the collection's (as a server does)."""
