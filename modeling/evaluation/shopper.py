@@ -32,7 +32,7 @@ from modeling.evaluation.metrics import ndcg_at_k
 from modeling.retrieval.engine.search import FashionSearchEngine
 from modeling.utils.io import atomic_write_text
 
-TEXT_FILES = ("queries/everyday_dev.jsonl", "queries/shopper_dev.jsonl", "queries/shopper_test.jsonl",
+TEXT_FILES = ("queries/everyday_dev.jsonl", "queries/everyday_test.jsonl", "queries/shopper_dev.jsonl", "queries/shopper_test.jsonl",
               "queries/dev.jsonl", "queries/test.jsonl")
 COMPOSED_FILES = ("queries/composed_shopper_dev.jsonl", "queries/composed_shopper_test.jsonl")
 K = 10
