@@ -263,6 +263,8 @@ class QueryParser:
             for attribute, (vals, confidence, source) in entry.items():
                 group = "negated" if n in negated_spans else \
                     "context" if in_context and attribute in CONTEXT_ATTRIBUTES else "wish"
+                if group == "context" and attribute == "articleType" and tuple(words[start:end]) in self.context_usage:
+                    continue  # "with a suit" says Formal (its implied usage), not the five things a suit can be
                 found[group].setdefault(attribute, []).append(Intent(attribute, vals, confidence, phrase, source))
         for intent in self._implied_usage(raw, words, matches, context, found["context"].get("usage", [])):
             found["wish"].setdefault("usage", []).append(intent)

@@ -139,3 +139,10 @@ def test_on_top_of_opens_a_context_and_its_top_is_no_product(parser):
 def test_full_width_letters_are_read_as_the_words_they_are(parser):
     assert parser.parse("Ｓｈｏｅｓ to match a red dress").get("articleType") == parser.parse(
         "Shoes to match a red dress").get("articleType")
+
+
+def test_a_context_noun_that_implies_a_usage_shows_that_usage_not_its_types(parser):
+    parsed = parser.parse("heels to go with a suit")
+    assert parsed.get("articleType") is not None and "Heels" in parsed.get("articleType").values
+    assert all(hint.attribute != "articleType" for hint in parsed.context)  # no Kurta Sets, Tracksuits, Night suits
+    assert parsed.get("usage") is not None and parsed.get("usage").values == ("Formal",)
