@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from modeling.data import images as data_images
-from modeling.data.catalog import ATTRIBUTES, filter_values, load_catalog, load_catalog_with_report
+from modeling.data.catalog import ATTRIBUTES, load_catalog, load_catalog_with_report
 from modeling.data.sources import CatalogError
 from modeling.data.images import ImageError, load_image
 from modeling.data.text import attribute_caption, item_text, normalise_title
@@ -275,8 +275,7 @@ def test_real_catalog_full() -> None:
     assert len(ds) == 14999 and skipped == []
     assert ds.column_names[:12] == ["id", "image", "image_path", "title", "split", *ATTRIBUTES]
     assert sorted(set(ds["split"])) == ["test", "train", "val"]
-    values = filter_values(ds)
-    assert len(values["masterCategory"]) == 7 and "" not in values["baseColour"]
+    assert len({v for v in ds["masterCategory"] if v}) == 7
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -367,8 +366,3 @@ def test_text_helpers() -> None:
     assert item_text(row, "both") == "Turtle Check Men Navy Blue Shirt. navy blue shirts for men, casual"
     with pytest.raises(ValueError, match="mode"):
         item_text(row, "summary")
-
-
-def test_filter_values() -> None:
-    ds = datasets.Dataset.from_dict({"gender": ["Men", "", "Women", "Men"], "title": ["a", "b", "c", "d"]})
-    assert filter_values(ds) == {"gender": ["Men", "Women"]}

@@ -94,15 +94,6 @@ DEFAULT_COLUMN_MAP: dict[str, str] = {
 _INPUT_COLUMNS = ("id", "image", "title", "split", *ATTRIBUTES)
 
 
-def filter_values(dataset: datasets.Dataset) -> dict[str, list[str]]:
-    """Returns the sorted distinct non-empty values of each attribute column of `dataset` (e.g. for dropdowns)."""
-    return {
-        attribute: sorted(value for value in dataset.unique(attribute) if value)
-        for attribute in ATTRIBUTES
-        if attribute in dataset.column_names
-    }
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Normalisation
 # --------------------------------------------------------------------------------------------------------------
