@@ -35,10 +35,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from modeling.retrieval.common.lexical import fold
 from modeling.retrieval.understanding.context import CONTEXT_ATTRIBUTES, FINDERS, WORD, marker_words
+from modeling.retrieval.understanding.implied import implied_types, usage_shares
 from modeling.retrieval.understanding.spelling import EnglishVocabulary, Speller
 
 INTENT_ATTRIBUTES = ("gender", "articleType", "baseColour", "usage", "season")
@@ -54,7 +54,10 @@ NEGATION_CONTINUES = frozenset({"or", "and", "nor", "any", "a", "an", "the", "in
 NEGATION_SCOPE = 4  # filler words a negation's scope may skip
 CONJUNCTIONS = frozenset({"or", "and", "nor"})
 # Confidence by where an intent came from (weak lexicon hints carry their own).
-CONFIDENCE = {"catalog": 1.0, "lexicon": 0.9, "weak": 0.5, "fuzzy": 0.75}
+CONFIDENCE = {"catalog": 1.0, "lexicon": 0.9, "weak": 0.5, "fuzzy": 0.75, "narrow": 0.5}
+# Phrase sources that name no product of their own: weak hints ("leather": wallets, belts...) and narrowing hints
+# ("trip": the travel bags, only among the types of a product named broadly, "bag for a trip").
+HINT_SOURCES = ("weak", "narrow")
 # A catalog value needs this many items to be worth recognising ("Home" usage has one).
 MIN_VALUE_ITEMS = 3
 MAX_PHRASE_WORDS = 4
@@ -62,9 +65,6 @@ MAX_PHRASE_WORDS = 4
 # their words leave the text the encoders see; chosen on the dev files (docs/results.md).
 CONTEXT_FINDER = "rules"
 DROP_CONTEXT_TEXT = True
-# A type of a broadly named product is implied by a usage wish when at least this share of the type's catalog items
-# has that usage ("shoes for the office": 95% of Formal Shoes are Formal, few Casual Shoes or Heels are).
-IMPLIED_USAGE_SHARE = 0.5
 
 
 def normalise_words(text: str) -> list[str]:
@@ -218,12 +218,14 @@ class QueryParser:
         for phrase, hints in lexicon.get("weak", {}).items():
             for attribute, targets in hints.items():
                 self._add(phrase, attribute, targets, "weak")
+        for phrase, targets in lexicon.get("narrow", {}).items():
+            self._add(phrase, "articleType", targets, "narrow")
         self.known_words = frozenset(w for word in known_words for w in normalise_words(word)) | {
             w for phrase in self.phrases for w in phrase}
         # Fuzzy matching corrects towards strong phrases only: a misspelt word is a product word, not a hint.
         # Corrections go towards the words of strong phrases only: a misspelt word is a product word, not a hint.
         product_words = {w for p, entry in self.phrases.items() for w in p if w not in self.stopwords
-                         and any(source != "weak" for _, _, source in entry.values())}
+                         and any(source not in HINT_SOURCES for _, _, source in entry.values())}
         self.speller = Speller(product_words, self.known_words, self.stopwords, vocabulary)
         # what a context phrase implies of the product's usage ("shoes to go with a suit" are formal)
         self.context_usage = {key: known for phrase, targets in lexicon.get("context_usage", {}).items()
@@ -235,6 +237,9 @@ class QueryParser:
         self.context_finder = FINDERS[context]() if context is not None else None
         self.drop_context_text = drop_context_text
         self.type_usage = {t: dict(shares) for t, shares in (type_usage or {}).items()}
+        types = values.get("articleType", {})
+        self.type_share = {t: n / max(1, sum(types.values())) for t, n in types.items()} \
+            if isinstance(types, Mapping) else {}
 
     @classmethod
     def from_items(cls, items, lexicon=None, heads: "IntentHeads | None" = None, **options) -> "QueryParser":
@@ -242,9 +247,8 @@ class QueryParser:
         (`options`: `vocabulary`, `context`, `drop_context_text`)."""
         values = {a: items[a].astype(str).value_counts().to_dict() for a in INTENT_ATTRIBUTES if a in items}
         words = catalog_words(items["title"].astype(str) if "title" in items else [])
-        if "type_usage" not in options and {"articleType", "usage"} <= set(items.columns):
-            shares = pd.crosstab(items["articleType"].astype(str), items["usage"].astype(str), normalize="index")
-            options["type_usage"] = {t: {u: float(v) for u, v in row.items() if v > 0} for t, row in shares.iterrows()}
+        if "type_usage" not in options:
+            options["type_usage"] = usage_shares(items)
         return cls(values, lexicon, known_words=words, heads=heads, **options)
 
     def _add(self, phrase: str, attribute: str, targets: Sequence[str], source: str) -> None:
@@ -274,9 +278,14 @@ class QueryParser:
         negated_spans, negated_words = self._negated(words, matches)
         context = self._context(query, raw, matches, negated_spans)
         found: dict[str, dict[str, list[Intent]]] = {"wish": {}, "negated": {}, "context": {}}
+        narrowers: list[Intent] = []  # "trip": which types of a broadly named product ("bag") it means
         for n, (start, end, entry, phrase) in enumerate(matches):
             in_context = all(j in context for j in range(start, end))
             for attribute, (vals, confidence, source) in entry.items():
+                if source == "narrow":
+                    if n not in negated_spans and not in_context:
+                        narrowers.append(Intent(attribute, vals, confidence, phrase, source))
+                    continue
                 group = "negated" if n in negated_spans else \
                     "context" if in_context and attribute in CONTEXT_ATTRIBUTES else "wish"
                 if group == "context" and attribute == "articleType" and tuple(words[start:end]) in self.context_usage:
@@ -291,12 +300,12 @@ class QueryParser:
         if self.heads is not None and embedding is not None and free:
             for intent in self.heads.predict(embedding, exclude=set(intents) | set(negations) | set(hints)):
                 self._merge(intents, intent)
-        weak_types = [i for i in found["wish"].get("articleType", []) if i.source == "weak"]
+        narrowers += [i for i in found["wish"].get("articleType", []) if i.source == "weak"]
         dropped = negated_words | (context if self.drop_context_text else set())
         return QueryIntent(query=str(query), search_text=self._search_text(raw, corrected, joined, consumed,
                                                                              dropped) or str(query), intents=tuple(intents.values()), negations=tuple(negations.values()),
                            free_words=tuple(free), corrected=self._corrections(raw, corrected, joined, consumed),
-                           context=tuple(hints.values()), implied=self._implied_types(intents, weak_types))
+                           context=tuple(hints.values()), implied=self._implied(intents, narrowers))
 
     @staticmethod
     def _search_text(raw: list[str], corrected: dict, joined: set[int], consumed: set[int], dropped: set[int]) -> str:
@@ -352,7 +361,7 @@ class QueryParser:
         named: dict[str, set[int]] = {}
         for n, (start, end, entry, _) in enumerate(matches):
             for attribute, (_, _, source) in entry.items() if n not in negated_spans else ():
-                if attribute != "articleType" or source != "weak":  # "leather" hints at wallets, names no product
+                if attribute != "articleType" or source not in HINT_SOURCES:  # "leather" names no product
                     named.setdefault(attribute, set()).update(range(start, end))
         return self.context_finder(query, raw, named)
 
@@ -368,27 +377,10 @@ class QueryParser:
                    for start, end in spans if (key := tuple(words[start:end])) in self.context_usage]
         return implied + [replace(i, confidence=min(i.confidence, CONFIDENCE["weak"]), source="weak") for i in hints]
 
-    def _implied_types(self, intents: Mapping[str, Intent], weak_types: Sequence[Intent]) -> tuple[Intent, ...]:
-        """The types of a broadly named product ("shoes": five types, "bag": nine) that the rest of the query
-        picks out: those its usage wish makes likely in this catalog ("shoes to go with a suit", "shoes for the
-        office": Formal Shoes) and those a weak hint names ("bag for a weekend getaway": the travel bags). One
-        `Intent` at the confidence of the surer of the two, or none when nothing or everything is picked."""
-        kind = intents.get("articleType")
-        if kind is None or len(kind.values) < 2:
-            return ()
-        pickers = [i for i in weak_types if i.attribute == "articleType"]
-        usage = intents.get("usage")
-        if usage is not None and self.type_usage:
-            likely = tuple(t for t in kind.values
-                           if sum(self.type_usage.get(t, {}).get(u, 0.0) for u in usage.values) >= IMPLIED_USAGE_SHARE)
-            pickers.append(replace(usage, attribute="articleType", values=likely))
-        implied = []
-        for picker in pickers:
-            picked = tuple(t for t in kind.values if t in picker.values)
-            if picked and len(picked) < len(kind.values):
-                implied.append(Intent("articleType", picked, min(kind.confidence, picker.confidence),
-                                      f"{kind.phrase} + {picker.phrase}", "implied"))
-        return tuple(implied[:1])
+    def _implied(self, intents: Mapping[str, Intent], narrowers: Sequence[Intent]) -> tuple[Intent, ...]:
+        """`QueryIntent.implied`: the types the rest of the query picks (`implied.py`), as one intent or none."""
+        found = implied_types(intents, narrowers, self.type_usage, self.type_share)
+        return () if found is None else (Intent("articleType", *found, "implied"),)
 
     def _grouped(self, found: dict[str, dict[str, list[Intent]]]):
         """Wishes, negations and context hints, one `Intent` per attribute each."""

@@ -199,3 +199,35 @@ def test_praise_opens_a_context(parser, query, wished, context):
 def test_family_words_name_the_wearer(parser, query, gender):
     parsed = parser.parse(query)
     assert parsed.get("gender").values == (gender,) and not parsed.corrected  # "grandad" is no misspelt "grandma"
+
+
+@pytest.mark.parametrize("query, picked, absent", [
+    ("diwali outfit for men", {"Kurtas", "Kurta Sets", "Nehru Jackets"}, {"Tshirts", "Jeans"}),
+    ("something for the gym", {"Sports Shoes", "Track Pants"}, {"Handbags", "Heels"}),
+])
+def test_a_usage_alone_implies_its_types_while_they_are_a_minority(parser, query, picked, absent):
+    parsed = parser.parse(query)
+    assert parsed.get("articleType") is None and len(parsed.implied) == 1
+    assert picked <= set(parsed.implied[0].values) and not absent & set(parsed.implied[0].values)
+
+
+def test_a_usage_of_most_of_the_catalog_implies_nothing(parser):
+    assert parser.parse("something casual and comfy").implied == ()  # Casual: most types are mostly casual
+
+
+def test_hints_narrow_one_after_the_other(parser):
+    parsed = parser.parse("something warm for my neck to go with my winter coat")
+    assert set(parsed.implied[0].values) == {"Scarves", "Stoles", "Mufflers"}
+
+
+@pytest.mark.parametrize("query", ["dress for a weekend getaway", "something to wear on a trip"])
+def test_a_narrowing_hint_names_no_product_of_its_own(parser, query):
+    parsed = parser.parse(query)
+    kind = parsed.get("articleType")
+    assert kind is None or "Duffel Bag" not in kind.values
+    assert all("Duffel Bag" not in i.values for i in parsed.implied)
+
+
+def test_white_collar_is_a_kind_of_job_not_a_colour(parser):
+    parsed = parser.parse("shoes for my first white collar job")
+    assert parsed.get("baseColour") is None and parsed.implied[0].values == ("Formal Shoes",)

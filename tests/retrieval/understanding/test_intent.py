@@ -114,6 +114,11 @@ def test_lexicon_values_are_catalog_values(catalog_items):
         known = set(catalog_items[attribute])
         for phrase, values in phrases.items():
             assert set(values) <= known, (attribute, phrase, set(values) - known)
+    for phrase, hints in lexicon["weak"].items():
+        for attribute, values in hints.items():
+            assert set(values) <= set(catalog_items[attribute]), (phrase, attribute)
+    for phrase, values in lexicon["narrow"].items():
+        assert set(values) <= set(catalog_items["articleType"]), phrase
     assert len(lexicon["attributes"]["articleType"]) >= 200
 
 
