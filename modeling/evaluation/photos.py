@@ -42,8 +42,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from modeling.data.catalog import load_catalog
-from modeling.evaluation.photo_render import (BACKGROUNDS, CONDITIONS, REMEDIES, background_photos, remedy_image,
-                                              render)
+from modeling.evaluation.photo_render import (BACKGROUNDS, CONDITIONS, REMEDIES, background_photos, background_sets,
+                                              remedy_image, render)
 from modeling.evaluation.photo_report import composed_rows, served_rows, write_report
 from modeling.utils.io import save_npy
 
@@ -96,7 +96,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="add the first model fused with EfficientNet-Lite0 at this weight (repeatable)")
     p.add_argument("--catalog", default="../shared/data")
     p.add_argument("--split", choices=["val", "test"], default="test",
-                   help="query products and background photographs: val (dev) or test (held out)")
+                   help="query products (and, without --backgrounds, the background set of the same name)")
+    p.add_argument("--backgrounds", default=None,
+                   help=f"background sets, comma-separated, of {', '.join(BACKGROUNDS)} (default: the split's; "
+                        "val and test are dev now, fresh is the held-out set)")
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--max-items", type=int, default=None, help="the catalog's first N items only (quick runs)")
     p.add_argument("--conditions", default=",".join(CONDITIONS))
@@ -118,7 +121,8 @@ def main(argv=None) -> dict:
     in_split = np.flatnonzero(np.array(catalog["split"]) == args.split)
     rng = np.random.default_rng(args.seed)
     query_pos = np.sort(rng.choice(in_split, size=min(args.queries, len(in_split)), replace=False))
-    photos = background_photos(args.split)
+    sets = background_sets(args.backgrounds, args.split)
+    photos = background_photos(",".join(sets))
     conditions = [c for c in args.conditions.split(",") if c]
     remedies = [r for r in args.remedies.split(",") if r]
     products = [catalog[int(p)]["image"] for p in query_pos]
@@ -151,7 +155,7 @@ def main(argv=None) -> dict:
             rows.append({"model": f"{labels[first]} + EfficientNet-Lite0 ({w:g})", "condition": key[0],
                          "remedy": key[1], **precision_rows(fused, query_pos, types, colours)})
     report = {"split": args.split, "queries": len(query_pos), "catalog": len(catalog), "rows": rows,
-              "backgrounds": list(BACKGROUNDS[args.split])}
+              "backgrounds": [n for s in sets for n in BACKGROUNDS[s]]}
     if args.served and args.model:
         report["served"] = served_rows(args, catalog, query_pos, queries, types, colours)
         report["composed"] = composed_rows(args, catalog, photos)
