@@ -35,6 +35,7 @@ def parse_args(argv=None):
     p.add_argument("--model", default="runs/world-40-p035-composed")
     p.add_argument("--index", default=None)
     p.add_argument("--photo-index", default=None)
+    p.add_argument("--photo-size", default=None, help="HEIGHT,WIDTH the second encoder reads (default its own)")
     p.add_argument("--catalog", default="../shared/data")
     p.add_argument("--split", default="val")
     p.add_argument("--backgrounds", default="val,test")
@@ -60,6 +61,8 @@ def main(argv=None) -> list[dict]:
     catalog = load_catalog(args.catalog, max_items=args.max_items)
     engine = FashionSearchEngine.load(args.model, args.index or Path(args.model) / "index", catalog=catalog,
                                       photo_model=DEFAULT_PHOTO_MODEL, photo_index=args.photo_index)
+    if args.photo_size:
+        engine.photo_fusion.processor.image_size = [int(v) for v in args.photo_size.split(",")]
     types, colours, ids = (np.array(catalog[c]) for c in ("articleType", "baseColour", "id"))
     in_split = np.flatnonzero(np.array(catalog["split"]) == args.split)
     rng = np.random.default_rng(args.seed)

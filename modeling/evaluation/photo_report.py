@@ -20,7 +20,10 @@ def _engine(args, catalog):
     from modeling.retrieval.engine.search import FashionSearchEngine
 
     model = args.model[0]
-    return FashionSearchEngine.load(model, args.index or Path(model) / "index", catalog=catalog)
+    photo_model = getattr(args, "photo_model", None)
+    photo_model = None if str(photo_model).lower() in ("", "none") else photo_model
+    return FashionSearchEngine.load(model, args.index or Path(model) / "index", catalog=catalog,
+                                    photo_model=photo_model, photo_index=getattr(args, "photo_index", None))
 
 
 def served_rows(args, catalog, query_pos, queries, types, colours) -> list[dict]:

@@ -106,6 +106,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--remedies", default=",".join(REMEDIES))
     p.add_argument("--served", action="store_true", help="also through the search engine, with composed search")
     p.add_argument("--index", default=None, help="the engine's index folder (default MODEL/index)")
+    p.add_argument("--photo-model", default="efficientnet-lite0",
+                   help="the served engine's second photo encoder, as the app's --photo-model ('none': off)")
+    p.add_argument("--photo-index", default=None, help="its index folder (default INDEX/photo, built when absent)")
     p.add_argument("--output", default="runs/photos")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)

@@ -155,14 +155,15 @@ class FashionSearchEngine:
         if second is None:
             near_scores, near, _ = self.backend.nearest(photo, NEIGHBOURS, scope)
         else:
-            near_scores, near = self.photo_fusion.nearest(self.item_vectors(), photo, second, fusion, NEIGHBOURS,
-                                                          scope.mask)
+            fused_scores, fused = self.photo_fusion.nearest(self.item_vectors(), photo, second, fusion,
+                                                            max(NEIGHBOURS, query_expansion(expansion)), scope.mask)
+            near_scores, near = fused_scores[:NEIGHBOURS], fused[:NEIGHBOURS]
         weights = self.settings.image_consistency if consistency is None else consistency
         extra = self.consistency.request_terms(photo, weights, near, near_scores, self.settings.photo_type_vote)
         depth = hybrid_depth(k, rerank_weight, rerank_depth)
         depth = depth if second is None else max(depth, self.settings.photo_fusion_depth)
-        results = self._rank(self._expand(photo, expansion, scope), None, 0.0, depth, scope, extra=extra,
-                             collapse=collapse)
+        query = self._expand(photo, expansion, scope) if second is None else self._expand_by(photo, fused, expansion)
+        results = self._rank(query, None, 0.0, depth, scope, extra=extra, collapse=collapse)
         results = with_visual_cosine(results, self.item_vectors(self.positions(r.id for r in results)), photo)
         if second is not None:
             results = self.photo_fusion.rerank(results, self.positions(r.id for r in results), second, fusion,
@@ -245,6 +246,12 @@ class FashionSearchEngine:
         """The unit image query expanded with its nearest allowed items (`expand_queries`)."""
         scores, positions, neighbours = self.backend.nearest(query, query_expansion(expansion), scope)
         return query if len(positions) == 0 else expand_queries(query[None], neighbours[None], scores[None])[0]
+
+    def _expand_by(self, query: np.ndarray, nearest: np.ndarray, expansion: int | None) -> np.ndarray:
+        """The unit image query expanded with the first of `nearest` (positions, e.g. by the fused cosine)."""
+        neighbours = self.item_vectors(nearest[:query_expansion(expansion)])
+        return query if len(neighbours) == 0 else expand_queries(query[None], neighbours[None],
+                                                                 (neighbours @ query)[None])[0]
 
     def _rerank(self, results: list[SearchResult], query, weight: float, k: int) -> list[SearchResult]:
         """Hybrid: re-score candidates by `(1 - weight) * score + weight * rerank cosine` (`query(reranker)`)."""

@@ -56,26 +56,32 @@ def test_the_second_index_is_built_beside_the_models(photo_engine):
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4) and not vectors.flags.writeable
 
 
-def test_photo_search_rescores_candidates_by_the_fused_cosine(photo_engine, monkeypatch):
+def test_photo_search_against_a_brute_force_reference(photo_engine, monkeypatch):
+    """With the second encoder at weight w: the photo expanded with its 2 nearest items by the fused cosine, the
+    catalog ranked by the expanded photo, the first `depth` re-scored by (1 - w) * score + w * second cosine."""
     engine = switch_off_extras(photo_engine, monkeypatch)
     path, item_id = engine.index.items["image_path"].iloc[7], engine.index.items["id"].iloc[7]
-    depth = 40
-    monkeypatch.setattr(engine, "settings", replace(engine.settings, photo_fusion=0.0))
-    plain = engine.search_image(path, k=depth, exclude_ids=[item_id])
-    second = engine.photo_fusion.encode_images([path])[0]
-    candidates = engine.positions(r.id for r in plain)
+    depth, first, second_vectors = 40, engine.item_vectors(), engine.photo_fusion.vectors()
+    photo, second = engine.encode_images([path])[0], engine.photo_fusion.encode_images([path])[0]
+    allowed = [p for p in range(len(first)) if p != 7]
     for weight in (0.4, 1.0):
         monkeypatch.setattr(engine, "settings", replace(engine.settings, photo_fusion=weight,
                                                         photo_fusion_depth=depth))
         results = engine.search_image(path, k=10, exclude_ids=[item_id])
-        fused = (1 - weight) * np.array([r.score for r in plain]) + weight * (
-            engine.photo_fusion.vectors()[candidates] @ second)
-        expected = candidates[np.lexsort((candidates, -fused))[:10]]
+        fused = (1 - weight) * first @ photo + weight * second_vectors @ second
+        near = sorted(allowed, key=lambda p: (-fused[p], p))[:2]
+        query = photo + sum(max(0.0, float(first[p] @ photo)) * first[p] for p in near)
+        score = first @ (query / np.linalg.norm(query))
+        candidates = np.array(sorted(allowed, key=lambda p: (-score[p], p))[:depth])
+        final = (1 - weight) * score[candidates] + weight * second_vectors[candidates] @ second
+        expected = candidates[np.lexsort((candidates, -final))[:10]]
         assert engine.positions(r.id for r in results).tolist() == expected.tolist()
-        assert item_id not in {r.id for r in results}
-    off = replace(engine.settings, photo_fusion=0.0)
-    monkeypatch.setattr(engine, "settings", off)
-    assert [r.id for r in engine.search_image(path, k=10, exclude_ids=[item_id])] == [r.id for r in plain[:10]]
+        assert [r.score for r in results] == pytest.approx(sorted(final, reverse=True)[:10], abs=1e-5)
+    monkeypatch.setattr(engine, "settings", replace(engine.settings, photo_fusion=0.0))
+    plain = engine.search_image(path, k=10, exclude_ids=[item_id])
+    engine_without = FashionSearchEngine(engine.model, None, engine.image_processor, engine.index,
+                                         settings=engine.settings)
+    assert [r.id for r in plain] == [r.id for r in engine_without.search_image(path, k=10, exclude_ids=[item_id])]
 
 
 def test_photo_neighbours_and_type_vote_come_from_the_fused_cosine(photo_engine, monkeypatch):
