@@ -68,6 +68,41 @@ def test_isolate_with_a_user_box_and_bad_boxes():
         clamp_box((300, 300, 400, 400), 200, 200)
 
 
+def test_kept_box_against_a_brute_force_reference():
+    from modeling.data.photos import kept_box
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        keep = rng.random((30, 40)) < 0.02
+        keep[rng.integers(30), rng.integers(40)] = True
+        ys, xs = np.nonzero(keep)
+        assert kept_box(keep) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    keep = np.zeros((100, 100), bool)
+    keep[40:60, 10:30] = True
+    assert kept_box(keep, pad=0.5) == (0, 30, 40, 70)  # padded by half its size, clipped at the border
+
+
+def test_refining_starts_a_second_cut_from_the_first_products_box():
+    """A product off the centre, cut by the centred box: the first cut's box is where the product was found; the
+    second pass, from that box widened, keeps the product and its box; nothing found, nothing refined."""
+    from modeling.data.photos import refine_isolation
+
+    photo = textured(240, 200, seed=4)
+    photo[30:200, 20:120] = (210, 20, 30)
+    image = Image.fromarray(photo)
+    first = isolate_product(image)
+    assert first.found is not None
+    left, top, right, bottom = first.found
+    assert 10 <= left <= 30 and 20 <= top <= 40 and 110 <= right <= 130 and 190 <= bottom <= 210
+    second = refine_isolation(image, first, margin=0.1)
+    dx, dy = (right - left) * 0.1, (bottom - top) * 0.1
+    assert second.box == clamp_box((left - dx, top - dy, right + dx, bottom + dy), 200, 240)
+    arr = np.asarray(second.image).astype(int)
+    assert ((arr[..., 0] > 150) & (arr[..., 1] < 80)).mean() > 0.6
+    studio = isolate_product(Image.fromarray(studio_photo()))
+    assert studio.found is None and refine_isolation(Image.fromarray(studio_photo()), studio) is studio
+
+
 def test_world_view_replaces_the_background_and_keeps_the_product():
     from modeling.training.augment import background_masks, random_backgrounds, world_augment, world_view
     from modeling.models import DualEncoderImageProcessor

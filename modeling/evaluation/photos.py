@@ -14,10 +14,12 @@ one of these conditions:
     photo   on a crop of a real photograph, at 60-95% of the frame's height, shifted
     phone   photo + a 70-100% crop + rotation up to 10 degrees + light + blur + sensor noise + JPEG (quality 45-90)
 
-The backgrounds are real photographs bundled with scikit-image (a table, a cat on a carpet, a rocket launch, a
-brick wall, an astronaut, motorbikes, grass, ...; greyscale ones tinted), split into a dev set (`--split val`) and a
-test set (`--split test`) of different photographs. Training never sees any of them: its backgrounds are solid
-colours, gradients, procedural patterns and blurred catalog photos (`modeling.training.augment`).
+The backgrounds are real photographs bundled with installed packages, in sets (`--backgrounds`, default the split's
+own): `val` and `test`, scikit-image's (a table, a cat on a carpet, a rocket launch, a brick wall / an astronaut,
+motorbikes, grass, ...; greyscale ones tinted), both dev now (the first round ran `test` once); `fresh`, the held-out
+set of the second round, from other packages (scikit-learn's and matplotlib's sample photographs). Training never
+sees any of them: its backgrounds are solid colours, gradients, procedural patterns and blurred catalog photos
+(`modeling.training.augment`).
 
 Remedies, applied to the query photo before encoding (`modeling.data.photos.isolate_product`): `none`; `isolate`
 (GrabCut from a centred box, skipped for studio shots); `box` (GrabCut from the product's true box, jittered by 5%
@@ -27,7 +29,8 @@ Rows: each `--model` folder; `--effnet` the frozen ImageNet EfficientNet-Lite0 f
 model's cosine fused with EfficientNet's at weight W. Metrics over the whole catalog as the gallery, the query
 product itself excluded: P@10 (same articleType) beside its ideal, type+colour P@10, nDCG@10 (type). With
 `--served`, the first model also answers through the search engine (`FashionSearchEngine.search_image`, what the
-app serves) and composed search from clean and phone-like reference photos is reported (R@10 of any item of the
+app serves, with the app's second photo encoder, `--photo-model`) and composed search from clean and phone-like
+reference photos is reported (R@10 of any item of the
 reference's type and gender in the asked colour, and P@10).
 """
 
