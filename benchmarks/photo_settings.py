@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from PIL import ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -36,6 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--index", default=None)
     p.add_argument("--photo-index", default=None)
     p.add_argument("--photo-size", default=None, help="HEIGHT,WIDTH the second encoder reads (default its own)")
+    p.add_argument("--refine", action="store_true", help="photos isolated twice (EngineSettings.refine_photos)")
+    p.add_argument("--flip", action="store_true", help="each photo's vectors averaged with its mirror image's")
     p.add_argument("--catalog", default="../shared/data")
     p.add_argument("--split", default="val")
     p.add_argument("--backgrounds", default="val,test")
@@ -56,11 +59,21 @@ def memoised(encode, memo: dict):
     return lambda images: np.stack([memo[id(i)] if id(i) in memo else encode([i])[0] for i in images])
 
 
+def encode(encoder, images, flip: bool) -> np.ndarray:
+    """Unit vectors of `images`; with `flip`, of each image plus its mirror image."""
+    vectors = encoder(images)
+    if flip:
+        vectors = vectors + encoder([ImageOps.mirror(i) for i in images])
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors
+
+
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     catalog = load_catalog(args.catalog, max_items=args.max_items)
     engine = FashionSearchEngine.load(args.model, args.index or Path(args.model) / "index", catalog=catalog,
                                       photo_model=DEFAULT_PHOTO_MODEL, photo_index=args.photo_index)
+    engine.settings = replace(engine.settings, refine_photos=args.refine)
     if args.photo_size:
         engine.photo_fusion.processor.image_size = [int(v) for v in args.photo_size.split(",")]
     types, colours, ids = (np.array(catalog[c]) for c in ("articleType", "baseColour", "id"))
@@ -82,8 +95,8 @@ def main(argv=None) -> list[dict]:
             queries[(c, r)] = prepared
     everything = [q.image for qs in queries.values() for q in qs]
     started = time.perf_counter()
-    first = dict(zip(map(id, everything), engine.encode_images(everything)))
-    second = dict(zip(map(id, everything), engine.photo_fusion.encode_images(everything)))
+    first = dict(zip(map(id, everything), encode(engine.encode_images, everything, args.flip)))
+    second = dict(zip(map(id, everything), encode(engine.photo_fusion.encode_images, everything, args.flip)))
     print(f"encoded {len(everything)} photos twice in {time.perf_counter() - started:.0f} s", flush=True)
     engine.encode_images = memoised(engine.encode_images, first)
     engine.photo_fusion.encode_images = memoised(engine.photo_fusion.encode_images, second)

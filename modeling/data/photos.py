@@ -172,10 +172,10 @@ def parse_box(value) -> tuple[float, float, float, float] | None:
     return numbers
 
 
-def query_photo(image, box=None, isolate: bool = True) -> Isolation:
+def query_photo(image, box=None, isolate: bool = True, refine: bool = False) -> Isolation:
     """What a photo search encodes: the user's `box` (GrabCut inside it), else with `isolate` the product cut out of
-    a photo with a background (studio shots pass unchanged), else the photo as uploaded. An `Isolation` passes
-    through (already prepared)."""
+    a photo with a background (studio shots pass unchanged; with `refine`, cut a second time from the first cut's
+    box: `refine_isolation`), else the photo as uploaded. An `Isolation` passes through (already prepared)."""
     if isinstance(image, Isolation):
         return image
     from modeling.data.images import load_image
@@ -184,7 +184,8 @@ def query_photo(image, box=None, isolate: bool = True) -> Isolation:
     box = parse_box(box)
     if box is None and not isolate:
         return Isolation(image, (0, 0, image.width, image.height), False, "searched as uploaded")
-    return isolate_product(image, box=box)
+    isolation = isolate_product(image, box=box)
+    return refine_isolation(image, isolation) if refine and box is None else isolation
 
 
 __all__ = ["Isolation", "centred_box", "clamp_box", "is_studio_shot", "isolate_product", "kept_box", "near_white",

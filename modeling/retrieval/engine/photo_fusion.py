@@ -40,6 +40,27 @@ def nearest_allowed(scores: np.ndarray, n: int, mask: np.ndarray | None) -> tupl
     return scores[order].astype(np.float32), order.astype(np.int64)
 
 
+def neighbour_values(items, positions: np.ndarray, scores: np.ndarray, attributes, temperature: float,
+                     confidence: float) -> dict[str, str]:
+    """Per attribute, the catalog value holding at least `confidence` of the nearest items' weight
+    (`softmax(score / temperature)`); attributes without one are left out."""
+    if len(positions) == 0:
+        return {}
+    weights = np.exp((scores - scores.max()) / temperature)
+    weights = weights / weights.sum()
+    out = {}
+    for attribute in attributes:
+        if attribute not in items:
+            continue
+        shares: dict[str, float] = {}
+        for value, weight in zip(items[attribute].to_numpy()[positions], weights):
+            shares[str(value)] = shares.get(str(value), 0.0) + float(weight)
+        value, share = max(shares.items(), key=lambda kv: kv[1])
+        if share >= confidence and value.strip():
+            out[attribute] = value
+    return out
+
+
 class PhotoFusion(VisualReranker):
     """The second image model with its index over the same items (a `VisualReranker` whose vectors are also read
     whole, for the fused nearest items)."""
@@ -64,4 +85,4 @@ class PhotoFusion(VisualReranker):
         return nearest_allowed(fused_cosines(first, photo, self.vectors(), second, weight), n, mask)
 
 
-__all__ = ["DEFAULT_PHOTO_MODEL", "PHOTO_INDEX", "PhotoFusion", "fused_cosines", "nearest_allowed"]
+__all__ = ["DEFAULT_PHOTO_MODEL", "PHOTO_INDEX", "PhotoFusion", "fused_cosines", "nearest_allowed", "neighbour_values"]

@@ -31,14 +31,14 @@ from modeling.retrieval.engine.encoding import QueryEncoder
 from modeling.retrieval.engine.exact_ranking import DEFAULT_QUERY_EXPANSION, expand_queries, query_expansion
 from modeling.retrieval.engine.exact_ranking import top_k_order  # noqa: F401 - re-exported
 from modeling.retrieval.engine.loading import load_engine_parts
-from modeling.retrieval.engine.photo_fusion import DEFAULT_PHOTO_MODEL, PhotoFusion
+from modeling.retrieval.engine.photo_fusion import DEFAULT_PHOTO_MODEL, PhotoFusion, neighbour_values
 from modeling.retrieval.engine.queries import TextQueries
 from modeling.retrieval.engine.rerank import VisualReranker
 from modeling.retrieval.engine.rerank import rerank_depth as hybrid_depth
 from modeling.retrieval.engine.results import ResultTable, with_visual_cosine, with_vsc
 from modeling.retrieval.engine.settings import (ATTRIBUTE_CONFIDENCE, DEFAULT_LEXICAL_WEIGHT,  # noqa: F401
                                                 DEFAULT_RERANK_DEPTH, DEFAULT_TEXT_WEIGHT, EngineSettings)
-from modeling.retrieval.engine.signals import NEIGHBOURS, ConsistencyScorer, IntentScorer
+from modeling.retrieval.engine.signals import NEIGHBOUR_TEMPERATURE, NEIGHBOURS, ConsistencyScorer, IntentScorer
 from modeling.retrieval.engine.vsc import VSCScorer
 from modeling.retrieval.understanding.heads import IntentHeads
 from modeling.retrieval.understanding.parser import QueryIntent
@@ -179,9 +179,19 @@ class FashionSearchEngine:
             return None, 0.0
         return self.photo_fusion.encode_images([image])[0], weight
 
+    def photo_attributes(self, image, photo: np.ndarray) -> dict[str, str]:
+        """A photo's type and gender as its nearest items by the fused cosine agree on them (each value at least
+        `ATTRIBUTE_CONFIDENCE` of their weight); {} without the second encoder."""
+        second, fusion = self._second_view(image)
+        if second is None:
+            return {}
+        scores, near = self.photo_fusion.nearest(self.item_vectors(), photo, second, fusion, NEIGHBOURS, None)
+        return neighbour_values(self.index.items, near, scores, ("articleType", "gender"), NEIGHBOUR_TEMPERATURE,
+                                ATTRIBUTE_CONFIDENCE)
+
     def prepare_photo(self, image, box=None) -> Isolation:
         """What a photo search encodes (`query_photo`: the user's box, the product cut out, or the photo as is)."""
-        return query_photo(image, box, self.settings.isolate_photos)
+        return query_photo(image, box, self.settings.isolate_photos, self.settings.refine_photos)
 
     def search_item(self, item_id: str, k: int = 10, filters: Mapping | None = None, rerank_weight: float = 0.0,
                     rerank_depth: int = DEFAULT_RERANK_DEPTH, expansion: int | None = None,

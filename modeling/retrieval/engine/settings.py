@@ -46,6 +46,8 @@ class EngineSettings:
         image_consistency: "more like this" of a photo: weights of its colour and type agreement.
         isolate_photos: an uploaded photo with a background is searched by its product, cut out and put on white
             (`modeling.data.photos.query_photo`); studio shots and a user's box are handled either way.
+        refine_photos: the product isolated without a user's box is cut a second time, from the box the first cut
+            found (`modeling.data.photos.refine_isolation`).
         photo_fusion: weight of the second image encoder's cosine in photo search, where the engine has one
             (`modeling.retrieval.engine.photo_fusion`; 0 = the model alone): the photo's nearest items and the
             re-scored candidates use `(1 - w) * model + w * second`.
@@ -61,6 +63,7 @@ class EngineSettings:
     item_consistency: Mapping[str, float] = field(default_factory=lambda: _frozen(ITEM_CONSISTENCY_WEIGHTS))
     image_consistency: Mapping[str, float] = field(default_factory=lambda: _frozen(IMAGE_CONSISTENCY_WEIGHTS))
     isolate_photos: bool = True
+    refine_photos: bool = False
     photo_fusion: float = DEFAULT_PHOTO_FUSION
     photo_fusion_depth: int = DEFAULT_RERANK_DEPTH
     photo_type_vote: float = DEFAULT_PHOTO_TYPE_VOTE

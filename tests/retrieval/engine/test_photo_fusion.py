@@ -111,3 +111,33 @@ def test_photo_neighbours_and_type_vote_come_from_the_fused_cosine(photo_engine,
     assert np.allclose(mixed, 0.75 * head + 0.25 * vote, atol=1e-6)
     assert np.array_equal(consistency.type_distribution(head, near, scores, 0.0), head)
     assert np.array_equal(consistency.type_distribution(head, None, None, 0.5), head)
+
+
+def test_neighbour_values_need_a_confident_share():
+    import pandas as pd
+
+    from modeling.retrieval.engine.photo_fusion import neighbour_values
+
+    items = pd.DataFrame({"articleType": ["Shirts", "Shirts", "Jeans", "Tshirts"], "gender": ["Men", "Women", "Men",
+                                                                                              ""]})
+    scores = np.array([0.9, 0.8, 0.85, 0.1], np.float32)
+    positions = np.array([0, 1, 2, 3])
+    weights = np.exp((scores - 0.9) / 0.1)
+    weights /= weights.sum()
+    shirts, men = weights[0] + weights[1], weights[0] + weights[2]
+    got = neighbour_values(items, positions, scores, ("articleType", "gender", "usage"), 0.1, 0.5)
+    assert got == {"articleType": "Shirts", "gender": "Men"} and shirts >= 0.5 and men >= 0.5
+    assert neighbour_values(items, positions, scores, ("articleType",), 0.1, shirts + 1e-3) == {}
+    assert neighbour_values(items, positions[3:], scores[3:], ("gender",), 0.1, 0.5) == {}  # an empty value
+    assert neighbour_values(items, positions[:0], scores[:0], ("gender",), 0.1, 0.5) == {}
+
+
+def test_a_reference_photo_is_named_by_its_fused_neighbours(photo_engine, monkeypatch):
+    engine = photo_engine
+    path = engine.index.items["image_path"].iloc[11]
+    photo = engine.encode_images([path])[0]
+    attributes = engine.photo_attributes(path, photo)
+    # Its own catalog photo: the item itself is the nearest (fused cosine 1), and carries the vote.
+    assert attributes == {a: engine.index.items[a].iloc[11] for a in ("articleType", "gender")}
+    monkeypatch.setattr(engine, "settings", replace(engine.settings, photo_fusion=0.0))
+    assert engine.photo_attributes(path, photo) == {}
