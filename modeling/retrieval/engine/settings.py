@@ -21,8 +21,8 @@ TEXT_CACHE_SIZE = 4096
 DEFAULT_RERANK_DEPTH = 100
 # Photo search with a second image encoder (EfficientNet-Lite0): docs/results.md, "Shoppers' photos", has the dev
 # measurements these come from.
-DEFAULT_PHOTO_FUSION = 0.5
-DEFAULT_PHOTO_TYPE_VOTE = 0.0
+DEFAULT_PHOTO_FUSION = 0.6
+DEFAULT_PHOTO_TYPE_VOTE = 1.0
 # An uploaded reference photo's predicted attribute is named only when the head is at least this sure.
 ATTRIBUTE_CONFIDENCE = 0.5
 # Composed search boosts the reference's colour, at this share of a named colour's boost, unless the words change it.
@@ -63,7 +63,7 @@ class EngineSettings:
     item_consistency: Mapping[str, float] = field(default_factory=lambda: _frozen(ITEM_CONSISTENCY_WEIGHTS))
     image_consistency: Mapping[str, float] = field(default_factory=lambda: _frozen(IMAGE_CONSISTENCY_WEIGHTS))
     isolate_photos: bool = True
-    refine_photos: bool = False
+    refine_photos: bool = True
     photo_fusion: float = DEFAULT_PHOTO_FUSION
     photo_fusion_depth: int = DEFAULT_RERANK_DEPTH
     photo_type_vote: float = DEFAULT_PHOTO_TYPE_VOTE
