@@ -66,7 +66,9 @@ def test_registry_gives_every_model_the_same_second_photo_encoder(tiny_model_dir
              ModelSpec.parse(f"other={tiny_model_dir}", index_root=tmp_path)]
     registry = EngineRegistry(specs, catalog=small_gallery, text_encoder=None, photo_model=str(tiny_vae_dir))
     first, second = registry.get("de"), registry.get("other")
-    assert (tmp_path / "de" / "photo" / "manifest.json").exists() and not (tmp_path / "other" / "photo").exists()
+    from modeling.retrieval.engine.photo_fusion import PHOTO_INDEX
+
+    assert (tmp_path / "de" / PHOTO_INDEX / "manifest.json").exists() and not (tmp_path / "other" / PHOTO_INDEX).exists()
     assert first.photo_fusion is not None and second.photo_fusion.ids == first.photo_fusion.ids
 
     def missing():

