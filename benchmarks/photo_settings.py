@@ -1,8 +1,8 @@
 """Photo-search settings on dev: the served engine's answers to rendered shopper photos under a grid of
 `EngineSettings` (the second encoder's fusion weight, the type vote, the type term's weight), each photo encoded once.
 
-    python benchmarks/photo_settings.py --model runs/world-40-p035-composed --photo-index runs/photos2-effnet-index \
-        --split val --backgrounds val,test --output runs/photos2-grid.json
+    python benchmarks/photo_settings.py --model runs/world-40-p035-composed --refine --fusion 0.5,0.6 \
+        --type-vote 0.5,1.0 --type-weight 0.3,0.6 --split val --backgrounds val,test --output runs/photos2-grid.json
 
 Dev only: val-split products on the dev background sets (`modeling.evaluation.photo_render.BACKGROUNDS`). Each query
 photo is prepared as the engine prepares it (isolated; or cut from the product's jittered box, `box`), both
