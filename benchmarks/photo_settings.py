@@ -35,6 +35,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="runs/world-40-p035-composed")
     p.add_argument("--index", default=None)
+    p.add_argument("--photo-model", default=DEFAULT_PHOTO_MODEL)
     p.add_argument("--photo-index", default=None)
     p.add_argument("--photo-size", default=None, help="HEIGHT,WIDTH the second encoder reads (default its own)")
     p.add_argument("--refine", action="store_true", help="photos isolated twice (EngineSettings.refine_photos)")
@@ -72,7 +73,7 @@ def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     catalog = load_catalog(args.catalog, max_items=args.max_items)
     engine = FashionSearchEngine.load(args.model, args.index or Path(args.model) / "index", catalog=catalog,
-                                      photo_model=DEFAULT_PHOTO_MODEL, photo_index=args.photo_index)
+                                      photo_model=args.photo_model, photo_index=args.photo_index)
     engine.settings = replace(engine.settings, refine_photos=args.refine)
     if args.photo_size:
         engine.photo_fusion.processor.image_size = [int(v) for v in args.photo_size.split(",")]

@@ -195,3 +195,27 @@ def test_precision_rows_against_a_brute_force_reference():
         p.append(np.mean([types[i] == types[q] for i in order]))
         pc.append(np.mean([types[i] == types[q] and colours[i] == colours[q] for i in order]))
     assert out["p@10"] == pytest.approx(np.mean(p)) and out["p@10_type_colour"] == pytest.approx(np.mean(pc))
+
+
+@pytest.mark.slow
+def test_photo_settings_sweep_on_a_tiny_model(tiny_model_dir, tiny_vae_dir, catalog_dir, tmp_path):
+    """benchmarks/photo_settings.py: one row per setting x condition x remedy, precisions in [0, 1], type+colour
+    below type, and at fusion 0 the engine's plain answer (the same photos ranked twice give the same row)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "photo_settings.py"
+    spec = importlib.util.spec_from_file_location("photo_settings", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "grid.json"
+    rows = module.main(["--model", str(tiny_model_dir), "--index", str(tmp_path / "index"), "--catalog",
+                        str(catalog_dir), "--max-items", "300", "--queries", "4", "--photo-model", str(tiny_vae_dir),
+                        "--conditions", "clean,phone", "--remedies", "none,box", "--fusion", "0,0.5",
+                        "--type-vote", "0", "--type-weight", "0.3,0.3", "--output", str(out)])
+    assert len(rows) == 2 * 2 * 3 and json.loads(out.read_text()) == rows
+    for row in rows:
+        assert 0 <= row["p@10_type_colour"] <= row["p@10"] <= 1
+    first, repeat = rows[:3], rows[3:6]  # type weight 0.3 twice at fusion 0
+    assert [r["p@10"] for r in first] == [r["p@10"] for r in repeat]
