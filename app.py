@@ -36,7 +36,7 @@ from pathlib import Path
 # Before gradio is imported: it reads the variable at import time. The app phones no one home.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from modeling.serving.registry import EngineRegistry, ModelSpec, qdrant_config, with_index_repo
+from modeling.serving.registry import DEFAULT_PHOTO_MODEL, EngineRegistry, ModelSpec, qdrant_config, with_index_repo
 from modeling.serving.service import DEFAULT_MAX_IN_FLIGHT, MAX_K, SearchService
 from modeling.serving.tuning import cap_malloc_arenas, limit_threads, return_large_blocks
 # The page and its handlers (`modeling.ui`), re-exported: `import app; app.build_demo(registry)` is the app's API.
@@ -73,6 +73,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="catalog folder, metadata file or Hub dataset (used to build missing indexes)")
     p.add_argument("--rerank-model", default=os.environ.get("FASHION_RERANK_MODEL"),
                    help="image model for hybrid re-ranking (default runs/vae if trained; 'none' turns it off)")
+    p.add_argument("--photo-model", default=os.environ.get("FASHION_PHOTO_MODEL", DEFAULT_PHOTO_MODEL),
+                   help="second image encoder for photo queries, fused with the model's (default "
+                        f"{DEFAULT_PHOTO_MODEL}; its catalog index is built beside the first model's; 'none' turns it "
+                        "off; env FASHION_PHOTO_MODEL)")
     p.add_argument("--vector-store", choices=("faiss", "qdrant", "qdrant-edge"),
                    default=os.environ.get("FASHION_VECTOR_STORE", "faiss"),
                    help="where vectors live and ranking runs: the in-process FAISS index (default), a Qdrant "
@@ -91,6 +95,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.rerank_model = "runs/vae" if Path("runs/vae/config.json").exists() else None
     elif args.rerank_model.lower() == "none":
         args.rerank_model = None
+    if str(args.photo_model).lower() in ("", "none"):
+        args.photo_model = None
     return args
 
 
@@ -110,7 +116,8 @@ def make_registry(args: argparse.Namespace) -> EngineRegistry:
                                edge=args.vector_store == "qdrant-edge")
     return EngineRegistry(specs, catalog=args.catalog, rerank_model=args.rerank_model,
                           onnx={default.name: args.onnx} if getattr(args, "onnx", None) else None,
-                          vector_store=getattr(args, "vector_store", "faiss"), qdrant=qdrant)
+                          vector_store=getattr(args, "vector_store", "faiss"), qdrant=qdrant,
+                          photo_model=getattr(args, "photo_model", None))
 
 
 def main(argv=None) -> None:

@@ -223,6 +223,10 @@ def test_arguments_and_environment(monkeypatch, tmp_path):
     assert args.rerank_model is None
     monkeypatch.delenv("FASHION_EXTRA_MODELS")
     assert app.parse_args([]).extra_model == [] and app.parse_args([]).model == app.DEFAULT_MODEL
+    assert args.photo_model == app.DEFAULT_PHOTO_MODEL == registry.photo_model == "efficientnet-lite0"
+    assert app.parse_args(["--photo-model", "none"]).photo_model is None
+    monkeypatch.setenv("FASHION_PHOTO_MODEL", "NONE")
+    assert app.make_registry(app.parse_args([])).photo_model is None
 
 
 @pytest.mark.slow

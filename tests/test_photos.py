@@ -68,6 +68,41 @@ def test_isolate_with_a_user_box_and_bad_boxes():
         clamp_box((300, 300, 400, 400), 200, 200)
 
 
+def test_kept_box_against_a_brute_force_reference():
+    from modeling.data.photos import kept_box
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        keep = rng.random((30, 40)) < 0.02
+        keep[rng.integers(30), rng.integers(40)] = True
+        ys, xs = np.nonzero(keep)
+        assert kept_box(keep) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    keep = np.zeros((100, 100), bool)
+    keep[40:60, 10:30] = True
+    assert kept_box(keep, pad=0.5) == (0, 30, 40, 70)  # padded by half its size, clipped at the border
+
+
+def test_refining_starts_a_second_cut_from_the_first_products_box():
+    """A product off the centre, cut by the centred box: the first cut's box is where the product was found; the
+    second pass, from that box widened, keeps the product and its box; nothing found, nothing refined."""
+    from modeling.data.photos import refine_isolation
+
+    photo = textured(240, 200, seed=4)
+    photo[30:200, 20:120] = (210, 20, 30)
+    image = Image.fromarray(photo)
+    first = isolate_product(image)
+    assert first.found is not None
+    left, top, right, bottom = first.found
+    assert 10 <= left <= 30 and 20 <= top <= 40 and 110 <= right <= 130 and 190 <= bottom <= 210
+    second = refine_isolation(image, first, margin=0.1)
+    dx, dy = (right - left) * 0.1, (bottom - top) * 0.1
+    assert second.box == clamp_box((left - dx, top - dy, right + dx, bottom + dy), 200, 240)
+    arr = np.asarray(second.image).astype(int)
+    assert ((arr[..., 0] > 150) & (arr[..., 1] < 80)).mean() > 0.6
+    studio = isolate_product(Image.fromarray(studio_photo()))
+    assert studio.found is None and refine_isolation(Image.fromarray(studio_photo()), studio) is studio
+
+
 def test_world_view_replaces_the_background_and_keeps_the_product():
     from modeling.training.augment import background_masks, random_backgrounds, world_augment, world_view
     from modeling.models import DualEncoderImageProcessor
@@ -105,10 +140,22 @@ def test_benchmark_renders_each_condition_with_the_product_box(condition):
         assert np.array_equal(np.asarray(image), studio_photo())
 
 
-def test_benchmark_background_sets_are_disjoint():
-    from modeling.evaluation.photo_render import BACKGROUNDS
+def test_benchmark_background_sets_are_disjoint_and_load():
+    """No photograph in two sets, the held-out "fresh" set from other packages than scikit-image (the dev sets'
+    source), every file readable as a colour or greyscale photograph."""
+    from modeling.evaluation.photo_render import BACKGROUNDS, background_file, background_photos, background_sets
 
-    assert not set(BACKGROUNDS["val"]) & set(BACKGROUNDS["test"])
+    files = {s: {background_file(n).resolve() for n in names} for s, names in BACKGROUNDS.items()}
+    for a in files:
+        for b in files:
+            assert a == b or not files[a] & files[b]
+    assert all(":" in n and not n.startswith("skimage:") for n in BACKGROUNDS["fresh"])
+    photos = background_photos("fresh")
+    assert len(photos) == len(BACKGROUNDS["fresh"]) and all(p.ndim in (2, 3) and min(p.shape[:2]) > 200
+                                                              for p in photos)
+    assert background_sets(None, "test") == ["test"] and background_sets("val,test", "val") == ["val", "test"]
+    with pytest.raises(ValueError, match="unknown background set"):
+        background_sets("holiday", "val")
 
 
 @pytest.mark.slow
@@ -148,3 +195,27 @@ def test_precision_rows_against_a_brute_force_reference():
         p.append(np.mean([types[i] == types[q] for i in order]))
         pc.append(np.mean([types[i] == types[q] and colours[i] == colours[q] for i in order]))
     assert out["p@10"] == pytest.approx(np.mean(p)) and out["p@10_type_colour"] == pytest.approx(np.mean(pc))
+
+
+@pytest.mark.slow
+def test_photo_settings_sweep_on_a_tiny_model(tiny_model_dir, tiny_vae_dir, catalog_dir, tmp_path):
+    """benchmarks/photo_settings.py: one row per setting x condition x remedy, precisions in [0, 1], type+colour
+    below type, and at fusion 0 the engine's plain answer (the same photos ranked twice give the same row)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "photo_settings.py"
+    spec = importlib.util.spec_from_file_location("photo_settings", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "grid.json"
+    rows = module.main(["--model", str(tiny_model_dir), "--index", str(tmp_path / "index"), "--catalog",
+                        str(catalog_dir), "--max-items", "300", "--queries", "4", "--photo-model", str(tiny_vae_dir),
+                        "--conditions", "clean,phone", "--remedies", "none,box", "--fusion", "0,0.5",
+                        "--type-vote", "0", "--type-weight", "0.3,0.3", "--output", str(out)])
+    assert len(rows) == 2 * 2 * 3 and json.loads(out.read_text()) == rows
+    for row in rows:
+        assert 0 <= row["p@10_type_colour"] <= row["p@10"] <= 1
+    first, repeat = rows[:3], rows[3:6]  # type weight 0.3 twice at fusion 0
+    assert [r["p@10"] for r in first] == [r["p@10"] for r in repeat]

@@ -25,6 +25,8 @@ STUDIO_BORDER_SHARE = 0.7
 # GrabCut runs on a copy at most this many pixels on its longer side (the model reads 80x64).
 GRABCUT_SIDE = 160
 GRABCUT_ITERATIONS = 5
+# A second GrabCut pass starts from the first pass's product box widened by this share of its size.
+REFINE_MARGIN = 0.08
 # The default box when the user drew none: the centre of the photo, this share of each side left out.
 DEFAULT_MARGIN = 0.08
 
@@ -65,6 +67,7 @@ class Isolation:
     box: tuple[int, int, int, int]  # (left, top, right, bottom) in the input photo's pixels
     applied: bool
     reason: str
+    found: tuple[int, int, int, int] | None = None  # the cut-out product's box in the input photo, when one was cut
 
 
 def clamp_box(box, width: int, height: int) -> tuple[int, int, int, int]:
@@ -85,14 +88,19 @@ def centred_box(width: int, height: int, margin: float = DEFAULT_MARGIN) -> tupl
     return dx, dy, width - dx, height - dy
 
 
-def on_white(array: np.ndarray, keep: np.ndarray, pad: float = 0.06) -> Image.Image:
-    """The kept pixels on white, cropped to their bounding box plus `pad` of its size (the product re-centred)."""
+def kept_box(keep: np.ndarray, pad: float = 0.0) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the kept pixels of an (H, W) mask, plus `pad` of its size, inside the mask."""
     rows, cols = np.flatnonzero(keep.any(axis=1)), np.flatnonzero(keep.any(axis=0))
     top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     py, px = round((bottom - top) * pad), round((right - left) * pad)
-    out = np.where(keep[..., None], array, np.uint8(255))
     h, w = keep.shape
-    return Image.fromarray(out[max(0, top - py):min(h, bottom + py), max(0, left - px):min(w, right + px)])
+    return int(max(0, left - px)), int(max(0, top - py)), int(min(w, right + px)), int(min(h, bottom + py))
+
+
+def on_white(array: np.ndarray, keep: np.ndarray, pad: float = 0.06) -> Image.Image:
+    """The kept pixels on white, cropped to their bounding box plus `pad` of its size (the product re-centred)."""
+    left, top, right, bottom = kept_box(keep, pad)
+    return Image.fromarray(np.where(keep[..., None], array, np.uint8(255))[top:bottom, left:right])
 
 
 def isolate_product(image: Image.Image, box=None, *, force: bool = False,
@@ -134,7 +142,19 @@ def isolate_product(image: Image.Image, box=None, *, force: bool = False,
     if scale < 1:
         keep = np.asarray(Image.fromarray(keep.astype(np.uint8) * 255).resize((width, height),
                                                                             Image.Resampling.BILINEAR)) >= 128
-    return Isolation(on_white(rgb, keep), (left, top, right, bottom), True, "product cut out and put on white")
+    return Isolation(on_white(rgb, keep), (left, top, right, bottom), True, "product cut out and put on white",
+                     kept_box(keep))
+
+
+def refine_isolation(image: Image.Image, first: Isolation, margin: float = REFINE_MARGIN) -> Isolation:
+    """A second GrabCut from the first cut-out's box widened by `margin` of its size (what a user's box around the
+    product would give); the first isolation when it cut nothing out."""
+    if first.found is None:
+        return first
+    left, top, right, bottom = first.found
+    dx, dy = (right - left) * margin, (bottom - top) * margin
+    second = isolate_product(image, box=(left - dx, top - dy, right + dx, bottom + dy), force=True)
+    return second if second.found is not None else first
 
 
 def parse_box(value) -> tuple[float, float, float, float] | None:
@@ -152,10 +172,10 @@ def parse_box(value) -> tuple[float, float, float, float] | None:
     return numbers
 
 
-def query_photo(image, box=None, isolate: bool = True) -> Isolation:
+def query_photo(image, box=None, isolate: bool = True, refine: bool = False) -> Isolation:
     """What a photo search encodes: the user's `box` (GrabCut inside it), else with `isolate` the product cut out of
-    a photo with a background (studio shots pass unchanged), else the photo as uploaded. An `Isolation` passes
-    through (already prepared)."""
+    a photo with a background (studio shots pass unchanged; with `refine`, cut a second time from the first cut's
+    box: `refine_isolation`), else the photo as uploaded. An `Isolation` passes through (already prepared)."""
     if isinstance(image, Isolation):
         return image
     from modeling.data.images import load_image
@@ -164,8 +184,9 @@ def query_photo(image, box=None, isolate: bool = True) -> Isolation:
     box = parse_box(box)
     if box is None and not isolate:
         return Isolation(image, (0, 0, image.width, image.height), False, "searched as uploaded")
-    return isolate_product(image, box=box)
+    isolation = isolate_product(image, box=box)
+    return refine_isolation(image, isolation) if refine and box is None else isolation
 
 
-__all__ = ["Isolation", "centred_box", "clamp_box", "is_studio_shot", "isolate_product", "near_white",
-           "parse_box", "query_photo", "studio_background_mask"]
+__all__ = ["Isolation", "centred_box", "clamp_box", "is_studio_shot", "isolate_product", "kept_box", "near_white",
+           "parse_box", "query_photo", "refine_isolation", "studio_background_mask"]

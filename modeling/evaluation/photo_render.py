@@ -13,23 +13,54 @@ from modeling.data.photos import isolate_product, studio_background_mask
 
 CONDITIONS = ("clean", "zoom", "light", "plain", "photo", "phone")
 REMEDIES = ("none", "isolate", "box")
-# Real photographs bundled with scikit-image, one set per split: the backgrounds choices are made on never meet the
-# headline's. Greyscale ones are tinted with a random colour.
+# Real photographs bundled with installed packages, one set per use: the backgrounds choices are made on never meet
+# the headline's. Greyscale ones are tinted with a random colour. A bare name is a scikit-image photograph
+# (`skimage.data`, public domain or CC0 per its README); "package:file" names another package's bundled photograph.
+# "val" and "test" are the first benchmark's dev and held-out sets (test was run once, so it is dev now); "fresh"
+# is the held-out set of the second round, from other sources: scikit-learn's two sample photos (a temple in China,
+# a flower; CC BY 2.0, sklearn/datasets/images/README.txt) and matplotlib's portrait of Grace Hopper (public domain,
+# U.S. Navy photograph).
 BACKGROUNDS = {
     "val": ("coffee.png", "chelsea.png", "rocket.jpg", "brick.png", "gravel.png", "text.png"),
     "test": ("astronaut.png", "motorcycle_left.png", "motorcycle_right.png", "grass.png", "camera.png",
              "page.png", "coins.png", "moon.png"),
+    "fresh": ("sklearn:china.jpg", "sklearn:flower.jpg", "matplotlib:grace_hopper.jpg"),
 }
 
 
-def background_photos(split: str) -> list[np.ndarray]:
-    """The held-out background photographs of a split, as (H, W, 3) uint8 arrays (greyscale kept 2-D for tinting)."""
-    import skimage.data
+def background_file(name: str) -> Path:
+    """The file of a background photograph: a bare name in scikit-image's data folder, or "package:file"."""
+    package, _, file = name.rpartition(":")
+    if package in ("", "skimage"):
+        import skimage.data
 
-    folder = Path(skimage.data.__file__).parent
+        return Path(skimage.data.__file__).parent / file
+    if package == "sklearn":
+        import sklearn.datasets
+
+        return Path(sklearn.datasets.__file__).parent / "images" / file
+    if package == "matplotlib":
+        import matplotlib
+
+        return Path(matplotlib.get_data_path()) / "sample_data" / file
+    raise ValueError(f"unknown background source {package!r}")
+
+
+def background_sets(names: str | None, split: str) -> list[str]:
+    """The background set names of a comma-separated `names` ("val,test"), or the split's own set when None."""
+    chosen = [n for n in (names or ("test" if split == "test" else "val")).split(",") if n]
+    unknown = [n for n in chosen if n not in BACKGROUNDS]
+    if unknown or not chosen:
+        raise ValueError(f"unknown background set(s) {unknown}; use {', '.join(BACKGROUNDS)}")
+    return chosen
+
+
+def background_photos(sets: str) -> list[np.ndarray]:
+    """The background photographs of comma-separated set names ("val", "test", "fresh"; a split's name is its
+    set), as (H, W, 3) uint8 arrays (greyscale kept 2-D for tinting)."""
     out = []
-    for name in BACKGROUNDS["test" if split == "test" else "val"]:
-        with Image.open(folder / name) as image:
+    for name in (n for s in sets.split(",") for n in BACKGROUNDS[s]):
+        with Image.open(background_file(name)) as image:
             out.append(np.asarray(image.convert("L" if image.mode in ("L", "I;16", "1") else "RGB")))
     return out
 
@@ -125,4 +156,4 @@ def remedy_image(image: Image.Image, box, remedy: str, rng: np.random.Generator)
     return isolate_product(image, box=tuple(np.asarray(box, float) + jitter), force=True).image
 
 
-__all__ = ["BACKGROUNDS", "CONDITIONS", "REMEDIES", "background_photos", "remedy_image", "render"]
+__all__ = ["BACKGROUNDS", "CONDITIONS", "REMEDIES", "background_file", "background_photos", "background_sets", "remedy_image", "render"]

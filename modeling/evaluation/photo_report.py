@@ -20,16 +20,22 @@ def _engine(args, catalog):
     from modeling.retrieval.engine.search import FashionSearchEngine
 
     model = args.model[0]
-    return FashionSearchEngine.load(model, args.index or Path(model) / "index", catalog=catalog)
+    photo_model = getattr(args, "photo_model", None)
+    photo_model = None if str(photo_model).lower() in ("", "none") else photo_model
+    return FashionSearchEngine.load(model, args.index or Path(model) / "index", catalog=catalog,
+                                    photo_model=photo_model, photo_index=getattr(args, "photo_index", None))
 
 
 def served_rows(args, catalog, query_pos, queries, types, colours) -> list[dict]:
-    """P@10 (type) and type+colour P@10 of the engine's `search_image` answers (the app's photo search)."""
+    """P@10 (type) and type+colour P@10 of the engine's `search_image` answers (the app's photo search): the photos
+    as rendered (`none`, the engine isolating the product itself) and cut from the user's `box`."""
     engine = _engine(args, catalog)
     ids = [str(i) for i in catalog["id"]]
     where = {item_id: p for p, item_id in enumerate(ids)}
     rows = []
     for (condition, remedy), images in tqdm(queries.items(), desc="served photo queries"):
+        if remedy == "isolate":  # the engine isolates uploads itself: its row is `none`
+            continue
         same_type, same_both = [], []
         for p, image in zip(query_pos, images):
             found = np.array([where[str(r.id)] for r in engine.search_image(image, k=10, exclude_ids=[ids[p]])],

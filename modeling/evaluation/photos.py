@@ -14,10 +14,12 @@ one of these conditions:
     photo   on a crop of a real photograph, at 60-95% of the frame's height, shifted
     phone   photo + a 70-100% crop + rotation up to 10 degrees + light + blur + sensor noise + JPEG (quality 45-90)
 
-The backgrounds are real photographs bundled with scikit-image (a table, a cat on a carpet, a rocket launch, a
-brick wall, an astronaut, motorbikes, grass, ...; greyscale ones tinted), split into a dev set (`--split val`) and a
-test set (`--split test`) of different photographs. Training never sees any of them: its backgrounds are solid
-colours, gradients, procedural patterns and blurred catalog photos (`modeling.training.augment`).
+The backgrounds are real photographs bundled with installed packages, in sets (`--backgrounds`, default the split's
+own): `val` and `test`, scikit-image's (a table, a cat on a carpet, a rocket launch, a brick wall / an astronaut,
+motorbikes, grass, ...; greyscale ones tinted), both dev now (the first round ran `test` once); `fresh`, the held-out
+set of the second round, from other packages (scikit-learn's and matplotlib's sample photographs). Training never
+sees any of them: its backgrounds are solid colours, gradients, procedural patterns and blurred catalog photos
+(`modeling.training.augment`).
 
 Remedies, applied to the query photo before encoding (`modeling.data.photos.isolate_product`): `none`; `isolate`
 (GrabCut from a centred box, skipped for studio shots); `box` (GrabCut from the product's true box, jittered by 5%
@@ -27,7 +29,8 @@ Rows: each `--model` folder; `--effnet` the frozen ImageNet EfficientNet-Lite0 f
 model's cosine fused with EfficientNet's at weight W. Metrics over the whole catalog as the gallery, the query
 product itself excluded: P@10 (same articleType) beside its ideal, type+colour P@10, nDCG@10 (type). With
 `--served`, the first model also answers through the search engine (`FashionSearchEngine.search_image`, what the
-app serves) and composed search from clean and phone-like reference photos is reported (R@10 of any item of the
+app serves, with the app's second photo encoder, `--photo-model`) and composed search from clean and phone-like
+reference photos is reported (R@10 of any item of the
 reference's type and gender in the asked colour, and P@10).
 """
 
@@ -42,8 +45,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from modeling.data.catalog import load_catalog
-from modeling.evaluation.photo_render import (BACKGROUNDS, CONDITIONS, REMEDIES, background_photos, remedy_image,
-                                              render)
+from modeling.evaluation.photo_render import (BACKGROUNDS, CONDITIONS, REMEDIES, background_photos, background_sets,
+                                              remedy_image, render)
 from modeling.evaluation.photo_report import composed_rows, served_rows, write_report
 from modeling.utils.io import save_npy
 
@@ -96,13 +99,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="add the first model fused with EfficientNet-Lite0 at this weight (repeatable)")
     p.add_argument("--catalog", default="../shared/data")
     p.add_argument("--split", choices=["val", "test"], default="test",
-                   help="query products and background photographs: val (dev) or test (held out)")
+                   help="query products (and, without --backgrounds, the background set of the same name)")
+    p.add_argument("--backgrounds", default=None,
+                   help=f"background sets, comma-separated, of {', '.join(BACKGROUNDS)} (default: the split's; "
+                        "val and test are dev now, fresh is the held-out set)")
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--max-items", type=int, default=None, help="the catalog's first N items only (quick runs)")
     p.add_argument("--conditions", default=",".join(CONDITIONS))
     p.add_argument("--remedies", default=",".join(REMEDIES))
     p.add_argument("--served", action="store_true", help="also through the search engine, with composed search")
     p.add_argument("--index", default=None, help="the engine's index folder (default MODEL/index)")
+    p.add_argument("--photo-model", default="efficientnet-lite0",
+                   help="the served engine's second photo encoder, as the app's --photo-model ('none': off)")
+    p.add_argument("--photo-index", default=None, help="its index folder (default INDEX/photo, built when absent)")
     p.add_argument("--output", default="runs/photos")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -118,7 +127,8 @@ def main(argv=None) -> dict:
     in_split = np.flatnonzero(np.array(catalog["split"]) == args.split)
     rng = np.random.default_rng(args.seed)
     query_pos = np.sort(rng.choice(in_split, size=min(args.queries, len(in_split)), replace=False))
-    photos = background_photos(args.split)
+    sets = background_sets(args.backgrounds, args.split)
+    photos = background_photos(",".join(sets))
     conditions = [c for c in args.conditions.split(",") if c]
     remedies = [r for r in args.remedies.split(",") if r]
     products = [catalog[int(p)]["image"] for p in query_pos]
@@ -151,7 +161,7 @@ def main(argv=None) -> dict:
             rows.append({"model": f"{labels[first]} + EfficientNet-Lite0 ({w:g})", "condition": key[0],
                          "remedy": key[1], **precision_rows(fused, query_pos, types, colours)})
     report = {"split": args.split, "queries": len(query_pos), "catalog": len(catalog), "rows": rows,
-              "backgrounds": list(BACKGROUNDS[args.split])}
+              "backgrounds": [n for s in sets for n in BACKGROUNDS[s]]}
     if args.served and args.model:
         report["served"] = served_rows(args, catalog, query_pos, queries, types, colours)
         report["composed"] = composed_rows(args, catalog, photos)

