@@ -32,12 +32,10 @@ import hashlib
 import logging
 import os
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import datasets
 import numpy as np
@@ -49,10 +47,11 @@ from modeling.data.catalog import ATTRIBUTES, cell_text, image_ref, plan_columns
 from modeling.data.sources import METADATA_FILES, TABLE_BUILDERS, CatalogError
 from modeling.data.text import as_text, item_description
 from modeling.encoders.sentence import SentenceEncoder
-from modeling.retrieval.backends.qdrant.store import (COMPLETE_KEY, DESCRIPTION_FIELD, FORMAT_VERSION, GROUP_FIELD,
-                                                      KEYWORD_FIELDS, KEYWORDS, METADATA_KEY, TITLE, VISUAL,
-                                                      KeywordStatistics, QdrantClient, QdrantConfig, QdrantStoreError,
-                                                      collection_name, fold, models, point_id)
+from modeling.retrieval.backends.qdrant.schema import (create_collection, create_payload_indexes,  # noqa: F401
+                                                       item_payload)
+from modeling.retrieval.backends.qdrant.store import (COMPLETE_KEY, FORMAT_VERSION, KEYWORDS, METADATA_KEY, TITLE,
+                                                      VISUAL, KeywordStatistics, QdrantConfig, QdrantStoreError,
+                                                      collection_name, models, point_id)
 
 logger = logging.getLogger(__name__)
 
@@ -173,52 +172,6 @@ def batched(rows: Iterator[dict], size: int) -> Iterator[list[dict]]:
             batch = []
     if batch:
         yield batch
-
-
-# -- the collection ---------------------------------------------------------------------------------------------
-def create_payload_indexes(client: "QdrantClient", name: str) -> None:
-    """Keyword indexes on the filter attributes, `id` and `group`; a full-text index (word tokenizer, lower-cased)
-    on the item description. (Local mode records them and warns that it does not use them: silenced.)"""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Payload indexes have no effect in the local Qdrant")
-        for field_name in KEYWORD_FIELDS:
-            client.create_payload_index(name, field_name, field_schema=models.PayloadSchemaType.KEYWORD, wait=True)
-        client.create_payload_index(name, DESCRIPTION_FIELD, wait=True, field_schema=models.TextIndexParams(
-            type=models.TextIndexType.TEXT, tokenizer=models.TokenizerType.WORD, lowercase=True))
-
-
-def create_collection(client: "QdrantClient", name: str, config: QdrantConfig, visual_dim: int,
-                      text_dim: int | None, metadata: dict) -> None:
-    """Create a collection with the vectors, storage and quantization of `config` and every payload index."""
-    vectors = {VISUAL: models.VectorParams(size=int(visual_dim), distance=models.Distance.COSINE,
-                                           on_disk=config.on_disk)}
-    if text_dim:
-        vectors[TITLE] = models.VectorParams(size=int(text_dim), distance=models.Distance.COSINE,
-                                             on_disk=config.on_disk)
-    quantization = (models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
-        type=models.ScalarType.INT8, quantile=config.quantile, always_ram=True)) if config.quantization else None)
-    client.create_collection(
-        name, vectors_config=vectors,
-        sparse_vectors_config={KEYWORDS: models.SparseVectorParams(
-            index=models.SparseIndexParams(on_disk=config.on_disk))},
-        shard_number=int(config.shard_number), replication_factor=int(config.replication_factor),
-        on_disk_payload=config.on_disk, quantization_config=quantization, metadata={METADATA_KEY: metadata})
-    create_payload_indexes(client, name)
-
-
-def item_payload(row: Mapping, position: int, description: str) -> dict:
-    """A point's payload: display fields, case-folded filter attributes, their display values, the description,
-    and `group` when the row has one."""
-    attributes = {a: str(row.get(a) or "") for a in ATTRIBUTES if a in row}
-    payload: dict[str, Any] = {
-        "id": str(row["id"]), "position": int(position), "title": str(row.get("title") or ""),
-        "image_path": str(row.get("image_path") or ""), DESCRIPTION_FIELD: description,
-        "attributes": {a: v for a, v in attributes.items() if v},
-        **{a: fold(v) for a, v in attributes.items()},
-    }
-    if row.get(GROUP_FIELD):
-        payload[GROUP_FIELD] = str(row[GROUP_FIELD])
-    return payload
 
 
 # -- encoding ---------------------------------------------------------------------------------------------------
