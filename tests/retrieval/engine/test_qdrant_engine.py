@@ -54,9 +54,8 @@ def engines(request, heads_model_dir, faiss_engine, catalog_dir, tmp_path_factor
     if request.param == "qdrant-edge":
         pytest.importorskip("qdrant_edge")
     from modeling.encoders.loading import load_model
-    from modeling.retrieval.backends.qdrant.ingest import build_collection
     from modeling.retrieval.backends.qdrant.store import QdrantConfig
-    from modeling.retrieval.engine.search import FashionSearchEngine
+    from modeling.retrieval.engine.stored import build_store
     from modeling.serving.registry import EngineRegistry, ModelSpec
 
     faiss, index_dir = faiss_engine
@@ -65,9 +64,8 @@ def engines(request, heads_model_dir, faiss_engine, catalog_dir, tmp_path_factor
     model, _, processor = load_model(heads_model_dir)
     client = config.connect()
     try:
-        build_collection(model, processor, catalog_dir, config, model_info=faiss.index.manifest["model"],
-                         sentence_encoder=encoder, batch_size=100, split="val", max_items=len(faiss.ids),
-                         client=client)
+        build_store(model, processor, catalog_dir, config, model_info=faiss.index.manifest["model"],
+                    sentence_encoder=encoder, batch_size=100, split="val", max_items=len(faiss.ids), client=client)
     finally:
         client.close()
     registry = EngineRegistry([ModelSpec("heads", str(heads_model_dir), str(index_dir))],

@@ -131,7 +131,11 @@ class QdrantBackend:
 
     def vector(self, position: int) -> np.ndarray:
         """A catalog item's stored unit image vector."""
-        return self.store.item_vectors([self._ids[int(position)]])[0]
+        return self.vectors([position])[0]
+
+    def vectors(self, positions) -> np.ndarray:
+        """The stored unit image vectors of the items at `positions` (one request)."""
+        return self.store.item_vectors([self._ids[int(p)] for p in positions])
 
 
 def open_backend(index, *, name="qdrant", config=None, encoder=None, client=None):
@@ -144,7 +148,7 @@ def open_backend(index, *, name="qdrant", config=None, encoder=None, client=None
         raise ValueError(f"the {name} vector store needs a QdrantConfig: a server url or a local path")
     if (name == "qdrant-edge") != config.edge:
         raise ValueError(f"--vector-store {name} was given a QdrantConfig for {config.store_name} ({config.location})")
-    text_dim = encoder.dim if encoder is not None and index.text_embeddings is not None else None
+    text_dim = encoder.dim if encoder is not None and index.has_item_texts else None
     store = QdrantStore.open(config, index.manifest["model"], text_dim=text_dim, client=client)
     if store.num_items != len(index.items):
         if client is None:

@@ -25,13 +25,16 @@ def create_payload_indexes(client: "QdrantClient", name: str) -> None:
 
 
 def create_collection(client: "QdrantClient", name: str, config: QdrantConfig, visual_dim: int,
-                      text_dim: int | None, metadata: dict) -> None:
-    """Create a collection with the vectors, storage and quantization of `config` and every payload index."""
+                      text_dim: int | None, metadata: dict, extra_vectors: Mapping[str, int] | None = None) -> None:
+    """Create a collection with the vectors, storage and quantization of `config` and every payload index;
+    `extra_vectors`: more named dense vectors (cosine), e.g. `vsc` (the item descriptions VSC compares with)."""
     vectors = {VISUAL: models.VectorParams(size=int(visual_dim), distance=models.Distance.COSINE,
                                            on_disk=config.on_disk)}
     if text_dim:
         vectors[TITLE] = models.VectorParams(size=int(text_dim), distance=models.Distance.COSINE,
                                              on_disk=config.on_disk)
+    for vector, size in (extra_vectors or {}).items():
+        vectors[vector] = models.VectorParams(size=int(size), distance=models.Distance.COSINE, on_disk=config.on_disk)
     quantization = (models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
         type=models.ScalarType.INT8, quantile=config.quantile, always_ram=True)) if config.quantization else None)
     client.create_collection(
@@ -45,7 +48,7 @@ def create_collection(client: "QdrantClient", name: str, config: QdrantConfig, v
 
 def item_payload(row: Mapping, position: int, description: str) -> dict:
     """A point's payload: display fields, case-folded filter attributes, their display values, the description,
-    and `group` when the row has one."""
+    the catalog `split` and `group` when the row has them."""
     attributes = {a: str(row.get(a) or "") for a in ATTRIBUTES if a in row}
     payload: dict[str, Any] = {
         "id": str(row["id"]), "position": int(position), "title": str(row.get("title") or ""),
@@ -53,6 +56,8 @@ def item_payload(row: Mapping, position: int, description: str) -> dict:
         "attributes": {a: v for a, v in attributes.items() if v},
         **{a: fold(v) for a, v in attributes.items()},
     }
+    if row.get("split"):
+        payload["split"] = str(row["split"])
     if row.get(GROUP_FIELD):
         payload[GROUP_FIELD] = str(row[GROUP_FIELD])
     return payload
