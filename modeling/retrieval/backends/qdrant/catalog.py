@@ -72,7 +72,7 @@ def check_serving_record(store: QdrantStore, everything: Mapping) -> dict:
     stale = [key for key, value in expected.items() if record.get(key) != value]
     if stale:
         raise QdrantStoreError(f"the serving record of collection {store.name!r} does not match the collection "
-                               f"({', '.join(stale)} differ); {rebuild}")
+                               f"(its {', '.join(stale)} {'differs' if len(stale) == 1 else 'differ'}); {rebuild}")
     return record
 
 
