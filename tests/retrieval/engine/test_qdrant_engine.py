@@ -96,11 +96,12 @@ def assert_same(expected, got):
     ("casual shirt", {"gender": "Men"}),
     ("red kurta", {"masterCategory": ["Apparel", "Footwear"], "usage": "ethnic"}),
 ])
-def test_text_search(engines, query, filters):
+def test_text_search(engines, query, filters, monkeypatch):
     faiss, store, _ = engines
     intent = faiss.understand(query)
     assert store.understand(query) == intent
-    for collapse in (False, True):
+    for plan, collapse in [(plan, collapse) for plan in ("nested", "two-stage") for collapse in (False, True)]:
+        monkeypatch.setattr(store.backend.store.config, "plan", plan)
         expected = faiss.search_text(query, k=10, filters=filters, collapse=collapse)
         assert len(expected) == 10
         assert_same(expected, store.search_text(query, k=10, filters=filters, collapse=collapse))
@@ -256,12 +257,14 @@ def test_qdrant_config_for_the_app(monkeypatch, tmp_path):
 
 
 def test_a_shallow_plan_scores_its_candidates_exactly(engines, monkeypatch):
-    """A fused query prefetches each signal's top `prefetch_depth`, then re-scores every signal over their union:
-    forced far below the 300 items, every hit's score is still its exact fused score (no signal defaulted to 0),
-    and most of the exact top 10 is found."""
+    """A fused query prefetches each signal's top `prefetch_depth`, then re-scores every signal over their union
+    (nested prefetches, or a second request over the union's ids): forced far below the 300 items, every hit's score
+    is still its exact fused score (no signal defaulted to 0), and most of the exact top 10 is found."""
     faiss, store, _ = engines
     monkeypatch.setattr(store.backend.store.config, "prefetch_depth", 2)
-    for query, filters in (("black sneakers for women", None), ("red kurta", {"gender": "Women"})):
+    for plan, query, filters in [(plan, query, filters) for plan in ("nested", "two-stage") for query, filters in
+                                 (("black sneakers for women", None), ("red kurta", {"gender": "Women"}))]:
+        monkeypatch.setattr(store.backend.store.config, "plan", plan)
         got = store.search_text(query, k=10, filters=filters, collapse=False)
         everything = faiss.search_text(query, k=300, filters=filters, collapse=False)
         exact = {r.id: (r.score, r.text_score, r.lexical_score) for r in everything}
