@@ -74,28 +74,32 @@ def load_engine_parts(model_dir: str | os.PathLike, index_dir: str | os.PathLike
         if image_encoder.fingerprint != model_fingerprint(model):
             raise ValueError(f"the ONNX export at {onnx_dir} was made from another model than {model_dir} "
                              f"(fingerprint {image_encoder.fingerprint}); export this model again")
-    reranker = None
-    if rerank_model is not None:
+
+    def load_reranker():  # after the main index: its default folder is inside the main index's
+        if rerank_model is None:
+            return None
         r_model, _, r_processor = load_model(rerank_model)
         if rerank_index is None and vector_store != "faiss":
             raise ValueError("hybrid re-ranking from a vector store needs the re-ranking model's index folder "
                              "(rerank_index)")
         r_index = load_or_build_index(r_model, None, r_processor, rerank_index or Path(index_dir) / "rerank",
                                       rerank_model, get_dataset, rebuild=rebuild)
-        reranker = VisualReranker(r_model, r_processor, r_index, name=Path(rerank_model).name)
+        return VisualReranker(r_model, r_processor, r_index, name=Path(rerank_model).name)
+
     if vector_store != "faiss":
         from modeling.retrieval.engine.stored import load_store_parts
 
         parts = load_store_parts(model, encoder, model_dir, config=qdrant, client=qdrant_client,
                                  vsc_source=vsc_source)
         return {"args": (model, tokenizer, processor, parts.pop("index"), encoder),
-                "model_name": Path(model_dir).name, "reranker": reranker, **parts}
+                "model_name": Path(model_dir).name, "reranker": load_reranker(), **parts}
     index = load_or_build_index(model, tokenizer, processor, index_dir, model_dir, get_dataset,
                                 sentence_encoder=encoder if has_text_tower(model) else None, rebuild=rebuild,
                                 image_encoder=image_encoder)
     if catalog is not None and not has_image_files(index.items):
         attach_image_paths(index.items, get_dataset())
     vsc = VSCScorer.load_or_build(index_dir, encoder, index.items, vsc_source) if encoder and vsc_source else None
+    reranker = load_reranker()
     heads = read_intent_heads(index_dir, index) if index.has_item_texts else None
     backend = open_backend(vector_store, index, config=qdrant, encoder=encoder, client=qdrant_client)
     return {"args": (model, tokenizer, processor, index, encoder), "model_name": Path(model_dir).name,
