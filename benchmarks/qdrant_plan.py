@@ -59,9 +59,9 @@ def measure(store, queries, exact: list[list[str]], depth: int, plan: str = "nes
     missed = [f"{line['query']!r} ({kind}): {recall:.1f}"
               for (kind, line), recall in zip(queries, recalls) if recall < 1]
     recalls = np.array(recalls)
-    return {"depth": depth, "plan": plan, "missed": missed, "recall@10": float(recalls.mean()), "min_recall": float(recalls.min()),
-            "queries_below_1": int((recalls < 1).sum()), "p50_ms": float(np.percentile(times, 50)),
-            "p95_ms": float(np.percentile(times, 95))}
+    return {"depth": depth, "plan": plan, "missed": missed, "recall@10": float(recalls.mean()),
+            "min_recall": float(recalls.min()), "queries_below_1": int((recalls < 1).sum()),
+            "p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95))}
 
 
 def markdown(rows: list[dict], faiss_row: dict, queries: int, store_name: str) -> str:
@@ -69,8 +69,9 @@ def markdown(rows: list[dict], faiss_row: dict, queries: int, store_name: str) -
              "|---|---:|---:|---:|---:|---:|",
              f"| FAISS, exact (the reference) | 1.000 | 1.00 | 0 | {faiss_row['p50_ms']:.1f} | "
              f"{faiss_row['p95_ms']:.1f} |"]
-    lines += [f"| {store_name}, {r['depth']:,} per signal, {r['plan']} | {r['recall@10']:.4f} | {r['min_recall']:.2f} | "
-              f"{r['queries_below_1']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} |" for r in rows]
+    lines += [f"| {store_name}, {r['depth']:,} per signal, {r['plan']} | {r['recall@10']:.4f} | "
+              f"{r['min_recall']:.2f} | {r['queries_below_1']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} |"
+              for r in rows]
     return "\n".join(lines)
 
 

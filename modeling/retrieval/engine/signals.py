@@ -56,8 +56,8 @@ class IntentScorer:
     def parser(self) -> QueryParser:
         with self._lock:
             if self._parser is None:
-                self._parser = (QueryParser.from_vocabulary(self.vocabulary, heads=self.heads)
-                                if self.vocabulary is not None else QueryParser.from_items(self.items, heads=self.heads))
+                self._parser = (QueryParser.from_items(self.items, heads=self.heads) if self.vocabulary is None
+                                else QueryParser.from_catalog_words(self.vocabulary, heads=self.heads))
             return self._parser
 
     @property

@@ -111,7 +111,7 @@ def finalize_collection(client, name: str, metadata: dict) -> None:
         heads.num_items = len(items)
     write_serving_record(client, name, {
         "model_fingerprint": identity["model"]["fingerprint"], "catalog_signature": identity["catalog"]["signature"],
-        "num_items": len(items), "parser": QueryParser.vocabulary(items), "groups": len(groups),
+        "num_items": len(items), "parser": QueryParser.catalog_vocabulary(items), "groups": len(groups),
         "intent_heads": base64.b64encode(heads.to_bytes()).decode("ascii") if heads is not None else None,
         "vsc": {"vector": VSC, "source": VSC_SOURCE, "encoder": text_info["name"]}
         if VSC in identity.get("named_texts", ()) else None})

@@ -227,10 +227,10 @@ class QueryParser:
     def from_items(cls, items, lexicon=None, heads: "IntentHeads | None" = None, **options) -> "QueryParser":
         """A parser over a catalog DataFrame's attribute values and title words (`options`: `vocabulary`,
         `context`, `drop_context_text`)."""
-        return cls.from_vocabulary(cls.vocabulary(items), lexicon, heads=heads, **options)
+        return cls.from_catalog_words(cls.catalog_vocabulary(items), lexicon, heads=heads, **options)
 
     @staticmethod
-    def vocabulary(items) -> dict:
+    def catalog_vocabulary(items) -> dict:
         """What a parser reads of a catalog, as JSON: each intent attribute's value counts and the title words (a
         vector store keeps it with its collection, `modeling.retrieval.engine.stored`)."""
         return {"values": {a: {str(v): int(n) for v, n in items[a].astype(str).value_counts().items()}
@@ -238,10 +238,10 @@ class QueryParser:
                 "known_words": sorted(catalog_words(items["title"].astype(str) if "title" in items else []))}
 
     @classmethod
-    def from_vocabulary(cls, vocabulary: Mapping, lexicon=None, heads: "IntentHeads | None" = None,
-                        **options) -> "QueryParser":
-        """A parser over a catalog's `vocabulary` (`QueryParser.vocabulary`)."""
-        return cls(vocabulary["values"], lexicon, known_words=set(vocabulary["known_words"]), heads=heads, **options)
+    def from_catalog_words(cls, catalog: Mapping, lexicon=None, heads: "IntentHeads | None" = None,
+                           **options) -> "QueryParser":
+        """A parser over a catalog's vocabulary (`QueryParser.catalog_vocabulary`)."""
+        return cls(catalog["values"], lexicon, known_words=set(catalog["known_words"]), heads=heads, **options)
 
     def _add(self, phrase: str, attribute: str, targets: Sequence[str], source: str) -> None:
         if attribute not in self.values:
