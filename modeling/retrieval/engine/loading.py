@@ -90,7 +90,7 @@ def load_engine_parts(model_dir: str | os.PathLike, index_dir: str | os.PathLike
         from modeling.retrieval.engine.stored import load_store_parts
 
         parts = load_store_parts(model, encoder, model_dir, config=qdrant, client=qdrant_client,
-                                 vsc_source=vsc_source)
+                                 vsc_source=vsc_source, vector_store=vector_store)
         return {"args": (model, tokenizer, processor, parts.pop("index"), encoder),
                 "model_name": Path(model_dir).name, "reranker": load_reranker(), **parts}
     index = load_or_build_index(model, tokenizer, processor, index_dir, model_dir, get_dataset,

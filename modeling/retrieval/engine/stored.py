@@ -28,9 +28,8 @@ from modeling.encoders.loading import embedding_dim, has_text_tower, model_finge
 from modeling.retrieval.backends.qdrant.catalog import (VSC, StoreCatalog, payload_items, scroll_points,
                                                         write_groups, write_serving_record)
 from modeling.retrieval.backends.qdrant.ingest import build_collection
-from modeling.retrieval.backends.qdrant.ranking import QdrantBackend
-from modeling.retrieval.backends.qdrant.store import (METADATA_KEY, TITLE, VISUAL, QdrantStore, QdrantStoreError,
-                                                      point_id)
+from modeling.retrieval.backends.qdrant.ranking import QdrantBackend, open_store
+from modeling.retrieval.backends.qdrant.store import METADATA_KEY, TITLE, VISUAL, QdrantStoreError, point_id
 from modeling.retrieval.engine.dedup import duplicate_groups
 from modeling.retrieval.engine.vsc import VSCScorer, item_vsc_text
 from modeling.retrieval.understanding.heads import IntentHeads, fit_intent_heads
@@ -117,12 +116,13 @@ def finalize_collection(client, name: str, metadata: dict) -> None:
         if VSC in identity.get("named_texts", ()) else None})
 
 
-def load_store_parts(model, encoder, model_dir, *, config, client=None, vsc_source: str | None = "title") -> dict:
+def load_store_parts(model, encoder, model_dir, *, config, client=None, vsc_source: str | None = "title",
+                     vector_store: str = "qdrant") -> dict:
     """The engine constructor's keywords for a collection (`index` a `StoreCatalog`); `QdrantStoreError` when the
     collection does not fit the model or lacks its serving record."""
     info = {"name": str(model_dir), "fingerprint": model_fingerprint(model), "embedding_dim": embedding_dim(model)}
     text_dim = encoder.dim if encoder is not None and has_text_tower(model) else None
-    store = QdrantStore.open(config, info, text_dim=text_dim, client=client)
+    store = open_store(vector_store, config, info, text_dim=text_dim, client=client)
     try:
         catalog = StoreCatalog.read(store)
     except Exception:
