@@ -65,14 +65,15 @@ def overload_clients(port: int, clients: int, total: int, work: Workload) -> dic
             "refused_ms": percentiles(refused) if refused else None}
 
 
-def probe(port: int, seconds: float, pause_s: float = 0.05) -> dict:
+def probe(port: int, seconds: float, pause_s: float = 0.005, stop: threading.Event | None = None) -> dict:
     """One client of its own (run in a process of its own by `run_overload`, away from the 200 client threads and
-    their interpreter lock): a text search every `pause_s` for `seconds`; the latencies of its 503s and 200s."""
+    their interpreter lock): a text search every `pause_s` for `seconds` or until `stop` is set; the latencies of
+    its 503s and 200s."""
     refused, admitted = [], []
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     end = time.perf_counter() + seconds
     for n in itertools.count():
-        if time.perf_counter() > end:
+        if time.perf_counter() > end or (stop is not None and stop.is_set()):
             break
         start = time.perf_counter()
         try:
@@ -99,9 +100,11 @@ def run_overload(args, work: Workload) -> dict:
         run_clients(port, "json", 8, 200, work)  # warm-up, as the other levels
         before = memory_mb(server.pid)["VmRSS"]
         reset_peak(server.pid)
-        prober = subprocess.Popen([sys.executable, __file__, str(port), "10"], stdout=subprocess.PIPE, text=True)
+        # the probe runs as long as the clients do (a line on its stdin stops it), 120 s at most
+        prober = subprocess.Popen([sys.executable, __file__, str(port), "120"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
         result = overload_clients(port, args.overload_clients, args.overload_requests, work)
-        result["probe"] = json.loads(prober.communicate(timeout=120)[0])
+        result["probe"] = json.loads(prober.communicate("stop\n", timeout=180)[0])
         after = memory_mb(server.pid)
         result.update(rss_before_mb=before, rss_peak_mb=after["VmHWM"], rss_after_mb=after["VmRSS"],
                       cpu_count=os.cpu_count(), loadavg=os.getloadavg())
@@ -130,9 +133,12 @@ def report(result: dict) -> None:
 
 
 def main(argv=None) -> None:
-    """The probe client: `python benchmarks/app_overload.py PORT SECONDS` prints its latencies as JSON."""
+    """The probe client: `python benchmarks/app_overload.py PORT SECONDS` prints its latencies as JSON after SECONDS
+    or once a line arrives on its standard input."""
     port, seconds = (argv if argv is not None else sys.argv[1:])[:2]
-    print(json.dumps(probe(int(port), float(seconds))))
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+    print(json.dumps(probe(int(port), float(seconds), stop=stop)))
 
 
 if __name__ == "__main__":

@@ -321,6 +321,11 @@ def test_context_is_shown_apart_and_greyed():
     chips, note_update = app.show_chips(data)[0], app.show_chips(data)[2]
     assert chips.choices == [("Sandals", "articleType")] and note_update.visible
     assert app.context_note({**data, "mode": "image"}) == "" and not app.show_chips(None)[2].visible
+    # The types the rest of the query favours among the product's ("shoes to go with a suit": Formal Shoes).
+    implied = {"mode": "text", "understood": {**data["understood"], "context_chips": [], "implied": [
+        {"attribute": "articleType", "values": ["Formal Shoes"], "phrase": "shoes + suit"}]}}
+    assert "Favoured among them: Formal Shoes (from shoes + suit)" in app.context_note(implied)
+    assert "no boost" not in app.context_note(implied)
 
 
 def test_bad_chip_keys_are_refused_with_a_message(handlers):

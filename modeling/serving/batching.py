@@ -39,7 +39,8 @@ class TextQueryBatcher:
     """
 
     def __init__(self, encode: Callable[[Sequence[str]], None], max_batch: int = DEFAULT_MAX_BATCH,
-                 window_s: float = 0.0, name: str = "query-encoder", max_pending: int = DEFAULT_MAX_PENDING):
+                 window_s: float = 0.0, name: str = "query-encoder", max_pending: int = DEFAULT_MAX_PENDING,
+                 on_start: Callable[[], object] | None = None):
         if max_batch < 1 or max_pending < 1:
             raise ValueError(f"max_batch and max_pending must be at least 1, got {max_batch}, {max_pending}")
         self.encode = encode
@@ -50,6 +51,7 @@ class TextQueryBatcher:
         self.name = name
         # At most `max_pending` queries wait for a pass; one more is refused at once (`Overloaded`).
         self.max_pending = int(max_pending)
+        self.on_start = on_start  # called first on the encoding thread (e.g. to lower its priority)
         self._cond = threading.Condition()
         self._pending: list[tuple[str, Future]] = []
         self._worker: threading.Thread | None = None
@@ -76,6 +78,8 @@ class TextQueryBatcher:
         return done
 
     def _run(self) -> None:
+        if self.on_start is not None:
+            self.on_start()
         while True:
             with self._cond:
                 while not self._pending:

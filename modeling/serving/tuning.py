@@ -82,6 +82,23 @@ def limit_threads(threads: int = 1) -> None:
     threadpool_limits(max(1, int(threads)))
 
 
+def lower_thread_priority(nice: int) -> bool:
+    """Raises the calling thread's nice value by `nice` (Linux schedules threads one by one; raising needs no
+    privilege); False where it cannot. The server's search and encoder threads run lowered so that, when the cores
+    are busy, the event loop thread that answers (and refuses) requests gets a core first."""
+    import os
+    import threading
+
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return False
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + int(nice)))
+        return True
+    except OSError:
+        return False
+
+
 def _mallopt(option: int, value: int) -> bool:
     import ctypes
     import ctypes.util
@@ -113,4 +130,5 @@ def return_large_blocks(threshold: int = 1 << 20) -> bool:
 
 
 __all__ = ["BF16_MIN_BATCH", "BF16_MIN_COSINE", "QUERY_PRECISIONS", "bf16_parity", "bf16_when_batched",
-           "cap_malloc_arenas", "choose_query_precision", "cpu_has_bf16", "limit_threads", "return_large_blocks"]
+           "cap_malloc_arenas", "choose_query_precision", "cpu_has_bf16", "limit_threads", "lower_thread_priority",
+           "return_large_blocks"]

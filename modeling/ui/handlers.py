@@ -151,11 +151,16 @@ def chip_choices(data: dict | None) -> tuple[list[tuple[str, str]], list[str], l
 
 def context_note(data: dict | None) -> str:
     """What the last text answer understood as the product's context ("to go with a yellow skirt": Skirts,
-    Yellow), as a greyed note: context is shown, never wished for; empty when there is none."""
-    understood = (data or {}).get("understood") or {}
-    labels = understood.get("context_chips") or [] if (data or {}).get("mode") == "text" else []
-    return ("<span style='opacity:0.55'>Context, not searched for (no boost): " +
-            " · ".join(html.escape(label) for label in labels) + "</span>") if labels else ""
+    Yellow), as a greyed note: context is shown, never wished for; and the types the query favours among the
+    product's ("shoes to go with a suit": Formal Shoes); empty when there is neither."""
+    understood = (data or {}).get("understood") or {} if (data or {}).get("mode") == "text" else {}
+    labels = understood.get("context_chips") or []
+    notes = ["Context, not searched for (no boost): " + " · ".join(html.escape(label) for label in labels)] \
+        if labels else []
+    # what the rest of the query picked among the product's types ("shoes" + "with a suit": Formal Shoes)
+    notes += [f"Favoured among them: {html.escape(' / '.join(i.get('values', [])))} (from "
+              f"{html.escape(str(i.get('phrase', '')))})" for i in understood.get("implied") or []]
+    return "<span style='opacity:0.55'>" + "<br>".join(notes) + "</span>" if notes else ""
 
 
 def show_chips(data):

@@ -133,3 +133,23 @@ def test_the_search_threads_queue_is_bounded(bounded, small_engine):
         release.set()
         assert [f.result(10) for f in blocked] == [True, True]
     assert service.waiting.held == 0
+
+
+def _nice() -> int:
+    import os
+
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+def test_the_search_and_encoder_threads_run_below_the_event_loop(small_engine):
+    """The loop that answers and refuses requests gets a core before the ranking and encoding threads."""
+    registry = EngineRegistry.from_engines({"tiny-dual-encoder": small_engine})
+    service = SearchService(registry, search_slots=1, worker_nice=5)
+    own = _nice()
+    assert asyncio.run(service.run_async(_nice)) == min(19, own + 5)
+    batcher = TextQueryBatcher(lambda queries: None, on_start=service.lower_worker_priority)
+    seen = []
+    batcher.encode = lambda queries: seen.append(_nice())
+    batcher.submit("red dress").result(10)
+    assert seen == [min(19, own + 5)] and _nice() == own  # the caller's own thread is left as it was
+    assert asyncio.run(SearchService(registry, search_slots=1, worker_nice=0).run_async(_nice)) == own

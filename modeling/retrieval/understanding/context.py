@@ -7,7 +7,7 @@ the positions of such words; the parser turns the type, colour and usage words f
 
 Two finders, measured against each other on the dev files (docs/results.md):
 - `RuleContext` (default): a context phrase starts at a marker ("to go with", "that suits", "to match", "matching",
-  "under", "over", "to carry", "for my" + a product) and runs through the noun phrase that follows: up to and
+  "under", "over", "to carry", "for my" + a product, "with" or "on" after praise: "looks good on") and runs through the noun phrase that follows: up to and
   including its first product word, or, where none comes, up to a comma, "for" or "to". The first product word
   outside them is the head; a product word after its "that" / "which" / "with" is a feature of it ("socks with a
   cushioned heel"), context too.
@@ -27,6 +27,8 @@ MARKERS = frozenset({"match", "matches", "matching", "suits", "suiting", "comple
                      "under", "underneath", "beneath", "over", "carry", "carrying", "hold", "holding", "store"})
 WITH_VERBS = frozenset({"go", "goes", "going", "pair", "pairs", "paired", "pairing", "wear", "wearing", "worn", "team",
                         "teamed", "match", "matches", "matching", "style", "styled", "combine", "carry", "it"})
+# "with" / "on" after praise: "a tie that would look good on a white shirt", "goes well with my jeans"
+PRAISE = frozenset({"good", "great", "nice", "well", "best", "better", "perfect", "lovely"})
 SUIT_OPENERS = frozenset({"that", "to", "which", "would", "will"})  # "that suit", not "a grey suit"
 FOR_OPENERS = frozenset({"for"})
 FOR_MODIFIERS = 2
@@ -101,7 +103,7 @@ class RuleContext:
         word, before = raw[j], raw[j - 1] if j else ""
         if word in MARKERS or (word == "suit" and before in SUIT_OPENERS):
             return j + 1
-        if word == "with" and before in WITH_VERBS:
+        if (word == "with" and before in WITH_VERBS) or (word in ("with", "on") and before in PRAISE):
             return j + 1
         if word in ("on", "top") and raw[j:j + 3] == ["on", "top", "of"]:
             return j + 3

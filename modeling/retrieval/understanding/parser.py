@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from modeling.retrieval.common.lexical import fold
 from modeling.retrieval.understanding.context import CONTEXT_ATTRIBUTES, FINDERS, WORD, marker_words
@@ -61,6 +62,9 @@ MAX_PHRASE_WORDS = 4
 # their words leave the text the encoders see; chosen on the dev files (docs/results.md).
 CONTEXT_FINDER = "rules"
 DROP_CONTEXT_TEXT = True
+# A type of a broadly named product is implied by a usage wish when at least this share of the type's catalog items
+# has that usage ("shoes for the office": 95% of Formal Shoes are Formal, few Casual Shoes or Heels are).
+IMPLIED_USAGE_SHARE = 0.5
 
 
 def normalise_words(text: str) -> list[str]:
@@ -115,6 +119,9 @@ class QueryIntent:
     removed: tuple[str, ...] = field(default=())  # attributes the shopper switched off (chips removed)
     corrected: tuple[tuple[str, str], ...] = ()  # (word as typed, product word meant) per spelling correction
     context: tuple[Intent, ...] = ()  # what the product goes with or is for: hints, not wishes
+    # the types of a broadly named product that the rest of the query picks out ("shoes to go with a suit": Formal
+    # Shoes of the five kinds of shoe): an extra boost on those types, gone with the type or the usage chip
+    implied: tuple[Intent, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.intents or self.negations)
@@ -139,6 +146,7 @@ class QueryIntent:
         negation, "not:<attribute>" the negation only."""
         drop = set(keys)
         return replace(self, intents=tuple(i for i in self.intents if i.attribute not in drop),
+                       implied=() if drop & {"articleType", "usage"} else self.implied,
                        negations=tuple(i for i in self.negations
                                        if i.attribute not in drop and f"{NOT}{i.attribute}" not in drop),
                        removed=tuple(dict.fromkeys([*self.removed, *keys])))
@@ -148,7 +156,7 @@ class QueryIntent:
         pair of Casual Shoes keeps Casual Shoes, not every kind of shoe."""
         narrowed = tuple(replace(i, values=(str(reference[i.attribute]),)) if len(i.values) > 1
                          and str(reference.get(i.attribute, "")) in i.values else i for i in self.intents)
-        return replace(self, intents=narrowed)
+        return replace(self, intents=narrowed, implied=())
 
     def get(self, attribute: str) -> Intent | None:
         return next((i for i in self.intents if i.attribute == attribute), None)
@@ -158,7 +166,7 @@ class QueryIntent:
                 "intents": [i.to_dict() for i in self.intents], "negations": [i.to_dict() for i in self.negations],
                 "free_words": list(self.free_words), "chips": self.chips(), "removed": list(self.removed),
                 "corrected": [list(c) for c in self.corrected], "context": [i.to_dict() for i in self.context],
-                "context_chips": self.context_chips()}
+                "context_chips": self.context_chips(), "implied": [i.to_dict() for i in self.implied]}
 
 
 def load_lexicon(path: str | Path = LEXICON_FILE) -> dict:
@@ -183,12 +191,16 @@ class QueryParser:
         context: how context phrases are found ("rules", "spacy" or None for none); their type, colour and usage
             words become context hints, not wishes.
         drop_context_text: whether context words leave the text the encoders embed.
+        type_usage: article type -> {usage: share of the type's items}, the catalog's own statistics from which a
+            usage wish implies some types of a broadly named product (`from_items` counts them); None: no such
+            implication.
     """
 
     def __init__(self, values: Mapping[str, Mapping[str, int] | Sequence[str]],
                  lexicon: str | Path | dict | None = None, known_words: Iterable[str] = (),
                  heads: "IntentHeads | None" = None, vocabulary: EnglishVocabulary | None = None,
-                 context: str | None = CONTEXT_FINDER, drop_context_text: bool = DROP_CONTEXT_TEXT):
+                 context: str | None = CONTEXT_FINDER, drop_context_text: bool = DROP_CONTEXT_TEXT,
+                 type_usage: Mapping[str, Mapping[str, float]] | None = None):
         self.values = {a: [v for v in (vals if not isinstance(vals, Mapping) else
                                        [v for v, n in vals.items() if n >= MIN_VALUE_ITEMS]) if str(v).strip()]
                        for a, vals in values.items() if a in INTENT_ATTRIBUTES}
@@ -222,25 +234,34 @@ class QueryParser:
             raise ValueError(f"unknown context finder {context!r}: choose one of {', '.join(FINDERS)} or None")
         self.context_finder = FINDERS[context]() if context is not None else None
         self.drop_context_text = drop_context_text
+        self.type_usage = {t: dict(shares) for t, shares in (type_usage or {}).items()}
 
     @classmethod
     def from_items(cls, items, lexicon=None, heads: "IntentHeads | None" = None, **options) -> "QueryParser":
-        """A parser over a catalog DataFrame's attribute values and title words (`options`: `vocabulary`,
-        `context`, `drop_context_text`)."""
+        """A parser over a catalog DataFrame's attribute values, title words and usage shares per article type
+        (`options`: `vocabulary`, `context`, `drop_context_text`)."""
         return cls.from_catalog_words(cls.catalog_vocabulary(items), lexicon, heads=heads, **options)
 
     @staticmethod
     def catalog_vocabulary(items) -> dict:
-        """What a parser reads of a catalog, as JSON: each intent attribute's value counts and the title words (a
-        vector store keeps it with its collection, `modeling.retrieval.engine.stored`)."""
-        return {"values": {a: {str(v): int(n) for v, n in items[a].astype(str).value_counts().items()}
-                           for a in INTENT_ATTRIBUTES if a in items},
-                "known_words": sorted(catalog_words(items["title"].astype(str) if "title" in items else []))}
+        """What a parser reads of a catalog, as JSON: each intent attribute's value counts, the title words and the
+        usage shares per article type (a vector store keeps it with its collection, `modeling.retrieval.engine.
+        stored`)."""
+        vocabulary = {"values": {a: {str(v): int(n) for v, n in items[a].astype(str).value_counts().items()}
+                                 for a in INTENT_ATTRIBUTES if a in items},
+                      "known_words": sorted(catalog_words(items["title"].astype(str) if "title" in items else []))}
+        if {"articleType", "usage"} <= set(items.columns):
+            shares = pd.crosstab(items["articleType"].astype(str), items["usage"].astype(str), normalize="index")
+            vocabulary["type_usage"] = {t: {u: float(v) for u, v in row.items() if v > 0}
+                                        for t, row in shares.iterrows()}
+        return vocabulary
 
     @classmethod
     def from_catalog_words(cls, catalog: Mapping, lexicon=None, heads: "IntentHeads | None" = None,
                            **options) -> "QueryParser":
         """A parser over a catalog's vocabulary (`QueryParser.catalog_vocabulary`)."""
+        if "type_usage" not in options and catalog.get("type_usage") is not None:
+            options["type_usage"] = catalog["type_usage"]
         return cls(catalog["values"], lexicon, known_words=set(catalog["known_words"]), heads=heads, **options)
 
     def _add(self, phrase: str, attribute: str, targets: Sequence[str], source: str) -> None:
@@ -287,11 +308,12 @@ class QueryParser:
         if self.heads is not None and embedding is not None and free:
             for intent in self.heads.predict(embedding, exclude=set(intents) | set(negations) | set(hints)):
                 self._merge(intents, intent)
+        weak_types = [i for i in found["wish"].get("articleType", []) if i.source == "weak"]
         dropped = negated_words | (context if self.drop_context_text else set())
         return QueryIntent(query=str(query), search_text=self._search_text(raw, corrected, joined, consumed,
                                                                              dropped) or str(query), intents=tuple(intents.values()), negations=tuple(negations.values()),
                            free_words=tuple(free), corrected=self._corrections(raw, corrected, joined, consumed),
-                           context=tuple(hints.values()))
+                           context=tuple(hints.values()), implied=self._implied_types(intents, weak_types))
 
     @staticmethod
     def _search_text(raw: list[str], corrected: dict, joined: set[int], consumed: set[int], dropped: set[int]) -> str:
@@ -362,6 +384,28 @@ class QueryParser:
         implied = [Intent("usage", self.context_usage[key], CONFIDENCE["weak"], " ".join(raw[start:end]), "weak")
                    for start, end in spans if (key := tuple(words[start:end])) in self.context_usage]
         return implied + [replace(i, confidence=min(i.confidence, CONFIDENCE["weak"]), source="weak") for i in hints]
+
+    def _implied_types(self, intents: Mapping[str, Intent], weak_types: Sequence[Intent]) -> tuple[Intent, ...]:
+        """The types of a broadly named product ("shoes": five types, "bag": nine) that the rest of the query
+        picks out: those its usage wish makes likely in this catalog ("shoes to go with a suit", "shoes for the
+        office": Formal Shoes) and those a weak hint names ("bag for a weekend getaway": the travel bags). One
+        `Intent` at the confidence of the surer of the two, or none when nothing or everything is picked."""
+        kind = intents.get("articleType")
+        if kind is None or len(kind.values) < 2:
+            return ()
+        pickers = [i for i in weak_types if i.attribute == "articleType"]
+        usage = intents.get("usage")
+        if usage is not None and self.type_usage:
+            likely = tuple(t for t in kind.values
+                           if sum(self.type_usage.get(t, {}).get(u, 0.0) for u in usage.values) >= IMPLIED_USAGE_SHARE)
+            pickers.append(replace(usage, attribute="articleType", values=likely))
+        implied = []
+        for picker in pickers:
+            picked = tuple(t for t in kind.values if t in picker.values)
+            if picked and len(picked) < len(kind.values):
+                implied.append(Intent("articleType", picked, min(kind.confidence, picker.confidence),
+                                      f"{kind.phrase} + {picker.phrase}", "implied"))
+        return tuple(implied[:1])
 
     def _grouped(self, found: dict[str, dict[str, list[Intent]]]):
         """Wishes, negations and context hints, one `Intent` per attribute each."""

@@ -146,3 +146,56 @@ def test_a_context_noun_that_implies_a_usage_shows_that_usage_not_its_types(pars
     assert parsed.get("articleType") is not None and "Heels" in parsed.get("articleType").values
     assert all(hint.attribute != "articleType" for hint in parsed.context)  # no Kurta Sets, Tracksuits, Night suits
     assert parsed.get("usage") is not None and parsed.get("usage").values == ("Formal",)
+
+
+@pytest.mark.parametrize("query, picked", [
+    ("what shoes go with a navy blue suit", {"Formal Shoes"}),  # the suit's usage picks the formal kind of shoe
+    ("shoes for the office", {"Formal Shoes"}),
+    ("sneakers for the gym", {"Sports Shoes"}),
+    ("bag for a weekend getaway", {"Duffel Bag", "Backpacks"}),  # a weak hint names the travel bags
+])
+def test_the_rest_of_the_query_picks_the_types_of_a_broad_product(parser, query, picked):
+    parsed = parser.parse(query)
+    assert len(parsed.implied) == 1
+    implied = parsed.implied[0]
+    assert implied.attribute == "articleType" and picked <= set(implied.values)
+    assert set(implied.values) < set(parsed.get("articleType").values)  # a narrowing, never a new type
+    assert "Handbags" not in implied.values and "Casual Shoes" not in implied.values
+    assert implied.confidence <= parsed.get("articleType").confidence
+    assert parsed.to_dict()["implied"][0]["values"] == list(implied.values)
+    # switching off the usage or the type chip switches the narrowing off with it
+    assert parsed.without("usage").implied == () and parsed.without("articleType").implied == ()
+    assert parsed.without("gender").implied == parsed.implied
+
+
+@pytest.mark.parametrize("query", ["red summer dress", "formal shoes", "shoes", "sneakers for women",
+                                   "shoes for a wedding"])
+def test_nothing_is_implied_without_a_usage_that_picks_some_types(parser, query):
+    assert parser.parse(query).implied == ()
+
+
+def test_a_reference_type_replaces_the_narrowing(parser):
+    parsed = parser.parse("shoes for the office").narrowed_to({"articleType": "Casual Shoes"})
+    assert parsed.get("articleType").values == ("Casual Shoes",) and parsed.implied == ()
+
+
+def test_a_parser_without_catalog_statistics_implies_nothing(catalog_items):
+    values = {a: catalog_items[a].value_counts().to_dict() for a in ("articleType", "usage", "gender")}
+    assert QueryParser(values).parse("shoes for the office").implied == ()
+
+
+@pytest.mark.parametrize("query, wished, context", [
+    ("which tie would look good on a white shirt", {"Ties"}, {"Shirts"}),
+    ("earrings that go well with a red saree", {"Earrings"}, {"Sarees"}),
+])
+def test_praise_opens_a_context(parser, query, wished, context):
+    intents, hints = grouped(parser.parse(query))
+    assert intents["articleType"] == wished and context <= hints["articleType"]
+
+
+@pytest.mark.parametrize("query, gender", [("card holder for my grandad", "Men"),
+                                           ("flip flops for my little brother", "Boys"),
+                                           ("a dress for my granddaughter", "Girls")])
+def test_family_words_name_the_wearer(parser, query, gender):
+    parsed = parser.parse(query)
+    assert parsed.get("gender").values == (gender,) and not parsed.corrected  # "grandad" is no misspelt "grandma"

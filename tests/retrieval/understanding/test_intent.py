@@ -141,10 +141,11 @@ def test_heads_save_and_load(tmp_path):
     assert loaded.probabilities(v) == heads.probabilities(v)
 
 
-def test_fused_score_with_intents_matches_brute_force(small_engine, monkeypatch):
+@pytest.mark.parametrize("query, implied", [("black casual shoes for men not white", False),
+                                            ("black shoes for men for the office, not white", True)])
+def test_fused_score_with_intents_matches_brute_force(small_engine, monkeypatch, query, implied):
     engine = small_engine
     monkeypatch.setattr(engine, "settings", replace(engine.settings, collapse_duplicates=False))
-    query = "black casual shoes for men not white"
     parsed = engine.understand(query)
     plain = batch.fused_scores(engine, parsed.search_text, intent=False)["score"]
     scores = batch.fused_scores(engine, query)
@@ -160,6 +161,10 @@ def test_fused_score_with_intents_matches_brute_force(small_engine, monkeypatch)
         for intent in parsed.negations:
             if item[intent.attribute] in intent.values:
                 boost[position] -= engine.intents.negation_weight * intent.confidence
+        for intent in parsed.implied:  # the office picks the Formal Shoes among the shoes: their type boost again
+            if item[intent.attribute] in intent.values:
+                boost[position] += engine.intents.weights[intent.attribute] * intent.confidence
+    assert bool(parsed.implied) == implied
     assert {i.attribute for i in parsed.intents} >= {"baseColour", "articleType", "gender"}
     assert [i.attribute for i in parsed.negations] == ["baseColour"]
     np.testing.assert_allclose(scores["score"], plain + boost, atol=1e-5)
