@@ -25,8 +25,9 @@ import numpy as np
 
 from modeling.data.text import normalise_title
 from modeling.encoders.loading import embedding_dim, has_text_tower, model_fingerprint
-from modeling.retrieval.backends.qdrant.catalog import (VSC, StoreCatalog, payload_items, scroll_points,
-                                                        write_groups, write_serving_record)
+from modeling.retrieval.backends.qdrant.catalog import (SERVING_FORMAT, SERVING_KEY, VSC, StoreCatalog,
+                                                        payload_items, scroll_points, write_groups,
+                                                        write_serving_record)
 from modeling.retrieval.backends.qdrant.ingest import build_collection
 from modeling.retrieval.backends.qdrant.ranking import QdrantBackend, open_store
 from modeling.retrieval.backends.qdrant.store import METADATA_KEY, TITLE, VISUAL, QdrantStoreError, point_id
@@ -46,11 +47,25 @@ def vsc_description(row) -> str:
     return item_vsc_text(row, VSC_SOURCE)
 
 
-def build_store(model, processor, catalog, config, *, model_info, sentence_encoder=None, **options):
-    """`build_collection` with the `vsc` vector and `finalize_collection` (see the module docstring)."""
-    return build_collection(model, processor, catalog, config, model_info=model_info,
-                            sentence_encoder=sentence_encoder, named_texts={VSC: vsc_description},
-                            finalize=finalize_collection, **options)
+def build_store(model, processor, catalog, config, *, model_info, sentence_encoder=None, client=None, **options):
+    """`build_collection` with the `vsc` vector and `finalize_collection` (see the module docstring). A collection
+    already up to date whose serving record is of an older format gets the finishing step again (groups, heads,
+    record; the main process), without encoding anything."""
+    report = build_collection(model, processor, catalog, config, model_info=model_info,
+                              sentence_encoder=sentence_encoder, named_texts={VSC: vsc_description},
+                              finalize=finalize_collection, client=client, **options)
+    state = options.get("state")
+    if report.up_to_date and (state is None or state.is_main_process):
+        store = client or config.connect()
+        try:
+            metadata = store.get_collection(report.collection).config.metadata or {}
+            if (metadata.get(SERVING_KEY) or {}).get("format_version") != SERVING_FORMAT:
+                logger.info("refreshing the serving record of %s (format %s)", report.collection, SERVING_FORMAT)
+                finalize_collection(store, report.collection, metadata)
+        finally:
+            if client is None:
+                store.close()
+    return report
 
 
 def near_duplicate_groups(client, name: str, items) -> dict[str, list[str]]:

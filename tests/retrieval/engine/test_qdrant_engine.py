@@ -347,11 +347,15 @@ def test_the_app_serves_from_the_collection_alone(served_alone, faiss_engine):
     assert not (model_dir / "index").exists()  # nothing was rebuilt
 
 
-def test_a_missing_or_stale_serving_record_is_refused_clearly(served_alone):
+def test_a_missing_or_stale_serving_record_is_refused_clearly(served_alone, catalog_dir):
+    """Refused with the command that fixes it and no path; the build command run again on the up-to-date collection
+    rewrites a record of an older format without encoding anything."""
+    from modeling.encoders.loading import load_model
     from modeling.retrieval.backends.qdrant.catalog import SERVING_KEY, StoreCatalog
     from modeling.retrieval.backends.qdrant.store import QdrantStoreError
+    from modeling.retrieval.engine.stored import build_store
 
-    _, engine, _ = served_alone
+    _, engine, model_dir = served_alone
     store = engine.backend.store
     record = engine.index.record
     try:
@@ -361,8 +365,18 @@ def test_a_missing_or_stale_serving_record_is_refused_clearly(served_alone):
             store.client.update_collection(store.name, metadata={SERVING_KEY: tampered or None})
             with pytest.raises(QdrantStoreError, match=message) as error:
                 StoreCatalog.read(store)
-            assert "--rebuild" in str(error.value) and str(store.config.path) not in str(error.value)
+            assert "build_index" in str(error.value) and str(store.config.path) not in str(error.value)
             assert "Error" not in str(error.value)
+        store.client.update_collection(store.name, metadata={SERVING_KEY: dict(record, format_version=0)})
+        model, _, processor = load_model(model_dir)
+        report = build_store(model, processor, catalog_dir, store.config, model_info=engine.index.manifest["model"],
+                             sentence_encoder=engine.sentence_encoder, batch_size=100, split="val",
+                             max_items=len(engine.ids), client=store.client)
+        assert report.up_to_date and report.items == 0  # nothing encoded
+        refreshed = StoreCatalog.read(store)
+        assert {k: v for k, v in refreshed.record.items() if k != "intent_heads"} == \
+            {k: v for k, v in record.items() if k != "intent_heads"}
+        np.testing.assert_array_equal(refreshed.groups, engine.index.groups)
     finally:
         store.client.update_collection(store.name, metadata={SERVING_KEY: record})
     assert StoreCatalog.read(store).record == record

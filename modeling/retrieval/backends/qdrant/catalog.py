@@ -24,7 +24,7 @@ from modeling.retrieval.backends.qdrant.store import (COMPLETE_KEY, GROUP_FIELD,
 from modeling.retrieval.common.ranking import filter_mask
 
 SERVING_KEY = "fashion_search_serving"
-SERVING_FORMAT = 1
+SERVING_FORMAT = 2  # 2: the parser's vocabulary holds the usage shares per article type
 VSC = "vsc"  # the named vector of the item descriptions VSC compares with
 ITEM_FIELDS = ("id", "position", "title", "image_path", "attributes", GROUP_FIELD)
 SCROLL_PAGE = 2048
@@ -64,7 +64,9 @@ def check_serving_record(store: QdrantStore, everything: Mapping) -> dict:
                                f"needs without a local index: parser vocabulary, intent heads, VSC); {rebuild}")
     if record.get("format_version") != SERVING_FORMAT:
         raise QdrantStoreError(f"collection {store.name!r} holds a serving record of format "
-                               f"{record.get('format_version')!r}, this version reads {SERVING_FORMAT}; {rebuild}")
+                               f"{record.get('format_version')!r}, this version reads {SERVING_FORMAT}; run the build "
+                               f"command again (`python -m modeling.retrieval.engine.build_index --vector-store "
+                               f"{store.config.store_name} ...`): it rewrites the record without encoding anything")
     complete = everything.get(COMPLETE_KEY) or {}
     expected = {"model_fingerprint": identity.get("model", {}).get("fingerprint"),
                 "catalog_signature": identity.get("catalog", {}).get("signature"),
