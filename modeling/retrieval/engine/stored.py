@@ -34,7 +34,8 @@ from modeling.retrieval.backends.qdrant.store import METADATA_KEY, TITLE, VISUAL
 from modeling.retrieval.engine.dedup import duplicate_groups
 from modeling.retrieval.engine.vsc import VSCScorer, item_vsc_text
 from modeling.retrieval.understanding.heads import IntentHeads, fit_intent_heads
-from modeling.retrieval.understanding.parser import QueryParser
+from modeling.retrieval.understanding.parser import INTENT_ATTRIBUTES
+from modeling.retrieval.understanding.vocabulary import catalog_vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def finalize_collection(client, name: str, metadata: dict) -> None:
         heads.num_items = len(items)
     write_serving_record(client, name, {
         "model_fingerprint": identity["model"]["fingerprint"], "catalog_signature": identity["catalog"]["signature"],
-        "num_items": len(items), "parser": QueryParser.catalog_vocabulary(items), "groups": len(groups),
+        "num_items": len(items), "parser": catalog_vocabulary(items, INTENT_ATTRIBUTES), "groups": len(groups),
         "intent_heads": base64.b64encode(heads.to_bytes()).decode("ascii") if heads is not None else None,
         "vsc": {"vector": VSC, "source": VSC_SOURCE, "encoder": text_info["name"]}
         if VSC in identity.get("named_texts", ()) else None})

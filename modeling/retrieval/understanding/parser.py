@@ -35,11 +35,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from modeling.retrieval.common.lexical import fold
 from modeling.retrieval.understanding.context import CONTEXT_ATTRIBUTES, FINDERS, WORD, marker_words
 from modeling.retrieval.understanding.spelling import EnglishVocabulary, Speller
+from modeling.retrieval.understanding.vocabulary import catalog_vocabulary, catalog_words  # noqa: F401 - re-exported
 
 INTENT_ATTRIBUTES = ("gender", "articleType", "baseColour", "usage", "season")
 NOT = "not:"  # chip key prefix of a negation
@@ -78,14 +78,6 @@ def normalise_words(text: str) -> list[str]:
 
 def _raw_words(text: str) -> list[str]:
     return WORD.findall(str(text).lower())
-
-
-def catalog_words(titles: Iterable[str]) -> set[str]:
-    """The words of a catalog's titles, lower-cased as typed: the words spelling correction never touches."""
-    words = set()
-    for title in titles:
-        words.update(_raw_words(title))
-    return words
 
 
 @dataclass(frozen=True)
@@ -240,26 +232,13 @@ class QueryParser:
     def from_items(cls, items, lexicon=None, heads: "IntentHeads | None" = None, **options) -> "QueryParser":
         """A parser over a catalog DataFrame's attribute values, title words and usage shares per article type
         (`options`: `vocabulary`, `context`, `drop_context_text`)."""
-        return cls.from_catalog_words(cls.catalog_vocabulary(items), lexicon, heads=heads, **options)
-
-    @staticmethod
-    def catalog_vocabulary(items) -> dict:
-        """What a parser reads of a catalog, as JSON: each intent attribute's value counts, the title words and the
-        usage shares per article type (a vector store keeps it with its collection, `modeling.retrieval.engine.
-        stored`)."""
-        vocabulary = {"values": {a: {str(v): int(n) for v, n in items[a].astype(str).value_counts().items()}
-                                 for a in INTENT_ATTRIBUTES if a in items},
-                      "known_words": sorted(catalog_words(items["title"].astype(str) if "title" in items else []))}
-        if {"articleType", "usage"} <= set(items.columns):
-            shares = pd.crosstab(items["articleType"].astype(str), items["usage"].astype(str), normalize="index")
-            vocabulary["type_usage"] = {t: {u: float(v) for u, v in row.items() if v > 0}
-                                        for t, row in shares.iterrows()}
-        return vocabulary
+        vocabulary = catalog_vocabulary(items, INTENT_ATTRIBUTES)
+        return cls.from_catalog_words(vocabulary, lexicon, heads=heads, **options)
 
     @classmethod
     def from_catalog_words(cls, catalog: Mapping, lexicon=None, heads: "IntentHeads | None" = None,
                            **options) -> "QueryParser":
-        """A parser over a catalog's vocabulary (`QueryParser.catalog_vocabulary`)."""
+        """A parser over a catalog's vocabulary (`vocabulary.catalog_vocabulary`)."""
         if "type_usage" not in options and catalog.get("type_usage") is not None:
             options["type_usage"] = catalog["type_usage"]
         return cls(catalog["values"], lexicon, known_words=set(catalog["known_words"]), heads=heads, **options)
