@@ -1,9 +1,10 @@
 """The vector backends by name: what `--vector-store` / `FashionSearchEngine.load(vector_store=...)` choose from.
 
-Each entry names the module whose `open_backend(index, *, name, config, encoder, client)` opens the backend for a
-loaded catalog index (`name`: the entry's, for modules serving several) returns a factory `LocalCatalog -> VectorBackend` (the engine calls it with its local catalog), or
-None for the engine's own in-process index. Adding a backend: one module implementing `VectorBackend` with its
-`open_backend`, and one line here. Modules load on first use (Qdrant is an optional extra).
+Each entry names the module of the backend. An in-process backend's module has `open_backend(index, **options)`,
+the factory `LocalCatalog -> VectorBackend` for a loaded catalog index (None: the engine's own index). A store that
+holds the catalog itself (the Qdrant entries) has none: the engine serves from its collection alone, without an
+index folder (`modeling.retrieval.engine.stored`, `open_store`). Modules load on first use (Qdrant is an optional
+extra).
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ def open_backend(name: str, index, **options):
     """The backend factory of `name` for `index` (see the module docstring); `ValueError` for an unknown name."""
     if name not in BACKENDS:
         raise ValueError(f"unknown vector store {name!r}; use one of {', '.join(BACKEND_NAMES)}")
-    return import_module(BACKENDS[name]).open_backend(index, name=name, **options)
+    module = import_module(BACKENDS[name])
+    if not hasattr(module, "open_backend"):
+        raise ValueError(f"the {name} vector store serves from its own collection, not from a local index: "
+                         f"load the engine with vector_store={name!r} (modeling.retrieval.engine.stored)")
+    return module.open_backend(index, name=name, **options)
 
 
 __all__ = ["BACKENDS", "BACKEND_NAMES", "open_backend"]

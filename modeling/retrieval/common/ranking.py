@@ -127,6 +127,34 @@ class VectorBackend(Protocol):
         """A catalog item's stored unit image vector."""
 
 
+def filter_mask(items, filters: Mapping | None, folded: dict) -> np.ndarray | None:
+    """Boolean mask over `items` (a DataFrame) matching metadata `filters`: each key an item column, its value a
+    string or a list of strings (any may match), compared case-insensitively after stripping; all keys must match;
+    empty values are ignored; None when no filter is active. `folded` caches the case-folded columns.
+
+    Raises:
+        `ValueError`: a key with a non-empty value is not an item column.
+    """
+    wanted = {}
+    for key, values in (filters or {}).items():
+        if values is None or isinstance(values, (str, int, float)):
+            values = [values]
+        chosen = {str(value).strip().casefold() for value in values if value is not None and str(value).strip()}
+        if chosen:
+            wanted[key] = chosen
+    unknown = [key for key in wanted if key not in items.columns]
+    if unknown:
+        raise ValueError(f"unknown filter keys {unknown}; allowed keys are {list(items.columns)}")
+    if not wanted:
+        return None
+    mask = np.ones(len(items), dtype=bool)
+    for key, values in wanted.items():
+        if key not in folded:
+            folded[key] = items[key].astype("string").str.strip().str.casefold()
+        mask &= folded[key].isin(values).to_numpy(dtype=bool, na_value=False)
+    return mask
+
+
 def top_k_order(scores: np.ndarray, positions: np.ndarray, k: int) -> np.ndarray:
     """Indices of the `k` best `scores`, best first, ties broken by `positions` (catalog order): the first `k` of
     `np.lexsort((positions, -scores))` without sorting everything (`modeling.utils.topk.topk_indices`)."""
@@ -173,4 +201,4 @@ class AttributeTable:
 
 
 __all__ = ["AttributeTable", "LocalCatalog", "RankRequest", "Ranked", "ScoreTerm", "Scope", "VectorBackend",
-           "top_k_order"]
+           "filter_mask", "top_k_order"]

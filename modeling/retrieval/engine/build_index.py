@@ -6,7 +6,8 @@ atomically when absent, refused when it was built by another model.
 `python -m modeling.retrieval.engine.build_index --model M --catalog C --vector-store faiss|qdrant|qdrant-edge` is the
 command line: a FAISS index folder (through `load_or_build_index`), or a Qdrant collection (a server, local mode, or
 qdrant-edge shards in a folder) streamed in resumable batches
-(`modeling.retrieval.backends.qdrant.ingest`, several processes under `accelerate launch`)."""
+(`modeling.retrieval.backends.qdrant.ingest`, several processes under `accelerate launch`), with what the engine
+needs to serve from it alone (`modeling.retrieval.engine.stored`)."""
 
 from __future__ import annotations
 
@@ -153,7 +154,7 @@ def main(argv=None) -> int:
     if args.text_encoder.lower() != "none" and has_text_tower(model):
         encoder = SentenceEncoder(args.text_encoder)
     info = {"name": str(args.model), "fingerprint": model_fingerprint(model), "embedding_dim": embedding_dim(model)}
-    from modeling.retrieval.backends.qdrant.ingest import build_collection, process_state
+    from modeling.retrieval.backends.qdrant.ingest import process_state
 
     state = process_state()
     if args.vector_store == "faiss":
@@ -172,10 +173,12 @@ def main(argv=None) -> int:
               f"{len(index) / seconds:.1f} items/s")
         return 0
 
+    from modeling.retrieval.engine.stored import build_store
+
     config = qdrant_config_from_args(args)
-    report = build_collection(model, processor, args.catalog, config, model_info=info, sentence_encoder=encoder,
-                              batch_size=args.batch_size, split=args.split, max_items=args.max_items,
-                              rebuild=args.rebuild, state=state)
+    report = build_store(model, processor, args.catalog, config, model_info=info, sentence_encoder=encoder,
+                         batch_size=args.batch_size, split=args.split, max_items=args.max_items,
+                         rebuild=args.rebuild, state=state)
     if report.up_to_date:
         print(f"{report.name} -> {report.collection} is up to date ({report.total_points} points); --rebuild to redo")
     else:

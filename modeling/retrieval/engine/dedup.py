@@ -81,11 +81,15 @@ class DuplicateGroups:
     """The catalog's near-duplicate groups (computed once, on first use) and the collapse of a backend's rows:
     written once for every backend."""
 
-    def __init__(self, items, vectors: Callable[[], np.ndarray]):
+    def __init__(self, items, vectors: Callable[[], np.ndarray], groups: np.ndarray | None = None):
+        """`groups`: every item's group id when known (a vector store's `group` payloads), else computed from the
+        titles and `vectors()` on first use."""
         self.items, self.vectors = items, vectors
         self._groups: np.ndarray | None = None
         self._members: dict[int, list[int]] = {}
         self._lock = threading.Lock()
+        if groups is not None:
+            self._set(np.asarray(groups, dtype=np.int64))
 
     def groups(self) -> np.ndarray:
         """Group id of every item (`duplicate_groups` over normalised titles and the image vectors)."""
@@ -94,7 +98,9 @@ class DuplicateGroups:
                 return self._groups
         titles = (self.items["title"].map(normalise_title).tolist() if "title" in self.items
                   else [""] * len(self.items))
-        groups = duplicate_groups(titles, self.vectors())
+        return self._set(duplicate_groups(titles, self.vectors()))
+
+    def _set(self, groups: np.ndarray) -> np.ndarray:
         members: dict[int, list[int]] = {}
         for position, group in enumerate(groups.tolist()):
             members.setdefault(group, []).append(position)

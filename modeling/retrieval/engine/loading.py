@@ -46,7 +46,9 @@ def load_engine_parts(model_dir: str | os.PathLike, index_dir: str | os.PathLike
                       sentence_encoder: SentenceEncoder | None = None, onnx_dir=None, vector_store: str = "faiss",
                       qdrant=None, qdrant_client=None, photo_model=None, photo_index=None) -> dict:
     """The engine constructor's arguments: `{"args": (model, tokenizer, processor, index, encoder), **keywords}`
-    (see `FashionSearchEngine.load` for the parameters)."""
+    (see `FashionSearchEngine.load` for the parameters). A Qdrant store serves from its collection alone
+    (`modeling.retrieval.engine.stored`): `index_dir` is not read, and nothing is built from `catalog` but the
+    re-ranking model's index."""
     if vector_store not in VECTOR_STORES:
         raise ValueError(f"unknown vector store {vector_store!r}; use one of {', '.join(VECTOR_STORES)}")
     if vector_store != "faiss" and qdrant is None:
@@ -74,24 +76,46 @@ def load_engine_parts(model_dir: str | os.PathLike, index_dir: str | os.PathLike
         if image_encoder.fingerprint != model_fingerprint(model):
             raise ValueError(f"the ONNX export at {onnx_dir} was made from another model than {model_dir} "
                              f"(fingerprint {image_encoder.fingerprint}); export this model again")
+
+    def load_reranker():  # after the main index: its default folder is inside the main index's
+        if rerank_model is None:
+            return None
+        r_model, _, r_processor = load_model(rerank_model)
+        if rerank_index is None and vector_store != "faiss":
+            raise ValueError("hybrid re-ranking from a vector store needs the re-ranking model's index folder "
+                             "(rerank_index)")
+        r_index = load_or_build_index(r_model, None, r_processor, rerank_index or Path(index_dir) / "rerank",
+                                      rerank_model, get_dataset, rebuild=rebuild)
+        return VisualReranker(r_model, r_processor, r_index, name=Path(rerank_model).name)
+
+    def load_photo():  # the second photo encoder's index: a folder of its own, beside the main index by default
+        if not photo_model:
+            return None
+        if photo_index is None and vector_store != "faiss":
+            logger.warning("serving from %s alone: photo queries use the model's own encoder (the second photo "
+                           "encoder %s needs its index folder, photo_index)", vector_store, photo_model)
+            return None
+        return load_photo_fusion(photo_model, photo_index or Path(index_dir) / PHOTO_INDEX, get_dataset, rebuild)
+
+    if vector_store != "faiss":
+        from modeling.retrieval.engine.stored import load_store_parts
+
+        parts = load_store_parts(model, encoder, model_dir, config=qdrant, client=qdrant_client,
+                                 vsc_source=vsc_source, vector_store=vector_store)
+        return {"args": (model, tokenizer, processor, parts.pop("index"), encoder),
+                "model_name": Path(model_dir).name, "reranker": load_reranker(), "photo_fusion": load_photo(), **parts}
     index = load_or_build_index(model, tokenizer, processor, index_dir, model_dir, get_dataset,
                                 sentence_encoder=encoder if has_text_tower(model) else None, rebuild=rebuild,
                                 image_encoder=image_encoder)
     if catalog is not None and not has_image_files(index.items):
         attach_image_paths(index.items, get_dataset())
     vsc = VSCScorer.load_or_build(index_dir, encoder, index.items, vsc_source) if encoder and vsc_source else None
-    reranker = None
-    if rerank_model is not None:
-        r_model, _, r_processor = load_model(rerank_model)
-        r_index = load_or_build_index(r_model, None, r_processor, rerank_index or Path(index_dir) / "rerank",
-                                      rerank_model, get_dataset, rebuild=rebuild)
-        reranker = VisualReranker(r_model, r_processor, r_index, name=Path(rerank_model).name)
-    photo = load_photo_fusion(photo_model, photo_index or Path(index_dir) / PHOTO_INDEX, get_dataset, rebuild) \
-        if photo_model else None
-    heads = read_intent_heads(index_dir, index) if index.text_embeddings is not None else None
+    reranker = load_reranker()
+    heads = read_intent_heads(index_dir, index) if index.has_item_texts else None
     backend = open_backend(vector_store, index, config=qdrant, encoder=encoder, client=qdrant_client)
     return {"args": (model, tokenizer, processor, index, encoder), "model_name": Path(model_dir).name,
-            "reranker": reranker, "vsc": vsc, "intent_heads": heads, "backend": backend, "photo_fusion": photo}
+            "reranker": reranker, "vsc": vsc, "intent_heads": heads, "backend": backend,
+            "photo_fusion": load_photo()}
 
 
 def load_photo_fusion(photo_model, index_dir, get_dataset, rebuild: bool = False) -> PhotoFusion:

@@ -67,7 +67,7 @@ class TextQueries:
                              if self.settings().use_intents else validate_text(query))
             except QueryError:
                 continue
-        self.encoder.prepare(texts, item_text=self.index.text_embeddings is not None)
+        self.encoder.prepare(texts, item_text=self.index.has_item_texts)
 
     def fusion_weight(self, text_weight: float | None) -> float:
         weight = self.settings().text_weight if text_weight is None else float(text_weight)
@@ -77,7 +77,7 @@ class TextQueries:
 
     def item_text(self, query: str, weight: float) -> np.ndarray | None:
         """The item-text query embedding (None when the weight is 0 or the index holds no item texts)."""
-        if weight > 0 and self.index.text_embeddings is not None and self.encoder.sentence_encoder is not None:
+        if weight > 0 and self.index.has_item_texts and self.encoder.sentence_encoder is not None:
             return self.encoder.sentence(query)
         return None
 

@@ -57,7 +57,8 @@ class FashionSearchEngine:
                  vsc: VSCScorer | None = None, lexical_weight: float | None = None,
                  intent_heads: IntentHeads | None = None,
                  backend: "Callable[[LocalCatalog], VectorBackend] | None" = None,
-                 settings: EngineSettings | None = None, photo_fusion: PhotoFusion | None = None):
+                 settings: EngineSettings | None = None, photo_fusion: PhotoFusion | None = None,
+                 parser_vocabulary: Mapping | None = None):
         given = {"text_weight": text_weight, "lexical_weight": lexical_weight}
         self.settings = replace(settings or EngineSettings(), **{k: v for k, v in given.items() if v is not None})
         self.model, self.tokenizer, self.image_processor = model.eval(), tokenizer, image_processor
@@ -72,14 +73,16 @@ class FashionSearchEngine:
         self._ids, self._position = catalog.ids, catalog.map
         catalog.check(vsc, reranker)
         catalog.check(reranker=photo_fusion)
-        self.intents = IntentScorer(index.items, intent_heads)
+        self.intents = IntentScorer(index.items, intent_heads, vocabulary=parser_vocabulary)
         self.queries = TextQueries(self.encoder, self.intents, index, lambda: self.settings)
         local = LocalCatalog(index, self._ids, self._position, self.queries.keyword_scores)
-        self._local = FaissBackend(local)  # the local index (item table, vectors) serves whatever backend ranks
+        # A local index (its vectors) serves whatever backend ranks; served from a collection alone (`index` a
+        # `StoreCatalog`, modeling/retrieval/engine/stored.py) there is none: vectors come from the backend.
+        self._local = FaissBackend(local) if index.vectors is not None else None
         self.backend: VectorBackend = self._local if backend is None else backend(local)
-        self.consistency = ConsistencyScorer(model, self._local.dense_vectors, index.items,
-                                             self.settings.image_consistency)
-        self.duplicates = DuplicateGroups(index.items, self._local.dense_vectors)
+        dense = self._local.dense_vectors if self._local is not None else _no_local_vectors
+        self.consistency = ConsistencyScorer(model, dense, index.items, self.settings.image_consistency)
+        self.duplicates = DuplicateGroups(index.items, dense, getattr(index, "groups", None))
         self._table = ResultTable(index.items, catalog.attributes, self._ids)
 
     @classmethod
@@ -120,7 +123,10 @@ class FashionSearchEngine:
         return self.queries.understand(query, learned)
 
     def item_vectors(self, positions=None) -> np.ndarray:
-        """The index's stored unit image vectors in index order (read-only), or those of the items at `positions`."""
+        """The index's stored unit image vectors in index order (read-only), or those of the items at `positions`
+        (the backend's, one request, when the engine serves from a collection alone)."""
+        if self._local is None:
+            return self.backend.vectors(_no_local_vectors() if positions is None else positions)
         vectors = self._local.dense_vectors()
         return vectors if positions is None else vectors[np.asarray(positions, dtype=np.int64)]
 
@@ -214,7 +220,7 @@ class FashionSearchEngine:
                                    rerank_weight, k)
         # The item's own description: its VSC embedding is already in the scorer.
         return self._with_vsc(results[:k], self.vsc.item_description(position) if self.vsc else None,
-                              self.vsc.embeddings[position] if self.vsc else None)
+                              self.vsc.vectors([position])[0] if self.vsc else None)
 
     def search_composed(self, image=None, text: str = "", k: int = 10, filters: Mapping | None = None,
                         text_weight: float | None = None, *, item_id: str | None = None, method: str | None = None,
@@ -291,6 +297,12 @@ class FashionSearchEngine:
         return self._table.results(self.backend.rank(request))
 
 
-__all__ = ["DEFAULT_LEXICAL_WEIGHT", "DEFAULT_PHOTO_MODEL", "DEFAULT_QUERY_EXPANSION", "DEFAULT_TEXT_WEIGHT", "EngineSettings",
+def _no_local_vectors():
+    raise QueryError("This needs the catalog's vectors in process (a local index folder): the engine serves from "
+                     "a vector store alone.")
+
+
+__all__ = ["DEFAULT_LEXICAL_WEIGHT", "DEFAULT_PHOTO_MODEL", "DEFAULT_QUERY_EXPANSION", "DEFAULT_TEXT_WEIGHT",
+           "EngineSettings",
            "FashionSearchEngine", "QueryError", "SearchResult", "VisualReranker", "composed_query_text",
            "expand_queries", "top_k_order"]

@@ -45,8 +45,8 @@ class IntentScorer:
     """Parses queries (`QueryParser` over the catalog, with the learned heads when given) and scores intents."""
 
     def __init__(self, items, heads: IntentHeads | None = None, weights: Mapping[str, float] | None = None,
-                 negation_weight: float = NEGATION_WEIGHT):
-        self.items = items
+                 negation_weight: float = NEGATION_WEIGHT, vocabulary: Mapping | None = None):
+        self.items, self.vocabulary = items, vocabulary  # the parser's vocabulary when given, else read of items
         self.heads = heads
         self.weights = dict(INTENT_WEIGHTS if weights is None else weights)
         self.negation_weight = float(negation_weight)
@@ -58,7 +58,8 @@ class IntentScorer:
     def parser(self) -> QueryParser:
         with self._lock:
             if self._parser is None:
-                self._parser = QueryParser.from_items(self.items, heads=self.heads)
+                self._parser = (QueryParser.from_items(self.items, heads=self.heads) if self.vocabulary is None
+                                else QueryParser.from_catalog_words(self.vocabulary, heads=self.heads))
             return self._parser
 
     @property

@@ -30,7 +30,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -119,13 +119,22 @@ class VSCScorer:
     """Item descriptions and their sentence embeddings; scores a query description against retrieved items."""
 
     def __init__(self, encoder: SentenceEncoder, items: pd.DataFrame, source: str = "title",
-                 embeddings: np.ndarray | None = None, progress: bool = False):
+                 embeddings: np.ndarray | None = None, progress: bool = False,
+                 lookup: Callable[[Sequence[int]], np.ndarray] | None = None):
+        """`lookup`: the items' description embeddings by position, fetched per query (a vector store's `vsc`
+        vectors) instead of held in `embeddings`."""
         if source not in VSC_SOURCES:
             raise ValueError(f"unknown VSC description source {source!r}; use one of {VSC_SOURCES}")
         self.encoder, self.source = encoder, source
         records = items.to_dict("records")
         self.descriptions = [item_vsc_text(r, source) for r in records]
         self._records = records
+        self.parser = ModificationParser(items)
+        self.ids_digest = _ids_digest(items)
+        self._lookup = lookup
+        self.embeddings = None
+        if lookup is not None:
+            return
         if embeddings is None:
             # Catalogs repeat titles (12,168 distinct among the shared catalog's 14,999): each is encoded once.
             unique = list(dict.fromkeys(self.descriptions))
@@ -135,8 +144,6 @@ class VSCScorer:
         if embeddings.shape != (len(records), encoder.dim):
             raise ValueError(f"VSC embeddings have shape {embeddings.shape}, expected ({len(records)}, {encoder.dim})")
         self.embeddings = embeddings
-        self.parser = ModificationParser(items)
-        self.ids_digest = _ids_digest(items)
 
     # -- query descriptions ---------------------------------------------------------------------------------------
     def item_description(self, position: int) -> str:
@@ -153,9 +160,16 @@ class VSCScorer:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         return self.encoder.encode(list(texts))
 
+    def vectors(self, positions: Sequence[int]) -> np.ndarray:
+        """The description embeddings of the items at `positions`."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if self._lookup is not None:
+            return np.asarray(self._lookup(positions.tolist()), np.float32).reshape(len(positions), -1)
+        return self.embeddings[positions]
+
     def scores(self, query_embedding: np.ndarray, positions: Sequence[int]) -> np.ndarray:
         """VSC of items at `positions` for a query description's (unit-norm) embedding."""
-        return self.embeddings[np.asarray(positions, dtype=np.int64)] @ np.asarray(query_embedding, np.float32)
+        return self.vectors(positions) @ np.asarray(query_embedding, np.float32)
 
     # -- persistence (next to an index; rebuilt when the items, the encoder or the source change) --------------------
     def save(self, directory: str | os.PathLike) -> None:

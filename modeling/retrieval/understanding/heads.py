@@ -93,6 +93,11 @@ class IntentHeads:
 
     def save(self, path: str | Path) -> None:
         from modeling.utils.io import atomic_write_bytes
+
+        atomic_write_bytes(path, self.to_bytes())
+
+    def to_bytes(self) -> bytes:
+        """The heads as an `.npz` file's bytes (`from_bytes` reads them; a vector store keeps them)."""
         import io
 
         buffer = io.BytesIO()
@@ -102,10 +107,16 @@ class IntentHeads:
             arrays[f"{attribute}.labels"] = np.array(labels, dtype=object).astype(str)
         arrays["meta.num_items"] = np.array(self.num_items)
         np.savez(buffer, **arrays)
-        atomic_write_bytes(path, buffer.getvalue())
+        return buffer.getvalue()
 
     @classmethod
-    def load(cls, path: str | Path) -> "IntentHeads":
+    def from_bytes(cls, data: bytes) -> "IntentHeads":
+        import io
+
+        return cls.load(io.BytesIO(data))
+
+    @classmethod
+    def load(cls, path) -> "IntentHeads":
         with np.load(path, allow_pickle=False) as data:
             attributes = sorted({k.rsplit(".", 1)[0] for k in data.files} - {"meta"})
             num_items = int(data["meta.num_items"]) if "meta.num_items" in data.files else 0
@@ -114,6 +125,18 @@ class IntentHeads:
 
 
 INTENT_HEADS_FILE = "intent_heads.npz"
+
+
+def fit_intent_heads(text_embeddings: np.ndarray, items) -> IntentHeads:
+    """The heads fitted on the item texts of the training split (all items when it has no split column or fewer
+    than 100 training items); `text_embeddings` aligned with `items`."""
+    train = (items["split"].astype(str) == "train").to_numpy() if "split" in items else np.ones(len(items), bool)
+    if train.sum() < 100:
+        train = np.ones(len(items), bool)
+    logger.info("fitting the query-intent heads on %d item texts (once per index)", int(train.sum()))
+    heads = IntentHeads.fit(np.asarray(text_embeddings)[train], items[train].reset_index(drop=True))
+    heads.num_items = len(items)
+    return heads
 
 
 def load_or_fit_intent_heads(index_dir: str | Path, index) -> IntentHeads | None:
@@ -131,12 +154,7 @@ def load_or_fit_intent_heads(index_dir: str | Path, index) -> IntentHeads | None
                 return heads
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
             logger.warning("refitting the intent heads: %s unreadable (%s)", path.name, error)
-    train = (items["split"].astype(str) == "train").to_numpy() if "split" in items else np.ones(len(items), bool)
-    if train.sum() < 100:
-        train = np.ones(len(items), bool)
-    logger.info("fitting the query-intent heads on %d item texts (once per index)", int(train.sum()))
-    heads = IntentHeads.fit(index.text_embeddings[train], items[train].reset_index(drop=True))
-    heads.num_items = len(items)
+    heads = fit_intent_heads(index.text_embeddings, items)
     try:
         heads.save(path)
     except OSError as error:
@@ -144,4 +162,4 @@ def load_or_fit_intent_heads(index_dir: str | Path, index) -> IntentHeads | None
     return heads
 
 
-__all__ = ["INTENT_HEADS_FILE", "IntentHeads", "load_or_fit_intent_heads"]
+__all__ = ["INTENT_HEADS_FILE", "IntentHeads", "fit_intent_heads", "load_or_fit_intent_heads"]

@@ -38,8 +38,9 @@ import numpy as np
 
 from modeling.retrieval.common.lexical import fold
 from modeling.retrieval.understanding.context import CONTEXT_ATTRIBUTES, FINDERS, WORD, marker_words
-from modeling.retrieval.understanding.implied import implied_types, usage_shares
+from modeling.retrieval.understanding.implied import implied_types
 from modeling.retrieval.understanding.spelling import EnglishVocabulary, Speller
+from modeling.retrieval.understanding.vocabulary import catalog_vocabulary, catalog_words  # noqa: F401 - re-exported
 
 INTENT_ATTRIBUTES = ("gender", "articleType", "baseColour", "usage", "season")
 NOT = "not:"  # chip key prefix of a negation
@@ -78,14 +79,6 @@ def normalise_words(text: str) -> list[str]:
 
 def _raw_words(text: str) -> list[str]:
     return WORD.findall(str(text).lower())
-
-
-def catalog_words(titles: Iterable[str]) -> set[str]:
-    """The words of a catalog's titles, lower-cased as typed: the words spelling correction never touches."""
-    words = set()
-    for title in titles:
-        words.update(_raw_words(title))
-    return words
 
 
 @dataclass(frozen=True)
@@ -245,11 +238,16 @@ class QueryParser:
     def from_items(cls, items, lexicon=None, heads: "IntentHeads | None" = None, **options) -> "QueryParser":
         """A parser over a catalog DataFrame's attribute values, title words and usage shares per article type
         (`options`: `vocabulary`, `context`, `drop_context_text`)."""
-        values = {a: items[a].astype(str).value_counts().to_dict() for a in INTENT_ATTRIBUTES if a in items}
-        words = catalog_words(items["title"].astype(str) if "title" in items else [])
-        if "type_usage" not in options:
-            options["type_usage"] = usage_shares(items)
-        return cls(values, lexicon, known_words=words, heads=heads, **options)
+        vocabulary = catalog_vocabulary(items, INTENT_ATTRIBUTES)
+        return cls.from_catalog_words(vocabulary, lexicon, heads=heads, **options)
+
+    @classmethod
+    def from_catalog_words(cls, catalog: Mapping, lexicon=None, heads: "IntentHeads | None" = None,
+                           **options) -> "QueryParser":
+        """A parser over a catalog's vocabulary (`vocabulary.catalog_vocabulary`)."""
+        if "type_usage" not in options and catalog.get("type_usage") is not None:
+            options["type_usage"] = catalog["type_usage"]
+        return cls(catalog["values"], lexicon, known_words=set(catalog["known_words"]), heads=heads, **options)
 
     def _add(self, phrase: str, attribute: str, targets: Sequence[str], source: str) -> None:
         if attribute not in self.values:

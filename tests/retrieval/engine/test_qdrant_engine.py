@@ -54,9 +54,8 @@ def engines(request, heads_model_dir, faiss_engine, catalog_dir, tmp_path_factor
     if request.param == "qdrant-edge":
         pytest.importorskip("qdrant_edge")
     from modeling.encoders.loading import load_model
-    from modeling.retrieval.backends.qdrant.ingest import build_collection
     from modeling.retrieval.backends.qdrant.store import QdrantConfig
-    from modeling.retrieval.engine.search import FashionSearchEngine
+    from modeling.retrieval.engine.stored import build_store
     from modeling.serving.registry import EngineRegistry, ModelSpec
 
     faiss, index_dir = faiss_engine
@@ -65,9 +64,8 @@ def engines(request, heads_model_dir, faiss_engine, catalog_dir, tmp_path_factor
     model, _, processor = load_model(heads_model_dir)
     client = config.connect()
     try:
-        build_collection(model, processor, catalog_dir, config, model_info=faiss.index.manifest["model"],
-                         sentence_encoder=encoder, batch_size=100, split="val", max_items=len(faiss.ids),
-                         client=client)
+        build_store(model, processor, catalog_dir, config, model_info=faiss.index.manifest["model"],
+                    sentence_encoder=encoder, batch_size=100, split="val", max_items=len(faiss.ids), client=client)
     finally:
         client.close()
     registry = EngineRegistry([ModelSpec("heads", str(heads_model_dir), str(index_dir))],
@@ -98,11 +96,12 @@ def assert_same(expected, got):
     ("casual shirt", {"gender": "Men"}),
     ("red kurta", {"masterCategory": ["Apparel", "Footwear"], "usage": "ethnic"}),
 ])
-def test_text_search(engines, query, filters):
+def test_text_search(engines, query, filters, monkeypatch):
     faiss, store, _ = engines
     intent = faiss.understand(query)
     assert store.understand(query) == intent
-    for collapse in (False, True):
+    for plan, collapse in [(plan, collapse) for plan in ("nested", "two-stage") for collapse in (False, True)]:
+        monkeypatch.setattr(store.backend.store.config, "plan", plan)
         expected = faiss.search_text(query, k=10, filters=filters, collapse=collapse)
         assert len(expected) == 10
         assert_same(expected, store.search_text(query, k=10, filters=filters, collapse=collapse))
@@ -258,12 +257,14 @@ def test_qdrant_config_for_the_app(monkeypatch, tmp_path):
 
 
 def test_a_shallow_plan_scores_its_candidates_exactly(engines, monkeypatch):
-    """A fused query prefetches each signal's top `prefetch_depth`, then re-scores every signal over their union:
-    forced far below the 300 items, every hit's score is still its exact fused score (no signal defaulted to 0),
-    and most of the exact top 10 is found."""
+    """A fused query prefetches each signal's top `prefetch_depth`, then re-scores every signal over their union
+    (nested prefetches, or a second request over the union's ids): forced far below the 300 items, every hit's score
+    is still its exact fused score (no signal defaulted to 0), and most of the exact top 10 is found."""
     faiss, store, _ = engines
     monkeypatch.setattr(store.backend.store.config, "prefetch_depth", 2)
-    for query, filters in (("black sneakers for women", None), ("red kurta", {"gender": "Women"})):
+    for plan, query, filters in [(plan, query, filters) for plan in ("nested", "two-stage") for query, filters in
+                                 (("black sneakers for women", None), ("red kurta", {"gender": "Women"}))]:
+        monkeypatch.setattr(store.backend.store.config, "plan", plan)
         got = store.search_text(query, k=10, filters=filters, collapse=False)
         everything = faiss.search_text(query, k=300, filters=filters, collapse=False)
         exact = {r.id: (r.score, r.text_score, r.lexical_score) for r in everything}
@@ -271,3 +272,111 @@ def test_a_shallow_plan_scores_its_candidates_exactly(engines, monkeypatch):
         np.testing.assert_allclose([[r.score, r.text_score, r.lexical_score] for r in got],
                                    [exact[r.id] for r in got], atol=TOLERANCE)
         assert len({r.id for r in got} & {r.id for r in everything[:10]}) >= 7
+
+
+# -- serving from the collection alone ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def served_alone(heads_model_dir, faiss_engine, catalog_dir, tmp_path_factory):
+    """A model folder laid out as the app expects (MODEL/index), its qdrant-edge collection built by the build
+    command, then the index folder deleted: the app's service and engine over the model folder and the collection."""
+    pytest.importorskip("qdrant_edge")
+    import shutil
+
+    from modeling.retrieval.backends.qdrant.store import QdrantConfig
+    from modeling.retrieval.engine import build_index
+    from modeling.serving.registry import EngineRegistry, ModelSpec
+    from modeling.serving.service import SearchService
+
+    faiss, index_dir = faiss_engine
+    root = tmp_path_factory.mktemp("alone")
+    model_dir, shards = root / "model", root / "edge"
+    shutil.copytree(heads_model_dir, model_dir)
+    shutil.copytree(index_dir, model_dir / "index")
+    assert build_index.main(["--model", str(model_dir), "--catalog", str(catalog_dir), "--split", "val",
+                             "--max-items", str(len(faiss.ids)), "--batch-size", "100", "--vector-store",
+                             "qdrant-edge", "--qdrant-path", str(shards)]) == 0
+    shutil.rmtree(model_dir / "index")
+    registry = EngineRegistry([ModelSpec.parse(str(model_dir))], vector_store="qdrant-edge",
+                              qdrant=QdrantConfig(path=str(shards), edge=True))
+    engine = registry.get()
+    yield SearchService(registry), engine, model_dir
+    engine.backend.store.close()
+
+
+def test_the_app_serves_from_the_collection_alone(served_alone, faiss_engine):
+    """No index folder: the item table, groups, parser vocabulary, intent heads and VSC come from the collection,
+    and the engine and the app's JSON routes give the FAISS engine's top 10 (scores, VSC, duplicates) on the parity
+    cases."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from modeling.retrieval.backends.qdrant.catalog import StoreCatalog
+    from modeling.serving.http import API_PREFIX, app_kwargs
+    from modeling.serving.registry import EngineRegistry
+    from modeling.serving.service import SearchService
+
+    service, engine, model_dir = served_alone
+    faiss, _ = faiss_engine
+    assert isinstance(engine.index, StoreCatalog) and engine._local is None and engine.vsc.embeddings is None
+    assert engine.ids == faiss.ids and engine.intents.heads is not None
+    np.testing.assert_array_equal(engine.duplicates.groups(), faiss.duplicates.groups())
+    path = faiss.index.items.iloc[7]["image_path"]
+    runs = [lambda e, q=q, f=f, c=c: e.search_text(q, k=10, filters=f, collapse=c)
+            for q, f in [("black sneakers for women", None), ("running shoes not black", None),
+                         ("blak tshrt for men", None), ("red kurta", {"masterCategory": ["Apparel", "Footwear"]})]
+            for c in (False, True)]
+    runs += [lambda e: e.search_image(path, k=10), lambda e: e.search_image(path, k=10, filters={"gender": "Women"}),
+             lambda e: e.search_item(e.ids[42], k=10), lambda e: e.search_item(e.ids[0], k=10, collapse=False),
+             lambda e: e.search_composed(item_id=e.ids[11], text="in blue", k=10),
+             lambda e: e.search_composed(image=path, text="for men", k=10),
+             lambda e: e.search_text("watch", k=60)]
+    for run in runs:
+        assert_same(run(faiss), run(engine))
+    reference = SearchService(EngineRegistry.from_engines({model_dir.name: faiss}))
+    requests = [("search_text", {"query": "black sneakers for women", "k": 10}),
+                ("search_text", {"query": "casual shirt", "k": 10, "gender": "men"}),
+                ("similar_items", {"item_id": faiss.ids[42], "k": 10}),
+                ("composed_item", {"item_id": faiss.ids[11], "text": "make it blue", "k": 10})]
+    with TestClient(FastAPI(**app_kwargs(service)), base_url="http://localhost") as alone, \
+            TestClient(FastAPI(**app_kwargs(reference)), base_url="http://localhost") as local:
+        for name, values in requests:
+            got, want = (c.post(f"{API_PREFIX}/{name}", json=values) for c in (alone, local))
+            assert got.status_code == want.status_code == 200, got.text
+            assert [r["id"] for r in got.json()["results"]] == [r["id"] for r in want.json()["results"]]
+            assert len(want.json()["results"]) == 10
+    assert not (model_dir / "index").exists()  # nothing was rebuilt
+
+
+def test_a_missing_or_stale_serving_record_is_refused_clearly(served_alone, catalog_dir):
+    """Refused with the command that fixes it and no path; the build command run again on the up-to-date collection
+    rewrites a record of an older format without encoding anything."""
+    from modeling.encoders.loading import load_model
+    from modeling.retrieval.backends.qdrant.catalog import SERVING_KEY, StoreCatalog
+    from modeling.retrieval.backends.qdrant.store import QdrantStoreError
+    from modeling.retrieval.engine.stored import build_store
+
+    _, engine, model_dir = served_alone
+    store = engine.backend.store
+    record = engine.index.record
+    try:
+        for tampered, message in [({}, "holds no serving record"),
+                                  (dict(record, format_version=0), "serving record of format 0"),
+                                  (dict(record, catalog_signature="0" * 16), "its catalog_signature differs")]:
+            store.client.update_collection(store.name, metadata={SERVING_KEY: tampered or None})
+            with pytest.raises(QdrantStoreError, match=message) as error:
+                StoreCatalog.read(store)
+            assert "build_index" in str(error.value) and str(store.config.path) not in str(error.value)
+            assert "Error" not in str(error.value)
+        store.client.update_collection(store.name, metadata={SERVING_KEY: dict(record, format_version=0)})
+        model, _, processor = load_model(model_dir)
+        report = build_store(model, processor, catalog_dir, store.config, model_info=engine.index.manifest["model"],
+                             sentence_encoder=engine.sentence_encoder, batch_size=100, split="val",
+                             max_items=len(engine.ids), client=store.client)
+        assert report.up_to_date and report.items == 0  # nothing encoded
+        refreshed = StoreCatalog.read(store)
+        assert {k: v for k, v in refreshed.record.items() if k != "intent_heads"} == \
+            {k: v for k, v in record.items() if k != "intent_heads"}
+        np.testing.assert_array_equal(refreshed.groups, engine.index.groups)
+    finally:
+        store.client.update_collection(store.name, metadata={SERVING_KEY: record})
+    assert StoreCatalog.read(store).record == record

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from modeling.retrieval.backends.faiss import compressed
+from modeling.retrieval.common.ranking import filter_mask
 from modeling.retrieval.backends.faiss.vectors import (EXACT_THRESHOLD, FILTERED_EF_MAX_SCALE,  # noqa: F401
                                                        FILTERED_EXACT_FRACTION, FILTERED_EXACT_MIN, IndexFormatError,
                                                        VectorIndex, _as_matrix, l2_normalise)
@@ -85,6 +86,11 @@ class CatalogIndex:
 
     def __len__(self) -> int:
         return len(self.items)
+
+    @property
+    def has_item_texts(self) -> bool:
+        """Whether the index holds the item-text embeddings that fused text search reads."""
+        return self.text_embeddings is not None
 
     def __repr__(self) -> str:
         model = self.manifest.get("model", {}).get("name")
@@ -304,21 +310,4 @@ class CatalogIndex:
         Raises:
             `ValueError`: a key with a non-empty value is not an item column.
         """
-        wanted = {}
-        for key, values in (filters or {}).items():
-            if values is None or isinstance(values, (str, int, float)):
-                values = [values]
-            folded = {str(value).strip().casefold() for value in values if value is not None and str(value).strip()}
-            if folded:
-                wanted[key] = folded
-        unknown = [key for key in wanted if key not in self.items.columns]
-        if unknown:
-            raise ValueError(f"unknown filter keys {unknown}; allowed keys are {list(self.items.columns)}")
-        if not wanted:
-            return None
-        mask = np.ones(len(self.items), dtype=bool)
-        for key, values in wanted.items():
-            if key not in self._folded:
-                self._folded[key] = self.items[key].astype("string").str.strip().str.casefold()
-            mask &= self._folded[key].isin(values).to_numpy(dtype=bool, na_value=False)
-        return mask
+        return filter_mask(self.items, filters, self._folded)

@@ -14,6 +14,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 COLLECTION_PREFIX = "fashion-search"
 DEFAULT_PREFETCH_DEPTH = 1_000  # per signal: the query plan stays bounded as the catalog grows
+QUERY_PLANS = ("nested", "two-stage")  # how fused queries re-score their candidates (`QdrantStore.plan`)
 
 class QdrantStoreError(ValueError):
     """The Qdrant backend cannot be used as configured (unreachable, refused key, wrong or incomplete collection)."""
@@ -54,6 +55,10 @@ class QdrantConfig:
         edge (`bool`, defaults to False): with `path`, the folder holds `qdrant-edge-py` shards (the real Qdrant
             engine in process, `modeling.retrieval.backends.qdrant.edge`) instead of qdrant-client's local mode.
         hnsw_ef (`int`, *optional*): the HNSW beam width of each search (the engine's default when None).
+        plan (`str`, defaults to "nested"): how a fused query re-scores the union of the signals' candidates:
+            "nested" (one request; every signal's re-scoring prefetch repeats the `prefetch_depth` searches of all
+            signals, 9 searches for 3 signals) or "two-stage" (the 3 searches once, their union's ids back, then a
+            second request scoring every signal over those points alone); `benchmarks/qdrant_plan.py --plans`.
     """
 
     url: str | None = None
@@ -73,6 +78,7 @@ class QdrantConfig:
     exact: bool = False
     edge: bool = False
     hnsw_ef: int | None = None
+    plan: str = "nested"
     extra: dict = field(default_factory=dict)  # passed on to QdrantClient (e.g. grpc options)
 
     def __post_init__(self):
@@ -81,6 +87,8 @@ class QdrantConfig:
         for name in ("shard_number", "replication_factor", "prefetch_depth"):
             if int(getattr(self, name)) < 1:
                 raise QdrantStoreError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.plan not in QUERY_PLANS:
+            raise QdrantStoreError(f"plan must be one of {', '.join(QUERY_PLANS)}, got {self.plan!r}")
         if self.edge and (self.path is None or self.path == ":memory:"):
             raise QdrantStoreError("the qdrant-edge vector store keeps its shards in a folder: give --qdrant-path DIR")
 

@@ -161,12 +161,12 @@ def _point(point) -> SimpleNamespace:
                            payload=point.payload, vector=point.vector)
 
 
-def shard_config(config, visual_dim: int, text_dim: int | None):
-    """The shard's vectors, storage and quantization from a `QdrantConfig` (as `create_collection` asks a server)."""
+def shard_config(config, sizes: dict[str, int]):
+    """The shard's vectors (`sizes`: each named dense vector's dimension, all cosine), storage and quantization
+    from a `QdrantConfig` (as `create_collection` asks a server)."""
     memory = edge.Memory.Cold if config.on_disk else edge.Memory.Cached
-    vectors = {"visual": edge.EdgeVectorParams(size=int(visual_dim), distance=edge.Distance.Cosine, memory=memory)}
-    if text_dim:
-        vectors["title"] = edge.EdgeVectorParams(size=int(text_dim), distance=edge.Distance.Cosine, memory=memory)
+    vectors = {name: edge.EdgeVectorParams(size=int(size), distance=edge.Distance.Cosine, memory=memory)
+               for name, size in sizes.items()}
     quantization = (edge.ScalarQuantizationConfig(edge.ScalarType.Int8, quantile=config.quantile,
                                                   memory=edge.Memory.Cached) if config.quantization else None)
     return edge.EdgeConfig(vectors=vectors, sparse_vectors={"keywords": edge.EdgeSparseVectorParams()},
@@ -245,7 +245,7 @@ class EdgeClient:
         sizes = {v: int(p.size) for v, p in vectors_config.items()}
         try:  # the shard and its record together, or neither: no folder the client can neither list nor delete
             self._shards[name] = edge.EdgeShard.create(str(folder / "shard"),
-                                                       shard_config(self.config, sizes["visual"], sizes.get("title")))
+                                                       shard_config(self.config, sizes))
             _write_json(folder / COLLECTION_FILE, {"vectors": sizes, "metadata": dict(metadata or {})})
         except BaseException:
             self._shards.pop(name, None)
@@ -287,6 +287,12 @@ class EdgeClient:
         shard.update(edge.UpdateOperation.upsert_points(
             [edge.Point(str(p.id), render_vector(p.vector), p.payload) for p in points]))
         shard.flush()  # what wait=True promises: the batch is on disk before its progress is recorded
+
+    def set_payload(self, name: str, payload: dict, points, **_options) -> None:
+        """Set `payload`'s fields on the points `points` (ids), keeping their other fields."""
+        shard = self._shard(name)
+        shard.update(edge.UpdateOperation.set_payload([str(i) for i in points], payload))
+        shard.flush()
 
     def optimize(self, name: str) -> None:
         """Build the shard's HNSW graphs, int8 copies and merged segments (a server does it in the background)."""

@@ -32,12 +32,11 @@ import hashlib
 import logging
 import os
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import datasets
 import numpy as np
@@ -49,10 +48,11 @@ from modeling.data.catalog import ATTRIBUTES, cell_text, image_ref, plan_columns
 from modeling.data.sources import METADATA_FILES, TABLE_BUILDERS, CatalogError
 from modeling.data.text import as_text, item_description
 from modeling.encoders.sentence import SentenceEncoder
-from modeling.retrieval.backends.qdrant.store import (COMPLETE_KEY, DESCRIPTION_FIELD, FORMAT_VERSION, GROUP_FIELD,
-                                                      KEYWORD_FIELDS, KEYWORDS, METADATA_KEY, TITLE, VISUAL,
-                                                      KeywordStatistics, QdrantClient, QdrantConfig, QdrantStoreError,
-                                                      collection_name, fold, models, point_id)
+from modeling.retrieval.backends.qdrant.schema import (create_collection, create_payload_indexes,  # noqa: F401
+                                                       item_payload)
+from modeling.retrieval.backends.qdrant.store import (COMPLETE_KEY, FORMAT_VERSION, KEYWORDS, METADATA_KEY, TITLE,
+                                                      VISUAL, KeywordStatistics, QdrantConfig, QdrantStoreError,
+                                                      collection_name, models, point_id)
 
 logger = logging.getLogger(__name__)
 
@@ -175,52 +175,6 @@ def batched(rows: Iterator[dict], size: int) -> Iterator[list[dict]]:
         yield batch
 
 
-# -- the collection ---------------------------------------------------------------------------------------------
-def create_payload_indexes(client: "QdrantClient", name: str) -> None:
-    """Keyword indexes on the filter attributes, `id` and `group`; a full-text index (word tokenizer, lower-cased)
-    on the item description. (Local mode records them and warns that it does not use them: silenced.)"""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Payload indexes have no effect in the local Qdrant")
-        for field_name in KEYWORD_FIELDS:
-            client.create_payload_index(name, field_name, field_schema=models.PayloadSchemaType.KEYWORD, wait=True)
-        client.create_payload_index(name, DESCRIPTION_FIELD, wait=True, field_schema=models.TextIndexParams(
-            type=models.TextIndexType.TEXT, tokenizer=models.TokenizerType.WORD, lowercase=True))
-
-
-def create_collection(client: "QdrantClient", name: str, config: QdrantConfig, visual_dim: int,
-                      text_dim: int | None, metadata: dict) -> None:
-    """Create a collection with the vectors, storage and quantization of `config` and every payload index."""
-    vectors = {VISUAL: models.VectorParams(size=int(visual_dim), distance=models.Distance.COSINE,
-                                           on_disk=config.on_disk)}
-    if text_dim:
-        vectors[TITLE] = models.VectorParams(size=int(text_dim), distance=models.Distance.COSINE,
-                                             on_disk=config.on_disk)
-    quantization = (models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
-        type=models.ScalarType.INT8, quantile=config.quantile, always_ram=True)) if config.quantization else None)
-    client.create_collection(
-        name, vectors_config=vectors,
-        sparse_vectors_config={KEYWORDS: models.SparseVectorParams(
-            index=models.SparseIndexParams(on_disk=config.on_disk))},
-        shard_number=int(config.shard_number), replication_factor=int(config.replication_factor),
-        on_disk_payload=config.on_disk, quantization_config=quantization, metadata={METADATA_KEY: metadata})
-    create_payload_indexes(client, name)
-
-
-def item_payload(row: Mapping, position: int, description: str) -> dict:
-    """A point's payload: display fields, case-folded filter attributes, their display values, the description,
-    and `group` when the row has one."""
-    attributes = {a: str(row.get(a) or "") for a in ATTRIBUTES if a in row}
-    payload: dict[str, Any] = {
-        "id": str(row["id"]), "position": int(position), "title": str(row.get("title") or ""),
-        "image_path": str(row.get("image_path") or ""), DESCRIPTION_FIELD: description,
-        "attributes": {a: v for a, v in attributes.items() if v},
-        **{a: fold(v) for a, v in attributes.items()},
-    }
-    if row.get(GROUP_FIELD):
-        payload[GROUP_FIELD] = str(row[GROUP_FIELD])
-    return payload
-
-
 # -- encoding ---------------------------------------------------------------------------------------------------
 def _decode(ref: dict):
     try:
@@ -312,7 +266,9 @@ def build_collection(model, processor, catalog, config: QdrantConfig, *, model_i
                      sentence_encoder: SentenceEncoder | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                      split=None, max_items: int | None = None, column_map: Mapping[str, str] | None = None,
                      rebuild: bool = False, state=None, client=None,
-                     on_batch: Callable[[int], None] | None = None) -> BuildReport:
+                     on_batch: Callable[[int], None] | None = None,
+                     named_texts: Mapping[str, Callable[[Mapping], str]] | None = None,
+                     finalize: Callable[[Any, str, dict], None] | None = None) -> BuildReport:
     """Stream `catalog` into a Qdrant collection (see the module docstring); returns this process's report.
 
     Args:
@@ -324,6 +280,11 @@ def build_collection(model, processor, catalog, config: QdrantConfig, *, model_i
         client: an open `QdrantClient` (default `config.connect()`); callers passing one share it between
             processes themselves (local mode cannot be opened by several).
         on_batch: called with each batch index once it is recorded (progress hooks; tests interrupt builds here).
+        named_texts: more named dense vectors, each the sentence encoder's embedding of a text of the row (the
+            engine's `vsc`: the description VSC compares with); part of the build id.
+        finalize: called by the main process as `finalize(client, physical, metadata)` once every batch is in,
+            before the collection is optimised and marked complete (the engine writes the duplicate groups and
+            its serving record there, `modeling.retrieval.engine.store_build`).
     """
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -338,7 +299,7 @@ def build_collection(model, processor, catalog, config: QdrantConfig, *, model_i
             return build_collection(model, processor, catalog, config, model_info=model_info,
                                     sentence_encoder=sentence_encoder, batch_size=batch_size, split=split,
                                     max_items=max_items, column_map=column_map, rebuild=rebuild, state=state,
-                                    client=client, on_batch=on_batch)
+                                    client=client, on_batch=on_batch, named_texts=named_texts, finalize=finalize)
         finally:
             client.close()  # local mode: releases the folder's lock
     alias = config.collection or collection_name(model_info["fingerprint"], config.prefix)
@@ -352,8 +313,10 @@ def build_collection(model, processor, catalog, config: QdrantConfig, *, model_i
     keywords = statistics.encoder()
     text_info = ({"name": sentence_encoder.name, "embedding_dim": sentence_encoder.dim}
                  if sentence_encoder is not None else None)
-    build_id = hashlib.sha256(repr((model_info["fingerprint"], text_info, signature, keywords.signature()))
-                              .encode()).hexdigest()[:12]
+    named = sorted(named_texts or {}) if sentence_encoder is not None else []
+    identity = (model_info["fingerprint"], text_info, signature, keywords.signature()) + ((tuple(named),) if named
+                                                                                        else ())
+    build_id = hashlib.sha256(repr(identity).encode()).hexdigest()[:12]
     stem = f"{alias}-{build_id}-"
 
     target = _alias_target(client, alias)
@@ -362,7 +325,7 @@ def build_collection(model, processor, catalog, config: QdrantConfig, *, model_i
         return BuildReport(alias, target, up_to_date=True, total_points=int(client.count(target, exact=True).count))
     metadata = {"format_version": FORMAT_VERSION, "model": dict(model_info), "text_encoder": text_info,
                 "keywords": keywords.to_dict(), "catalog": {"source": str(catalog), "signature": signature},
-                "attributes": attributes}
+                "attributes": attributes, "named_texts": named}
     physical = _physical_collection(client, config, alias, stem, target, rebuild, state, metadata)
     report = BuildReport(alias, physical)
     device = getattr(state, "device", None)
@@ -371,11 +334,12 @@ def build_collection(model, processor, catalog, config: QdrantConfig, *, model_i
     start = time.perf_counter()
     total = -(-statistics.num_documents // batch_size)
     report.items = _stream(client, physical, rows(), statistics.num_documents, batch_size, state,
-                           (model, processor, sentence_encoder, keywords, device), on_batch)
+                           (model, processor, sentence_encoder, keywords, device,
+                            {n: named_texts[n] for n in named}), on_batch)
     report.seconds = time.perf_counter() - start
     state.wait_for_everyone()
     if state.is_main_process:
-        report.total_points = _finish(client, alias, physical, target, world, batch_size, total)
+        report.total_points = _finish(client, alias, physical, target, world, batch_size, total, finalize)
     return report
 
 
@@ -394,7 +358,8 @@ def _physical_collection(client, config: QdrantConfig, alias: str, stem: str, ta
             physical = stem + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d%H%M%S")
             text_info = metadata["text_encoder"]
             create_collection(client, physical, config, metadata["model"]["embedding_dim"],
-                              text_info and text_info["embedding_dim"], metadata)
+                              text_info and text_info["embedding_dim"], metadata,
+                              {n: text_info["embedding_dim"] for n in metadata["named_texts"]})
             logger.info("building %s into %s", alias, physical)
         else:
             physical = resumable[-1]
@@ -409,7 +374,8 @@ def _physical_collection(client, config: QdrantConfig, alias: str, stem: str, ta
 
 def _stream(client, physical: str, rows, num_rows: int, batch_size: int, state, encoders, on_batch) -> int:
     """Encode and upsert this process's batches (every `world`-th, from where its progress key says it stopped),
-    recording each; returns the items written. `encoders`: (model, processor, sentence encoder, keywords, device)."""
+    recording each; returns the items written. `encoders`: (model, processor, sentence encoder, keywords, device,
+    named texts)."""
     rank, world = state.process_index, state.num_processes
     key = _progress_key(rank, world, batch_size)
     done, items = int(_metadata(client, physical).get(key, 0)), 0
@@ -425,7 +391,7 @@ def _stream(client, physical: str, rows, num_rows: int, batch_size: int, state, 
             kept = [(position + i, row, image) for i, (row, image) in enumerate(zip(batch, images))
                     if image is not None]
             if kept:
-                _upsert(client, physical, *encoders[:4], kept, encoders[4])
+                _upsert(client, physical, *encoders[:4], kept, encoders[4], encoders[5])
             client.update_collection(physical, metadata={key: index + 1})
             items += len(kept)
             bar.update(len(batch))
@@ -435,13 +401,22 @@ def _stream(client, physical: str, rows, num_rows: int, batch_size: int, state, 
     return items
 
 
-def _upsert(client, name, model, processor, sentence_encoder, keywords, kept, device) -> None:
+def _encode_texts(sentence_encoder, texts: list[str]) -> np.ndarray:
+    """Each text's embedding, every distinct text encoded once (catalogs repeat titles)."""
+    unique = list(dict.fromkeys(texts))
+    row = {text: i for i, text in enumerate(unique)}
+    return np.asarray(sentence_encoder.encode(unique))[[row[t] for t in texts]]
+
+
+def _upsert(client, name, model, processor, sentence_encoder, keywords, kept, device, named_texts=None) -> None:
     visual = encode_image_batch(model, processor, [image for _, _, image in kept], device)
     descriptions = [item_description(row) for _, row, _ in kept]
     titles = sentence_encoder.encode(descriptions) if sentence_encoder is not None else None
+    named = {n: _encode_texts(sentence_encoder, [text(row) for _, row, _ in kept])
+             for n, text in (named_texts or {}).items()}
     points = []
     for j, ((position, row, _), description) in enumerate(zip(kept, descriptions)):
-        vector = {VISUAL: visual[j].tolist()}
+        vector = {VISUAL: visual[j].tolist(), **{n: embeddings[j].tolist() for n, embeddings in named.items()}}
         if titles is not None:
             vector[TITLE] = titles[j].tolist()
         indices, values = keywords.document_vector(description)
@@ -453,8 +428,8 @@ def _upsert(client, name, model, processor, sentence_encoder, keywords, kept, de
 
 
 def _finish(client, alias: str, physical: str, previous: str | None, world: int, batch_size: int,
-            total_batches: int) -> int:
-    """Check every process finished, mark the collection complete, switch the alias, drop the replaced one."""
+            total_batches: int, finalize=None) -> int:
+    """Check every process finished, `finalize` it, mark it complete, switch the alias, drop the replaced one."""
     metadata = _metadata(client, physical)
     unfinished = [rank for rank in range(world)
                   if int(metadata.get(_progress_key(rank, world, batch_size), 0)) < _last_batch(rank, world,
@@ -462,6 +437,8 @@ def _finish(client, alias: str, physical: str, previous: str | None, world: int,
     if unfinished:
         raise QdrantStoreError(f"processes {unfinished} did not finish their batches of {physical}; run the build "
                                "again to resume")
+    if finalize is not None:
+        finalize(client, physical, metadata)
     if hasattr(client, "optimize"):  # an embedded engine (qdrant-edge) builds its HNSW graphs and int8 copies now
         client.optimize(physical)
     points = int(client.count(physical, exact=True).count)

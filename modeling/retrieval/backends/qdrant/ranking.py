@@ -1,5 +1,5 @@
 """The Qdrant backend: a `RankRequest` rendered as prefetches + a formula query on the model's collection, hits
-mapped back to the engine's index positions (the collection must hold the items of the local index).
+mapped back to the engine's positions (its item table, read from the same collection at start).
 
 Each `ScoreTerm` becomes one payload-condition formula term (`payload_boost`); terms smaller than `MIN_BOOST` are
 left out (an item has one value per attribute, so the score differs from the exact one by less than that).
@@ -8,7 +8,6 @@ left out (an item has one value per attribute, so the score differs from the exa
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from functools import partial
 
 import numpy as np
 
@@ -74,8 +73,8 @@ class QdrantBackend:
             return np.array([self._position[str(i)] for i in item_ids], dtype=np.int64)
         except KeyError as error:
             raise QdrantStoreError(
-                f"collection {self.store.name!r} holds item {error.args[0]!r}, which the local index lacks: build "
-                "the collection and the index from the same catalog") from None
+                f"collection {self.store.name!r} holds item {error.args[0]!r}, which the item table read at start "
+                "lacks: the collection changed under the running engine; restart it") from None
 
     def rank(self, request: RankRequest) -> list[Ranked]:
         """The top `request.depth`, exact ties to the lower index position as the in-process ranking orders them:
@@ -131,27 +130,22 @@ class QdrantBackend:
 
     def vector(self, position: int) -> np.ndarray:
         """A catalog item's stored unit image vector."""
-        return self.store.item_vectors([self._ids[int(position)]])[0]
+        return self.vectors([position])[0]
+
+    def vectors(self, positions) -> np.ndarray:
+        """The stored unit image vectors of the items at `positions` (one request)."""
+        return self.store.item_vectors([self._ids[int(p)] for p in positions])
 
 
-def open_backend(index, *, name="qdrant", config=None, encoder=None, client=None):
-    """The registry's entry: the model's Qdrant collection that `config` locates (`QdrantStore.open` raises what is
-    wrong with it), checked to hold the items of the local `index` (the engine maps the store's hits to local
-    positions, VSC, intents and duplicate groups); through `client` when given (engines sharing one local-mode
-    folder). `name` "qdrant-edge" opens `config`'s folder as edge shards. Returns the factory the engine calls with
-    its `LocalCatalog`."""
+def open_store(name: str, config, model_info, text_dim: int | None = None, client=None) -> QdrantStore:
+    """The model's Qdrant collection that `config` locates (`QdrantStore.open` raises what is wrong with it), through
+    `client` when given (engines sharing one local-mode folder); `name` "qdrant-edge" opens `config`'s folder as edge
+    shards. The engine serves from it alone (`modeling.retrieval.engine.stored`)."""
     if config is None:
         raise ValueError(f"the {name} vector store needs a QdrantConfig: a server url or a local path")
     if (name == "qdrant-edge") != config.edge:
-        raise ValueError(f"--vector-store {name} was given a QdrantConfig for {config.store_name} ({config.location})")
-    text_dim = encoder.dim if encoder is not None and index.text_embeddings is not None else None
-    store = QdrantStore.open(config, index.manifest["model"], text_dim=text_dim, client=client)
-    if store.num_items != len(index.items):
-        if client is None:
-            store.close()
-        raise QdrantStoreError(f"collection {store.name!r} at {config.location} holds {store.num_items} items, the "
-                               f"local index {len(index.items)}: build both from the same catalog")
-    return partial(QdrantBackend, store)
+        raise ValueError(f"--vector-store {name} was given a QdrantConfig for {config.store_name}")
+    return QdrantStore.open(config, model_info, text_dim=text_dim, client=client)
 
 
-__all__ = ["MIN_BOOST", "QdrantBackend", "max_boost", "open_backend", "render_terms"]
+__all__ = ["MIN_BOOST", "QdrantBackend", "max_boost", "open_store", "render_terms"]

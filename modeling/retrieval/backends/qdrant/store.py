@@ -267,10 +267,27 @@ class QdrantStore:
                                       params=None if using == KEYWORDS else params) for using, query in signals]
         if not rescore or len(candidates) == 1:
             return candidates
+        if self.config.plan == "two-stage":
+            return self.rescoring_stage(signals, self.candidate_ids(candidates, depth))
         exact = (models.SearchParams(quantization=models.QuantizationSearchParams(ignore=True))
                  if self.config.native and self.config.quantization else None)
         return [models.Prefetch(prefetch=candidates, query=query, using=using, filter=query_filter,
                                 limit=int(depth) * len(candidates), params=None if using == KEYWORDS else exact)
+                for using, query in signals]
+
+    def candidate_ids(self, candidates: list, depth: int) -> list[str]:
+        """The union of the signals' top `depth` (the `candidates` prefetches), ids only: one request."""
+        points = self.client.query_points(self.name, prefetch=candidates, limit=int(depth) * len(candidates),
+                                          query=models.FusionQuery(fusion=models.Fusion.RRF), with_payload=False,
+                                          with_vectors=False).points
+        return [str(p.id) for p in points]
+
+    def rescoring_stage(self, signals: Sequence[tuple[str, Any]], ids: list[str]) -> list:
+        """Every signal scored exactly over the points `ids` (a full scan of those points alone, originals)."""
+        only = models.Filter(must=[models.HasIdCondition(has_id=ids)])
+        full = models.SearchParams(exact=True, quantization=models.QuantizationSearchParams(ignore=True)
+                                   if self.config.quantization else None) if self.config.native else None
+        return [models.Prefetch(query=query, using=using, filter=only, limit=max(len(ids), 1), params=full)
                 for using, query in signals]
 
     def query_formula(self, prefetch: list, terms: Sequence[FormulaTerm], k: int, with_vectors=False) -> list:
