@@ -103,7 +103,11 @@ def run_overload(args, work: Workload) -> dict:
         # the probe runs as long as the clients do (a line on its stdin stops it), 120 s at most
         prober = subprocess.Popen([sys.executable, __file__, str(port), "120"], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True)
-        result = overload_clients(port, args.overload_clients, args.overload_requests, work)
+        try:
+            result = overload_clients(port, args.overload_clients, args.overload_requests, work)
+        except BaseException:
+            prober.kill()
+            raise
         result["probe"] = json.loads(prober.communicate("stop\n", timeout=180)[0])
         after = memory_mb(server.pid)
         result.update(rss_before_mb=before, rss_peak_mb=after["VmHWM"], rss_after_mb=after["VmRSS"],
@@ -137,7 +141,7 @@ def main(argv=None) -> None:
     or once a line arrives on its standard input."""
     port, seconds = (argv if argv is not None else sys.argv[1:])[:2]
     stop = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+    threading.Thread(target=lambda: sys.stdin.readline() and stop.set(), daemon=True).start()  # "" at EOF
     print(json.dumps(probe(int(port), float(seconds), stop=stop)))
 
 

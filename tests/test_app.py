@@ -328,8 +328,11 @@ def test_context_is_shown_apart_and_greyed():
     # The types the rest of the query favours among the product's ("shoes to go with a suit": Formal Shoes).
     implied = {"mode": "text", "understood": {**data["understood"], "context_chips": [], "implied": [
         {"attribute": "articleType", "values": ["Formal Shoes"], "phrase": "shoes + suit"}]}}
-    assert "Favoured among them: Formal Shoes (from shoes + suit)" in app.context_note(implied)
+    assert "Favoured types: Formal Shoes (from shoes + suit)" in app.context_note(implied)
     assert "no boost" not in app.context_note(implied)
+    for chip in ("articleType", "usage"):  # unticking the type or the usage chip switches the boost off: no note
+        unticked = {**implied, "understood": {**implied["understood"], "ignored": [chip]}}
+        assert app.context_note(unticked) == ""
 
 
 def test_bad_chip_keys_are_refused_with_a_message(handlers):

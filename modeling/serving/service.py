@@ -60,7 +60,13 @@ DEFAULT_MAX_WAITING = 64
 # the loop then gets a core at once: with 200 clients on the shared 2-core machine a separate client's refusals
 # took p95 9-12 ms at 10 against 78-83 ms at 0 (docs/api.md, "Under load"); admitted requests kept their p95, and
 # the machine's other processes get more of the cores (about 10% fewer answers a second while they were busy).
-DEFAULT_WORKER_NICE = int(os.environ.get("FASHION_WORKER_NICE", "10"))
+def _worker_nice(value: str) -> int:
+    if not value.strip().isascii() or not value.strip().isdigit() or int(value) > 19:
+        raise SystemExit(f"FASHION_WORKER_NICE must be a whole number from 0 to 19, got {value!r}")
+    return int(value)
+
+
+DEFAULT_WORKER_NICE = _worker_nice(os.environ.get("FASHION_WORKER_NICE", "10"))
 ANY = "Any"
 # The filters offered to users: catalog column -> the name users see (UI labels, messages).
 FILTERS = {"gender": "Gender", "articleType": "Category", "baseColour": "Colour"}

@@ -157,9 +157,10 @@ def context_note(data: dict | None) -> str:
     labels = understood.get("context_chips") or []
     notes = ["Context, not searched for (no boost): " + " · ".join(html.escape(label) for label in labels)] \
         if labels else []
-    # what the rest of the query picked among the product's types ("shoes" + "with a suit": Formal Shoes)
-    notes += [f"Favoured among them: {html.escape(' / '.join(i.get('values', [])))} (from "
-              f"{html.escape(str(i.get('phrase', '')))})" for i in understood.get("implied") or []]
+    # the types the rest of the query favours ("shoes" + "with a suit": Formal Shoes); gone with its chips
+    implied = [] if {"articleType", "usage"} & set(understood.get("ignored") or []) else understood.get("implied")
+    notes += [f"Favoured types: {html.escape(' / '.join(i.get('values', [])))} (from "
+              f"{html.escape(str(i.get('phrase', '')))})" for i in implied or []]
     return "<span style='opacity:0.55'>" + "<br>".join(notes) + "</span>" if notes else ""
 
 

@@ -2,6 +2,7 @@
 (`Overloaded`: 503 with Retry-After on the JSON routes, the same message on the Gradio endpoints) before any work."""
 
 import asyncio
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -141,6 +142,7 @@ def _nice() -> int:
     return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
 def test_the_search_and_encoder_threads_run_below_the_event_loop(small_engine):
     """The loop that answers and refuses requests gets a core before the ranking and encoding threads."""
     registry = EngineRegistry.from_engines({"tiny-dual-encoder": small_engine})

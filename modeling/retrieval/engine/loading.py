@@ -91,9 +91,9 @@ def load_engine_parts(model_dir: str | os.PathLike, index_dir: str | os.PathLike
     def load_photo():  # the second photo encoder's index: a folder of its own, beside the main index by default
         if not photo_model:
             return None
-        if photo_index is None and vector_store != "faiss":
-            logger.warning("serving from %s alone: photo queries use the model's own encoder (the second photo "
-                           "encoder %s needs its index folder, photo_index)", vector_store, photo_model)
+        if vector_store != "faiss":  # its index and the re-scoring need the catalog's vectors in process
+            logger.warning("serving from %s alone: photo queries use the model's own encoder, not the second "
+                           "photo encoder %s (it needs a local index)", vector_store, photo_model)
             return None
         return load_photo_fusion(photo_model, photo_index or Path(index_dir) / PHOTO_INDEX, get_dataset, rebuild)
 

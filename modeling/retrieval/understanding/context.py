@@ -114,7 +114,7 @@ class RuleContext:
     @staticmethod
     def _for_thing(raw: Sequence[str], j: int, named: Mapping[str, set[int]], breaks: set[int]) -> bool:
         """Whether "for" at `j`, after the product, names a thing rather than a person or an occasion: a product
-        within two modifiers ("for my brown leather trousers", "for a grey winter coat"), or a colour of some other
+        within three modifiers ("for my brown leather trousers", "for a grey winter coat"), or a colour of some other
         noun that ends the clause ("for olive skin", "for a red carpet event"); not "for my sister", "for men", "for
         a party in red", "for women, black", nor "looking for black office shoes" (no product before it: this one
         is the product)."""

@@ -33,19 +33,24 @@ def usage_shares(items) -> dict[str, dict[str, float]]:
 
 
 def implied_types(intents: Mapping, narrowers: Sequence, type_usage: Mapping[str, Mapping[str, float]],
-                  type_share: Mapping[str, float]) -> tuple[tuple[str, ...], float, str] | None:
+                  type_share: Mapping[str, float], negations: Mapping | None = None
+                  ) -> tuple[tuple[str, ...], float, str] | None:
     """(types, confidence, phrase) the rest of a query picks, or None.
 
     `intents`: attribute -> the query's wish (an object with `values`, `confidence`, `phrase`); `narrowers`: type
     hints that name no product of their own ("trip": the travel bags); `type_usage`: `usage_shares` of the
-    catalog; `type_share`: each type's share of the catalog's items. With a broadly named product, the types among
+    catalog; `type_share`: each type's share of the catalog's items (a parser without value counts has none, and
+    implies nothing); `negations`: attribute -> what the query rules out (a ruled-out type is never implied:
+    "ethnic wear not kurtas"). With a broadly named product, the types among
     its own that the narrowers and the usage pick, each narrowing what the ones before left (never to none, never
     all of them, never a new type), at the confidence of the least sure; with no type named, the usage's types while they cover at most `IMPLIED_MAX_COVERAGE`.
     """
     kind, usage = intents.get("articleType"), intents.get("usage")
+    ruled_out = (negations or {}).get("articleType")
+    ruled_out = set(ruled_out.values) if ruled_out is not None else set()
     likely = () if usage is None else tuple(
-        t for t, shares in type_usage.items()
-        if t in type_share and sum(shares.get(u, 0.0) for u in usage.values) >= IMPLIED_USAGE_SHARE)
+        t for t, shares in type_usage.items() if t in type_share and t not in ruled_out
+        and sum(shares.get(u, 0.0) for u in usage.values) >= IMPLIED_USAGE_SHARE)
     if kind is None:
         if not likely or sum(type_share[t] for t in likely) > IMPLIED_MAX_COVERAGE:
             return None

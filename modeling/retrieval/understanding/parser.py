@@ -303,7 +303,7 @@ class QueryParser:
         return QueryIntent(query=str(query), search_text=self._search_text(raw, corrected, joined, consumed,
                                                                              dropped) or str(query), intents=tuple(intents.values()), negations=tuple(negations.values()),
                            free_words=tuple(free), corrected=self._corrections(raw, corrected, joined, consumed),
-                           context=tuple(hints.values()), implied=self._implied(intents, narrowers))
+                           context=tuple(hints.values()), implied=self._implied(intents, narrowers, negations))
 
     @staticmethod
     def _search_text(raw: list[str], corrected: dict, joined: set[int], consumed: set[int], dropped: set[int]) -> str:
@@ -375,9 +375,10 @@ class QueryParser:
                    for start, end in spans if (key := tuple(words[start:end])) in self.context_usage]
         return implied + [replace(i, confidence=min(i.confidence, CONFIDENCE["weak"]), source="weak") for i in hints]
 
-    def _implied(self, intents: Mapping[str, Intent], narrowers: Sequence[Intent]) -> tuple[Intent, ...]:
+    def _implied(self, intents: Mapping[str, Intent], narrowers: Sequence[Intent],
+                 negations: Mapping[str, Intent]) -> tuple[Intent, ...]:
         """`QueryIntent.implied`: the types the rest of the query picks (`implied.py`), as one intent or none."""
-        found = implied_types(intents, narrowers, self.type_usage, self.type_share)
+        found = implied_types(intents, narrowers, self.type_usage, self.type_share, negations)
         return () if found is None else (Intent("articleType", *found, "implied"),)
 
     def _grouped(self, found: dict[str, dict[str, list[Intent]]]):

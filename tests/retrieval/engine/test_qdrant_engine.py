@@ -380,3 +380,23 @@ def test_a_missing_or_stale_serving_record_is_refused_clearly(served_alone, cata
     finally:
         store.client.update_collection(store.name, metadata={SERVING_KEY: record})
     assert StoreCatalog.read(store).record == record
+
+
+def test_a_store_alone_leaves_the_second_photo_encoder_off(heads_model_dir, monkeypatch, caplog):
+    """The app asks for the second photo encoder by default; served from a collection alone it would need a local
+    index of the whole catalog and the catalog's vectors in process: it stays off, with a warning, and no folder is
+    written."""
+    from modeling.retrieval.engine import loading, stored
+    from modeling.retrieval.backends.qdrant.store import QdrantConfig
+
+    def no_photo_index(*args, **kwargs):
+        raise AssertionError("a store alone built the second photo encoder's index")
+
+    monkeypatch.setattr(loading, "load_photo_fusion", no_photo_index)
+    monkeypatch.setattr(stored, "load_store_parts", lambda *a, **k: {"index": "the collection's catalog"})
+    with caplog.at_level("WARNING"):
+        parts = loading.load_engine_parts(heads_model_dir, heads_model_dir / "index", text_encoder=None,
+                                          vector_store="qdrant-edge", qdrant=QdrantConfig(path="unused", edge=True),
+                                          photo_model="efficientnet-lite0", photo_index=heads_model_dir / "photo")
+    assert parts["photo_fusion"] is None and "second photo encoder" in caplog.text
+    assert not (heads_model_dir / "photo").exists() and not (heads_model_dir / "index").exists()

@@ -231,3 +231,11 @@ def test_a_narrowing_hint_names_no_product_of_its_own(parser, query):
 def test_white_collar_is_a_kind_of_job_not_a_colour(parser):
     parsed = parser.parse("shoes for my first white collar job")
     assert parsed.get("baseColour") is None and parsed.implied[0].values == ("Formal Shoes",)
+
+
+@pytest.mark.parametrize("query, ruled_out", [("ethnic wear not kurtas", "Kurtas"),
+                                              ("something for the office, no ties", "Ties")])
+def test_a_ruled_out_type_is_never_implied(parser, query, ruled_out):
+    parsed = parser.parse(query)
+    assert ruled_out in parsed.negations[0].values
+    assert parsed.implied and all(ruled_out not in i.values for i in parsed.implied)
