@@ -89,6 +89,8 @@ demo-estimate:
 	test -f $(BASE)/model.safetensors || { total=$$((total + 59)); steps="$$steps train ~25-60 min,"; }; \
 	test -f $(MODEL)/model.safetensors || { total=$$((total + 3)); steps="$$steps combiner ~3 min,"; }; \
 	test -f $(MODEL)/index/manifest.json || { total=$$((total + 6)); steps="$$steps index ~6 min,"; }; \
+	test -f $(MODEL)/index/photo-128x96/manifest.json || { total=$$((total + 6)); \
+		steps="$$steps second photo index ~5 min,"; }; \
 	if [ $$total -eq 0 ]; then echo "make demo: everything is in place; the app answers in about 10 s."; \
 	else steps="$${steps%,}"; echo "make demo: up to about $$total minutes to the first answer on 2 CPU cores "\
 	"($${steps# }); less on more cores."; fi

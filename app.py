@@ -37,7 +37,7 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from modeling.serving.registry import DEFAULT_PHOTO_MODEL, EngineRegistry, ModelSpec, qdrant_config, with_index_repo
-from modeling.serving.service import DEFAULT_MAX_IN_FLIGHT, MAX_K, SearchService
+from modeling.serving.service import DEFAULT_MAX_IN_FLIGHT, DEFAULT_WORKER_NICE, MAX_K, SearchService
 from modeling.serving.tuning import cap_malloc_arenas, limit_threads, return_large_blocks
 # The page and its handlers (`modeling.ui`), re-exported: `import app; app.build_demo(registry)` is the app's API.
 from modeling.ui.handlers import (ANY, BOX_VIEW_SIDE, COMBINER, MAX_DUPLICATES_SHOWN, MAX_UPLOAD, QUEUE_SIZE, WEIGHTED_SUM,
@@ -139,7 +139,8 @@ def main(argv=None) -> None:
         cap_malloc_arenas(int(os.environ.get("FASHION_MALLOC_ARENAS", "2")))
     return_large_blocks()  # large photos' memory goes back to the system after each request
     service = SearchService(registry, query_precision=os.environ.get("FASHION_QUERY_PRECISION", "auto"),
-                            max_in_flight=int(os.environ.get("FASHION_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT)))
+                            max_in_flight=int(os.environ.get("FASHION_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT)),
+                            worker_nice=int(os.environ.get("FASHION_WORKER_NICE", DEFAULT_WORKER_NICE)))
     items = service.catalog_items()
     allowed = sorted({str(Path(p).parent) for p in items.get("image_path", []) if p})
     serve(build_demo(registry, service), service, server_name=args.host, server_port=args.port,

@@ -56,17 +56,12 @@ DEFAULT_SEARCH_SLOTS = 2
 DEFAULT_MAX_IN_FLIGHT = 64
 LATENCY_BUDGET_S = 0.25
 DEFAULT_MAX_WAITING = 64
-# How much lower the search and encoder threads run than the event loop (nice levels; 0: the same). Under overload
-# the loop then gets a core at once: with 200 clients on the shared 2-core machine a separate client's refusals
-# took p95 9-12 ms at 10 against 78-83 ms at 0 (docs/api.md, "Under load"); admitted requests kept their p95, and
-# the machine's other processes get more of the cores (about 10% fewer answers a second while they were busy).
-def _worker_nice(value: str) -> int:
-    if not value.strip().isascii() or not value.strip().isdigit() or int(value) > 19:
-        raise SystemExit(f"FASHION_WORKER_NICE must be a whole number from 0 to 19, got {value!r}")
-    return int(value)
-
-
-DEFAULT_WORKER_NICE = _worker_nice(os.environ.get("FASHION_WORKER_NICE", "10"))
+# How much lower the search and encoder threads run than the event loop (nice levels; 0: the same; the app reads
+# FASHION_WORKER_NICE). Under overload the loop then gets a core at once: with 200 clients on the shared 2-core
+# machine a separate client's refusals took p95 9-12 ms at 10 against 78-83 ms at 0 (docs/api.md, "Under load");
+# admitted requests kept their p95, and the machine's other processes get more of the cores (about 10% fewer
+# answers a second while they were busy).
+DEFAULT_WORKER_NICE = 10
 ANY = "Any"
 # The filters offered to users: catalog column -> the name users see (UI labels, messages).
 FILTERS = {"gender": "Gender", "articleType": "Category", "baseColour": "Colour"}
@@ -126,6 +121,8 @@ class SearchService:
         self._pool = ThreadPoolExecutor(search_slots, thread_name_prefix="search",
                                         initializer=self._mark_search_thread) if search_slots else None
         self._local = threading.local()
+        if not 0 <= int(worker_nice) <= 19:
+            raise ValueError(f"worker_nice must be a nice level from 0 to 19, got {worker_nice}")
         self.worker_nice = int(worker_nice)
         # Admission control (`modeling.serving.admission`): requests taken at once through `call` / `call_async`
         # (None: no bound), calls waiting for a search thread, text queries waiting for an encoding pass; one more

@@ -29,10 +29,12 @@ def intent_terms(intent: QueryIntent, weights: Mapping[str, float] | None = None
     `weight[attribute] * confidence` to the items whose catalog value is one of its values (and, for a Men or
     Women intent, `UNISEX_CREDIT` of it to Unisex items); each negation subtracts `negation_weight * confidence`
     from the items with a negated value; each implied narrowing of a broad type (`QueryIntent.implied`) adds its
-    attribute's weight times its confidence once more to the types it picks. Weights are rounded to float32, as the score tables hold them."""
+    attribute's weight times its confidence once more to the types it picks. Weights are rounded to float32, as
+    the score tables hold them."""
     weights = INTENT_WEIGHTS if weights is None else weights
     terms = []
-    for sign, group in ((1.0, intent.intents), (-1.0, intent.negations)):
+    # an implied narrowing of a broad type ("shoes to go with a suit": the Formal Shoes) boosts its types once more
+    for sign, group in ((1.0, intent.intents), (-1.0, intent.negations), (1.0, intent.implied)):
         for item in group:
             w = (weights.get(item.attribute, 0.0) if sign > 0 else negation_weight) * item.confidence * sign
             if w == 0:
@@ -41,10 +43,6 @@ def intent_terms(intent: QueryIntent, weights: Mapping[str, float] | None = None
             if sign > 0 and item.attribute == "gender" and {"Men", "Women"} & set(item.values) \
                     and "Unisex" not in item.values:
                 terms.append(ScoreTerm("gender", ("Unisex",), float(np.float32(w * UNISEX_CREDIT))))
-    for item in intent.implied:  # "shoes to go with a suit": the Formal Shoes among the shoes, once more
-        w = weights.get(item.attribute, 0.0) * item.confidence
-        if w:
-            terms.append(ScoreTerm(item.attribute, tuple(dict.fromkeys(item.values)), float(np.float32(w))))
     return terms
 
 

