@@ -47,10 +47,11 @@ def serve(engine, kind: str, line: dict, k: int = 10) -> tuple[list[str], float]
     return [r.id for r in results], 1000 * (time.perf_counter() - start)
 
 
-def measure(store, queries, exact: list[list[str]], depth: int, plan: str = "nested") -> dict:
-    """recall@10 and latency of the store at one prefetch depth and query plan (`QdrantConfig.plan`)."""
-    store.backend.store.config.prefetch_depth = depth
-    store.backend.store.config.plan = plan
+def measure(store, queries, exact: list[list[str]], depth: int, plan: str = "nested", boosts: int = 1) -> dict:
+    """recall@10 and latency of the store at one prefetch depth, query plan (`QdrantConfig.plan`) and number of
+    boost candidate lists (`QdrantConfig.boost_prefetches`)."""
+    config = store.backend.store.config
+    config.prefetch_depth, config.plan, config.boost_prefetches = depth, plan, boosts
     recalls, times = [], []
     for (kind, line), want in zip(queries, exact):
         got, ms = serve(store, kind, line)
@@ -59,8 +60,8 @@ def measure(store, queries, exact: list[list[str]], depth: int, plan: str = "nes
     missed = [f"{line['query']!r} ({kind}): {recall:.1f}"
               for (kind, line), recall in zip(queries, recalls) if recall < 1]
     recalls = np.array(recalls)
-    return {"depth": depth, "plan": plan, "missed": missed, "recall@10": float(recalls.mean()),
-            "min_recall": float(recalls.min()), "queries_below_1": int((recalls < 1).sum()),
+    return {"depth": depth, "plan": plan, "boost_prefetches": boosts, "missed": missed,
+            "recall@10": float(recalls.mean()), "min_recall": float(recalls.min()), "queries_below_1": int((recalls < 1).sum()),
             "p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95))}
 
 
@@ -69,7 +70,8 @@ def markdown(rows: list[dict], faiss_row: dict, queries: int, store_name: str) -
              "|---|---:|---:|---:|---:|---:|",
              f"| FAISS, exact (the reference) | 1.000 | 1.00 | 0 | {faiss_row['p50_ms']:.1f} | "
              f"{faiss_row['p95_ms']:.1f} |"]
-    lines += [f"| {store_name}, {r['depth']:,} per signal, {r['plan']} | {r['recall@10']:.4f} | "
+    lines += [f"| {store_name}, {r['depth']:,} per signal, {r['plan']}, {r['boost_prefetches']} boost list(s) | "
+              f"{r['recall@10']:.4f} | "
               f"{r['min_recall']:.2f} | {r['queries_below_1']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} |"
               for r in rows]
     return "\n".join(lines)
@@ -87,6 +89,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--limit", type=int, default=None, help="only the first N query lines")
     parser.add_argument("--depths", default="1000,250,100,50")
     parser.add_argument("--plans", default="nested", help="query plans to compare (nested,two-stage)")
+    parser.add_argument("--boost-prefetches", default="1", help="boost candidate lists to compare (e.g. 0,1,2)")
     parser.add_argument("--output", default=None, help="also write the rows as JSON here")
     args = parser.parse_args(argv)
     from modeling.retrieval.backends.qdrant.store import QdrantConfig
@@ -106,8 +109,9 @@ def main(argv=None) -> list[dict]:
     print(f"FAISS: {len(queries)} queries served", flush=True)
     faiss_row = {"p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95))}
     rows = []
-    for depth, plan in ((int(d), p) for d in args.depths.split(",") for p in args.plans.split(",")):
-        rows.append(measure(store, queries, exact, depth, plan))
+    for depth, plan, boosts in ((int(d), p, int(b)) for d in args.depths.split(",") for p in args.plans.split(",")
+                                for b in args.boost_prefetches.split(",")):
+        rows.append(measure(store, queries, exact, depth, plan, boosts))
         print(json.dumps({key: value for key, value in rows[-1].items() if key != "missed"}), flush=True)
         print("  queries missing anything: " + "; ".join(rows[-1]["missed"][:12]), flush=True)
     print(markdown(rows, faiss_row, len(queries), args.vector_store))

@@ -190,6 +190,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--backend", choices=("faiss", "qdrant-edge"), default="faiss",
                         help="qdrant-edge: the served Qdrant ranking on the real engine (benchmarks/scale_qdrant.py)")
     parser.add_argument("--depth", type=int, default=1_000, help="qdrant-edge: prefetch depth per signal")
+    parser.add_argument("--boost-prefetches", type=int, default=1,
+                        help="qdrant-edge: boost candidate lists per query (QdrantConfig.boost_prefetches)")
+    parser.add_argument("--plan", choices=("nested", "two-stage"), default="nested",
+                        help="qdrant-edge: the fused query plan (QdrantConfig.plan)")
     parser.add_argument("--batch", type=int, default=1_000, help="qdrant-edge: points per upsert")
     parser.add_argument("--rss-queries", type=int, default=200, help="qdrant-edge: queries the RSS process serves "
                                                                       "(0: no RSS measurement)")

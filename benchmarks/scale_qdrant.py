@@ -156,20 +156,21 @@ def served_top(store, query: dict, k: int = 10) -> list[str]:
         depth *= 2
 
 
-def open_store(folder: Path, depth: int, client=None, exact: bool = False):
+def open_store(folder: Path, depth: int, client=None, exact: bool = False, boosts: int = 1, plan: str = "nested"):
     """The collection as the engine's store; `exact`: full scans instead of HNSW (to separate the HNSW search's
-    misses from the bounded plan's)."""
+    misses from the bounded plan's); `boosts`, `plan`: `QdrantConfig.boost_prefetches`, `QdrantConfig.plan`."""
     from modeling.retrieval.backends.qdrant.store import QdrantConfig, QdrantStore
 
-    config = QdrantConfig(path=str(folder), edge=True, collection=NAME, prefetch_depth=depth, exact=exact)
+    config = QdrantConfig(path=str(folder), edge=True, collection=NAME, prefetch_depth=depth, exact=exact,
+                          boost_prefetches=boosts, plan=plan)
     store = QdrantStore.open(config, {"fingerprint": "synthetic"}, client=client)
     store.keywords = SyntheticKeywords()
     return store
 
 
-def serve_rss(folder: Path, queries_file: Path, depth: int) -> dict:
+def serve_rss(folder: Path, queries_file: Path, depth: int, boosts: int = 1) -> dict:
     """Open the collection in this (fresh) process, serve the saved queries, report its memory."""
-    store = open_store(folder, depth)
+    store = open_store(folder, depth, boosts=boosts)
     queries = np.load(queries_file, allow_pickle=True)["queries"].tolist()
     for query in queries:
         served_top(store, query)
@@ -179,10 +180,10 @@ def serve_rss(folder: Path, queries_file: Path, depth: int) -> dict:
             "rss_file_mb": mb["RssFile"], "peak_rss_mb": mb["VmHWM"], "queries": len(queries)}
 
 
-def rss_in_subprocess(folder: Path, queries_file: Path, depth: int) -> dict:
+def rss_in_subprocess(folder: Path, queries_file: Path, depth: int, boosts: int = 1) -> dict:
     code = (f"import sys, json; sys.path.insert(0, {str(REPO)!r}); from benchmarks.scale_qdrant import serve_rss; "
             f"from pathlib import Path; print(json.dumps(serve_rss(Path({str(folder)!r}), Path({str(queries_file)!r}), "
-            f"{depth})))")
+            f"{depth}, {boosts})))")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -202,7 +203,8 @@ def run(args, say) -> dict:
     # allocated blocks, not file sizes: the shard preallocates sparse memory-mapped files and WAL segments
     disk = sum(f.stat().st_blocks * 512 for f in folder.rglob("*") if f.is_file())
     say(f"built in {build_s} s, {disk / args.n:.0f} disk B/item")
-    store = open_store(folder, args.depth, client, exact=args.exact_search)
+    store = open_store(folder, args.depth, client, exact=args.exact_search, boosts=args.boost_prefetches,
+                       plan=args.plan)
     queries = make_queries(catalog, args.queries)
     recalls, times = [], []
     for query in queries:
@@ -213,6 +215,7 @@ def run(args, say) -> dict:
         recalls.append(len(set(got) & set(want)) / len(want))
     client.close()
     row = {"backend": "qdrant-edge", "items": args.n, "depth_per_signal": args.depth, "build_s": build_s,
+           "boost_prefetches": args.boost_prefetches, "plan": args.plan,
            "exact_search": args.exact_search, "items_per_s": args.n / build_s if build_s else None, "disk_bytes_per_item": disk / args.n,
            "recall@10": float(np.mean(recalls)), "min_recall": float(np.min(recalls)),
            "p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95))}
@@ -221,9 +224,10 @@ def run(args, say) -> dict:
         return row
     queries_file = folder.parent / f"queries-n{args.n}.npz"
     np.savez(queries_file, queries=np.array(queries[:args.rss_queries], dtype=object))
-    row["rss"] = rss_in_subprocess(folder, queries_file, args.depth)
+    row["rss"] = rss_in_subprocess(folder, queries_file, args.depth, args.boost_prefetches)
     if args.rss_baseline:
-        row["rss_baseline"] = rss_in_subprocess(Path(args.rss_baseline), queries_file, args.depth)
+        row["rss_baseline"] = rss_in_subprocess(Path(args.rss_baseline), queries_file, args.depth,
+                                                args.boost_prefetches)
         row["rss_difference_mb"] = row["rss"]["rss_mb"] - row["rss_baseline"]["rss_mb"]
         row["rss_anon_difference_mb"] = row["rss"]["rss_anon_mb"] - row["rss_baseline"]["rss_anon_mb"]
     return row

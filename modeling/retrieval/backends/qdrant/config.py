@@ -55,6 +55,9 @@ class QdrantConfig:
         edge (`bool`, defaults to False): with `path`, the folder holds `qdrant-edge-py` shards (the real Qdrant
             engine in process, `modeling.retrieval.backends.qdrant.edge`) instead of qdrant-client's local mode.
         hnsw_ef (`int`, *optional*): the HNSW beam width of each search (the engine's default when None).
+        boost_prefetches (`int`, defaults to 1): fused queries with payload boosts (query intents) add a candidate
+            list per boost, for this many of the heaviest ones: the heavier dense signal's allowed top
+            `prefetch_depth` among the items the boost favours (`QdrantStore.plan`); 0 = none.
         plan (`str`, defaults to "nested"): how a fused query re-scores the union of the signals' candidates:
             "nested" (one request; every signal's re-scoring prefetch repeats the `prefetch_depth` searches of all
             signals, 9 searches for 3 signals) or "two-stage" (the 3 searches once, their union's ids back, then a
@@ -78,6 +81,7 @@ class QdrantConfig:
     exact: bool = False
     edge: bool = False
     hnsw_ef: int | None = None
+    boost_prefetches: int = 1
     plan: str = "nested"
     extra: dict = field(default_factory=dict)  # passed on to QdrantClient (e.g. grpc options)
 
@@ -87,6 +91,8 @@ class QdrantConfig:
         for name in ("shard_number", "replication_factor", "prefetch_depth"):
             if int(getattr(self, name)) < 1:
                 raise QdrantStoreError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if int(self.boost_prefetches) < 0:
+            raise QdrantStoreError(f"boost_prefetches must be at least 0, got {self.boost_prefetches}")
         if self.plan not in QUERY_PLANS:
             raise QdrantStoreError(f"plan must be one of {', '.join(QUERY_PLANS)}, got {self.plan!r}")
         if self.edge and (self.path is None or self.path == ":memory:"):

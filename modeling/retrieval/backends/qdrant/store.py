@@ -246,7 +246,9 @@ class QdrantStore:
                 if top > 0 or (fusion == "rrf" and keyword_query[0]):
                     signals.append((KEYWORDS, models.SparseVector(indices=keyword_query[0], values=keyword_query[1])))
                     terms.append(FormulaTerm(weight * lexical_weight / max(top, 1e-30), "$score[2]"))
-        prefetch = self.plan(signals, query_filter, depth, rescore=fusion == "formula")
+        lead = signals[1] if fused and weight >= 0.5 else signals[0]  # the heavier dense signal
+        prefetch = self.plan(signals, query_filter, depth, rescore=fusion == "formula",
+                             boosted=(lead, boosts) if fused and fusion == "formula" else None)
         with_vectors = [VISUAL, TITLE, KEYWORDS] if fused else [VISUAL]
         if fusion == "rrf":
             points = self.client.query_points(self.name, prefetch=prefetch, limit=k, with_payload=True,
@@ -256,15 +258,25 @@ class QdrantStore:
             points = self.query_formula(prefetch, [*terms, *boosts], k, with_vectors=with_vectors)
         return [self._hit(p, visual_query, text_query if fused else None, keyword_query, top, fused) for p in points]
 
-    def plan(self, signals: Sequence[tuple[str, Any]], query_filter, depth: int, rescore: bool = True) -> list:
+    def plan(self, signals: Sequence[tuple[str, Any]], query_filter, depth: int, rescore: bool = True,
+             boosted: tuple[tuple[str, Any], Sequence[FormulaTerm]] | None = None) -> list:
         """The prefetches of a fused ranking: the allowed top `depth` of each signal, and (`rescore`, several
         signals) every signal re-scored over their union. Without the second stage an item in one signal's top but
         not another's would score that signal's default, 0; with it, every candidate's fused score is exact and the
-        only approximation left is an item outside every signal's top `depth` (measured by
-        `benchmarks/qdrant_plan.py`)."""
+        only approximation left is an item outside every candidate list (measured by `benchmarks/qdrant_plan.py`).
+
+        `boosted` = (signal, boosts): the `config.boost_prefetches` heaviest positive payload boosts each add one
+        candidate list, that signal's allowed top `depth` among the items the boost favours. An item a boost lifts
+        into the top 10 may rank below every signal's top `depth` by similarity alone ("bellies for ladies": the
+        intended type, worded unlike its titles); the boost's own list makes it a candidate."""
         params = self._search_params()
         candidates = [models.Prefetch(query=query, using=using, filter=query_filter, limit=int(depth),
                                       params=None if using == KEYWORDS else params) for using, query in signals]
+        if boosted is not None:
+            (using, query), boosts = boosted
+            candidates += [models.Prefetch(query=query, using=using, filter=within(query_filter, term.expression),
+                                           limit=int(depth), params=None if using == KEYWORDS else params)
+                           for term in strongest_boosts(boosts, self.config.boost_prefetches)]
         if not rescore or len(candidates) == 1:
             return candidates
         if self.config.plan == "two-stage":
@@ -351,6 +363,17 @@ class QdrantStore:
     def close(self) -> None:
         """Release the client (and local mode's lock on its folder)."""
         self.client.close()
+
+
+def strongest_boosts(boosts: Sequence[FormulaTerm], count: int) -> list[FormulaTerm]:
+    """The `count` payload-condition boosts of the largest positive weights (ties: the first given first)."""
+    conditions = [t for t in boosts if t.weight > 0 and getattr(t.expression, "key", None) is not None]
+    return sorted(conditions, key=lambda t: -t.weight)[:max(int(count), 0)]
+
+
+def within(query_filter, condition):
+    """`query_filter` (None: everything) narrowed to the points matching `condition`."""
+    return models.Filter(must=[condition] if query_filter is None else [query_filter, condition])
 
 
 def _unit(vector) -> np.ndarray:

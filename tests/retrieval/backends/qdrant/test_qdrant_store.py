@@ -194,6 +194,35 @@ def test_payload_boost_is_one_more_formula_term(small_engine, store, monkeypatch
     assert any(hit.payload["articleType"] == "casual shoes" for hit in boosted[:10])
 
 
+def test_boost_candidates_reach_items_below_every_signal(small_engine, store, monkeypatch):
+    """A strong boost lifts items of a type into the top 10 although they are far from the query: with 10 candidates
+    per signal, the plan without boost lists misses some of them; with one (`boost_prefetches`), the type's own top
+    10 by the heavier signal joins the candidates, so every item of a type of at most 10 items is found, each with
+    its exact fused score."""
+    calls = RankCalls(small_engine, monkeypatch)
+    small_engine.search_text("black watch", k=10)
+    visual_query, text_query, weight = calls.calls[-1]
+    args = (visual_query, text_query, "black watch", weight, small_engine.lexical_weight)
+    counts = small_engine.index.items["articleType"].value_counts()
+    rare = [t for t, n in counts.items() if 2 <= n <= 10]
+    assert rare
+    monkeypatch.setattr(store.config, "prefetch_depth", 10)
+    missed = 0
+    for article_type in rare:
+        boosts = [payload_boost("articleType", [article_type], 5.0)]
+        exact = {h.id: h.score for h in store.rank(*args, k=10, boosts=boosts, depth=ITEMS)}
+        wanted = {h for h, score in exact.items() if score > 4}  # every item of the type, and only those
+        assert len(wanted) == counts[article_type]
+        monkeypatch.setattr(store.config, "boost_prefetches", 0)
+        missed += len(wanted - {h.id for h in store.rank(*args, k=10, boosts=boosts)})
+        monkeypatch.setattr(store.config, "boost_prefetches", 1)
+        hits = store.rank(*args, k=10, boosts=boosts)
+        assert wanted <= {h.id for h in hits}, article_type
+        for hit in hits[:len(wanted)]:
+            assert hit.score == pytest.approx(exact[hit.id], abs=TOLERANCE)
+    assert missed > 0  # the scenario exists: without the boost's list, the plan loses boosted items
+
+
 def test_filters_are_checked_like_the_engine(store):
     query = np.ones(store.client.get_collection(store.name).config.params.vectors["visual"].size, np.float32)
     with pytest.raises(QueryError, match="Unknown filter"):
