@@ -141,18 +141,19 @@ def test_benchmark_renders_each_condition_with_the_product_box(condition):
 
 
 def test_benchmark_background_sets_are_disjoint_and_load():
-    """No photograph in two sets, the held-out "fresh" set from other packages than scikit-image (the dev sets'
-    source), every file readable as a colour or greyscale photograph."""
+    """No photograph in two sets, the held-out sets ("fresh", "fresh2") from other packages than scikit-image (the
+    first dev sets' source), every file readable as a colour or greyscale photograph."""
     from modeling.evaluation.photo_render import BACKGROUNDS, background_file, background_photos, background_sets
 
     files = {s: {background_file(n).resolve() for n in names} for s, names in BACKGROUNDS.items()}
     for a in files:
         for b in files:
             assert a == b or not files[a] & files[b]
-    assert all(":" in n and not n.startswith("skimage:") for n in BACKGROUNDS["fresh"])
-    photos = background_photos("fresh")
-    assert len(photos) == len(BACKGROUNDS["fresh"]) and all(p.ndim in (2, 3) and min(p.shape[:2]) > 200
-                                                              for p in photos)
+    for held_out in ("fresh", "fresh2"):
+        assert all(":" in n and not n.startswith("skimage:") for n in BACKGROUNDS[held_out])
+        photos = background_photos(held_out)
+        assert len(photos) == len(BACKGROUNDS[held_out]) and all(p.ndim in (2, 3) and min(p.shape[:2]) > 200
+                                                                   for p in photos)
     assert background_sets(None, "test") == ["test"] and background_sets("val,test", "val") == ["val", "test"]
     with pytest.raises(ValueError, match="unknown background set"):
         background_sets("holiday", "val")

@@ -19,12 +19,16 @@ REMEDIES = ("none", "isolate", "box")
 # "val" and "test" are the first benchmark's dev and held-out sets (test was run once, so it is dev now); "fresh"
 # is the held-out set of the second round, from other sources: scikit-learn's two sample photos (a temple in China,
 # a flower; CC BY 2.0, sklearn/datasets/images/README.txt) and matplotlib's portrait of Grace Hopper (public domain,
-# U.S. Navy photograph).
+# U.S. Navy photograph). "fresh2" is the held-out set of the third round: the photographs bundled with Gradio (its
+# media assets and test data, Apache-2.0 package): a cheetah in grass (two shots), a lion, a tower against the sky and
+# a figure in a garden (groot.jpeg).
 BACKGROUNDS = {
     "val": ("coffee.png", "chelsea.png", "rocket.jpg", "brick.png", "gravel.png", "text.png"),
     "test": ("astronaut.png", "motorcycle_left.png", "motorcycle_right.png", "grass.png", "camera.png",
              "page.png", "coins.png", "moon.png"),
     "fresh": ("sklearn:china.jpg", "sklearn:flower.jpg", "matplotlib:grace_hopper.jpg"),
+    "fresh2": ("gradio:cheetah.jpg", "gradio:groot.jpeg", "gradio:lion.jpg", "gradio:tower.jpg",
+               "gradio-test:cheetah2.jpg"),
 }
 
 
@@ -43,6 +47,10 @@ def background_file(name: str) -> Path:
         import matplotlib
 
         return Path(matplotlib.get_data_path()) / "sample_data" / file
+    if package in ("gradio", "gradio-test"):
+        import gradio
+
+        return Path(gradio.__file__).parent / ("media_assets/images" if package == "gradio" else "test_data") / file
     raise ValueError(f"unknown background source {package!r}")
 
 

@@ -17,7 +17,8 @@ one of these conditions:
 The backgrounds are real photographs bundled with installed packages, in sets (`--backgrounds`, default the split's
 own): `val` and `test`, scikit-image's (a table, a cat on a carpet, a rocket launch, a brick wall / an astronaut,
 motorbikes, grass, ...; greyscale ones tinted), both dev now (the first round ran `test` once); `fresh`, the held-out
-set of the second round, from other packages (scikit-learn's and matplotlib's sample photographs). Training never
+set of the second round, from other packages (scikit-learn's and matplotlib's sample photographs), dev since it ran
+once; `fresh2`, the third round's held-out set (the photographs bundled with Gradio). Training never
 sees any of them: its backgrounds are solid colours, gradients, procedural patterns and blurred catalog photos
 (`modeling.training.augment`).
 
@@ -102,7 +103,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="query products (and, without --backgrounds, the background set of the same name)")
     p.add_argument("--backgrounds", default=None,
                    help=f"background sets, comma-separated, of {', '.join(BACKGROUNDS)} (default: the split's; "
-                        "val and test are dev now, fresh is the held-out set)")
+                        "val, test and fresh are dev now, fresh2 is the held-out set)")
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--max-items", type=int, default=None, help="the catalog's first N items only (quick runs)")
     p.add_argument("--conditions", default=",".join(CONDITIONS))
