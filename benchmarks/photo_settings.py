@@ -5,7 +5,8 @@
         --type-vote 0.5,1.0 --type-weight 0.3,0.6 --split val --backgrounds val,test --output runs/photos2-grid.json
 
 Dev only: val-split products on the dev background sets (`modeling.evaluation.photo_render.BACKGROUNDS`). Each query
-photo is prepared as the engine prepares it (isolated; or cut from the product's jittered box, `box`), both
+photo is prepared as the engine prepares it (isolated; or cut from the product's jittered box, `box`; or, as an
+upper bound for any cut-out, the product's true mask put on white, `oracle`), both
 encoders' vectors are memoised, and every setting ranks the same photos through `search_image`. Prints P@10 (type)
 and type + colour P@10 per condition and remedy.
 """
@@ -46,7 +47,8 @@ def parse_args(argv=None):
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--max-items", type=int, default=None)
     p.add_argument("--conditions", default="clean,photo,phone")
-    p.add_argument("--remedies", default="none,box")
+    p.add_argument("--remedies", default="none,box", help="none (the engine's own isolation), box (GrabCut from the "
+                   "product's jittered box), oracle (the product's true mask on white: an upper bound for cut-outs)")
     p.add_argument("--fusion", default="0,0.3,0.5,0.7")
     p.add_argument("--type-vote", default="0,0.5")
     p.add_argument("--type-weight", default="0.3,0.6")
@@ -89,9 +91,10 @@ def main(argv=None) -> list[dict]:
                 continue
             prepared = []
             for i, p in enumerate(query_pos):
-                image, box = render(catalog[int(p)]["image"], c, np.random.default_rng([args.seed, i, CONDITIONS.index(c)]),
-                                    photos)
-                image = remedy_image(image, box, r, np.random.default_rng([args.seed, i, 7])) if r != "none" else image
+                image, box, mask = render(catalog[int(p)]["image"], c,
+                                          np.random.default_rng([args.seed, i, CONDITIONS.index(c)]), photos, True)
+                image = remedy_image(image, box, r, np.random.default_rng([args.seed, i, 7]), mask) if r != "none" \
+                    else image
                 prepared.append(engine.prepare_photo(image))
             queries[(c, r)] = prepared
     everything = [q.image for qs in queries.values() for q in qs]

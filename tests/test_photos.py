@@ -126,7 +126,7 @@ def test_world_view_replaces_the_background_and_keeps_the_product():
 
 @pytest.mark.parametrize("condition", ["clean", "zoom", "light", "plain", "photo", "phone"])
 def test_benchmark_renders_each_condition_with_the_product_box(condition):
-    from modeling.evaluation.photo_render import background_photos, render
+    from modeling.evaluation.photo_render import background_photos, remedy_image, render
 
     product = Image.fromarray(studio_photo())
     photos = background_photos("val")
@@ -138,6 +138,19 @@ def test_benchmark_renders_each_condition_with_the_product_box(condition):
         assert not is_studio_shot(np.asarray(image))
     if condition == "clean":
         assert np.array_equal(np.asarray(image), studio_photo())
+    # The product's true mask: the same photo and box (the same random draws), the mask inside the box, and the
+    # "oracle" remedy puts exactly the masked pixels on white.
+    again, same_box, mask = render(product, condition, np.random.default_rng(0), photos, with_mask=True)
+    assert np.array_equal(np.asarray(again), np.asarray(image)) and same_box == box
+    assert mask.shape == (image.height, image.width) and mask.dtype == np.uint8
+    keep = mask >= 128
+    assert keep.any() and not keep[:, :max(0, left - 2)].any() and not keep[bottom + 2:].any()
+    if condition != "phone":  # the phone's rotation moves the product out of its box's frame a little
+        red = (np.asarray(image)[..., 0] > 150) & (np.asarray(image)[..., 1] < 90)
+        assert (keep & red).sum() >= 0.9 * red[top:bottom, left:right].sum()
+    oracle = np.asarray(remedy_image(image, box, "oracle", np.random.default_rng(1), mask))
+    assert oracle.shape[0] < image.height or condition in ("clean", "zoom", "light")
+    assert (oracle[0] == 255).all() and (oracle[:, 0] == 255).all()
 
 
 def test_benchmark_background_sets_are_disjoint_and_load():

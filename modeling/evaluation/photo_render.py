@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from modeling.data.photos import isolate_product, studio_background_mask
+from modeling.data.photos import isolate_product, on_white, studio_background_mask
 
 CONDITIONS = ("clean", "zoom", "light", "plain", "photo", "phone")
 REMEDIES = ("none", "isolate", "box")
@@ -98,29 +98,31 @@ def _light(image: Image.Image, rng: np.random.Generator, strength: float = 0.2) 
     return Image.fromarray((x.clip(0, 1) * 255).round().astype(np.uint8))
 
 
-def _crop(image: Image.Image, box, rng: np.random.Generator, low: float, high: float):
-    """A crop keeping `low`-`high` of each side at a random place; the product box moved into it."""
+def _crop(image: Image.Image, box, rng: np.random.Generator, low: float, high: float, alpha=None):
+    """A crop keeping `low`-`high` of each side at a random place; the product box moved into it (and the product's
+    `alpha` mask cropped alike, when given: then a third value)."""
     w, h = image.size
     s = rng.uniform(low, high)
     cw, ch = round(w * s), round(h * s)
     left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
     b = (max(0, box[0] - left), max(0, box[1] - top), min(cw, box[2] - left), min(ch, box[3] - top))
-    return image.crop((left, top, left + cw, top + ch)), b
+    area = (left, top, left + cw, top + ch)
+    return (image.crop(area), b) if alpha is None else (image.crop(area), b, alpha.crop(area))
 
 
-def render(product: Image.Image, condition: str, rng: np.random.Generator, photos: list[np.ndarray]):
-    """(phone-like photo, the product's box in it) of a catalog photo under one of `CONDITIONS`."""
+def render(product: Image.Image, condition: str, rng: np.random.Generator, photos: list[np.ndarray],
+           with_mask: bool = False):
+    """(phone-like photo, the product's box in it) of a catalog photo under one of `CONDITIONS`; with `with_mask`,
+    also the product's true mask in the photo ((H, W) uint8 alpha, 255 = product: what the generator pasted, for
+    measuring cut-outs), the same random draws either way."""
     rgb = np.asarray(product.convert("RGB"))
     h, w = rgb.shape[:2]
-    if condition == "clean":
-        return product.convert("RGB"), (0, 0, w, h)
-    if condition == "zoom":
-        return _crop(product.convert("RGB"), (0, 0, w, h), rng, 0.7, 0.85)
-    if condition == "light":
-        return _light(product.convert("RGB"), rng), (0, 0, w, h)
+    product_alpha = Image.fromarray(((~studio_background_mask(rgb)) * 255).astype(np.uint8))
+    if condition in ("clean", "zoom", "light"):
+        image, box, alpha = _studio(product.convert("RGB"), product_alpha, condition, rng)
+        return (image, box, np.asarray(alpha)) if with_mask else (image, box)
     big = Image.fromarray(rgb).resize((w * 3, h * 3), Image.Resampling.BICUBIC)
-    alpha = Image.fromarray(((~studio_background_mask(rgb)) * 255).astype(np.uint8)).resize(
-        big.size, Image.Resampling.BILINEAR).filter(ImageFilter.GaussianBlur(1.5))
+    alpha = product_alpha.resize(big.size, Image.Resampling.BILINEAR).filter(ImageFilter.GaussianBlur(1.5))
     size = (w * 4, h * 4) if rng.random() < 0.6 else (h * 4, h * 4)  # 3:4 portrait or square
     if condition == "plain":
         colour = _background(photos, (8, 8), rng).resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
@@ -140,25 +142,41 @@ def render(product: Image.Image, condition: str, rng: np.random.Generator, photo
     left = int(rng.integers(0, size[0] - pw + 1))
     top = int(rng.integers(0, size[1] - ph + 1))
     canvas.paste(big, (left, top), alpha)
+    truth = Image.new("L", size, 0)
+    truth.paste(alpha, (left, top))
     box = (left, top, left + pw, top + ph)
     if condition != "phone":
-        return canvas, box
-    canvas, box = _crop(canvas, box, rng, 0.85, 1.0)
+        return (canvas, box, np.asarray(truth)) if with_mask else (canvas, box)
+    canvas, box, truth = _crop(canvas, box, rng, 0.85, 1.0, truth)
     angle = rng.uniform(-10, 10)
     canvas = canvas.rotate(angle, Image.Resampling.BILINEAR, expand=False, fillcolor=tuple(
         int(v) for v in np.asarray(canvas).reshape(-1, 3).mean(0)))
+    truth = truth.rotate(angle, Image.Resampling.BILINEAR, expand=False, fillcolor=0)
     canvas = _light(canvas, rng).filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 1.5)))
     noisy = np.asarray(canvas).astype(np.float32) + rng.normal(0, rng.uniform(1, 6), (canvas.height, canvas.width, 3))
     buffer = io.BytesIO()
     Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=int(rng.integers(45, 91)))
-    return Image.open(buffer).convert("RGB"), box
+    photo = Image.open(buffer).convert("RGB")
+    return (photo, box, np.asarray(truth)) if with_mask else (photo, box)
 
 
-def remedy_image(image: Image.Image, box, remedy: str, rng: np.random.Generator) -> Image.Image:
+def _studio(product: Image.Image, alpha: Image.Image, condition: str, rng: np.random.Generator):
+    """(photo, box, alpha) of the studio conditions: the catalog photo, a zoomed crop of it, or it re-lit."""
+    w, h = product.size
+    if condition == "zoom":
+        return _crop(product, (0, 0, w, h), rng, 0.7, 0.85, alpha)
+    return (_light(product, rng) if condition == "light" else product), (0, 0, w, h), alpha
+
+
+def remedy_image(image: Image.Image, box, remedy: str, rng: np.random.Generator, mask=None) -> Image.Image:
+    """The query photo under a remedy: as rendered, isolated as the engine does, cut from the product's jittered
+    box, or ("oracle", measurement only) the product's true `mask` (from `render(..., with_mask=True)`) put on white."""
     if remedy == "none":
         return image
     if remedy == "isolate":
         return isolate_product(image).image
+    if remedy == "oracle":
+        return on_white(np.asarray(image.convert("RGB")), np.asarray(mask) >= 128)
     bw, bh = box[2] - box[0], box[3] - box[1]
     jitter = rng.uniform(-0.05, 0.05, size=4) * np.array([bw, bh, bw, bh])
     return isolate_product(image, box=tuple(np.asarray(box, float) + jitter), force=True).image
