@@ -1,9 +1,12 @@
-"""The engine's catalog positions and scopes: ids in index order, the one id -> position map, and which items a
-query may return (`Scope`: filters and excluded ids as a mask over positions)."""
+"""The engine's catalog positions and scopes: ids in index order, the one id -> position map, which items a query
+may return (`Scope`: filters and excluded ids as a mask over positions), and the item fields results and the app
+show (`rows`, `item_row`, `attribute_values`, `example_photos`, `random_row`, `image_folders`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -13,10 +16,11 @@ from modeling.retrieval.common.types import QueryError
 
 
 class CatalogPositions:
-    """Ids, positions and scopes over a `CatalogIndex`'s items."""
+    """Ids, positions, scopes and item fields over a `CatalogIndex`'s items."""
 
     def __init__(self, index):
         self.index = index
+        self._records: list[dict] | None = None
         self.ids = tuple(index.items["id"].astype(str))
         self.map = {item_id: i for i, item_id in enumerate(self.ids)}
         self.attributes = [c for c in ATTRIBUTES if c in index.items.columns]
@@ -51,6 +55,50 @@ class CatalogPositions:
             mask = np.ones(len(self.ids), dtype=bool) if mask is None else mask.copy()
             mask[excluded] = False
         return mask
+
+    def rows(self, positions: Sequence[int]) -> list[dict]:
+        """What a result shows of the items at `positions` (id, title, image path, the filter attributes): plain
+        dicts of the item table built on first use (a pandas row lookup per result costs more than the search)."""
+        if self._records is None:
+            columns = [c for c in ("id", "title", "image_path", *self.attributes) if c in self.index.items]
+            self._records = self.index.items[columns].to_dict("records")
+        return [self._records[p] for p in positions]
+
+    def item_row(self, position: int) -> dict:
+        """What the catalog holds of the item at `position`: its item table row."""
+        return self.index.items.iloc[position].to_dict()
+
+    def attribute_values(self, attribute: str) -> list[str]:
+        """The distinct values of a catalog attribute, in order of first appearance ([] when it has none)."""
+        items = self.index.items
+        return [str(v) for v in items[attribute].unique()] if attribute in items else []
+
+    def first_photo(self, attribute: str, value: str) -> str | None:
+        """The photo path of the first item (catalog order) whose `attribute` is `value` and that has a photo."""
+        items = self.index.items
+        if attribute not in items or "image_path" not in items:
+            return None
+        rows = items[(items[attribute] == value) & (items["image_path"] != "")]
+        return rows["image_path"].iloc[0] if len(rows) else None
+
+    def example_photos(self, types) -> dict[str, str]:
+        """One photo per article type of `types`: the first item of that type (catalog order) that has a photo,
+        when the file exists."""
+        paths = {article: self.first_photo("articleType", article) for article in types}
+        return {article: path for article, path in paths.items() if path and Path(path).exists()}
+
+    def random_row(self, mask: np.ndarray | None) -> dict | None:
+        """The `item_row` of a random item among those `mask` allows (None: every item); None when none is."""
+        allowed = None if mask is None else np.flatnonzero(mask)
+        count = len(self.ids) if allowed is None else len(allowed)
+        if count == 0:
+            return None
+        choice = random.randrange(count)
+        return self.item_row(choice if allowed is None else int(allowed[choice]))
+
+    def image_folders(self) -> list[str]:
+        """The folders of the catalog's photos (what the app may serve files from)."""
+        return sorted({str(Path(p).parent) for p in self.index.items.get("image_path", []) if p})
 
     def scope(self, filters: Mapping | None = None, exclude_ids: Iterable[str] | None = None) -> Scope:
         excluded = tuple(str(i) for i in (exclude_ids or ()))

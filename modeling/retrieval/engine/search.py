@@ -83,7 +83,7 @@ class FashionSearchEngine:
         dense = self._local.dense_vectors if self._local is not None else _no_local_vectors
         self.consistency = ConsistencyScorer(model, dense, index.items, self.settings.image_consistency)
         self.duplicates = DuplicateGroups(index.items, dense, getattr(index, "groups", None))
-        self._table = ResultTable(index.items, catalog.attributes, self._ids)
+        self._table = ResultTable(catalog.attributes, self._ids, catalog.rows)
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike, index_dir: str | os.PathLike, *, catalog=None,
@@ -209,7 +209,7 @@ class FashionSearchEngine:
         scope = self.catalog.scope(filters, [str(item_id)])
         own = self.backend.vector(position)
         weights = self.settings.item_consistency if consistency is None else dict(consistency)
-        same = QueryIntent("", "", IntentScorer.reference(self.index.items.iloc[position].to_dict(),
+        same = QueryIntent("", "", IntentScorer.reference(self.catalog.item_row(position),
                                                           attributes=[a for a, w in weights.items() if w]))
         extra = {"terms": tuple(self.intents.terms(same, weights))} if same else None
         results = self._rank(self._expand(own, expansion, scope), None, 0.0,
