@@ -403,7 +403,8 @@ class SearchService:
                 "reranker": engine.reranker.name if engine.reranker is not None else None}
 
     def catalog_items(self, model=None):
-        """The catalog items (a DataFrame: ids, titles, attributes, photo paths) of `model`'s index."""
+        """The catalog items (a DataFrame: ids, titles, attributes, photo paths) of `model`'s index; None when it
+        serves from a collection alone (no item table: `example_photos`, `image_folders`)."""
         return self._engine(model)[1].index.items
 
     def example_photos(self, types, model=None) -> dict[str, str]:

@@ -101,11 +101,12 @@ class RankRequest:
 @dataclass(frozen=True)
 class LocalCatalog:
     """What the engine holds locally and shares with its backend: the catalog index (item table, vectors, item-text
-    embeddings), the ids in index order, the id -> position map (built once, by the engine) and the keyword match
-    (BM25 of a query text over every item, normalised to [0, 1]; built once, by the engine)."""
+    embeddings), the ids in index order, the id -> position map (built once, by the engine; over a catalog that
+    holds no item table, the compact `CompactIds` and its map view) and the keyword match (BM25 of a query text
+    over every item, normalised to [0, 1]; built once, by the engine)."""
 
     index: Any
-    ids: tuple[str, ...]
+    ids: Sequence[str]
     positions: Mapping[str, int]
     keywords: Callable[[str], np.ndarray] | None = None
 
