@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from modeling.retrieval.common.ranking import AttributeTable
+from modeling.retrieval.common.ranking import AttributeTable, wanted_values
 
 
 def _id_bytes(item_id) -> bytes:
@@ -146,13 +146,7 @@ class ItemCodes:
     def mask(self, filters: Mapping | None) -> np.ndarray | None:
         """As `filter_mask` over these attributes: each key's values (a string or a list) compared stripped and
         case-folded, any may match, all keys must; None when no filter is active; `ValueError` for another key."""
-        wanted = {}
-        for key, values in (filters or {}).items():
-            if values is None or isinstance(values, (str, int, float)):
-                values = [values]
-            chosen = {str(value).strip().casefold() for value in values if value is not None and str(value).strip()}
-            if chosen:
-                wanted[key] = chosen
+        wanted = wanted_values(filters)
         unknown = [key for key in wanted if key not in self.codes]
         if unknown:
             raise ValueError(f"unknown filter keys {unknown}; allowed keys are {list(self.attributes)}")
