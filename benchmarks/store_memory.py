@@ -17,7 +17,8 @@ The figure of issue 26: (engine - bare) at the large collection minus (engine - 
 The synthetic collections carry the model fingerprint "synthetic" and no serving record: `stamp` gives a collection
 (modify a copy only) the fingerprint of a tiny random dual encoder (`--model`, made when absent, 256-d, no heads),
 the sentence encoder's identity for its 384-d `title` vectors, and the serving record the build would write
-(`write_serving_record`: the parser's vocabulary from the payloads, no intent heads, no VSC).
+(`write_serving_record`: the parser's vocabulary from the payloads, no intent heads; VSC off, or with `--vsc` on
+the `title` vectors, which hold the same kind of 384-d sentence embeddings).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def config_of(folder: Path):
     return QdrantConfig(path=str(folder), edge=True, collection=NAME)
 
 
-def stamp(folder: Path, model_dir: Path) -> None:
+def stamp(folder: Path, model_dir: Path, vsc: bool = False) -> None:
     """Give a synthetic collection the model's identity and a serving record (see the module docstring)."""
     from modeling.encoders.loading import embedding_dim, load_model, model_fingerprint
     from modeling.retrieval.backends.qdrant.catalog import SERVING_KEY, write_serving_record
@@ -88,7 +89,8 @@ def stamp(folder: Path, model_dir: Path) -> None:
         everything = client.get_collection(NAME).config.metadata or {}
         identity = dict(everything[METADATA_KEY])
         info = {"name": str(model_dir), "fingerprint": model_fingerprint(model), "embedding_dim": embedding_dim(model)}
-        if identity.get("model") == info and everything.get(SERVING_KEY):
+        wanted_vsc = {"vector": "title", "source": "title", "encoder": TEXT_ENCODER} if vsc else None
+        if identity.get("model") == info and (everything.get(SERVING_KEY) or {}).get("vsc", False) == wanted_vsc:
             return
         identity.update(model=info, text_encoder={"name": TEXT_ENCODER, "embedding_dim": 384}, named_texts=[])
         client.update_collection(NAME, metadata={METADATA_KEY: identity})
@@ -96,7 +98,7 @@ def stamp(folder: Path, model_dir: Path) -> None:
         write_serving_record(client, NAME, {
             "model_fingerprint": info["fingerprint"], "catalog_signature": identity.get("catalog", {}).get("signature"),
             "num_items": everything[COMPLETE_KEY]["num_items"], "parser": catalog_vocabulary(items, INTENT_ATTRIBUTES),
-            "groups": None, "intent_heads": None, "vsc": None})
+            "groups": None, "intent_heads": None, "vsc": wanted_vsc})
     finally:
         client.close()
 
@@ -162,7 +164,7 @@ def structures(engine) -> dict:
     return out
 
 
-def serve_engine(folder: Path, model_dir: Path, count: int, record: Path) -> dict:
+def serve_engine(folder: Path, model_dir: Path, count: int, record: Path, vsc: bool = False) -> dict:
     from modeling.retrieval.engine.search import FashionSearchEngine
     from modeling.serving.registry import EngineRegistry
     from modeling.serving.service import SearchService
@@ -170,7 +172,7 @@ def serve_engine(folder: Path, model_dir: Path, count: int, record: Path) -> dic
     before = memory()
     start = time.perf_counter()
     engine = FashionSearchEngine.load(model_dir, None, vector_store="qdrant-edge", qdrant=config_of(folder),
-                                      text_encoder=TEXT_ENCODER, vsc_source=None)
+                                      text_encoder=TEXT_ENCODER, vsc_source="title" if vsc else None)
     load_s = time.perf_counter() - start
     calls = []
     client = engine.backend.store.client
@@ -221,22 +223,24 @@ def main(argv=None) -> int:
     parser.add_argument("--model", type=Path, default=REPO / "runs" / "storemem-model")
     parser.add_argument("--queries", type=int, default=40)
     parser.add_argument("--output", type=Path)
+    parser.add_argument("--vsc", action="store_true",
+                        help="VSC on: the serving record names the 384-d `title` vectors as VSC's (synthetic titles)")
     parser.add_argument("--serve", choices=("engine", "bare"), help=argparse.SUPPRESS)
     parser.add_argument("--record", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         folder = args.collections[0]
-        row = (serve_engine(folder, args.model, args.queries, args.record) if args.serve == "engine"
+        row = (serve_engine(folder, args.model, args.queries, args.record, args.vsc) if args.serve == "engine"
                else serve_bare(folder, args.model, args.record))
         print(json.dumps(row))
         return 0
     tiny_model(args.model)
     rows = []
     for folder in args.collections:
-        stamp(folder, args.model)
+        stamp(folder, args.model, args.vsc)
         record = folder.parent / f"{folder.name}-calls.pkl"
         common = ["--collections", str(folder), "--model", str(args.model), "--record", str(record)]
-        engine = in_subprocess("--serve", "engine", "--queries", str(args.queries), *common)
+        engine = in_subprocess("--serve", "engine", "--queries", str(args.queries), *common, *["--vsc"] * args.vsc)
         bare = in_subprocess("--serve", "bare", *common)
         row = {"collection": str(folder), "items": engine["items"], "engine": engine, "bare": bare,
                "engine_minus_bare_mb": round(engine["VmRSS"] - bare["VmRSS"], 1),
