@@ -23,6 +23,7 @@ import pandas as pd
 from modeling.retrieval.backends.qdrant.store import (COMPLETE_KEY, GROUP_FIELD, METADATA_KEY, QdrantStore,
                                                       QdrantStoreError, point_id)
 from modeling.retrieval.common.items import CompactIds, ItemCodes
+from modeling.utils.memory import trim_heap
 
 SERVING_KEY = "fashion_search_serving"
 SERVING_FORMAT = 2  # 2: the parser's vocabulary holds the usage shares per article type
@@ -140,6 +141,8 @@ class StoreCatalog:
         groups[grouped] = positions[grouped]
         codes = ItemCodes.in_catalog_order({a: np.concatenate(parts[a])[order] for a in attributes},
                                            {a: list(coders[a]) for a in attributes})
+        del parts, page
+        trim_heap()  # the pages' payloads, freed, would otherwise stay in the heap
         return cls(store, ids, codes, groups, record, sorted(folders))
 
     def rows(self, positions: Sequence[int]) -> list[dict]:
