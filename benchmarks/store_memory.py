@@ -10,6 +10,7 @@ ids "0".."n-1"), in a fresh process each:
   off; every request the engine sends to the collection is recorded;
 - **bare**: the same libraries and models loaded, the collection opened (`QdrantStore.open`) and the recorded
   requests replayed on it: what the store itself holds (a Qdrant server would hold it in another process).
+Both apply `app.py`'s allocator and thread settings once loaded (`tune_as_the_app`).
 Each prints its RSS split into anonymous memory and mapped files (`/proc/self/status`), and the engine process the
 size of each per-item structure it holds (deep `sys.getsizeof`, numpy `nbytes`, pandas `memory_usage(deep=True)`).
 The figure of issue 26: (engine - bare) at the large collection minus (engine - bare) at the small one.
@@ -164,6 +165,15 @@ def structures(engine) -> dict:
     return out
 
 
+def tune_as_the_app() -> None:
+    """The allocator and thread settings `app.py` applies before serving (its defaults)."""
+    from modeling.serving.tuning import cap_malloc_arenas, limit_threads, return_large_blocks
+
+    limit_threads(1)
+    cap_malloc_arenas(2)
+    return_large_blocks()
+
+
 def serve_engine(folder: Path, model_dir: Path, count: int, record: Path, vsc: bool = False) -> dict:
     from modeling.retrieval.engine.search import FashionSearchEngine
     from modeling.serving.registry import EngineRegistry
@@ -174,6 +184,7 @@ def serve_engine(folder: Path, model_dir: Path, count: int, record: Path, vsc: b
     engine = FashionSearchEngine.load(model_dir, None, vector_store="qdrant-edge", qdrant=config_of(folder),
                                       text_encoder=TEXT_ENCODER, vsc_source="title" if vsc else None)
     load_s = time.perf_counter() - start
+    tune_as_the_app()
     calls = []
     client = engine.backend.store.client
     for method in ("query_points", "retrieve", "scroll", "count"):
@@ -205,6 +216,7 @@ def serve_bare(folder: Path, model_dir: Path, record: Path) -> dict:
     encoder = SentenceEncoder(TEXT_ENCODER)
     info = {"name": str(model_dir), "fingerprint": model_fingerprint(model), "embedding_dim": embedding_dim(model)}
     store = QdrantStore.open(config_of(folder), info, text_dim=encoder.dim)
+    tune_as_the_app()
     calls = pickle.loads(record.read_bytes())
     for method, args, keywords in calls:
         getattr(store.client, method)(*args, **keywords)
