@@ -141,8 +141,7 @@ def main(argv=None) -> None:
     service = SearchService(registry, query_precision=os.environ.get("FASHION_QUERY_PRECISION", "auto"),
                             max_in_flight=int(os.environ.get("FASHION_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT)),
                             worker_nice=int(os.environ.get("FASHION_WORKER_NICE", DEFAULT_WORKER_NICE)))
-    items = service.catalog_items()
-    allowed = sorted({str(Path(p).parent) for p in items.get("image_path", []) if p})
+    allowed = service.image_folders()
     serve(build_demo(registry, service), service, server_name=args.host, server_port=args.port,
           allowed_paths=allowed, css=CSS, footer_links=["api"])
 

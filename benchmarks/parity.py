@@ -47,9 +47,9 @@ def workload(engine, query_dir: Path, items: int, photos: int, seed: int, k: int
     ids = engine.ids
     for position in sorted(rng.choice(len(ids), size=min(items, len(ids)), replace=False).tolist()):
         yield "item", ids[position], lambda item_id=ids[position]: engine.search_item(item_id, k=k)
-    paths = engine.index.items["image_path"].astype(str).tolist()
-    for position in sorted(rng.choice(len(ids), size=min(photos, len(ids)), replace=False).tolist()):
-        yield "image", ids[position], lambda path=paths[position]: engine.search_image(path, k=k)
+    chosen = sorted(rng.choice(len(ids), size=min(photos, len(ids)), replace=False).tolist())
+    for position, row in zip(chosen, engine.catalog.rows(chosen)):  # a store's engine holds no item table
+        yield "image", ids[position], lambda path=str(row["image_path"]): engine.search_image(path, k=k)
 
 
 def dump(args) -> None:

@@ -24,7 +24,6 @@ import dataclasses
 import functools
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -157,9 +156,8 @@ class SearchService:
 
     def _filter_values(self) -> dict[str, dict[str, str]]:
         if self._choices is None:
-            items = self.registry.get().index.items
-            self._choices = {c: {str(v).casefold(): str(v) for v in items[c].unique() if str(v)} if c in items
-                             else {} for c in FILTERS}
+            engine = self.registry.get()
+            self._choices = {c: {v.casefold(): v for v in engine.catalog.attribute_values(c) if v} for c in FILTERS}
         return self._choices
 
     def filters(self, gender=ANY, category=ANY, colour=ANY) -> dict[str, str]:
@@ -405,8 +403,17 @@ class SearchService:
                 "reranker": engine.reranker.name if engine.reranker is not None else None}
 
     def catalog_items(self, model=None):
-        """The catalog items (a DataFrame: ids, titles, attributes, photo paths) of `model`'s index."""
+        """The catalog items (a DataFrame: ids, titles, attributes, photo paths) of `model`'s index; None when it
+        serves from a collection alone (no item table: `example_photos`, `image_folders`)."""
         return self._engine(model)[1].index.items
+
+    def example_photos(self, types, model=None) -> dict[str, str]:
+        """One photo per article type of `types` (`CatalogPositions.example_photos`)."""
+        return self._engine(model)[1].catalog.example_photos(types)
+
+    def image_folders(self, model=None) -> list[str]:
+        """The folders of `model`'s catalog photos (where the app may serve files from)."""
+        return self._engine(model)[1].catalog.image_folders()
 
     def index_manifest(self, model=None) -> dict:
         """The manifest of `model`'s index (model fingerprint, number of items, build time)."""
@@ -415,19 +422,16 @@ class SearchService:
     def random_item(self, model=None, gender=ANY, category=ANY, colour=ANY) -> tuple[str, str]:
         """(id, absolute photo path) of a random catalog item within the filters; refused when none matches."""
         _, engine = self._engine(model)
-        mask = engine.allowed_mask(self.filters(gender, category, colour))
-        items = engine.index.items if mask is None else engine.index.items[mask]
-        if items.empty:
+        row = engine.catalog.random_row(engine.allowed_mask(self.filters(gender, category, colour)))
+        if row is None:
             raise QueryError("No product matches these filters.")
-        row = items.iloc[random.randrange(len(items))]
         return str(row["id"]), row["image_path"]
 
     def image_path(self, item_id, model=None) -> str:
         """The absolute path of a catalog item's photo (inside the server: the UI, the image route)."""
         item_id = parse_item_id(item_id)
         _, engine = self._engine(model)
-        position = engine.position(item_id)
-        return str(engine.index.items["image_path"].iloc[position])
+        return str(engine.catalog.item_row(engine.position(item_id))["image_path"])
 
     # -- output -----------------------------------------------------------------------------------------------
     @staticmethod

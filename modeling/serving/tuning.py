@@ -100,13 +100,11 @@ def lower_thread_priority(nice: int) -> bool:
 
 
 def _mallopt(option: int, value: int) -> bool:
-    import ctypes
-    import ctypes.util
+    from modeling.utils.memory import libc
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(option, int(value)))
-    except (OSError, AttributeError):
+        return bool(libc().mallopt(option, int(value)))
+    except AttributeError:  # no C library, or not glibc
         return False
 
 

@@ -180,18 +180,6 @@ def serve(demo: gr.Blocks, service: SearchService, **launch_kwargs):
     return demo.launch(app_kwargs=kwargs, **launch_kwargs)
 
 
-def _catalog_examples(items, types) -> dict[str, str]:
-    """One image per article type (the first in catalog order that has an image), for example queries."""
-    found = {}
-    if "articleType" not in items or "image_path" not in items:
-        return found
-    for article in types:
-        rows = items[(items["articleType"] == article) & (items["image_path"] != "")]
-        if len(rows) and Path(rows["image_path"].iloc[0]).exists():
-            found[article] = rows["image_path"].iloc[0]
-    return found
-
-
 @contextlib.contextmanager
 def examples_cache(manifest: dict):
     """Cached example results live in a folder of their own per index (its `manifest`: model fingerprint, items,
@@ -217,11 +205,10 @@ def build_demo(registry: EngineRegistry, service: SearchService | None = None) -
     controls, one builder per tab, the result panels), then the events are wired; `ui` holds the components."""
     h = Handlers(registry, service)
     info = h.service.model_info()  # the default model, loaded
-    items = h.service.catalog_items()
-    photos = _catalog_examples(items, IMAGE_EXAMPLE_TYPES + tuple(t for t, _ in COMPOSED_EXAMPLES))
+    photos = h.service.example_photos(IMAGE_EXAMPLE_TYPES + tuple(t for t, _ in COMPOSED_EXAMPLES))
 
     with examples_cache(h.service.index_manifest()), gr.Blocks(title="Fashion search", delete_cache=UPLOAD_CACHE_S) as demo:
-        ui = _controls(registry, h.service, len(items))
+        ui = _controls(registry, h.service, info["products"])
         with gr.Tabs(selected="text") as ui.tabs:
             _text_tab(ui, h)
             _image_tab(ui, h, info, photos)

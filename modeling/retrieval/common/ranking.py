@@ -101,11 +101,12 @@ class RankRequest:
 @dataclass(frozen=True)
 class LocalCatalog:
     """What the engine holds locally and shares with its backend: the catalog index (item table, vectors, item-text
-    embeddings), the ids in index order, the id -> position map (built once, by the engine) and the keyword match
-    (BM25 of a query text over every item, normalised to [0, 1]; built once, by the engine)."""
+    embeddings), the ids in index order, the id -> position map (built once, by the engine; over a catalog that
+    holds no item table, the compact `CompactIds` and its map view) and the keyword match (BM25 of a query text
+    over every item, normalised to [0, 1]; built once, by the engine)."""
 
     index: Any
-    ids: tuple[str, ...]
+    ids: Sequence[str]
     positions: Mapping[str, int]
     keywords: Callable[[str], np.ndarray] | None = None
 
@@ -127,6 +128,19 @@ class VectorBackend(Protocol):
         """A catalog item's stored unit image vector."""
 
 
+def wanted_values(filters: Mapping | None) -> dict[str, set[str]]:
+    """The active filters: each key's values (a string or a list of strings) stripped and case-folded; keys whose
+    values are all empty or None left out."""
+    wanted = {}
+    for key, values in (filters or {}).items():
+        if values is None or isinstance(values, (str, int, float)):
+            values = [values]
+        chosen = {str(value).strip().casefold() for value in values if value is not None and str(value).strip()}
+        if chosen:
+            wanted[key] = chosen
+    return wanted
+
+
 def filter_mask(items, filters: Mapping | None, folded: dict) -> np.ndarray | None:
     """Boolean mask over `items` (a DataFrame) matching metadata `filters`: each key an item column, its value a
     string or a list of strings (any may match), compared case-insensitively after stripping; all keys must match;
@@ -135,13 +149,7 @@ def filter_mask(items, filters: Mapping | None, folded: dict) -> np.ndarray | No
     Raises:
         `ValueError`: a key with a non-empty value is not an item column.
     """
-    wanted = {}
-    for key, values in (filters or {}).items():
-        if values is None or isinstance(values, (str, int, float)):
-            values = [values]
-        chosen = {str(value).strip().casefold() for value in values if value is not None and str(value).strip()}
-        if chosen:
-            wanted[key] = chosen
+    wanted = wanted_values(filters)
     unknown = [key for key in wanted if key not in items.columns]
     if unknown:
         raise ValueError(f"unknown filter keys {unknown}; allowed keys are {list(items.columns)}")
@@ -201,4 +209,4 @@ class AttributeTable:
 
 
 __all__ = ["AttributeTable", "LocalCatalog", "RankRequest", "Ranked", "ScoreTerm", "Scope", "VectorBackend",
-           "filter_mask", "top_k_order"]
+           "filter_mask", "top_k_order", "wanted_values"]

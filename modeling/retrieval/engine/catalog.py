@@ -1,9 +1,12 @@
-"""The engine's catalog positions and scopes: ids in index order, the one id -> position map, and which items a
-query may return (`Scope`: filters and excluded ids as a mask over positions)."""
+"""The engine's catalog positions and scopes: ids in index order, the one id -> position map, which items a query
+may return (`Scope`: filters and excluded ids as a mask over positions), and the item fields results and the app
+show (`rows`, `item_row`, `attribute_values`, `example_photos`, `random_row`, `image_folders`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -11,21 +14,30 @@ from modeling.data.catalog import ATTRIBUTES
 from modeling.retrieval.common.ranking import Scope
 from modeling.retrieval.common.types import QueryError
 
+PHOTO_PAGE = 64  # items fetched per request while looking for one with a photo (a store's catalog)
+
 
 class CatalogPositions:
-    """Ids, positions and scopes over a `CatalogIndex`'s items."""
+    """Ids, positions, scopes and item fields over a `CatalogIndex`'s items, or over the compact ids and codes of an
+    index that holds no item table (`StoreCatalog`: `ids` a `CompactIds`, `map` its id -> position view, the item
+    fields read from the collection per request)."""
 
     def __init__(self, index):
         self.index = index
+        self._records: list[dict] | None = None
+        if index.items is None:
+            self.ids, self.map = index.ids, index.ids.positions
+            self.attributes = [c for c in ATTRIBUTES if c in index.codes]
+            return
         self.ids = tuple(index.items["id"].astype(str))
         self.map = {item_id: i for i, item_id in enumerate(self.ids)}
         self.attributes = [c for c in ATTRIBUTES if c in index.items.columns]
 
     def check(self, vsc=None, reranker=None) -> None:
         """`ValueError` when the VSC scorer or the re-ranking index describe other items than the index."""
-        if vsc is not None and len(vsc.descriptions) != len(self.ids):
-            raise ValueError(f"the VSC scorer describes {len(vsc.descriptions)} items, the index {len(self.ids)}")
-        if reranker is not None and tuple(reranker.ids) != self.ids:
+        if vsc is not None and len(vsc) != len(self.ids):
+            raise ValueError(f"the VSC scorer describes {len(vsc)} items, the index {len(self.ids)}")
+        if reranker is not None and tuple(reranker.ids) != tuple(self.ids):
             raise ValueError("the re-ranking index holds other items (or another order) than the main index; "
                              "rebuild it from the same catalog")
 
@@ -51,6 +63,69 @@ class CatalogPositions:
             mask = np.ones(len(self.ids), dtype=bool) if mask is None else mask.copy()
             mask[excluded] = False
         return mask
+
+    def rows(self, positions: Sequence[int]) -> list[dict]:
+        """What a result shows of the items at `positions` (id, title, image path, the filter attributes): plain
+        dicts of the item table built on first use (a pandas row lookup per result costs more than the search), or
+        the collection's payloads (`StoreCatalog.rows`, one request)."""
+        if self.index.items is None:
+            return self.index.rows(positions)
+        if self._records is None:
+            columns = [c for c in ("id", "title", "image_path", *self.attributes) if c in self.index.items]
+            self._records = self.index.items[columns].to_dict("records")
+        return [self._records[p] for p in positions]
+
+    def item_row(self, position: int) -> dict:
+        """What the catalog holds of the item at `position`: its item table row, or what a result shows of it."""
+        if self.index.items is not None:
+            return self.index.items.iloc[position].to_dict()
+        return self.rows([position])[0]
+
+    def attribute_values(self, attribute: str) -> list[str]:
+        """The distinct values of a catalog attribute, in order of first appearance ([] when it has none)."""
+        items = self.index.items
+        if items is None:
+            return list(self.index.codes.values.get(attribute, ()))
+        return [str(v) for v in items[attribute].unique()] if attribute in items else []
+
+    def first_photo(self, attribute: str, value: str) -> str | None:
+        """The photo path of the first item (catalog order) whose `attribute` is `value` and that has a photo."""
+        items = self.index.items
+        if items is not None:
+            if attribute not in items or "image_path" not in items:
+                return None
+            rows = items[(items[attribute] == value) & (items["image_path"] != "")]
+            return rows["image_path"].iloc[0] if len(rows) else None
+        codes = self.index.codes
+        if value not in codes.values.get(attribute, ()):
+            return None
+        positions = np.flatnonzero(codes.codes[attribute] == codes.values[attribute].index(value))
+        for start in range(0, len(positions), PHOTO_PAGE):
+            for row in self.rows(positions[start:start + PHOTO_PAGE].tolist()):
+                if row["image_path"]:
+                    return row["image_path"]
+        return None
+
+    def example_photos(self, types) -> dict[str, str]:
+        """One photo per article type of `types`: the first item of that type (catalog order) that has a photo,
+        when the file exists."""
+        paths = {article: self.first_photo("articleType", article) for article in types}
+        return {article: path for article, path in paths.items() if path and Path(path).exists()}
+
+    def random_row(self, mask: np.ndarray | None) -> dict | None:
+        """The `item_row` of a random item among those `mask` allows (None: every item); None when none is."""
+        allowed = None if mask is None else np.flatnonzero(mask)
+        count = len(self.ids) if allowed is None else len(allowed)
+        if count == 0:
+            return None
+        choice = random.randrange(count)
+        return self.item_row(choice if allowed is None else int(allowed[choice]))
+
+    def image_folders(self) -> list[str]:
+        """The folders of the catalog's photos (what the app may serve files from)."""
+        if self.index.items is None:
+            return list(self.index.image_folders)
+        return sorted({str(Path(p).parent) for p in self.index.items.get("image_path", []) if p})
 
     def scope(self, filters: Mapping | None = None, exclude_ids: Iterable[str] | None = None) -> Scope:
         excluded = tuple(str(i) for i in (exclude_ids or ()))

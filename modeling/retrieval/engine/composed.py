@@ -21,7 +21,7 @@ def reference_of(engine, image=None, item_id: str | None = None) -> tuple[int | 
     values for an `item_id`, the attribute heads' confident predictions for an uploaded `image`)."""
     if item_id is not None:
         position = engine.position(item_id)
-        return position, engine.backend.vector(position), engine.index.items.iloc[position].to_dict()
+        return position, engine.backend.vector(position), engine.catalog.item_row(position)
     if image is not None:
         image_embeds = engine.encode_images([image])[0]
         return None, image_embeds, {**engine.predict_attributes(image_embeds), **engine.photo_attributes(image,

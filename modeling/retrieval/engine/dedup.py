@@ -86,10 +86,13 @@ class DuplicateGroups:
         titles and `vectors()` on first use."""
         self.items, self.vectors = items, vectors
         self._groups: np.ndarray | None = None
-        self._members: dict[int, list[int]] = {}
+        # The items of groups of two or more: their positions grouped (catalog order within a group), and the
+        # group id of each (sorted), for a binary search; nothing per item beyond two integers per grouped item.
+        self._order = self._keys = np.zeros(0, np.int64)
         self._lock = threading.Lock()
         if groups is not None:
-            self._set(np.asarray(groups, dtype=np.int64))
+            groups = np.asarray(groups)
+            self._set(groups if groups.dtype in (np.int32, np.int64) else groups.astype(np.int64))
 
     def groups(self) -> np.ndarray:
         """Group id of every item (`duplicate_groups` over normalised titles and the image vectors)."""
@@ -101,13 +104,19 @@ class DuplicateGroups:
         return self._set(duplicate_groups(titles, self.vectors()))
 
     def _set(self, groups: np.ndarray) -> np.ndarray:
-        members: dict[int, list[int]] = {}
-        for position, group in enumerate(groups.tolist()):
-            members.setdefault(group, []).append(position)
+        order = np.argsort(groups, kind="stable")
+        keys = groups[order]
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, np.int64)
+        shared = np.repeat(np.diff(np.r_[starts, len(keys)]) > 1, np.diff(np.r_[starts, len(keys)]))
         with self._lock:
-            self._members = {g: m for g, m in members.items() if len(m) > 1}
+            self._order, self._keys = order[shared].astype(groups.dtype), keys[shared]
             self._groups = groups
         return groups
+
+    def members(self, group: int) -> list[int]:
+        """The positions of a group of two or more items, in catalog order ([] for an item alone)."""
+        begin, end = np.searchsorted(self._keys, [group, group + 1])
+        return self._order[begin:end].tolist()
 
     def collapsed(self, rank: Callable[[RankRequest], list[Ranked]], request: RankRequest, growth: int) -> list[Ranked]:
         """The best row of each of the best `request.k` groups, each listing the rest of its group that the scope
@@ -126,7 +135,7 @@ class DuplicateGroups:
         out = []
         for position in kept:
             row = by_position[position]
-            row.duplicates = [m for m in self._members.get(int(groups[position]), []) if m != position
+            row.duplicates = [m for m in self.members(int(groups[position])) if m != position
                               and (mask is None or mask[m])]
             out.append(row)
         return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -11,20 +12,15 @@ from modeling.retrieval.common.types import SearchResult
 
 
 class ResultTable:
-    """The item fields a result shows, as plain dicts per index position (a pandas row lookup per result costs more
-    than the search), built on first use."""
+    """A backend's ranked rows as `SearchResult`s: the item fields a result shows come from `rows(positions)`
+    (`CatalogPositions.rows`: the item table's records, or a vector store's payloads)."""
 
-    def __init__(self, items, attributes, ids):
-        self.items, self.attributes, self.ids = items, list(attributes), ids
-        self._records: list[dict] | None = None
+    def __init__(self, attributes, ids, rows: Callable[[Sequence[int]], list[dict]]):
+        self.attributes, self.ids, self.rows = list(attributes), ids, rows
 
     def results(self, ranked: list[Ranked]) -> list[SearchResult]:
-        if self._records is None:
-            columns = [c for c in ("id", "title", "image_path", *self.attributes) if c in self.items]
-            self._records = self.items[columns].to_dict("records")
         results = []
-        for rank, row_ranked in enumerate(ranked, start=1):
-            row = self._records[row_ranked.position]
+        for rank, (row_ranked, row) in enumerate(zip(ranked, self.rows([r.position for r in ranked])), start=1):
             results.append(SearchResult(
                 id=str(row["id"]), title=str(row.get("title", "")), image_path=str(row.get("image_path", "")),
                 rank=rank, score=row_ranked.score, visual_score=row_ranked.visual, text_score=row_ranked.text,

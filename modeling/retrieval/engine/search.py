@@ -73,7 +73,8 @@ class FashionSearchEngine:
         self._ids, self._position = catalog.ids, catalog.map
         catalog.check(vsc, reranker)
         catalog.check(reranker=photo_fusion)
-        self.intents = IntentScorer(index.items, intent_heads, vocabulary=parser_vocabulary)
+        values = index.items if index.items is not None else index.codes  # a `StoreCatalog` holds no item table
+        self.intents = IntentScorer(values, intent_heads, vocabulary=parser_vocabulary)
         self.queries = TextQueries(self.encoder, self.intents, index, lambda: self.settings)
         local = LocalCatalog(index, self._ids, self._position, self.queries.keyword_scores)
         # A local index (its vectors) serves whatever backend ranks; served from a collection alone (`index` a
@@ -81,9 +82,9 @@ class FashionSearchEngine:
         self._local = FaissBackend(local) if index.vectors is not None else None
         self.backend: VectorBackend = self._local if backend is None else backend(local)
         dense = self._local.dense_vectors if self._local is not None else _no_local_vectors
-        self.consistency = ConsistencyScorer(model, dense, index.items, self.settings.image_consistency)
+        self.consistency = ConsistencyScorer(model, dense, values, self.settings.image_consistency)
         self.duplicates = DuplicateGroups(index.items, dense, getattr(index, "groups", None))
-        self._table = ResultTable(index.items, catalog.attributes, self._ids)
+        self._table = ResultTable(catalog.attributes, self._ids, catalog.rows)
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike, index_dir: str | os.PathLike, *, catalog=None,
@@ -209,7 +210,7 @@ class FashionSearchEngine:
         scope = self.catalog.scope(filters, [str(item_id)])
         own = self.backend.vector(position)
         weights = self.settings.item_consistency if consistency is None else dict(consistency)
-        same = QueryIntent("", "", IntentScorer.reference(self.index.items.iloc[position].to_dict(),
+        same = QueryIntent("", "", IntentScorer.reference(self.catalog.item_row(position),
                                                           attributes=[a for a, w in weights.items() if w]))
         extra = {"terms": tuple(self.intents.terms(same, weights))} if same else None
         results = self._rank(self._expand(own, expansion, scope), None, 0.0,

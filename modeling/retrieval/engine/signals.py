@@ -19,6 +19,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from modeling.retrieval.common.items import ItemCodes
 from modeling.retrieval.common.ranking import AttributeTable, ScoreTerm
 from modeling.retrieval.understanding.boosts import INTENT_WEIGHTS, NEGATION_WEIGHT, intent_terms
 from modeling.retrieval.understanding.heads import IntentHeads
@@ -41,8 +42,14 @@ NEIGHBOUR_TEMPERATURE = 0.05
 ITEM_CONSISTENCY_WEIGHTS = {"baseColour": 0.1, "articleType": 0.1}
 
 
+def attribute_table(items, attributes) -> AttributeTable:
+    """The `AttributeTable` of an item table, or of the `ItemCodes` of a catalog that holds none."""
+    return items.table(attributes) if isinstance(items, ItemCodes) else AttributeTable(items, attributes)
+
+
 class IntentScorer:
-    """Parses queries (`QueryParser` over the catalog, with the learned heads when given) and scores intents."""
+    """Parses queries (`QueryParser` over the catalog, with the learned heads when given) and scores intents.
+    `items`: the item table, or the `ItemCodes` of a catalog that holds none (then `vocabulary` is needed)."""
 
     def __init__(self, items, heads: IntentHeads | None = None, weights: Mapping[str, float] | None = None,
                  negation_weight: float = NEGATION_WEIGHT, vocabulary: Mapping | None = None):
@@ -66,7 +73,7 @@ class IntentScorer:
     def codes(self) -> AttributeTable:
         with self._lock:
             if self._codes is None:
-                self._codes = AttributeTable(self.items, INTENT_ATTRIBUTES)
+                self._codes = attribute_table(self.items, INTENT_ATTRIBUTES)
             return self._codes
 
     def terms(self, intent: QueryIntent | None, weights: Mapping[str, float] | None = None) -> list[ScoreTerm]:
@@ -137,8 +144,12 @@ class ConsistencyScorer:
             return None
         with self._lock:
             if attribute not in self._catalog:
-                lookup = {v: i for i, v in enumerate(self.labels[attribute])}
-                self._catalog[attribute] = np.array([lookup.get(v, -1) for v in self.items[attribute].astype(str)])
+                if isinstance(self.items, ItemCodes):
+                    self._catalog[attribute] = self.items.labels(attribute, self.labels[attribute])
+                else:
+                    lookup = {v: i for i, v in enumerate(self.labels[attribute])}
+                    self._catalog[attribute] = np.array([lookup.get(v, -1)
+                                                         for v in self.items[attribute].astype(str)])
             return self._catalog[attribute]
 
     def vote(self, attribute: str, size: int, neighbours: np.ndarray | None,
@@ -218,7 +229,7 @@ class ConsistencyScorer:
     def table(self) -> AttributeTable:
         with self._lock:
             if self._table is None:
-                self._table = AttributeTable(self.items, list(self.labels))
+                self._table = attribute_table(self.items, list(self.labels))
             return self._table
 
     def scores(self, photo: np.ndarray, positions: np.ndarray, weights: Mapping[str, float] | None = None,

@@ -9,9 +9,9 @@ the streamed build of `modeling.retrieval.backends.qdrant.ingest`, plus
   (the parser's vocabulary, the heads, the VSC vector) in the collection metadata, tied to the model fingerprint
   and the catalog signature (`modeling.retrieval.backends.qdrant.catalog`).
 
-Load (`load_store_parts`): open the collection, read the record and the payloads (the item table, the groups; no
-vector), and give the engine a `StoreCatalog` as its index: rankings, neighbours, item vectors and VSC vectors
-come from the collection per query.
+Load (`load_store_parts`): open the collection, read the record and the payloads (ids, positions, groups and
+filter attributes as compact arrays; no vector, no title), and give the engine a `StoreCatalog` as its index:
+rankings, neighbours, item vectors, VSC vectors and what a result shows come from the collection per query.
 """
 
 from __future__ import annotations
@@ -154,9 +154,9 @@ def load_store_parts(model, encoder, model_dir, *, config, client=None, vsc_sour
         if not record.get("vsc") or record["vsc"]["source"] != vsc_source or record["vsc"]["encoder"] != encoder.name:
             raise QdrantStoreError(f"collection {store.name!r} holds no VSC vectors of {vsc_source!r} descriptions by "
                                    f"{encoder.name}; serve without VSC or rebuild the collection")
-        ids = catalog.items["id"].tolist()
-        vsc = VSCScorer(encoder, catalog.items, vsc_source,
-                        lookup=lambda positions: store.item_vectors([ids[p] for p in positions], using=VSC))
+        ids, using = catalog.ids, record["vsc"].get("vector", VSC)
+        vsc = VSCScorer(encoder, catalog, vsc_source,
+                        lookup=lambda positions: store.item_vectors([ids[p] for p in positions], using=using))
     return {"index": catalog, "vsc": vsc, "intent_heads": heads, "parser_vocabulary": record["parser"],
             "backend": partial(QdrantBackend, store)}
 

@@ -69,12 +69,15 @@ def _contains(text: str, phrase: str) -> re.Match | None:
 class ModificationParser:
     """Finds which attribute value a modification text names ("make it navy blue" -> baseColour = Navy Blue)."""
 
-    def __init__(self, items: pd.DataFrame, attributes: Sequence[str] = CHANGEABLE_ATTRIBUTES):
+    def __init__(self, items: "pd.DataFrame | Mapping[str, Sequence[str]]",
+                 attributes: Sequence[str] = CHANGEABLE_ATTRIBUTES):
+        """`items`: the item table, or each attribute's values (a catalog that holds no item table)."""
         phrases = []
         for attribute in attributes:
-            if attribute not in items.columns:
+            if attribute not in (items if isinstance(items, Mapping) else items.columns):
                 continue
-            for value in sorted(set(items[attribute].astype(str))):
+            column = items[attribute] if isinstance(items, Mapping) else items[attribute].astype(str)
+            for value in sorted(set(column)):
                 if value.strip() and value not in ("NA", "nan"):
                     phrases += [(p, attribute, value) for p in _phrases(attribute, value)]
         # Longest phrase first, so "navy blue" wins over "blue" and "smart casual" over "casual".
@@ -122,17 +125,24 @@ class VSCScorer:
                  embeddings: np.ndarray | None = None, progress: bool = False,
                  lookup: Callable[[Sequence[int]], np.ndarray] | None = None):
         """`lookup`: the items' description embeddings by position, fetched per query (a vector store's `vsc`
-        vectors) instead of held in `embeddings`."""
+        vectors) instead of held in `embeddings`. `items`: the item table, or a catalog that holds none (a
+        `StoreCatalog`: its `rows` are fetched per description, nothing per item is kept; needs `lookup`)."""
         if source not in VSC_SOURCES:
             raise ValueError(f"unknown VSC description source {source!r}; use one of {VSC_SOURCES}")
         self.encoder, self.source = encoder, source
-        records = items.to_dict("records")
-        self.descriptions = [item_vsc_text(r, source) for r in records]
-        self._records = records
-        self.parser = ModificationParser(items)
-        self.ids_digest = _ids_digest(items)
         self._lookup = lookup
         self.embeddings = None
+        if not isinstance(items, pd.DataFrame):  # a catalog that holds no item table (`StoreCatalog`)
+            if lookup is None:
+                raise ValueError("VSC over a catalog without an item table needs a lookup of its embeddings")
+            self._rows, self._records, self.descriptions, self.ids_digest = items.rows, None, None, None
+            self._num_items, self.parser = len(items), ModificationParser(items.codes.values)
+            return
+        records = items.to_dict("records")
+        self.descriptions = [item_vsc_text(r, source) for r in records]
+        self._records, self._num_items = records, len(records)
+        self.parser = ModificationParser(items)
+        self.ids_digest = _ids_digest(items)
         if lookup is not None:
             return
         if embeddings is None:
@@ -146,7 +156,15 @@ class VSCScorer:
         self.embeddings = embeddings
 
     # -- query descriptions ---------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._num_items
+
+    def _record(self, position: int) -> Mapping:
+        return self._records[position] if self._records is not None else self._rows([position])[0]
+
     def item_description(self, position: int) -> str:
+        if self.descriptions is None:
+            return item_vsc_text(self._record(position), self.source)
         return self.descriptions[position]
 
     def composed_description(self, modification: str, position: int | None = None) -> str:
@@ -154,7 +172,7 @@ class VSCScorer:
         modification = " ".join(modification.split())
         if position is None:
             return modification
-        return self.parser.apply(self._records[position], modification, self.source) or modification
+        return self.parser.apply(self._record(position), modification, self.source) or modification
 
     # -- scoring ----------------------------------------------------------------------------------------------------
     def encode(self, texts: Sequence[str]) -> np.ndarray:

@@ -347,6 +347,46 @@ def test_the_app_serves_from_the_collection_alone(served_alone, faiss_engine):
     assert not (model_dir / "index").exists()  # nothing was rebuilt
 
 
+def test_the_engine_from_a_store_holds_no_item_table(served_alone, faiss_engine):
+    """Served from the collection alone, the engine keeps per item only compact arrays (ids as bytes, the filter
+    attributes as small integer codes, int32 groups): no item table, id -> position dict, result records or VSC
+    descriptions. What a result shows is read from the hits' payloads (a title changed in the collection shows at
+    once), and filters, facets, photos and the top 10 with every field are the FAISS engine's."""
+    from modeling.retrieval.backends.qdrant.store import point_id
+    from modeling.retrieval.common.items import CompactIds, ItemCodes
+    from modeling.serving.registry import EngineRegistry
+    from modeling.serving.service import SearchService
+
+    service, engine, _ = served_alone
+    faiss, _ = faiss_engine
+    index = engine.index
+    assert index.items is None and isinstance(engine.ids, CompactIds) and isinstance(index.codes, ItemCodes)
+    assert not isinstance(engine.catalog.map, dict) and engine.catalog._records is None
+    assert engine.vsc.descriptions is None and engine.vsc.embeddings is None
+    assert index.groups.dtype == np.int32 and all(c.dtype.itemsize <= 2 for c in index.codes.codes.values())
+    assert (index.ids.nbytes + index.codes.nbytes + index.groups.nbytes) / len(index) < 40
+    assert engine.ids == faiss.ids and [engine.position(i) for i in faiss.ids[::37]] == list(range(0, 300, 37))
+    for filters in ({"gender": "men"}, {"masterCategory": ["APPAREL", " footwear "], "usage": "casual"}, None):
+        want, got = faiss.allowed_mask(filters, [faiss.ids[4]]), engine.allowed_mask(filters, [faiss.ids[4]])
+        np.testing.assert_array_equal(got, want)
+    reference = SearchService(EngineRegistry.from_engines({"faiss": faiss}))
+    assert service.filter_choices() == reference.filter_choices()
+    assert service.image_folders() == reference.image_folders()
+    types = tuple(sorted(set(faiss.index.items["articleType"])))[:6]
+    assert service.example_photos(types) == reference.example_photos(types)
+    assert service.image_path(faiss.ids[9]) == reference.image_path(faiss.ids[9])
+    for query, filters in (("black sneakers for women", None), ("casual shirt", {"gender": "Men"})):
+        assert_same(faiss.search_text(query, k=10, filters=filters), engine.search_text(query, k=10, filters=filters))
+    top = engine.search_text("black sneakers for women", k=10)[0]
+    store = engine.backend.store
+    store.client.set_payload(store.name, payload={"title": "Renamed in the collection"}, points=[point_id(top.id)])
+    try:
+        assert engine.search_text("black sneakers for women", k=10)[0].title == "Renamed in the collection"
+    finally:
+        store.client.set_payload(store.name, payload={"title": top.title}, points=[point_id(top.id)])
+    assert engine.search_text("black sneakers for women", k=10)[0].title == top.title
+
+
 def test_a_missing_or_stale_serving_record_is_refused_clearly(served_alone, catalog_dir):
     """Refused with the command that fixes it and no path; the build command run again on the up-to-date collection
     rewrites a record of an older format without encoding anything."""

@@ -15,18 +15,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import PurePath
 
 import numpy as np
 import pandas as pd
 
 from modeling.retrieval.backends.qdrant.store import (COMPLETE_KEY, GROUP_FIELD, METADATA_KEY, QdrantStore,
                                                       QdrantStoreError, point_id)
-from modeling.retrieval.common.ranking import filter_mask
+from modeling.retrieval.common.items import CompactIds, ItemCodes
+from modeling.utils.memory import trim_heap
 
 SERVING_KEY = "fashion_search_serving"
 SERVING_FORMAT = 2  # 2: the parser's vocabulary holds the usage shares per article type
 VSC = "vsc"  # the named vector of the item descriptions VSC compares with
-ITEM_FIELDS = ("id", "position", "title", "image_path", "attributes", GROUP_FIELD)
+ITEM_FIELDS = ("id", "position", "image_path", "attributes", GROUP_FIELD)  # what `StoreCatalog.read` scrolls
 SCROLL_PAGE = 2048
 
 
@@ -81,50 +83,108 @@ def check_serving_record(store: QdrantStore, everything: Mapping) -> dict:
 def payload_items(rows: Sequence[Mapping], attributes: Sequence[str], extra: Sequence[str] = ()) -> pd.DataFrame:
     """The item table of payloads already in catalog order: id, title, image path, each filter attribute's display
     value ("" when the item has none, as a catalog's empty cell), and the `extra` payload fields."""
-    return pd.DataFrame({
-        "id": [str(p["id"]) for p in rows], "title": [str(p.get("title", "")) for p in rows],
-        "image_path": [str(p.get("image_path", "")) for p in rows],
-        **{a: [str((p.get("attributes") or {}).get(a, "")) for p in rows] for a in attributes},
-        **{f: [str(p.get(f, "")) for p in rows] for f in extra}})
+    table = pd.DataFrame([payload_row(p, attributes) for p in rows],
+                         columns=["id", "title", "image_path", *attributes])
+    for field in extra:
+        table[field] = [str(p.get(field, "")) for p in rows]
+    return table
 
 
 class StoreCatalog:
-    """The item table, groups and serving record of an open collection (see the module docstring); the engine's
-    `index` when it serves from the collection alone. `has_item_texts`: the collection holds `title` vectors."""
+    """The compact item state, groups and serving record of an open collection (see the module docstring); the
+    engine's `index` when it serves from the collection alone. Per item it holds the id (`CompactIds`), the filter
+    attributes' codes (`ItemCodes`) and the group (int32): a few bytes, no Python object. Titles and image paths stay
+    in the collection: `rows` fetches what a result shows for the positions asked. `has_item_texts`: the collection
+    holds `title` vectors."""
 
     vectors = None  # no vector is held in process
+    items = None  # nor an item table
 
-    def __init__(self, store: QdrantStore, items: pd.DataFrame, groups: np.ndarray, record: dict):
-        self.store, self.items, self.groups, self.record = store, items, groups, record
+    def __init__(self, store: QdrantStore, ids: CompactIds, codes: ItemCodes, groups: np.ndarray, record: dict,
+                 image_folders: Sequence[str] = ()):
+        self.store, self.ids, self.codes, self.groups, self.record = store, ids, codes, groups, record
+        self.image_folders = tuple(image_folders)
         self.manifest = {"model": dict(store.metadata.get("model", {})), "store": store.name,
                          "text_encoder": store.metadata.get("text_encoder")}
         self.has_item_texts = store.metadata.get("text_encoder") is not None
         self.text_embeddings = None
-        self._folded: dict = {}
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.ids)
 
     def __repr__(self) -> str:
         return f"StoreCatalog(collection={self.store.name!r}, num_items={len(self)})"
 
     @classmethod
     def read(cls, store: QdrantStore) -> "StoreCatalog":
-        """Read the record (checked) and every point's payload (no vector): one scroll of the collection."""
+        """Read the record (checked) and every point's id, position, group and filter attributes (no vector, no
+        title): one scroll of the collection, each page turned into arrays at once."""
         everything = store.client.get_collection(store.name).config.metadata or {}
         record = check_serving_record(store, everything)
-        rows = sorted((p.payload for p in scroll_points(store.client, store.name, ITEM_FIELDS)),
-                      key=lambda payload: int(payload["position"]))
-        position = {str(p["id"]): i for i, p in enumerate(rows)}
-        groups = np.array([position.get(str(p.get(GROUP_FIELD, "")), i) if p.get(GROUP_FIELD) else i
-                           for i, p in enumerate(rows)], dtype=np.int64)
-        return cls(store, payload_items(rows, store.attributes), groups, record)
+        attributes = store.attributes
+        coders: dict[str, dict[str, int]] = {a: {} for a in attributes}
+        parts: dict[str, list[np.ndarray]] = {"position": [], "id": [], "group": [], **{a: [] for a in attributes}}
+        folders: set[str] = set()
+        page: list = []
+        for point in scroll_points(store.client, store.name, ITEM_FIELDS):
+            page.append(point.payload)
+            if len(page) == SCROLL_PAGE:
+                _add_page(parts, coders, folders, page)
+                page = []
+        _add_page(parts, coders, folders, page)
+        order = np.argsort(np.concatenate(parts["position"]), kind="stable")
+        ids = CompactIds(np.concatenate(parts["id"])[order])
+        groups = np.arange(len(order), dtype=np.int32)
+        named = np.concatenate(parts["group"])[order]
+        positions = ids.lookup(named)
+        grouped = (named != b"") & (positions >= 0)
+        groups[grouped] = positions[grouped]
+        codes = ItemCodes.in_catalog_order({a: np.concatenate(parts[a])[order] for a in attributes},
+                                           {a: list(coders[a]) for a in attributes})
+        del parts, page
+        trim_heap()  # the pages' payloads, freed, would otherwise stay in the heap
+        return cls(store, ids, codes, groups, record, sorted(folders))
+
+    def rows(self, positions: Sequence[int]) -> list[dict]:
+        """What a result shows of the items at `positions` (id, title, image path, each filter attribute's display
+        value, "" when it has none), read from their payloads: one request."""
+        item_ids = [self.ids[int(p)] for p in positions]
+        if not item_ids:
+            return []
+        points = self.store.client.retrieve(self.store.name, ids=[point_id(i) for i in item_ids],
+                                            with_payload=["id", "title", "image_path", "attributes"])
+        found = {str(p.payload["id"]): p.payload for p in points}
+        missing = [i for i in item_ids if i not in found]
+        if missing:
+            raise QdrantStoreError(f"collection {self.store.name!r} no longer holds item {missing[0]!r}: the "
+                                   "collection changed under the running engine; restart it")
+        return [payload_row(found[i], self.store.attributes) for i in item_ids]
 
     def mask(self, filters: Mapping | None) -> np.ndarray | None:
-        """As `CatalogIndex.mask` (the store itself refuses a key that is not one of its filter attributes)."""
-        return filter_mask(self.items, filters, self._folded)
+        """As `CatalogIndex.mask`, over the filter attributes (the store filters on nothing else)."""
+        return self.codes.mask(filters)
+
+
+def _add_page(parts: dict, coders: dict, folders: set, page: list) -> None:
+    """One scroll page of payloads into `parts` (arrays per field) and the attributes' value -> code maps."""
+    if not page:
+        return
+    parts["position"].append(np.array([int(p["position"]) for p in page], dtype=np.int64))
+    parts["id"].append(np.array([str(p["id"]).encode("utf-8") for p in page], dtype=np.bytes_))
+    parts["group"].append(np.array([str(p.get(GROUP_FIELD) or "").encode("utf-8") for p in page], dtype=np.bytes_))
+    for attribute, coder in coders.items():
+        values = [str((p.get("attributes") or {}).get(attribute, "")) for p in page]
+        parts[attribute].append(np.array([coder.setdefault(v, len(coder)) for v in values], dtype=np.int32))
+    folders.update(str(PurePath(p["image_path"]).parent) for p in page if p.get("image_path"))
+
+
+def payload_row(payload: Mapping, attributes: Sequence[str]) -> dict:
+    """A point's payload as a row of `payload_items`' table."""
+    return {"id": str(payload["id"]), "title": str(payload.get("title", "")),
+            "image_path": str(payload.get("image_path", "")),
+            **{a: str((payload.get("attributes") or {}).get(a, "")) for a in attributes}}
 
 
 __all__ = ["SERVING_FORMAT", "SERVING_KEY", "StoreCatalog", "VSC", "check_serving_record", "payload_items",
-           "scroll_points",
+           "payload_row", "scroll_points",
            "write_groups", "write_serving_record"]
