@@ -75,7 +75,7 @@ def config_of(folder: Path):
     return QdrantConfig(path=str(folder), edge=True, collection=NAME)
 
 
-def stamp(folder: Path, model_dir: Path, vsc: bool = False, letter_words: bool = False) -> None:
+def stamp(folder: Path, model_dir: Path, vsc: bool = False) -> None:
     """Give a synthetic collection the model's identity and a serving record (see the module docstring)."""
     from modeling.encoders.loading import embedding_dim, load_model, model_fingerprint
     from modeling.retrieval.backends.qdrant.catalog import SERVING_KEY, write_serving_record
@@ -92,19 +92,18 @@ def stamp(folder: Path, model_dir: Path, vsc: bool = False, letter_words: bool =
         info = {"name": str(model_dir), "fingerprint": model_fingerprint(model), "embedding_dim": embedding_dim(model)}
         wanted_vsc = {"vector": "title", "source": "title", "encoder": TEXT_ENCODER} if vsc else None
         record = everything.get(SERVING_KEY) or {}
-        if (identity.get("model") == info and record.get("vsc", False) == wanted_vsc
-                and record.get("letter_words", False) == letter_words):
+        # a record of the parser's vocabulary before it left out digit-only words is written again
+        current = not any(w.isdigit() for w in (record.get("parser") or {}).get("known_words", ["0"]))
+        if identity.get("model") == info and record.get("vsc", False) == wanted_vsc and current:
             return
         identity.update(model=info, text_encoder={"name": TEXT_ENCODER, "embedding_dim": 384}, named_texts=[])
         client.update_collection(NAME, metadata={METADATA_KEY: identity})
         items, _ = read_back(client, NAME, identity.get("attributes", ()), False)
         parser = catalog_vocabulary(items, INTENT_ATTRIBUTES)
-        if letter_words:  # the synthetic titles "item N" give every item a word of its own: keep words with letters
-            parser["known_words"] = [w for w in parser["known_words"] if not w.isdigit()]
         write_serving_record(client, NAME, {
             "model_fingerprint": info["fingerprint"], "catalog_signature": identity.get("catalog", {}).get("signature"),
             "num_items": everything[COMPLETE_KEY]["num_items"], "parser": parser,
-            "groups": None, "intent_heads": None, "vsc": wanted_vsc, "letter_words": letter_words})
+            "groups": None, "intent_heads": None, "vsc": wanted_vsc})
     finally:
         client.close()
 
@@ -240,9 +239,6 @@ def main(argv=None) -> int:
     parser.add_argument("--model", type=Path, default=REPO / "runs" / "storemem-model")
     parser.add_argument("--queries", type=int, default=40)
     parser.add_argument("--output", type=Path)
-    parser.add_argument("--letter-words", action="store_true",
-                        help="the parser's known words without the titles' digit-only words (synthetic titles are "
-                             "'item N': a word per item, 1,000,001 at 1M)")
     parser.add_argument("--vsc", action="store_true",
                         help="VSC on: the serving record names the 384-d `title` vectors as VSC's (synthetic titles)")
     parser.add_argument("--serve", choices=("engine", "bare"), help=argparse.SUPPRESS)
@@ -257,7 +253,7 @@ def main(argv=None) -> int:
     tiny_model(args.model)
     rows = []
     for folder in args.collections:
-        stamp(folder, args.model, args.vsc, args.letter_words)
+        stamp(folder, args.model, args.vsc)
         record = folder.parent / f"{folder.name}-calls.pkl"
         common = ["--collections", str(folder), "--model", str(args.model), "--record", str(record)]
         engine = in_subprocess("--serve", "engine", "--queries", str(args.queries), *common, *["--vsc"] * args.vsc)

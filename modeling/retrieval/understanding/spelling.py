@@ -90,11 +90,13 @@ class Speller:
         return any(self.vocabulary.zipf(form) >= self.min_zipf for form in forms if form)
 
     def may_correct(self, word: str, *forms: str) -> bool:
-        """Whether `word` may be corrected: long enough, and neither it nor its other forms, nor their plurals (the
-        singular a plural folds to, "scarve" of "scarves"), is protected or English."""
+        """Whether `word` may be corrected: long enough, not a number, and neither it nor its other forms, nor their
+        plurals (the singular a plural folds to, "scarve" of "scarves"), is protected or English."""
+        if len(word) < MIN_LENGTH or word.isdigit():
+            return False
         forms = tuple(f for f in (word, *forms) if f)
         forms += tuple(f + "s" for f in forms)
-        return len(word) >= MIN_LENGTH and not any(f in self.protected for f in forms) and not self.is_english(*forms)
+        return not any(f in self.protected for f in forms) and not self.is_english(*forms)
 
     def correct(self, word: str, *forms: str) -> str | None:
         """The product word `word` (plural-folded; `forms`: other spellings of it, such as the word as typed) was

@@ -12,10 +12,12 @@ from modeling.retrieval.understanding.implied import usage_shares
 
 
 def catalog_words(titles: Iterable[str]) -> set[str]:
-    """The words of a catalog's titles, lower-cased as typed: the words spelling correction never touches."""
+    """The words of a catalog's titles, lower-cased as typed: the words spelling correction never touches. Numbers
+    are left out: spelling never corrects one (`Speller.may_correct`), and a catalog of numbered titles would
+    otherwise hold a word per item (1,000,001 words at 1M items of "item N")."""
     words = set()
     for title in titles:
-        words.update(WORD.findall(str(title).lower()))
+        words.update(w for w in WORD.findall(str(title).lower()) if not w.isdigit())
     return words
 
 

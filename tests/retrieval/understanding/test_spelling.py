@@ -72,6 +72,16 @@ def test_the_singular_of_a_plural_word_is_not_corrected():
     assert speller.correct("scarlte") == "scarlet"  # a misspelling still is corrected
 
 
+def test_numbers_are_never_corrected_nor_kept_as_catalog_words():
+    """A number is never rewritten (not even one edit from a numbered product word), so the catalog's title words,
+    which protect words from correction, need not hold its numbers: numbered titles would add a word per item."""
+    speller = Speller(["5011", "sneaker"])
+    assert speller.correct("5012") is None and speller.correct("2019") is None
+    assert speller.correct("snaeker") == "sneaker"
+    assert catalog_words(["Nike Air 2019 Shoe", "item 123456", "Levis 511 jeans", "t20 cricket bat"]) == {
+        "nike", "air", "shoe", "item", "levis", "jeans", "t20", "cricket", "bat"}
+
+
 def test_vocabularies():
     pytest.importorskip("symspellpy")
     symspell = EnglishVocabulary("symspell")
