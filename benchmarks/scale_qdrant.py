@@ -168,9 +168,9 @@ def open_store(folder: Path, depth: int, client=None, exact: bool = False, boost
     return store
 
 
-def serve_rss(folder: Path, queries_file: Path, depth: int, boosts: int = 1) -> dict:
+def serve_rss(folder: Path, queries_file: Path, depth: int, boosts: int = 1, plan: str = "nested") -> dict:
     """Open the collection in this (fresh) process, serve the saved queries, report its memory."""
-    store = open_store(folder, depth, boosts=boosts)
+    store = open_store(folder, depth, boosts=boosts, plan=plan)
     queries = np.load(queries_file, allow_pickle=True)["queries"].tolist()
     for query in queries:
         served_top(store, query)
@@ -180,10 +180,10 @@ def serve_rss(folder: Path, queries_file: Path, depth: int, boosts: int = 1) -> 
             "rss_file_mb": mb["RssFile"], "peak_rss_mb": mb["VmHWM"], "queries": len(queries)}
 
 
-def rss_in_subprocess(folder: Path, queries_file: Path, depth: int, boosts: int = 1) -> dict:
+def rss_in_subprocess(folder: Path, queries_file: Path, depth: int, boosts: int = 1, plan: str = "nested") -> dict:
     code = (f"import sys, json; sys.path.insert(0, {str(REPO)!r}); from benchmarks.scale_qdrant import serve_rss; "
             f"from pathlib import Path; print(json.dumps(serve_rss(Path({str(folder)!r}), Path({str(queries_file)!r}), "
-            f"{depth}, {boosts})))")
+            f"{depth}, {boosts}, {plan!r})))")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -224,10 +224,10 @@ def run(args, say) -> dict:
         return row
     queries_file = folder.parent / f"queries-n{args.n}.npz"
     np.savez(queries_file, queries=np.array(queries[:args.rss_queries], dtype=object))
-    row["rss"] = rss_in_subprocess(folder, queries_file, args.depth, args.boost_prefetches)
+    row["rss"] = rss_in_subprocess(folder, queries_file, args.depth, args.boost_prefetches, args.plan)
     if args.rss_baseline:
         row["rss_baseline"] = rss_in_subprocess(Path(args.rss_baseline), queries_file, args.depth,
-                                                args.boost_prefetches)
+                                                args.boost_prefetches, args.plan)
         row["rss_difference_mb"] = row["rss"]["rss_mb"] - row["rss_baseline"]["rss_mb"]
         row["rss_anon_difference_mb"] = row["rss"]["rss_anon_mb"] - row["rss_baseline"]["rss_anon_mb"]
     return row

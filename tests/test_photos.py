@@ -151,6 +151,8 @@ def test_benchmark_renders_each_condition_with_the_product_box(condition):
     oracle = np.asarray(remedy_image(image, box, "oracle", np.random.default_rng(1), mask))
     assert oracle.shape[0] < image.height or condition in ("clean", "zoom", "light")
     assert (oracle[0] == 255).all() and (oracle[:, 0] == 255).all()
+    with pytest.raises(ValueError, match="true mask"):
+        remedy_image(image, box, "oracle", np.random.default_rng(1))
 
 
 def test_benchmark_background_sets_are_disjoint_and_load():

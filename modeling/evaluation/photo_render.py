@@ -176,6 +176,8 @@ def remedy_image(image: Image.Image, box, remedy: str, rng: np.random.Generator,
     if remedy == "isolate":
         return isolate_product(image).image
     if remedy == "oracle":
+        if mask is None:
+            raise ValueError("the oracle remedy needs the product's true mask: render(..., with_mask=True)")
         return on_white(np.asarray(image.convert("RGB")), np.asarray(mask) >= 128)
     bw, bh = box[2] - box[0], box[3] - box[1]
     jitter = rng.uniform(-0.05, 0.05, size=4) * np.array([bw, bh, bw, bh])

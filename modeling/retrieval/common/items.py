@@ -67,7 +67,10 @@ class CompactIds(Sequence):
         return np.where(self._ids[positions] == ids, positions, -1)
 
     def position(self, item_id) -> int | None:
-        key = _id_bytes(item_id)
+        try:
+            key = _id_bytes(item_id)
+        except UnicodeEncodeError:  # a lone surrogate from a JSON request: no catalog id is one
+            return None
         if len(key) > self._ids.itemsize or key.endswith(b"\0"):
             return None
         position = int(self.lookup(np.array([key]))[0])

@@ -36,7 +36,7 @@ def test_compact_ids_are_the_id_tuple_and_its_position_map():
     assert list(ids) == list(expected)
     for position, item_id in enumerate(expected):
         assert ids.positions[item_id] == position and ids.position(item_id) == position
-    for missing in ("-1", "99999999999", "", "1 ", "abc"):
+    for missing in ("-1", "99999999999", "", "1 ", "abc", "\ud800"):  # a lone surrogate, as JSON may carry
         assert ids.position(missing) is None and missing not in ids.positions
         with pytest.raises(KeyError):
             ids.positions[missing]

@@ -132,6 +132,8 @@ class StoreCatalog:
                 _add_page(parts, coders, folders, page)
                 page = []
         _add_page(parts, coders, folders, page)
+        if not any(len(part) for part in parts["position"]):
+            raise QdrantStoreError(f"collection {store.name!r} holds no items; rebuild it with the build command")
         order = np.argsort(np.concatenate(parts["position"]), kind="stable")
         ids = CompactIds(np.concatenate(parts["id"])[order])
         groups = np.arange(len(order), dtype=np.int32)
