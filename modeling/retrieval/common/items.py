@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from modeling.retrieval.common.ranking import AttributeTable, wanted_values
+from modeling.retrieval.common.ranking import AttributeTable, active_filters
 
 
 def _id_bytes(item_id) -> bytes:
@@ -149,11 +149,8 @@ class ItemCodes:
     def mask(self, filters: Mapping | None) -> np.ndarray | None:
         """As `filter_mask` over these attributes: each key's values (a string or a list) compared stripped and
         case-folded, any may match, all keys must; None when no filter is active; `ValueError` for another key."""
-        wanted = wanted_values(filters)
-        unknown = [key for key in wanted if key not in self.codes]
-        if unknown:
-            raise ValueError(f"unknown filter keys {unknown}; allowed keys are {list(self.attributes)}")
-        if not wanted:
+        wanted = active_filters(filters, self.attributes)
+        if wanted is None:
             return None
         mask = np.ones(len(self), dtype=bool)
         for key, chosen in wanted.items():
@@ -163,10 +160,9 @@ class ItemCodes:
 
     def table(self, attributes: Sequence[str]) -> AttributeTable:
         """The `AttributeTable` of these codes (what `AttributeTable(items, attributes)` makes of an item table)."""
-        table = AttributeTable.__new__(AttributeTable)
-        table.codes = {a: self.codes[a] for a in attributes if a in self.codes}
-        table.vocab = {a: {v: i for i, v in enumerate(self.values[a])} for a in table.codes}
-        return table
+        kept = [a for a in attributes if a in self.codes]
+        return AttributeTable.from_codes({a: self.codes[a] for a in kept},
+                                         {a: {v: i for i, v in enumerate(self.values[a])} for a in kept})
 
     def labels(self, attribute: str, labels: Sequence[str]) -> np.ndarray:
         """Each item's value as an index into `labels` (-1: not one of them), int16."""

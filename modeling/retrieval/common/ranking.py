@@ -141,6 +141,15 @@ def wanted_values(filters: Mapping | None) -> dict[str, set[str]]:
     return wanted
 
 
+def active_filters(filters: Mapping | None, allowed: Sequence[str]) -> dict[str, set[str]] | None:
+    """`wanted_values` of `filters`, None when none is active; `ValueError` for an active key not in `allowed`."""
+    wanted = wanted_values(filters)
+    unknown = [key for key in wanted if key not in allowed]
+    if unknown:
+        raise ValueError(f"unknown filter keys {unknown}; allowed keys are {list(allowed)}")
+    return wanted or None
+
+
 def filter_mask(items, filters: Mapping | None, folded: dict) -> np.ndarray | None:
     """Boolean mask over `items` (a DataFrame) matching metadata `filters`: each key an item column, its value a
     string or a list of strings (any may match), compared case-insensitively after stripping; all keys must match;
@@ -149,11 +158,8 @@ def filter_mask(items, filters: Mapping | None, folded: dict) -> np.ndarray | No
     Raises:
         `ValueError`: a key with a non-empty value is not an item column.
     """
-    wanted = wanted_values(filters)
-    unknown = [key for key in wanted if key not in items.columns]
-    if unknown:
-        raise ValueError(f"unknown filter keys {unknown}; allowed keys are {list(items.columns)}")
-    if not wanted:
+    wanted = active_filters(filters, items.columns)
+    if wanted is None:
         return None
     mask = np.ones(len(items), dtype=bool)
     for key, values in wanted.items():
@@ -180,6 +186,13 @@ class AttributeTable:
                 codes, uniques = np.unique(items[attribute].astype(str).to_numpy(), return_inverse=True)[::-1]
                 self.codes[attribute] = codes.astype(np.int32)
                 self.vocab[attribute] = {v: i for i, v in enumerate(uniques.tolist())}
+
+    @classmethod
+    def from_codes(cls, codes: Mapping[str, np.ndarray], vocab: Mapping[str, Mapping[str, int]]) -> "AttributeTable":
+        """A table of codes already made (`vocab[attribute]`: value -> code)."""
+        table = cls({}, ())
+        table.codes, table.vocab = dict(codes), {a: dict(v) for a, v in vocab.items()}
+        return table
 
     def evaluate(self, terms: Sequence[ScoreTerm], positions: np.ndarray | None = None) -> np.ndarray | None:
         """Sum of the terms (float32) for the items at `positions` (default all); None when there are none.
@@ -209,4 +222,4 @@ class AttributeTable:
 
 
 __all__ = ["AttributeTable", "LocalCatalog", "RankRequest", "Ranked", "ScoreTerm", "Scope", "VectorBackend",
-           "filter_mask", "top_k_order", "wanted_values"]
+           "active_filters", "filter_mask", "top_k_order", "wanted_values"]
