@@ -5,14 +5,15 @@
 For each collection (a copy of a synthetic one of `benchmarks/scale.py --backend qdrant-edge`: production schema,
 ids "0".."n-1"), in a fresh process each:
 - **engine**: `FashionSearchEngine.load(..., vector_store="qdrant-edge")` exactly as the app starts it (the
-  collection's item payloads read at start), then `--queries` requests through the app's `SearchService`: text
+  serving record read at start, no point), then `--queries` requests through the app's `SearchService`: text
   queries with intents and a gender filter, "more like this", composed edits of catalog items, collapsing on and
   off; every request the engine sends to the collection is recorded;
 - **bare**: the same libraries and models loaded, the collection opened (`QdrantStore.open`) and the recorded
   requests replayed on it: what the store itself holds (a Qdrant server would hold it in another process).
 Both apply `app.py`'s allocator and thread settings once loaded (`tune_as_the_app`).
 Each prints its RSS split into anonymous memory and mapped files (`/proc/self/status`), and the engine process the
-size of each per-item structure it holds (deep `sys.getsizeof`, numpy `nbytes`, pandas `memory_usage(deep=True)`).
+size of each structure it holds that could grow with the catalog (deep `sys.getsizeof`, numpy `nbytes`, pandas
+`memory_usage(deep=True)`).
 The figure of issue 26: (engine - bare) at the large collection minus (engine - bare) at the small one.
 
 The synthetic collections carry the model fingerprint "synthetic" and no serving record: `stamp` gives a collection
@@ -39,9 +40,10 @@ sys.path.insert(0, str(REPO))
 NAME = "fashion-search-synthetic"
 TEXT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 WORDS = ["for", "men", "women", "in", "item", "make", "it", "colour", "type", "shoes", "shirt", "red", "blue"]
-STRUCTURES = ("index.items", "index.groups", "index.ids", "index.codes", "index._folded", "catalog.ids",
-              "catalog.map", "catalog._records", "_table._records", "intents._codes", "consistency._catalog", "duplicates._groups",
-              "duplicates._members", "duplicates._order", "duplicates._keys", "vsc.descriptions", "vsc._records")
+STRUCTURES = ("index.items", "index.record", "index.lookup._rows", "index.lookup._positions",
+              "index.catalog_values.values", "catalog._records", "_table._records", "intents._codes",
+              "consistency._catalog", "duplicates._groups", "duplicates._order", "duplicates._keys",
+              "vsc.descriptions", "vsc._records")
 
 
 def tiny_model(folder: Path, dim: int = 256) -> Path:
@@ -78,7 +80,9 @@ def config_of(folder: Path):
 def stamp(folder: Path, model_dir: Path, vsc: bool = False) -> None:
     """Give a synthetic collection the model's identity and a serving record (see the module docstring)."""
     from modeling.encoders.loading import embedding_dim, load_model, model_fingerprint
-    from modeling.retrieval.backends.qdrant.catalog import SERVING_KEY, write_serving_record
+    from modeling.retrieval.backends.qdrant.catalog import (SERVING_FORMAT, SERVING_KEY, catalog_facts,
+                                                            write_serving_record)
+    from modeling.retrieval.backends.qdrant.schema import create_payload_indexes
     from modeling.retrieval.backends.qdrant.store import COMPLETE_KEY, METADATA_KEY
     from modeling.retrieval.engine.stored import read_back
     from modeling.retrieval.understanding.parser import INTENT_ATTRIBUTES
@@ -93,17 +97,20 @@ def stamp(folder: Path, model_dir: Path, vsc: bool = False) -> None:
         wanted_vsc = {"vector": "title", "source": "title", "encoder": TEXT_ENCODER} if vsc else None
         record = everything.get(SERVING_KEY) or {}
         # a record of the parser's vocabulary before it left out digit-only words is written again
-        current = not any(w.isdigit() for w in (record.get("parser") or {}).get("known_words", ["0"]))
+        current = (not any(w.isdigit() for w in (record.get("parser") or {}).get("known_words", ["0"]))
+                   and record.get("format_version") == SERVING_FORMAT)
         if identity.get("model") == info and record.get("vsc", False) == wanted_vsc and current:
             return
         identity.update(model=info, text_encoder={"name": TEXT_ENCODER, "embedding_dim": 384}, named_texts=[])
         client.update_collection(NAME, metadata={METADATA_KEY: identity})
+        create_payload_indexes(client, NAME)  # idempotent: the `position` index of this version
         items, _ = read_back(client, NAME, identity.get("attributes", ()), False)
         parser = catalog_vocabulary(items, INTENT_ATTRIBUTES)
         write_serving_record(client, NAME, {
             "model_fingerprint": info["fingerprint"], "catalog_signature": identity.get("catalog", {}).get("signature"),
             "num_items": everything[COMPLETE_KEY]["num_items"], "parser": parser,
-            "groups": None, "intent_heads": None, "vsc": wanted_vsc})
+            "groups": None, "intent_heads": None, "vsc": wanted_vsc,
+            **catalog_facts(items, identity.get("attributes", ()))})
     finally:
         client.close()
 

@@ -422,7 +422,7 @@ class SearchService:
     def random_item(self, model=None, gender=ANY, category=ANY, colour=ANY) -> tuple[str, str]:
         """(id, absolute photo path) of a random catalog item within the filters; refused when none matches."""
         _, engine = self._engine(model)
-        row = engine.catalog.random_row(engine.allowed_mask(self.filters(gender, category, colour)))
+        row = engine.catalog.random_row(self.filters(gender, category, colour))
         if row is None:
             raise QueryError("No product matches these filters.")
         return str(row["id"]), row["image_path"]

@@ -1,4 +1,4 @@
-"""glibc's allocator, where there is one: the C library handle and giving freed heap memory back to the system."""
+"""glibc's allocator, where there is one: the C library handle (`modeling.serving.tuning` sets its options)."""
 
 from __future__ import annotations
 
@@ -16,15 +16,4 @@ def libc():
         return None
 
 
-def trim_heap() -> bool:
-    """Give the heap's free memory back to the system (glibc `malloc_trim(0)`); False where it cannot (not glibc).
-
-    Reading a large collection's payloads at start allocates and frees millions of small objects: the freed memory
-    stays in the process's heap unless trimmed (110 MB after the 1M-item collection's scroll)."""
-    try:
-        return bool(libc().malloc_trim(0))
-    except AttributeError:  # no C library, or not glibc
-        return False
-
-
-__all__ = ["libc", "trim_heap"]
+__all__ = ["libc"]

@@ -102,7 +102,7 @@ class RankRequest:
 class LocalCatalog:
     """What the engine holds locally and shares with its backend: the catalog index (item table, vectors, item-text
     embeddings), the ids in index order, the id -> position map (built once, by the engine; over a catalog that
-    holds no item table, the compact `CompactIds` and its map view) and the keyword match (BM25 of a query text
+    holds no item table, views that read the collection per request) and the keyword match (BM25 of a query text
     over every item, normalised to [0, 1]; built once, by the engine)."""
 
     index: Any
@@ -186,13 +186,6 @@ class AttributeTable:
                 codes, uniques = np.unique(items[attribute].astype(str).to_numpy(), return_inverse=True)[::-1]
                 self.codes[attribute] = codes.astype(np.int32)
                 self.vocab[attribute] = {v: i for i, v in enumerate(uniques.tolist())}
-
-    @classmethod
-    def from_codes(cls, codes: Mapping[str, np.ndarray], vocab: Mapping[str, Mapping[str, int]]) -> "AttributeTable":
-        """A table of codes already made (`vocab[attribute]`: value -> code)."""
-        table = cls({}, ())
-        table.codes, table.vocab = dict(codes), {a: dict(v) for a, v in vocab.items()}
-        return table
 
     def evaluate(self, terms: Sequence[ScoreTerm], positions: np.ndarray | None = None) -> np.ndarray | None:
         """Sum of the terms (float32) for the items at `positions` (default all); None when there are none.

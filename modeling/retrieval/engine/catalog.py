@@ -14,20 +14,18 @@ from modeling.data.catalog import ATTRIBUTES
 from modeling.retrieval.common.ranking import Scope
 from modeling.retrieval.common.types import QueryError
 
-PHOTO_PAGE = 64  # items fetched per request while looking for one with a photo (a store's catalog)
-
 
 class CatalogPositions:
-    """Ids, positions, scopes and item fields over a `CatalogIndex`'s items, or over the compact ids and codes of an
-    index that holds no item table (`StoreCatalog`: `ids` a `CompactIds`, `map` its id -> position view, the item
-    fields read from the collection per request)."""
+    """Ids, positions, scopes and item fields over a `CatalogIndex`'s items, or over an index that holds no item
+    table (`StoreCatalog`: `ids` and `map`, its id -> position view, read from the collection per request, as are
+    the item fields; filters are the collection's, so a scope has no mask)."""
 
     def __init__(self, index):
         self.index = index
         self._records: list[dict] | None = None
         if index.items is None:
             self.ids, self.map = index.ids, index.ids.positions
-            self.attributes = [c for c in ATTRIBUTES if c in index.codes]
+            self.attributes = [c for c in ATTRIBUTES if c in index.catalog_values]
             return
         self.ids = tuple(index.items["id"].astype(str))
         self.map = {item_id: i for i, item_id in enumerate(self.ids)}
@@ -53,11 +51,13 @@ class CatalogPositions:
         return np.array([self.position(item_id) for item_id in item_ids], dtype=np.int64)
 
     def allowed_mask(self, filters: Mapping | None = None, exclude_ids: Iterable[str] | None = None):
-        """Boolean mask of searchable items (None when everything is allowed)."""
+        """Boolean mask of searchable items (None when everything is allowed, or when a store filters them)."""
         try:
             mask = self.index.mask(dict(filters) if filters else None)
         except ValueError:  # an unknown key: name only the filters a user can set
             raise QueryError(f"Unknown filter in {sorted(filters)}; use one of {self.attributes}.") from None
+        if self.index.items is None:  # the collection filters and excludes
+            return mask
         excluded = [self.map[str(i)] for i in (exclude_ids or ()) if str(i) in self.map]
         if excluded:
             mask = np.ones(len(self.ids), dtype=bool) if mask is None else mask.copy()
@@ -85,35 +85,32 @@ class CatalogPositions:
         """The distinct values of a catalog attribute, in order of first appearance ([] when it has none)."""
         items = self.index.items
         if items is None:
-            return list(self.index.codes.values.get(attribute, ()))
+            return list(self.index.catalog_values.values.get(attribute, ()))
         return [str(v) for v in items[attribute].unique()] if attribute in items else []
 
     def first_photo(self, attribute: str, value: str) -> str | None:
-        """The photo path of the first item (catalog order) whose `attribute` is `value` and that has a photo."""
+        """The photo path of the first item (catalog order) whose `attribute` is `value` and that has a photo (an
+        item table's; None without one)."""
         items = self.index.items
-        if items is not None:
-            if attribute not in items or "image_path" not in items:
-                return None
-            rows = items[(items[attribute] == value) & (items["image_path"] != "")]
-            return rows["image_path"].iloc[0] if len(rows) else None
-        codes = self.index.codes
-        if value not in codes.values.get(attribute, ()):
+        if items is None or attribute not in items or "image_path" not in items:
             return None
-        positions = np.flatnonzero(codes.codes[attribute] == codes.values[attribute].index(value))
-        for start in range(0, len(positions), PHOTO_PAGE):
-            for row in self.rows(positions[start:start + PHOTO_PAGE].tolist()):
-                if row["image_path"]:
-                    return row["image_path"]
-        return None
+        rows = items[(items[attribute] == value) & (items["image_path"] != "")]
+        return rows["image_path"].iloc[0] if len(rows) else None
 
     def example_photos(self, types) -> dict[str, str]:
         """One photo per article type of `types`: the first item of that type (catalog order) that has a photo,
-        when the file exists."""
-        paths = {article: self.first_photo("articleType", article) for article in types}
+        when the file exists (a collection's serving record names them)."""
+        if self.index.items is None:
+            paths = {article: self.index.example_photos.get(article) for article in types}
+        else:
+            paths = {article: self.first_photo("articleType", article) for article in types}
         return {article: path for article, path in paths.items() if path and Path(path).exists()}
 
-    def random_row(self, mask: np.ndarray | None) -> dict | None:
-        """The `item_row` of a random item among those `mask` allows (None: every item); None when none is."""
+    def random_row(self, filters: Mapping | None = None) -> dict | None:
+        """What the catalog holds of a random item among those `filters` allow; None when none is."""
+        mask = self.allowed_mask(filters)
+        if self.index.items is None:
+            return self.index.random_row(filters)
         allowed = None if mask is None else np.flatnonzero(mask)
         count = len(self.ids) if allowed is None else len(allowed)
         if count == 0:

@@ -56,8 +56,9 @@ def duplicate_groups(titles: Sequence[str], vectors: np.ndarray, threshold: floa
     return np.array([find(i) for i in range(n)], dtype=np.int64)
 
 
-def collapse(order: np.ndarray, groups: np.ndarray, k: int) -> tuple[list[int], dict[int, list[int]], bool]:
-    """Walk `order` (item positions, best first) keeping the first item of each group until `k` are kept.
+def collapse(order: np.ndarray, groups, k: int) -> tuple[list[int], dict[int, list[int]], bool]:
+    """Walk `order` (item positions, best first) keeping the first item of each group until `k` are kept;
+    `groups[position]` is the group of an item (an array over every position, or a mapping of those in `order`).
 
     Returns:
         (kept positions, {kept position: the positions of its group found later in `order`}, whether `order` ran
@@ -68,7 +69,7 @@ def collapse(order: np.ndarray, groups: np.ndarray, k: int) -> tuple[list[int], 
     first: dict[int, int] = {}
     duplicates: dict[int, list[int]] = {}
     for position in np.asarray(order).tolist():
-        group = int(groups[position])
+        group = groups[position]
         if group in first:
             duplicates.setdefault(first[group], []).append(position)
         elif len(kept) < k:
@@ -81,18 +82,16 @@ class DuplicateGroups:
     """The catalog's near-duplicate groups (computed once, on first use) and the collapse of a backend's rows:
     written once for every backend."""
 
-    def __init__(self, items, vectors: Callable[[], np.ndarray], groups: np.ndarray | None = None):
-        """`groups`: every item's group id when known (a vector store's `group` payloads), else computed from the
-        titles and `vectors()` on first use."""
-        self.items, self.vectors = items, vectors
+    def __init__(self, items, vectors: Callable[[], np.ndarray], source=None):
+        """Groups computed from the titles of `items` and `vectors()` on first use, or kept by `source`, a catalog
+        that knows its groups (a collection's `group` payloads, `StoreCatalog`: `group_keys(positions)`,
+        `members(keys, filters, exclude_ids)`; nothing per item is held then)."""
+        self.items, self.vectors, self.source = items, vectors, source
         self._groups: np.ndarray | None = None
         # The items of groups of two or more: their positions grouped (catalog order within a group), and the
         # group id of each (sorted), for a binary search; nothing per item beyond two integers per grouped item.
         self._order = self._keys = np.zeros(0, np.int64)
         self._lock = threading.Lock()
-        if groups is not None:
-            groups = np.asarray(groups)
-            self._set(groups if groups.dtype in (np.int32, np.int64) else groups.astype(np.int64))
 
     def groups(self) -> np.ndarray:
         """Group id of every item (`duplicate_groups` over normalised titles and the image vectors)."""
@@ -109,7 +108,7 @@ class DuplicateGroups:
         starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, np.int64)
         shared = np.repeat(np.diff(np.r_[starts, len(keys)]) > 1, np.diff(np.r_[starts, len(keys)]))
         with self._lock:
-            self._order, self._keys = order[shared].astype(groups.dtype), keys[shared]
+            self._order, self._keys = order[shared], keys[shared]
             self._groups = groups
         return groups
 
@@ -122,23 +121,41 @@ class DuplicateGroups:
         """The best row of each of the best `request.k` groups, each listing the rest of its group that the scope
         allows (catalog order). Ranks `k * COLLAPSE_OVERFETCH` deep (at least 50), `growth` times deeper while
         fewer than `k` groups came back."""
-        groups, k, mask = self.groups(), int(request.k), request.scope.mask
-        allowed = len(groups) if mask is None else int(mask.sum())
+        k, scope = int(request.k), request.scope
+        if self.source is not None:
+            allowed = len(self.source)  # at most; a shorter ranking than asked ends the search as well
+        else:
+            allowed = len(self.groups()) if scope.mask is None else int(scope.mask.sum())
         depth = min(allowed, max(k * COLLAPSE_OVERFETCH, 50))
         while True:
             ranked = rank(request.deeper(depth))
-            kept, _, short = collapse(np.array([r.position for r in ranked], dtype=np.int64), groups, k)
+            order = np.array([r.position for r in ranked], dtype=np.int64)
+            kept, _, short = collapse(order, self.keys_of(order), k)
             if not short or depth >= allowed or len(ranked) < depth:
                 break
             depth = min(allowed, depth * growth)
         by_position = {r.position: r for r in ranked}
+        keys = self.keys_of(np.array(kept, dtype=np.int64))
+        members = self.allowed_members([keys[p] for p in kept], request.scope)
         out = []
         for position in kept:
             row = by_position[position]
-            row.duplicates = [m for m in self.members(int(groups[position])) if m != position
-                              and (mask is None or mask[m])]
+            row.duplicates = [m for m in members.get(keys[position], ()) if m != position]
             out.append(row)
         return out
+
+    def keys_of(self, positions: np.ndarray):
+        """The group of each item at `positions`, indexable by position."""
+        if self.source is None:
+            return self.groups()
+        return dict(zip(positions.tolist(), self.source.group_keys(positions.tolist())))
+
+    def allowed_members(self, keys, scope) -> dict:
+        """Group -> its members the scope allows (catalog order), for the groups `keys` of two or more items."""
+        if self.source is not None:
+            return self.source.members(keys, scope.filters, scope.exclude_ids)
+        mask = scope.mask
+        return {key: [m for m in self.members(int(key)) if mask is None or mask[m]] for key in set(keys)}
 
 
 __all__ = ["COLLAPSE_OVERFETCH", "DUPLICATE_THRESHOLD", "DuplicateGroups", "collapse", "duplicate_groups"]

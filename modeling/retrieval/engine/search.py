@@ -73,7 +73,7 @@ class FashionSearchEngine:
         self._ids, self._position = catalog.ids, catalog.map
         catalog.check(vsc, reranker)
         catalog.check(reranker=photo_fusion)
-        values = index.items if index.items is not None else index.codes  # a `StoreCatalog` holds no item table
+        values = index.items if index.items is not None else index.catalog_values  # a `StoreCatalog`: no item table
         self.intents = IntentScorer(values, intent_heads, vocabulary=parser_vocabulary)
         self.queries = TextQueries(self.encoder, self.intents, index, lambda: self.settings)
         local = LocalCatalog(index, self._ids, self._position, self.queries.keyword_scores)
@@ -83,7 +83,7 @@ class FashionSearchEngine:
         self.backend: VectorBackend = self._local if backend is None else backend(local)
         dense = self._local.dense_vectors if self._local is not None else _no_local_vectors
         self.consistency = ConsistencyScorer(model, dense, values, self.settings.image_consistency)
-        self.duplicates = DuplicateGroups(index.items, dense, getattr(index, "groups", None))
+        self.duplicates = DuplicateGroups(index.items, dense, source=index if index.items is None else None)
         self._table = ResultTable(catalog.attributes, self._ids, catalog.rows)
 
     @classmethod

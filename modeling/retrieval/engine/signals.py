@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from modeling.retrieval.common.items import ItemCodes
+from modeling.retrieval.common.items import CatalogValues
 from modeling.retrieval.common.ranking import AttributeTable, ScoreTerm
 from modeling.retrieval.understanding.boosts import INTENT_WEIGHTS, NEGATION_WEIGHT, intent_terms
 from modeling.retrieval.understanding.heads import IntentHeads
@@ -43,13 +43,13 @@ ITEM_CONSISTENCY_WEIGHTS = {"baseColour": 0.1, "articleType": 0.1}
 
 
 def attribute_table(items, attributes) -> AttributeTable:
-    """The `AttributeTable` of an item table, or of the `ItemCodes` of a catalog that holds none."""
-    return items.table(attributes) if isinstance(items, ItemCodes) else AttributeTable(items, attributes)
+    """The `AttributeTable` of an item table, or the `table` of the `CatalogValues` of a catalog that holds none."""
+    return items.table(attributes) if isinstance(items, CatalogValues) else AttributeTable(items, attributes)
 
 
 class IntentScorer:
     """Parses queries (`QueryParser` over the catalog, with the learned heads when given) and scores intents.
-    `items`: the item table, or the `ItemCodes` of a catalog that holds none (then `vocabulary` is needed)."""
+    `items`: the item table, or the `CatalogValues` of a catalog that holds none (then `vocabulary` is needed)."""
 
     def __init__(self, items, heads: IntentHeads | None = None, weights: Mapping[str, float] | None = None,
                  negation_weight: float = NEGATION_WEIGHT, vocabulary: Mapping | None = None):
@@ -144,7 +144,7 @@ class ConsistencyScorer:
             return None
         with self._lock:
             if attribute not in self._catalog:
-                if isinstance(self.items, ItemCodes):
+                if isinstance(self.items, CatalogValues):
                     self._catalog[attribute] = self.items.labels(attribute, self.labels[attribute])
                 else:
                     lookup = {v: i for i, v in enumerate(self.labels[attribute])}

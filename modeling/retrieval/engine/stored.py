@@ -6,12 +6,13 @@ the streamed build of `modeling.retrieval.backends.qdrant.ingest`, plus
 - once every batch is in (`finalize_collection`, main process): the near-duplicate groups (`duplicate_groups` over
   each title shared by several items, their `visual` vectors read back) written into the `group` payload; the
   query-intent heads fitted on the collection's `title` vectors of the training split; and the serving record
-  (the parser's vocabulary, the heads, the VSC vector) in the collection metadata, tied to the model fingerprint
-  and the catalog signature (`modeling.retrieval.backends.qdrant.catalog`).
+  (the parser's vocabulary, the heads, the VSC vector, the catalog facts: attribute values, photo folders, an
+  example photo per type) in the collection metadata, tied to the model fingerprint and the catalog signature
+  (`modeling.retrieval.backends.qdrant.catalog`).
 
-Load (`load_store_parts`): open the collection, read the record and the payloads (ids, positions, groups and
-filter attributes as compact arrays; no vector, no title), and give the engine a `StoreCatalog` as its index:
-rankings, neighbours, item vectors, VSC vectors and what a result shows come from the collection per query.
+Load (`load_store_parts`): open the collection, read the record (no point), and give the engine a `StoreCatalog`
+as its index: rankings, neighbours, item vectors, VSC vectors, what a result shows, near-duplicate groups and
+filters come from the collection per query; the engine holds nothing per item.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ import numpy as np
 from modeling.data.text import normalise_title
 from modeling.encoders.loading import embedding_dim, has_text_tower, model_fingerprint
 from modeling.retrieval.backends.qdrant.catalog import (SERVING_FORMAT, SERVING_KEY, VSC, StoreCatalog,
-                                                        payload_items, scroll_points, write_groups,
+                                                        catalog_facts, payload_items, scroll_points, write_groups,
                                                         write_serving_record)
-from modeling.retrieval.backends.qdrant.ingest import build_collection
+from modeling.retrieval.backends.qdrant.ingest import build_collection, create_payload_indexes
 from modeling.retrieval.backends.qdrant.ranking import QdrantBackend, open_store
 from modeling.retrieval.backends.qdrant.store import METADATA_KEY, TITLE, VISUAL, QdrantStoreError, point_id
 from modeling.retrieval.engine.dedup import duplicate_groups
@@ -115,6 +116,7 @@ def finalize_collection(client, name: str, metadata: dict) -> None:
     """The build's last step (main process): groups, intent heads, serving record (see the module docstring)."""
     identity = metadata[METADATA_KEY]
     text_info = identity.get("text_encoder")
+    create_payload_indexes(client, name)  # idempotent: a collection of an older build gets the newer indexes
     items, titles = read_back(client, name, identity.get("attributes", ()), text_info is not None)
     groups = near_duplicate_groups(client, name, items)
     write_groups(client, name, groups)
@@ -129,7 +131,7 @@ def finalize_collection(client, name: str, metadata: dict) -> None:
         "num_items": len(items), "parser": catalog_vocabulary(items, INTENT_ATTRIBUTES), "groups": len(groups),
         "intent_heads": base64.b64encode(heads.to_bytes()).decode("ascii") if heads is not None else None,
         "vsc": {"vector": VSC, "source": VSC_SOURCE, "encoder": text_info["name"]}
-        if VSC in identity.get("named_texts", ()) else None})
+        if VSC in identity.get("named_texts", ()) else None, **catalog_facts(items, identity.get("attributes", ()))})
 
 
 def load_store_parts(model, encoder, model_dir, *, config, client=None, vsc_source: str | None = "title",
@@ -156,9 +158,9 @@ def load_store_parts(model, encoder, model_dir, *, config, client=None, vsc_sour
                                    f"{encoder.name}; serve without VSC or rebuild the collection")
         ids, using = catalog.ids, record["vsc"].get("vector", VSC)
         vsc = VSCScorer(encoder, catalog, vsc_source,
-                        lookup=lambda positions: store.item_vectors([ids[p] for p in positions], using=using))
+                        lookup=lambda positions: store.item_vectors(ids.take(positions), using=using))
     return {"index": catalog, "vsc": vsc, "intent_heads": heads, "parser_vocabulary": record["parser"],
-            "backend": partial(QdrantBackend, store)}
+            "backend": partial(QdrantBackend, store, catalog.lookup)}
 
 
 __all__ = ["HEADS_MAX_ITEMS", "build_store", "finalize_collection", "load_store_parts", "near_duplicate_groups"]

@@ -136,7 +136,7 @@ class VSCScorer:
             if lookup is None:
                 raise ValueError("VSC over a catalog without an item table needs a lookup of its embeddings")
             self._rows, self._records, self.descriptions, self.ids_digest = items.rows, None, None, None
-            self._num_items, self.parser = len(items), ModificationParser(items.codes.values)
+            self._num_items, self.parser = len(items), ModificationParser(items.catalog_values.values)
             return
         records = items.to_dict("records")
         self.descriptions = [item_vsc_text(r, source) for r in records]

@@ -319,7 +319,7 @@ def test_the_app_serves_from_the_collection_alone(served_alone, faiss_engine):
     faiss, _ = faiss_engine
     assert isinstance(engine.index, StoreCatalog) and engine._local is None and engine.vsc.embeddings is None
     assert engine.ids == faiss.ids and engine.intents.heads is not None
-    np.testing.assert_array_equal(engine.duplicates.groups(), faiss.duplicates.groups())
+    assert partition(engine.index.group_keys(range(len(faiss.ids)))) == partition(faiss.duplicates.groups())
     path = faiss.index.items.iloc[7]["image_path"]
     runs = [lambda e, q=q, f=f, c=c: e.search_text(q, k=10, filters=f, collapse=c)
             for q, f in [("black sneakers for women", None), ("running shoes not black", None),
@@ -347,36 +347,60 @@ def test_the_app_serves_from_the_collection_alone(served_alone, faiss_engine):
     assert not (model_dir / "index").exists()  # nothing was rebuilt
 
 
-def test_the_engine_from_a_store_holds_no_item_table(served_alone, faiss_engine):
-    """Served from the collection alone, the engine keeps per item only compact arrays (ids as bytes, the filter
-    attributes as small integer codes, int32 groups): no item table, id -> position dict, result records or VSC
-    descriptions. What a result shows is read from the hits' payloads (a title changed in the collection shows at
-    once), and filters, facets, photos and the top 10 with every field are the FAISS engine's."""
+def partition(groups) -> set[frozenset]:
+    """The groups of two or more items (positions), whatever the group labels."""
+    members: dict = {}
+    for position, group in enumerate(groups):
+        members.setdefault(group, set()).add(position)
+    return {frozenset(m) for m in members.values() if len(m) > 1}
+
+
+def test_the_engine_from_a_store_holds_nothing_per_item(served_alone, faiss_engine, monkeypatch):
+    """Served from the collection alone, the engine holds no item table, id map, codes, groups or records: items
+    are read per request through a bounded cache of the rows hits brought (no scroll at start). With a cache of 4
+    rows every read goes to the collection and filters, counts, facets, photos, random picks and the top 10 with
+    every field are still the FAISS engine's; what a result shows follows the collection at once."""
+    from modeling.retrieval.backends.qdrant.lookup import CACHE_ROWS, StoreIds, StoreValues
     from modeling.retrieval.backends.qdrant.store import point_id
-    from modeling.retrieval.common.items import CompactIds, ItemCodes
     from modeling.serving.registry import EngineRegistry
     from modeling.serving.service import SearchService
 
     service, engine, _ = served_alone
     faiss, _ = faiss_engine
-    index = engine.index
-    assert index.items is None and isinstance(engine.ids, CompactIds) and isinstance(index.codes, ItemCodes)
+    index, lookup = engine.index, engine.index.lookup
+    assert index.items is None and isinstance(engine.ids, StoreIds) and isinstance(index.catalog_values, StoreValues)
     assert not isinstance(engine.catalog.map, dict) and engine.catalog._records is None
     assert engine.vsc.descriptions is None and engine.vsc.embeddings is None
-    assert index.groups.dtype == np.int32 and all(c.dtype.itemsize <= 2 for c in index.codes.codes.values())
-    assert (index.ids.nbytes + index.codes.nbytes + index.groups.nbytes) / len(index) < 40
+    assert engine.duplicates._groups is None and not hasattr(index, "groups") and lookup.capacity == CACHE_ROWS
+    monkeypatch.setattr(lookup, "capacity", 4)
+    lookup.remember([])  # evict down to the capacity
+    assert len(lookup) <= 4
     assert engine.ids == faiss.ids and [engine.position(i) for i in faiss.ids[::37]] == list(range(0, 300, 37))
+    assert engine.ids[-1] == faiss.ids[-1] and engine.ids[5:9] == tuple(faiss.ids[5:9])
+    assert engine.catalog.map.get("no such id") is None and "\ud800" not in engine.catalog.map
     for filters in ({"gender": "men"}, {"masterCategory": ["APPAREL", " footwear "], "usage": "casual"}, None):
-        want, got = faiss.allowed_mask(filters, [faiss.ids[4]]), engine.allowed_mask(filters, [faiss.ids[4]])
-        np.testing.assert_array_equal(got, want)
+        want = faiss.allowed_mask(filters, [faiss.ids[4]])
+        assert engine.allowed_mask(filters, [faiss.ids[4]]) is None  # the collection filters
+        assert index.count(filters, [faiss.ids[4]]) == (len(faiss.ids) - 1 if want is None else int(want.sum()))
     reference = SearchService(EngineRegistry.from_engines({"faiss": faiss}))
     assert service.filter_choices() == reference.filter_choices()
     assert service.image_folders() == reference.image_folders()
-    types = tuple(sorted(set(faiss.index.items["articleType"])))[:6]
+    types = tuple(sorted(set(faiss.index.items["articleType"])))
     assert service.example_photos(types) == reference.example_photos(types)
     assert service.image_path(faiss.ids[9]) == reference.image_path(faiss.ids[9])
+    items = faiss.index.items
+    rare = items["articleType"].value_counts().index[-1]  # one item: found by the random direction's fallback
+    for filters in ({"gender": "women"}, {"articleType": rare}):
+        for _ in range(3):
+            row = engine.catalog.random_row(filters)
+            want = items.iloc[faiss.position(row["id"])]
+            assert {k: row[k] for k in ("title", "image_path")} == {k: want[k] for k in ("title", "image_path")}
+            assert row[next(iter(filters))].casefold() == next(iter(filters.values())).casefold()
+    assert engine.catalog.random_row({"gender": "nobody"}) is None
     for query, filters in (("black sneakers for women", None), ("casual shirt", {"gender": "Men"})):
         assert_same(faiss.search_text(query, k=10, filters=filters), engine.search_text(query, k=10, filters=filters))
+    assert_same(faiss.search_item(faiss.ids[42], k=10), engine.search_item(faiss.ids[42], k=10))
+    assert len(lookup) <= 4
     top = engine.search_text("black sneakers for women", k=10)[0]
     store = engine.backend.store
     store.client.set_payload(store.name, payload={"title": "Renamed in the collection"}, points=[point_id(top.id)])
@@ -416,7 +440,8 @@ def test_a_missing_or_stale_serving_record_is_refused_clearly(served_alone, cata
         refreshed = StoreCatalog.read(store)
         assert {k: v for k, v in refreshed.record.items() if k != "intent_heads"} == \
             {k: v for k, v in record.items() if k != "intent_heads"}
-        np.testing.assert_array_equal(refreshed.groups, engine.index.groups)
+        everything = range(len(engine.ids))
+        assert refreshed.group_keys(everything) == engine.index.group_keys(everything)
     finally:
         store.client.update_collection(store.name, metadata={SERVING_KEY: record})
     assert StoreCatalog.read(store).record == record
@@ -440,3 +465,30 @@ def test_a_store_alone_leaves_the_second_photo_encoder_off(heads_model_dir, monk
                                           photo_model="efficientnet-lite0", photo_index=heads_model_dir / "photo")
     assert parts["photo_fusion"] is None and "second photo encoder" in caplog.text
     assert not (heads_model_dir / "photo").exists() and not (heads_model_dir / "index").exists()
+
+
+def test_store_values_read_per_position_like_the_item_table(served_alone, faiss_engine):
+    """The collection's attribute values per position (`StoreValues`: head labels, `ScoreTerm` sums) equal the
+    item table's; the display values are the item table's, first appearance first."""
+    from modeling.retrieval.common.ranking import AttributeTable, ScoreTerm
+    from modeling.retrieval.common.types import QueryError
+
+    _, engine, _ = served_alone
+    faiss, _ = faiss_engine
+    items, values = faiss.index.items, engine.index.catalog_values
+    attributes = ["gender", "baseColour", "articleType"]
+    assert {a: values.values[a] for a in attributes} == {a: [str(v) for v in items[a].unique()] for a in attributes}
+    positions = np.array([0, 5, 99, 3, 299, 5])
+    terms = (ScoreTerm("gender", ("Men", "Unisex"), 0.2), ScoreTerm("gender", ("Women",), -0.1),
+             ScoreTerm("baseColour", ("Red",), 0.05), ScoreTerm("articleType", ("Tshirts", "nope"), 0.3),
+             ScoreTerm("usage", ("Casual",), 1.0))
+    np.testing.assert_array_equal(values.table(attributes).evaluate(terms, positions),
+                                  AttributeTable(items, attributes).evaluate(terms, positions))
+    labels = ["Black", "Red", "White", "Blue"]
+    lookup = {v: i for i, v in enumerate(labels)}
+    np.testing.assert_array_equal(values.labels("baseColour", labels)[positions],
+                                  [lookup.get(v, -1) for v in items["baseColour"].iloc[positions]])
+    with pytest.raises(QueryError, match="local index"):
+        values.table(attributes).evaluate(terms)
+    with pytest.raises(ValueError, match="unknown filter keys"):
+        values.mask({"title": "x"})

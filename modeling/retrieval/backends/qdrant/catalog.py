@@ -1,14 +1,16 @@
 """The catalog a collection holds, for an engine that serves from the collection alone (no local index folder).
 
-- `StoreCatalog`: what the engine keeps of the catalog, read from the points' payloads at start: the item table
-  (id, title, image path, the filter attributes' display values, in catalog order), the near-duplicate group of
-  every item (the `group` payload the build wrote) and the collection's serving record. No vector is read: rankings,
-  neighbours, item vectors and VSC's title vectors stay in the collection and are fetched per query.
+- `StoreCatalog`: what the engine keeps of the catalog: nothing per item. The collection's serving record (read at
+  start, no scroll of the points) gives the number of items, each filter attribute's display values, the folders
+  of the photos and an example photo per article type; ids, positions, what a result shows, near-duplicate groups
+  and filters are read from the collection per request (`modeling.retrieval.backends.qdrant.lookup`). Rankings,
+  neighbours, item vectors and VSC's title vectors stay in the collection too.
 - The serving record (`SERVING_KEY` in the collection metadata): what the engine's query side needs at start (the
-  query parser's vocabulary, the intent heads, which named vector VSC reads), versioned (`SERVING_FORMAT`) and tied
-  to the model fingerprint and the catalog signature of the collection. Collection metadata is what a Qdrant
-  server keeps per collection (qdrant-client local mode and the edge folder keep it too), so one record works on
-  all three. The engine writes it at the end of the build (`modeling.retrieval.engine.stored`).
+  query parser's vocabulary, the intent heads, which named vector VSC reads, the catalog facts above), versioned
+  (`SERVING_FORMAT`) and tied to the model fingerprint and the catalog signature of the collection. Collection
+  metadata is what a Qdrant server keeps per collection (qdrant-client local mode and the edge folder keep it
+  too), so one record works on all three. The engine writes it at the end of the build
+  (`modeling.retrieval.engine.stored`); `catalog_facts` computes its catalog part from the item table.
 - `scroll_points`, `write_groups`, `write_serving_record`: the build's reads and writes of the finished collection.
 """
 
@@ -17,18 +19,16 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import PurePath
 
-import numpy as np
 import pandas as pd
 
+from modeling.retrieval.backends.qdrant.lookup import ItemLookup, StoreIds, StoreValues, group_key
 from modeling.retrieval.backends.qdrant.store import (COMPLETE_KEY, GROUP_FIELD, METADATA_KEY, QdrantStore,
                                                       QdrantStoreError, point_id)
-from modeling.retrieval.common.items import CompactIds, ItemCodes
-from modeling.utils.memory import trim_heap
 
 SERVING_KEY = "fashion_search_serving"
-SERVING_FORMAT = 2  # 2: the parser's vocabulary holds the usage shares per article type
+# 2: the parser's vocabulary holds the usage shares per article type; 3: the catalog facts (`catalog_facts`)
+SERVING_FORMAT = 3
 VSC = "vsc"  # the named vector of the item descriptions VSC compares with
-ITEM_FIELDS = ("id", "position", "image_path", "attributes", GROUP_FIELD)  # what `StoreCatalog.read` scrolls
 SCROLL_PAGE = 2048
 
 
@@ -90,94 +90,80 @@ def payload_items(rows: Sequence[Mapping], attributes: Sequence[str], extra: Seq
     return table
 
 
+def catalog_facts(items: pd.DataFrame, attributes: Sequence[str], type_attribute: str = "articleType") -> dict:
+    """The serving record's catalog part, from the item table in catalog order: each filter attribute's display
+    values (first appearance first, "" for items without one), the folders of the photos, and the first photo of
+    each article type (catalog order)."""
+    paths = items["image_path"].astype(str) if "image_path" in items else pd.Series([""] * len(items), dtype=str)
+    photos = {}
+    if type_attribute in items:
+        firsts = items[paths.to_numpy() != ""].drop_duplicates(type_attribute)
+        photos = {str(t): str(p) for t, p in zip(firsts[type_attribute], firsts["image_path"])}
+    return {"attribute_values": {a: [str(v) for v in items[a].unique()] for a in attributes if a in items},
+            "image_folders": sorted({str(PurePath(p).parent) for p in paths if p}), "example_photos": photos}
+
+
 class StoreCatalog:
-    """The compact item state, groups and serving record of an open collection (see the module docstring); the
-    engine's `index` when it serves from the collection alone. Per item it holds the id (`CompactIds`), the filter
-    attributes' codes (`ItemCodes`) and the group (int32): a few bytes, no Python object. Titles and image paths stay
-    in the collection: `rows` fetches what a result shows for the positions asked. `has_item_texts`: the collection
-    holds `title` vectors."""
+    """The serving record and the per-request reads of an open collection (see the module docstring); the engine's
+    `index` when it serves from the collection alone. Nothing per item is held: `ids` (`StoreIds`) and
+    `catalog_values` (`StoreValues`) read items through `lookup`, a bounded cache of the rows hits brought.
+    `has_item_texts`: the collection holds `title` vectors."""
 
     vectors = None  # no vector is held in process
     items = None  # nor an item table
 
-    def __init__(self, store: QdrantStore, ids: CompactIds, codes: ItemCodes, groups: np.ndarray, record: dict,
-                 image_folders: Sequence[str] = ()):
-        self.store, self.ids, self.codes, self.groups, self.record = store, ids, codes, groups, record
-        self.image_folders = tuple(image_folders)
+    def __init__(self, store: QdrantStore, record: dict):
+        self.store, self.record = store, record
+        self.lookup = ItemLookup(store, int(record["num_items"]))
+        self.ids = StoreIds(self.lookup)
+        self.catalog_values = StoreValues(self.lookup, record["attribute_values"])
+        self.image_folders = tuple(record["image_folders"])
+        self.example_photos = dict(record["example_photos"])
         self.manifest = {"model": dict(store.metadata.get("model", {})), "store": store.name,
                          "text_encoder": store.metadata.get("text_encoder")}
         self.has_item_texts = store.metadata.get("text_encoder") is not None
         self.text_embeddings = None
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return self.lookup.num_items
 
     def __repr__(self) -> str:
         return f"StoreCatalog(collection={self.store.name!r}, num_items={len(self)})"
 
     @classmethod
     def read(cls, store: QdrantStore) -> "StoreCatalog":
-        """Read the record (checked) and every point's id, position, group and filter attributes (no vector, no
-        title): one scroll of the collection, each page turned into arrays at once."""
+        """Read the serving record (checked); no point is read."""
         everything = store.client.get_collection(store.name).config.metadata or {}
         record = check_serving_record(store, everything)
-        attributes = store.attributes
-        coders: dict[str, dict[str, int]] = {a: {} for a in attributes}
-        parts: dict[str, list[np.ndarray]] = {"position": [], "id": [], "group": [], **{a: [] for a in attributes}}
-        folders: set[str] = set()
-        page: list = []
-        for point in scroll_points(store.client, store.name, ITEM_FIELDS):
-            page.append(point.payload)
-            if len(page) == SCROLL_PAGE:
-                _add_page(parts, coders, folders, page)
-                page = []
-        _add_page(parts, coders, folders, page)
-        if not any(len(part) for part in parts["position"]):
+        if not record.get("num_items"):
             raise QdrantStoreError(f"collection {store.name!r} holds no items; rebuild it with the build command")
-        order = np.argsort(np.concatenate(parts["position"]), kind="stable")
-        ids = CompactIds(np.concatenate(parts["id"])[order])
-        groups = np.arange(len(order), dtype=np.int32)
-        named = np.concatenate(parts["group"])[order]
-        positions = ids.lookup(named)
-        grouped = (named != b"") & (positions >= 0)
-        groups[grouped] = positions[grouped]
-        codes = ItemCodes.in_catalog_order({a: np.concatenate(parts[a])[order] for a in attributes},
-                                           {a: list(coders[a]) for a in attributes})
-        del parts, page
-        trim_heap()  # the pages' payloads, freed, would otherwise stay in the heap
-        return cls(store, ids, codes, groups, record, sorted(folders))
+        return cls(store, record)
 
     def rows(self, positions: Sequence[int]) -> list[dict]:
         """What a result shows of the items at `positions` (id, title, image path, each filter attribute's display
-        value, "" when it has none), read from their payloads: one request."""
-        item_ids = [self.ids[int(p)] for p in positions]
-        if not item_ids:
-            return []
-        points = self.store.client.retrieve(self.store.name, ids=[point_id(i) for i in item_ids],
-                                            with_payload=["id", "title", "image_path", "attributes"])
-        found = {str(p.payload["id"]): p.payload for p in points}
-        missing = [i for i in item_ids if i not in found]
-        if missing:
-            raise QdrantStoreError(f"collection {self.store.name!r} no longer holds item {missing[0]!r}: the "
-                                   "collection changed under the running engine; restart it")
-        return [payload_row(found[i], self.store.attributes) for i in item_ids]
+        value, "" when it has none): the rows the hits brought, else one request."""
+        return [payload_row(row, self.store.attributes) for row in self.lookup.rows_at(positions)]
 
-    def mask(self, filters: Mapping | None) -> np.ndarray | None:
-        """As `CatalogIndex.mask`, over the filter attributes (the store filters on nothing else)."""
-        return self.codes.mask(filters)
+    def mask(self, filters: Mapping | None) -> None:
+        """No mask: the collection filters (`ValueError` for an unknown key, as `CatalogIndex.mask`)."""
+        return self.catalog_values.mask(filters)
 
+    def count(self, filters: Mapping | None = None, exclude_ids=()) -> int:
+        """How many items `filters` allow, `exclude_ids` left out."""
+        return self.lookup.count(filters, exclude_ids)
 
-def _add_page(parts: dict, coders: dict, folders: set, page: list) -> None:
-    """One scroll page of payloads into `parts` (arrays per field) and the attributes' value -> code maps."""
-    if not page:
-        return
-    parts["position"].append(np.array([int(p["position"]) for p in page], dtype=np.int64))
-    parts["id"].append(np.array([str(p["id"]).encode("utf-8") for p in page], dtype=np.bytes_))
-    parts["group"].append(np.array([str(p.get(GROUP_FIELD) or "").encode("utf-8") for p in page], dtype=np.bytes_))
-    for attribute, coder in coders.items():
-        values = [str((p.get("attributes") or {}).get(attribute, "")) for p in page]
-        parts[attribute].append(np.array([coder.setdefault(v, len(coder)) for v in values], dtype=np.int32))
-    folders.update(str(PurePath(p["image_path"]).parent) for p in page if p.get("image_path"))
+    def random_row(self, filters: Mapping | None = None) -> dict | None:
+        """What a result shows of a random item `filters` allow (None when none is)."""
+        row = self.lookup.random_row(filters)
+        return None if row is None else payload_row(row, self.store.attributes)
+
+    def group_keys(self, positions: Sequence[int]) -> list:
+        """The near-duplicate group of each item at `positions` (`group_key`: a `group` payload or the position)."""
+        return [group_key(row) for row in self.lookup.rows_at(positions)]
+
+    def members(self, keys: Sequence, filters: Mapping | None = None, exclude_ids=()) -> dict:
+        """The allowed positions (catalog order) of each group of `keys` that has a `group` payload."""
+        return self.lookup.members([k for k in keys if isinstance(k, str)], filters, exclude_ids)
 
 
 def payload_row(payload: Mapping, attributes: Sequence[str]) -> dict:
@@ -187,6 +173,5 @@ def payload_row(payload: Mapping, attributes: Sequence[str]) -> dict:
             **{a: str((payload.get("attributes") or {}).get(a, "")) for a in attributes}}
 
 
-__all__ = ["SERVING_FORMAT", "SERVING_KEY", "StoreCatalog", "VSC", "check_serving_record", "payload_items",
-           "payload_row", "scroll_points",
-           "write_groups", "write_serving_record"]
+__all__ = ["SERVING_FORMAT", "SERVING_KEY", "StoreCatalog", "VSC", "catalog_facts", "check_serving_record",
+           "payload_items", "payload_row", "scroll_points", "write_groups", "write_serving_record"]

@@ -300,8 +300,9 @@ class EdgeClient:
         shard.optimize()
         shard.flush()
 
-    def count(self, name: str, exact: bool = True, **_options):
-        return SimpleNamespace(count=int(self._shard(name).count(edge.CountRequest(exact=bool(exact)))))
+    def count(self, name: str, count_filter=None, exact: bool = True, **_options):
+        request = edge.CountRequest(exact=bool(exact), filter=render_filter(count_filter))
+        return SimpleNamespace(count=int(self._shard(name).count(request)))
 
     def retrieve(self, name: str, ids, with_vectors=False, with_payload=True, **_options) -> list:
         records = self._shard(name).retrieve([str(i) for i in ids], with_payload=with_payload,

@@ -1,5 +1,6 @@
 """The Qdrant backend: a `RankRequest` rendered as prefetches + a formula query on the model's collection, hits
-mapped back to the engine's positions (its item table, read from the same collection at start).
+mapped back to the engine's positions by their `position` payload (and kept in the catalog's `ItemLookup`, which
+reads what a result shows from them).
 
 Each `ScoreTerm` becomes one payload-condition formula term (`payload_boost`); terms smaller than `MIN_BOOST` are
 left out (an item has one value per attribute, so the score differs from the exact one by less than that).
@@ -11,7 +12,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from modeling.retrieval.backends.qdrant.store import FormulaTerm, QdrantStore, QdrantStoreError, payload_boost
+from modeling.retrieval.backends.qdrant.lookup import ROW_FIELDS, ItemLookup
+from modeling.retrieval.backends.qdrant.store import FormulaTerm, QdrantStore, payload_boost
 from modeling.retrieval.common.ranking import LocalCatalog, RankRequest, Ranked, ScoreTerm, Scope
 
 # Terms whose weight is below this add nothing measurable.
@@ -55,26 +57,25 @@ class QdrantBackend:
 
     Args:
         store: the open collection.
-        local: the engine's catalog (`LocalCatalog`: ids in index order and the id -> position map).
+        lookup: the catalog's rows by position (`StoreCatalog.lookup`), fed with every hit's payload.
+        local: the engine's catalog (`LocalCatalog`; unused: positions come with the hits).
     """
 
     collapse_growth = 2
 
-    def __init__(self, store: QdrantStore, local: LocalCatalog):
-        self.store, self._ids, self._position = store, local.ids, local.positions
+    def __init__(self, store: QdrantStore, lookup: ItemLookup, local: LocalCatalog | None = None):
+        self.store, self.lookup = store, lookup
         self.name = store.config.store_name  # "qdrant" or "qdrant-edge"
 
     @property
     def num_items(self) -> int:
         return self.store.num_items
 
-    def positions(self, item_ids: Iterable[str]) -> np.ndarray:
-        try:
-            return np.array([self._position[str(i)] for i in item_ids], dtype=np.int64)
-        except KeyError as error:
-            raise QdrantStoreError(
-                f"collection {self.store.name!r} holds item {error.args[0]!r}, which the item table read at start "
-                "lacks: the collection changed under the running engine; restart it") from None
+    def positions(self, payloads: Iterable[dict]) -> np.ndarray:
+        """The catalog positions of hits (their `position` payload), the hits kept in the lookup."""
+        payloads = list(payloads)
+        self.lookup.remember(payloads)
+        return np.array([int(p["position"]) for p in payloads], dtype=np.int64)
 
     def rank(self, request: RankRequest) -> list[Ranked]:
         """The top `request.depth`, exact ties to the lower index position as the in-process ranking orders them:
@@ -96,7 +97,7 @@ class QdrantBackend:
             if len(found) < deeper or len(found) <= depth or found[-1].score != found[depth - 1].score:
                 break
             deeper *= 2
-        positions = self.positions(h.id for h in found)
+        positions = self.positions(h.payload for h in found)
         ranked = [Ranked(int(p), h.score, h.visual_score, h.text_score, h.lexical_score)
                   for p, h in zip(positions, found)]
         return sorted(ranked, key=lambda r: (-r.score, r.position))[:depth]
@@ -125,8 +126,9 @@ class QdrantBackend:
         """The `n` nearest allowed items of a visual query: (cosines, positions, unit vectors)."""
         if scope.empty or n < 1:
             return np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros((0, len(query)), np.float32)
-        ids, scores, vectors = self.store.neighbours(query, n, scope.filters, scope.exclude_ids)
-        return scores, self.positions(ids), vectors
+        payloads, scores, vectors = self.store.neighbours(query, n, scope.filters, scope.exclude_ids,
+                                                          fields=ROW_FIELDS)
+        return scores, self.positions(payloads), vectors
 
     def vector(self, position: int) -> np.ndarray:
         """A catalog item's stored unit image vector."""
@@ -134,7 +136,7 @@ class QdrantBackend:
 
     def vectors(self, positions) -> np.ndarray:
         """The stored unit image vectors of the items at `positions` (one request)."""
-        return self.store.item_vectors([self._ids[int(p)] for p in positions])
+        return self.store.item_vectors([row["id"] for row in self.lookup.rows_at(positions)])
 
 
 def open_store(name: str, config, model_info, text_dim: int | None = None, client=None) -> QdrantStore:

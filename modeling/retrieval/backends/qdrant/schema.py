@@ -14,12 +14,14 @@ from modeling.retrieval.backends.qdrant.store import (DESCRIPTION_FIELD, GROUP_F
 
 
 def create_payload_indexes(client: "QdrantClient", name: str) -> None:
-    """Keyword indexes on the filter attributes, `id` and `group`; a full-text index (word tokenizer, lower-cased)
-    on the item description. (Local mode records them and warns that it does not use them: silenced.)"""
+    """Keyword indexes on the filter attributes, `id` and `group`; an integer index on `position` (the engine reads
+    items by catalog position); a full-text index (word tokenizer, lower-cased) on the item description. (Local
+    mode records them and warns that it does not use them: silenced.)"""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Payload indexes have no effect in the local Qdrant")
         for field_name in KEYWORD_FIELDS:
             client.create_payload_index(name, field_name, field_schema=models.PayloadSchemaType.KEYWORD, wait=True)
+        client.create_payload_index(name, "position", field_schema=models.PayloadSchemaType.INTEGER, wait=True)
         client.create_payload_index(name, DESCRIPTION_FIELD, wait=True, field_schema=models.TextIndexParams(
             type=models.TextIndexType.TEXT, tokenizer=models.TokenizerType.WORD, lowercase=True))
 

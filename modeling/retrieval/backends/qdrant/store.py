@@ -337,15 +337,18 @@ class QdrantStore:
         return float(points[0].score) if points else None
 
     def neighbours(self, query: np.ndarray, n: int, filters: Mapping | None = None,
-                   exclude_ids: Iterable | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """The `n` nearest allowed items of a visual query: (ids, cosines, their unit vectors), for α-query
-        expansion of image queries (`FashionSearchEngine._expand`)."""
+                   exclude_ids: Iterable | None = None, fields: Sequence[str] | None = None
+                   ) -> tuple[list, np.ndarray, np.ndarray]:
+        """The `n` nearest allowed items of a visual query: (ids, or their payloads' `fields` when given; cosines;
+        their unit vectors), for α-query expansion of image queries (`FashionSearchEngine._expand`)."""
         points = self.client.query_points(self.name, query=np.asarray(query, np.float32).tolist(), using=VISUAL,
                                           query_filter=self.query_filter(filters, exclude_ids), limit=int(n),
-                                          search_params=self._search_params(), with_payload=["id"],
+                                          search_params=self._search_params(),
+                                          with_payload=list(fields) if fields else ["id"],
                                           with_vectors=[VISUAL]).points
         vectors = np.array([_unit(p.vector[VISUAL]) for p in points], dtype=np.float32).reshape(len(points), -1)
-        return [str(p.payload["id"]) for p in points], np.array([p.score for p in points], np.float32), vectors
+        found = [p.payload if fields else str(p.payload["id"]) for p in points]
+        return found, np.array([p.score for p in points], np.float32), vectors
 
     def item_vectors(self, item_ids: Sequence, using: str = VISUAL) -> np.ndarray:
         """Stored unit vectors (`visual` or `title`) of catalog items, in the order given; `QueryError` for an id
