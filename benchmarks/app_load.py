@@ -11,7 +11,8 @@
 built first when absent). Each client is a thread with one keep-alive connection sending requests back to back:
 half text searches (`search_text`), half "more like this item" (`similar_items`), every text query and item
 distinct over the whole run (no cache hits). For each number of clients the script prints p50/p95/p99 latency,
-throughput, errors and the server's memory (RSS); then a soak of `--soak` requests at the largest number of
+throughput of the answered requests, errors, refusals (a 503 of admission control: the client waits its Retry-After)
+and the server's memory (RSS); then a soak of `--soak` requests at the largest number of
 clients reports the RSS growth. Targets on 2 cores (issue 17): >= 80 req/s at 32 clients with p95 <= 500 ms,
 single-client p95 <= 60 ms, no errors, RSS growth <= 10 % over 5,000 requests.
 
@@ -75,8 +76,9 @@ GRADIO_ORDER = {"search_text": ("search_text_data", ["query", "k", "model", "gen
                                   ["item_id", "k", "model", "gender", "category", "colour", "rerank_weight"])}
 
 
-def request(connection: http.client.HTTPConnection, protocol: str, endpoint: str, fields: dict) -> bool:
-    """One search; True when it answered with results."""
+def request(connection: http.client.HTTPConnection, protocol: str, endpoint: str,
+            fields: dict) -> tuple[bool, float | None]:
+    """One search: (whether it answered with results, the Retry-After seconds of a 503 refusal, else None)."""
     if protocol == "gradio":
         name, order = GRADIO_ORDER[endpoint]
         path, body = f"/gradio_api/run/{name}", {"data": [fields[f] for f in order]}
@@ -85,11 +87,13 @@ def request(connection: http.client.HTTPConnection, protocol: str, endpoint: str
     connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
     response = connection.getresponse()
     payload = response.read()
+    if response.status == 503:  # admission control: busy, come back after Retry-After
+        return False, float(response.getheader("Retry-After") or 1)
     if response.status != 200:
-        return False
+        return False, None
     data = json.loads(payload)
     data = data["data"][0] if protocol == "gradio" else data
-    return len(data.get("results") or []) == fields["k"]
+    return len(data.get("results") or []) == fields["k"], None
 
 
 def drive(port: int, clients: int, total: int, one_request) -> float:
@@ -120,26 +124,34 @@ def drive(port: int, clients: int, total: int, one_request) -> float:
 
 
 def run_clients(port: int, protocol: str, clients: int, total: int, work: Workload) -> dict:
-    """`clients` threads sending `total` requests between them, back to back."""
-    latencies, errors = [], [0]
+    """`clients` threads sending `total` requests between them, back to back; a client refused by admission control
+    (503) waits its Retry-After, as a well-behaved client does. Throughput and latencies are of the answered
+    requests; refusals are counted apart from errors."""
+    latencies, errors, refused = [], [0], [0]
     lock = threading.Lock()
 
     def one_request(connection) -> bool:
         endpoint, fields = work.next()
-        start, alive = time.perf_counter(), True
+        start, alive, wait = time.perf_counter(), True, None
         try:
-            ok = request(connection, protocol, endpoint, fields)
+            ok, wait = request(connection, protocol, endpoint, fields)
         except (OSError, http.client.HTTPException, ValueError):
             ok = alive = False
         elapsed = (time.perf_counter() - start) * 1000
         with lock:
-            latencies.append(elapsed)
-            errors[0] += not ok
+            if wait is not None:
+                refused[0] += 1
+            else:
+                latencies.append(elapsed)
+                errors[0] += not ok
+        if wait is not None:
+            time.sleep(wait)
         return alive
 
     seconds = drive(port, clients, total, one_request)
-    return {"clients": clients, "requests": total, "errors": errors[0], "seconds": seconds,
-            "throughput": total / seconds, "latency_ms": percentiles(latencies)}
+    answered = total - refused[0]
+    return {"clients": clients, "requests": total, "errors": errors[0], "refused": refused[0], "seconds": seconds,
+            "throughput": answered / seconds, "latency_ms": percentiles(latencies)}
 
 
 def start_app(args, port: int, store: str) -> subprocess.Popen:
@@ -162,7 +174,7 @@ def wait_for(server: subprocess.Popen, port: int, args, work: Workload) -> float
             raise RuntimeError(f"no answer within {args.startup_timeout} s")
         try:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            if request(connection, args.protocol, *work.next()):
+            if request(connection, args.protocol, *work.next())[0]:
                 return time.perf_counter() - start
         except OSError:
             time.sleep(0.2)
@@ -185,7 +197,8 @@ def measure_store(args, store: str, work: Workload) -> dict:
             lat = level["latency_ms"]
             print(f"[{store}] {clients:3d} clients: {level['requests']:5d} requests  {level['throughput']:6.1f} req/s  "
                   f"p50 {lat['p50']:6.1f}  p95 {lat['p95']:6.1f}  p99 {lat['p99']:6.1f} ms  "
-                  f"errors {level['errors']}  RSS {level['server_rss_mb']:.0f} MB", flush=True)
+                  f"errors {level['errors']}  refused {level['refused']}  RSS {level['server_rss_mb']:.0f} MB",
+                  flush=True)
         if args.soak:
             clients = max(args.clients)
             before = rss_mb(server.pid)
@@ -217,13 +230,14 @@ def targets_met(report: dict) -> bool:
 
 def side_by_side(stores: list[dict]) -> str:
     """One row per store and number of clients."""
-    lines = ["| vector store | clients | req/s | p50 ms | p95 ms | errors | server RSS MB |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| vector store | clients | req/s answered | p50 ms | p95 ms | errors | refused (503) | server RSS MB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for report in stores:
         for level in report["levels"]:
             lat = level["latency_ms"]
             lines.append(f"| {report['vector_store']} | {level['clients']} | {level['throughput']:.1f} | "
-                         f"{lat['p50']:.1f} | {lat['p95']:.1f} | {level['errors']} | {level['server_rss_mb']:.0f} |")
+                         f"{lat['p50']:.1f} | {lat['p95']:.1f} | {level['errors']} | {level['refused']} | "
+                         f"{level['server_rss_mb']:.0f} |")
     return "\n".join(lines)
 
 

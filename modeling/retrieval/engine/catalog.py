@@ -35,7 +35,7 @@ class CatalogPositions:
         """`ValueError` when the VSC scorer or the re-ranking index describe other items than the index."""
         if vsc is not None and len(vsc) != len(self.ids):
             raise ValueError(f"the VSC scorer describes {len(vsc)} items, the index {len(self.ids)}")
-        if reranker is not None and tuple(reranker.ids) != tuple(self.ids):
+        if reranker is not None and not same_ids(reranker.ids, self.ids):
             raise ValueError("the re-ranking index holds other items (or another order) than the main index; "
                              "rebuild it from the same catalog")
 
@@ -129,4 +129,15 @@ class CatalogPositions:
         return Scope(self.allowed_mask(filters, excluded), dict(filters) if filters else None, excluded)
 
 
-__all__ = ["CatalogPositions"]
+def same_ids(local: Sequence[str], ids: Sequence[str], spot_checks: int = 64) -> bool:
+    """Whether a local index's ids (a sequence in memory) are `ids` in the same order: every id, or when `ids` are a
+    collection's (read per request) their number and `spot_checks` positions spread over the catalog."""
+    if isinstance(ids, (tuple, list)):
+        return tuple(local) == tuple(ids)
+    if len(local) != len(ids) or len(ids) == 0:
+        return len(local) == len(ids)
+    positions = sorted({0, len(ids) - 1, *np.linspace(0, len(ids) - 1, spot_checks).astype(int).tolist()})
+    return [str(local[p]) for p in positions] == list(ids.take(positions))
+
+
+__all__ = ["CatalogPositions", "same_ids"]

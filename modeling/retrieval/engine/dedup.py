@@ -17,6 +17,7 @@ import numpy as np
 
 from modeling.data.text import normalise_title
 from modeling.retrieval.common.ranking import Ranked, RankRequest
+from modeling.retrieval.common.types import QueryError
 
 # Cosine of the model's image embeddings above which two same-title items count as the same product. Measured on
 # the shared catalog (runs/dual-encoder): same-title pairs have a median cosine of 0.95, random pairs of one article
@@ -94,7 +95,11 @@ class DuplicateGroups:
         self._lock = threading.Lock()
 
     def groups(self) -> np.ndarray:
-        """Group id of every item (`duplicate_groups` over normalised titles and the image vectors)."""
+        """Group id of every item (`duplicate_groups` over normalised titles and the image vectors); a catalog that
+        keeps its groups (`source`, a collection) has no such array."""
+        if self.source is not None:
+            raise QueryError("Every item's near-duplicate group needs the catalog in process (a local index "
+                             "folder): the engine serves from a vector store alone.")
         with self._lock:
             if self._groups is not None:
                 return self._groups

@@ -358,10 +358,14 @@ def partition(groups) -> set[frozenset]:
 def test_the_engine_from_a_store_holds_nothing_per_item(served_alone, faiss_engine, monkeypatch):
     """Served from the collection alone, the engine holds no item table, id map, codes, groups or records: items
     are read per request through a bounded cache of the rows hits brought (no scroll at start). With a cache of 4
-    rows every read goes to the collection and filters, counts, facets, photos, random picks and the top 10 with
-    every field are still the FAISS engine's; what a result shows follows the collection at once."""
+    rows every read goes to the collection and filters, counts, facets, photos, uniform random picks and the top 10
+    with every field are still the FAISS engine's; what a result shows follows the collection at once, any other
+    read within the cache's time to live."""
+    from modeling.retrieval.backends.qdrant import lookup as lookups
     from modeling.retrieval.backends.qdrant.lookup import CACHE_ROWS, StoreIds, StoreValues
     from modeling.retrieval.backends.qdrant.store import point_id
+    from modeling.retrieval.common.types import QueryError
+    from modeling.retrieval.engine.catalog import same_ids
     from modeling.serving.registry import EngineRegistry
     from modeling.serving.service import SearchService
 
@@ -377,7 +381,14 @@ def test_the_engine_from_a_store_holds_nothing_per_item(served_alone, faiss_engi
     assert len(lookup) <= 4
     assert engine.ids == faiss.ids and [engine.position(i) for i in faiss.ids[::37]] == list(range(0, 300, 37))
     assert engine.ids[-1] == faiss.ids[-1] and engine.ids[5:9] == tuple(faiss.ids[5:9])
+    assert engine.ids[::-100] == tuple(faiss.ids[::-100]) and engine.ids[7:3] == ()
+    for outside in (300, -301):
+        with pytest.raises(IndexError):
+            engine.ids[outside]
+    assert faiss.ids[17] in engine.ids and "no such id" not in engine.ids and engine.ids.index(faiss.ids[17]) == 17
     assert engine.catalog.map.get("no such id") is None and "\ud800" not in engine.catalog.map
+    with pytest.raises(QueryError, match="local index"):
+        engine.duplicates.groups()
     for filters in ({"gender": "men"}, {"masterCategory": ["APPAREL", " footwear "], "usage": "casual"}, None):
         want = faiss.allowed_mask(filters, [faiss.ids[4]])
         assert engine.allowed_mask(filters, [faiss.ids[4]]) is None  # the collection filters
@@ -388,14 +399,20 @@ def test_the_engine_from_a_store_holds_nothing_per_item(served_alone, faiss_engi
     types = tuple(sorted(set(faiss.index.items["articleType"])))
     assert service.example_photos(types) == reference.example_photos(types)
     assert service.image_path(faiss.ids[9]) == reference.image_path(faiss.ids[9])
+    assert same_ids(list(faiss.ids), engine.ids) and not same_ids(list(faiss.ids[::-1]), engine.ids)
     items = faiss.index.items
-    rare = items["articleType"].value_counts().index[-1]  # one item: found by the random direction's fallback
-    for filters in ({"gender": "women"}, {"articleType": rare}):
-        for _ in range(3):
+    rare = items["articleType"].value_counts().index[-1]  # one item
+    women = int((items["gender"] == "Women").sum())
+    for filters, draws in (({"gender": "women"}, 200), ({"articleType": rare}, 3)):
+        picked = []
+        for _ in range(draws):
             row = engine.catalog.random_row(filters)
             want = items.iloc[faiss.position(row["id"])]
             assert {k: row[k] for k in ("title", "image_path")} == {k: want[k] for k in ("title", "image_path")}
             assert row[next(iter(filters))].casefold() == next(iter(filters.values())).casefold()
+            picked.append(row["id"])
+        # uniform: 200 draws over `women` items reach ~women * (1 - exp(-200 / women)) distinct ones
+        assert len(set(picked)) >= 0.6 * women * (1 - np.exp(-draws / women)) or draws < 10
     assert engine.catalog.random_row({"gender": "nobody"}) is None
     for query, filters in (("black sneakers for women", None), ("casual shirt", {"gender": "Men"})):
         assert_same(faiss.search_text(query, k=10, filters=filters), engine.search_text(query, k=10, filters=filters))
@@ -409,6 +426,16 @@ def test_the_engine_from_a_store_holds_nothing_per_item(served_alone, faiss_engi
     finally:
         store.client.set_payload(store.name, payload={"title": top.title}, points=[point_id(top.id)])
     assert engine.search_text("black sneakers for women", k=10)[0].title == top.title
+    # a row read outside a ranking (the photo route) is re-read once older than ROW_TTL_S
+    item, path = faiss.ids[9], reference.image_path(faiss.ids[9])
+    service.image_path(item)
+    store.client.set_payload(store.name, payload={"image_path": "moved.jpg"}, points=[point_id(item)])
+    try:
+        assert service.image_path(item) == path  # cached, younger than the TTL
+        monkeypatch.setattr(lookups, "ROW_TTL_S", 0.0)
+        assert service.image_path(item) == "moved.jpg"
+    finally:
+        store.client.set_payload(store.name, payload={"image_path": path}, points=[point_id(item)])
 
 
 def test_a_missing_or_stale_serving_record_is_refused_clearly(served_alone, catalog_dir):

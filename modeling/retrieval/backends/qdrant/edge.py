@@ -101,8 +101,10 @@ def render_expression(expression):
 
 
 def render_query(query, using: str | None = None):
-    """A nearest-neighbour query (dense list / array or sparse vector, on the named vector `using`), a formula or
-    a fusion."""
+    """A nearest-neighbour query (dense list / array or sparse vector, on the named vector `using`), a formula, a
+    fusion or a random sample."""
+    if isinstance(query, models.SampleQuery):
+        return edge.Sample.Random  # the only sampling Qdrant offers
     if isinstance(query, models.FormulaQuery):
         return edge.Formula(render_expression(query.formula), defaults=dict(query.defaults or {}))
     if isinstance(query, models.FusionQuery):

@@ -2,36 +2,38 @@
 
 - `ItemLookup`: the `ROW_FIELDS` of items by catalog position or id, from a bounded least-recently-used cache that
   every hit feeds (`remember`; the rows a result list shows are those hits), else from the collection: one scroll
-  filtered on the `position` payload (integer index) or one `retrieve` by point id. Also what a scope allows
-  (`count`), the members of near-duplicate groups (`members`) and a random allowed item (`random_row`).
+  filtered on the `position` payload (integer index) or one `retrieve` by point id. A cached row is used for at
+  most `ROW_TTL_S` seconds (a payload changed in the collection shows within that time; the hits of a request are
+  always fresh). Also what a scope allows (`count`), the members of near-duplicate groups (`members`) and a
+  uniformly random allowed item (`random_row`, the collection's random sample).
 - `StoreIds`: the item ids in catalog order as a read-only sequence (and `positions`, the id -> position view).
 - `StoreValues`: the filter attributes' display values (from the serving record) and, per position, each item's
   values read through the lookup: the head labels of a few positions (a photo's neighbours' colour vote) and the
   `ScoreTerm` sums of a few positions (`ValuesTable`).
 
-The cache holds at most `CACHE_ROWS` rows (a few hundred bytes each), whatever the catalog's size.
+The cache holds at most `CACHE_ROWS` rows (~1-2 KB each as Python objects), whatever the catalog's size.
 """
 
 from __future__ import annotations
 
-import random
+import operator
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from modeling.retrieval.backends.qdrant.store import (GROUP_FIELD, VISUAL, QdrantStore, QdrantStoreError, models,
-                                                      point_id)
+from modeling.retrieval.backends.qdrant.store import GROUP_FIELD, QdrantStore, QdrantStoreError, models, point_id
 from modeling.retrieval.common.items import CatalogValues
 from modeling.retrieval.common.ranking import AttributeTable, ScoreTerm, active_filters
 from modeling.retrieval.common.types import QueryError
 
 ROW_FIELDS = ("id", "position", "title", "image_path", "attributes", GROUP_FIELD)
-CACHE_ROWS = 16_384
+CACHE_ROWS = 4096  # a request reads at most a few hundred rows (a collapsed ranking and its duplicates)
+ROW_TTL_S = 10.0
 PAGE = 1024  # positions per request when a caller walks many
-RANDOM_TRIES = 8  # random positions tried inside a filter before a random direction's nearest allowed item
 
 
 def slim(payload: Mapping) -> dict:
@@ -49,7 +51,7 @@ class ItemLookup:
 
     def __init__(self, store: QdrantStore, num_items: int, capacity: int = CACHE_ROWS):
         self.store, self.num_items, self.capacity = store, int(num_items), int(capacity)
-        self._rows: OrderedDict[int, dict] = OrderedDict()
+        self._rows: OrderedDict[int, tuple[float, dict]] = OrderedDict()  # position -> (when read, row)
         self._positions: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -58,6 +60,7 @@ class ItemLookup:
 
     def remember(self, payloads: Iterable[Mapping]) -> None:
         """Keep (or refresh) the rows of payloads just read."""
+        now = time.monotonic()
         with self._lock:
             for payload in payloads:
                 if payload is None or "position" not in payload:
@@ -66,19 +69,21 @@ class ItemLookup:
                 position = int(row["position"])
                 old = self._rows.pop(position, None)
                 if old is not None:
-                    self._positions.pop(str(old["id"]), None)
-                self._rows[position] = row
+                    self._positions.pop(str(old[1]["id"]), None)
+                self._rows[position] = (now, row)
                 self._positions[str(row["id"])] = position
             while len(self._rows) > self.capacity:
-                _, row = self._rows.popitem(last=False)
+                _, (_, row) = self._rows.popitem(last=False)
                 self._positions.pop(str(row["id"]), None)
 
     def _cached(self, position: int) -> dict | None:
+        """The cached row at `position` when read less than `ROW_TTL_S` ago."""
         with self._lock:
-            row = self._rows.get(position)
-            if row is not None:
-                self._rows.move_to_end(position)
-            return row
+            entry = self._rows.get(position)
+            if entry is None or time.monotonic() - entry[0] > ROW_TTL_S:
+                return None
+            self._rows.move_to_end(position)
+            return entry[1]
 
     def fetch(self, positions: Sequence[int], query_filter=None, remember: bool = True) -> dict[int, dict]:
         """The rows at `positions` read from the collection (one request; `query_filter` narrows them)."""
@@ -112,8 +117,9 @@ class ItemLookup:
         """The catalog position of an item id (None when the collection does not hold it)."""
         key = str(item_id)
         with self._lock:
-            if key in self._positions:
-                return self._positions[key]
+            position = self._positions.get(key)
+        if position is not None and self._cached(position) is not None:
+            return position
         try:
             points = self.store.client.retrieve(self.store.name, ids=[point_id(key)], with_payload=list(ROW_FIELDS))
         except UnicodeEncodeError:  # a lone surrogate from a JSON request: no catalog id is one
@@ -152,22 +158,10 @@ class ItemLookup:
             if offset is None:
                 return {g: sorted(positions) for g, positions in out.items()}
 
-    def random_row(self, filters: Mapping | None = None, rng: random.Random | None = None) -> dict | None:
-        """A random allowed item's row: a uniformly random position when the filters allow it (a few tries), else
-        the nearest allowed item of a random direction; None when none is allowed."""
-        rng = rng or random.Random()
-        query_filter = self.store.query_filter(filters)
-        for _ in range(RANDOM_TRIES):
-            position = rng.randrange(self.num_items)
-            found = self.fetch([position], query_filter)
-            if found:
-                return found[position]
-        if self.count(filters) == 0:
-            return None
-        size = int(self.store.metadata.get("model", {}).get("embedding_dim") or 0)
-        direction = [rng.gauss(0.0, 1.0) for _ in range(size)]
-        points = self.store.client.query_points(self.store.name, query=direction, using=VISUAL,
-                                                query_filter=query_filter, limit=1,
+    def random_row(self, filters: Mapping | None = None) -> dict | None:
+        """A uniformly random allowed item's row (the collection's random sample); None when none is allowed."""
+        points = self.store.client.query_points(self.store.name, query=models.SampleQuery(sample=models.Sample.RANDOM),
+                                                query_filter=self.store.query_filter(filters), limit=1,
                                                 with_payload=list(ROW_FIELDS)).points
         return slim(points[0].payload) if points else None
 
@@ -184,15 +178,29 @@ class StoreIds(Sequence):
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return tuple(row["id"] for row in self.lookup.rows_at(range(*index.indices(len(self)))))
-        position = int(index) + (len(self) if int(index) < 0 else 0)
+            positions = range(*index.indices(len(self)))
+            return tuple(row["id"] for row in self.lookup.rows_at(positions, remember=len(positions) <= PAGE))
+        index = operator.index(index)
+        position = index + len(self) if index < 0 else index
+        if not 0 <= position < len(self):
+            raise IndexError(f"index {index} is outside the catalog of {len(self)} items")
         return str(self.lookup.rows_at([position])[0]["id"])
+
+    def __contains__(self, item_id) -> bool:
+        return self.lookup.position_of(item_id) is not None
+
+    def index(self, item_id, start: int = 0, stop: int | None = None) -> int:
+        position = self.lookup.position_of(item_id)
+        if position is None or position < start or (stop is not None and position >= stop):
+            raise ValueError(f"{item_id!r} is not in the catalog")
+        return position
 
     def take(self, positions: Sequence[int]) -> list[str]:
         """The ids at several positions (one request for those not cached)."""
         return [str(row["id"]) for row in self.lookup.rows_at(positions)]
 
     def __iter__(self) -> Iterator[str]:
+        """Every id in catalog order: one request per `PAGE` positions (a scan of the collection)."""
         for start in range(0, len(self), PAGE):
             yield from (str(r["id"]) for r in self.lookup.rows_at(range(start, min(start + PAGE, len(self))),
                                                                   remember=False))
@@ -223,10 +231,17 @@ class IdPositions(Mapping):
         return self.lookup.position_of(item_id) is not None
 
     def __iter__(self) -> Iterator[str]:
+        """Every id: a scan of the collection (`StoreIds.__iter__`)."""
         return iter(StoreIds(self.lookup))
 
     def __len__(self) -> int:
         return self.lookup.num_items
+
+    def values(self):
+        raise TypeError("the id -> position map of a collection is read per id; it has no view of every value")
+
+    def items(self):
+        raise TypeError("the id -> position map of a collection is read per id; it has no view of every item")
 
 
 class StoreValues(CatalogValues):
@@ -286,5 +301,5 @@ class ValuesTable:
         return AttributeTable(rows, self.attributes).evaluate(terms)
 
 
-__all__ = ["CACHE_ROWS", "IdPositions", "ItemLookup", "LabelsAt", "ROW_FIELDS", "StoreIds", "StoreValues",
-           "ValuesTable", "group_key", "slim"]
+__all__ = ["CACHE_ROWS", "IdPositions", "ItemLookup", "LabelsAt", "ROW_FIELDS", "ROW_TTL_S", "StoreIds",
+           "StoreValues", "ValuesTable", "group_key", "slim"]

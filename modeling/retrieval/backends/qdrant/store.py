@@ -409,7 +409,7 @@ def check_collection(info, metadata: Mapping, model_info: Mapping, text_dim: int
                                    f"the loaded {maker} makes {dim}; {rebuild}")
     if check_indexes:
         schema = info.payload_schema or {}
-        missing = [f for f in (*KEYWORD_FIELDS, DESCRIPTION_FIELD) if f not in schema]
+        missing = [f for f in (*KEYWORD_FIELDS, "position", DESCRIPTION_FIELD) if f not in schema]
         if missing:
             raise QdrantStoreError(
                 f"collection {name!r} at {location} lacks the payload index(es) {missing}: filtered queries would scan "

@@ -326,8 +326,12 @@ def test_bad_configuration_fails_clearly(small_engine, store):
     # Servers report payload indexes (local mode keeps none): one missing is named.
     info = store.client.get_collection(store.name)
     info.payload_schema = {name: "keyword" for name in ("id", "gender", "masterCategory", "subCategory",
-                                                        "articleType", "baseColour", "usage", "group", "description")}
+                                                        "articleType", "baseColour", "usage", "group", "position",
+                                                        "description")}
     with pytest.raises(QdrantStoreError, match=r"lacks the payload index\(es\) \['season'\]"):
+        check_collection(info, store.metadata, model, None, name=store.name, location="test")
+    del info.payload_schema["position"]  # the engine reads items by position: a scan of every point without it
+    with pytest.raises(QdrantStoreError, match=r"lacks the payload index\(es\) \['season', 'position'\]"):
         check_collection(info, store.metadata, model, None, name=store.name, location="test")
 
 
