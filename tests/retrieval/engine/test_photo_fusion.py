@@ -170,8 +170,9 @@ def test_cutout_scores_and_choice_against_a_brute_force_reference():
 
 
 def test_the_engine_searches_the_cut_out_its_nearest_items_choose(photo_engine, monkeypatch):
-    """With `choose_cutout`: among the cut-outs of a photo, the one with the highest mask consensus + fused cosine
-    to its nearest allowed item (the excluded item left out) is searched; a user's box is cut out as before."""
+    """With `choose_cutout`: among the cut-outs of a photo, the one with the highest mask consensus + weight x fused
+    cosine to its nearest allowed item (the excluded item left out) is searched; a user's box is cut out as before;
+    without `choose_cutout`, the centred cut-out alone."""
     from PIL import Image
 
     import modeling.retrieval.engine.cutouts as cutouts
@@ -192,7 +193,7 @@ def test_the_engine_searches_the_cut_out_its_nearest_items_choose(photo_engine, 
     first, second = engine.item_vectors(), engine.photo_fusion.vectors()
     images = [c.image for c in candidates]
     fused = 0.4 * engine.encode_images(images) @ first.T + 0.6 * engine.photo_fusion.encode_images(images) @ second.T
-    scores = mask_consensus([c.mask for c in candidates]) + fused[:, allowed].max(axis=1)
+    scores = mask_consensus([c.mask for c in candidates]) + cutouts.SIMILARITY_WEIGHT * fused[:, allowed].max(axis=1)
     expected = candidates[int(np.argmax(scores))]
     assert engine.prepare_photo(image, scope=engine.catalog.scope(None, [excluded])) is expected
     monkeypatch.setattr(cutouts, "cutout_candidates", lambda image, first: candidates[::-1])  # the order is no rule
@@ -202,6 +203,8 @@ def test_the_engine_searches_the_cut_out_its_nearest_items_choose(photo_engine, 
     assert [r.id for r in results] == [r.id for r in engine.search_image(expected, k=5, exclude_ids=[excluded])]
     monkeypatch.setattr(cutouts, "cutout_candidates", lambda image, first: pytest.fail("a box is cut out as drawn"))
     assert engine.prepare_photo(image, box=(0, 0, 100, 130)).box == (0, 0, 100, 130)
+    monkeypatch.setattr(engine, "settings", replace(engine.settings, choose_cutout=False))
+    assert engine.prepare_photo(image).applied  # the centred cut-out alone: no other cut-out was asked for
 
 
 def test_efficientnet_reads_photos_at_the_chosen_size(catalog_dir, tmp_path):
