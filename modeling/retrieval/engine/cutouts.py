@@ -37,11 +37,11 @@ def choose_cutout(candidates: Sequence[Isolation], similarities) -> Isolation:
     return candidates[int(np.argmax(scores))]
 
 
-def chosen_photo(engine, image, box=None, scope=None) -> Isolation:
-    """`engine.prepare_photo` with `choose_cutout`: a user's box (or a photo already prepared) as `query_photo`
-    has it; else the best of `cutout_candidates` by their nearest items in `scope` (None: every item)."""
+def prepared_photo(engine, image, box=None, scope=None) -> Isolation:
+    """`engine.prepare_photo`: `query_photo` (a user's box, a photo already prepared, or without `choose_cutout`);
+    else the best of `cutout_candidates` by their nearest items in `scope` (None: every item)."""
     settings = engine.settings
-    if isinstance(image, Isolation) or parse_box(box) is not None:
+    if not settings.choose_cutout or isinstance(image, Isolation) or parse_box(box) is not None:
         return query_photo(image, box, settings.isolate_photos, settings.refine_photos)
     image = load_image(image)
     first = query_photo(image, None, settings.isolate_photos, settings.refine_photos)
@@ -66,4 +66,4 @@ def nearest_cosines(engine, images, scope) -> np.ndarray:
     return np.array(best)
 
 
-__all__ = ["SIMILARITY_WEIGHT", "choose_cutout", "chosen_photo", "cutout_scores", "nearest_cosines"]
+__all__ = ["SIMILARITY_WEIGHT", "choose_cutout", "cutout_scores", "nearest_cosines", "prepared_photo"]
