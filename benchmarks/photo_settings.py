@@ -40,6 +40,8 @@ def parse_args(argv=None):
     p.add_argument("--photo-index", default=None)
     p.add_argument("--photo-size", default=None, help="HEIGHT,WIDTH the second encoder reads (default its own)")
     p.add_argument("--refine", action="store_true", help="photos isolated twice (EngineSettings.refine_photos)")
+    p.add_argument("--one-cutout", action="store_true", help="the centred cut-out alone, not the best of several "
+                   "(EngineSettings.choose_cutout off: the default before it)")
     p.add_argument("--flip", action="store_true", help="each photo's vectors averaged with its mirror image's")
     p.add_argument("--catalog", default="../shared/data")
     p.add_argument("--split", default="val")
@@ -76,7 +78,7 @@ def main(argv=None) -> list[dict]:
     catalog = load_catalog(args.catalog, max_items=args.max_items)
     engine = FashionSearchEngine.load(args.model, args.index or Path(args.model) / "index", catalog=catalog,
                                       photo_model=args.photo_model, photo_index=args.photo_index)
-    engine.settings = replace(engine.settings, refine_photos=args.refine)
+    engine.settings = replace(engine.settings, refine_photos=args.refine, choose_cutout=not args.one_cutout)
     if args.photo_size:
         engine.photo_fusion.processor.image_size = [int(v) for v in args.photo_size.split(",")]
     types, colours, ids = (np.array(catalog[c]) for c in ("articleType", "baseColour", "id"))
@@ -95,7 +97,8 @@ def main(argv=None) -> list[dict]:
                                           np.random.default_rng([args.seed, i, CONDITIONS.index(c)]), photos, True)
                 image = remedy_image(image, box, r, np.random.default_rng([args.seed, i, 7]), mask) if r != "none" \
                     else image
-                prepared.append(engine.prepare_photo(image))
+                # The product itself is excluded from the answers, and so from what chooses its cut-out.
+                prepared.append(engine.prepare_photo(image, scope=engine.catalog.scope(None, [str(ids[p])])))
             queries[(c, r)] = prepared
     everything = [q.image for qs in queries.values() for q in qs]
     started = time.perf_counter()

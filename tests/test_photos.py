@@ -217,14 +217,9 @@ def test_precision_rows_against_a_brute_force_reference():
 def test_photo_settings_sweep_on_a_tiny_model(tiny_model_dir, tiny_vae_dir, catalog_dir, tmp_path):
     """benchmarks/photo_settings.py: one row per setting x condition x remedy, precisions in [0, 1], type+colour
     below type, and at fusion 0 the engine's plain answer (the same photos ranked twice give the same row)."""
-    import importlib.util
     import json
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "photo_settings.py"
-    spec = importlib.util.spec_from_file_location("photo_settings", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("photo_settings")
     out = tmp_path / "grid.json"
     rows = module.main(["--model", str(tiny_model_dir), "--index", str(tmp_path / "index"), "--catalog",
                         str(catalog_dir), "--max-items", "300", "--queries", "4", "--photo-model", str(tiny_vae_dir),
@@ -235,3 +230,111 @@ def test_photo_settings_sweep_on_a_tiny_model(tiny_model_dir, tiny_vae_dir, cata
         assert 0 <= row["p@10_type_colour"] <= row["p@10"] <= 1
     first, repeat = rows[:3], rows[3:6]  # type weight 0.3 twice at fusion 0
     assert [r["p@10"] for r in first] == [r["p@10"] for r in repeat]
+
+
+def corner_product(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(photo, the product's true pixels): a red product in the top-left corner of a checked background."""
+    photo = textured(240, 200, seed=seed)
+    truth = np.zeros((240, 200), bool)
+    truth[8:120, 6:90] = True
+    photo[truth] = (210, 20, 30)
+    return photo, truth
+
+
+def mask_iou(a, b) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def test_a_product_off_the_centre_is_found_by_a_window_cut_out():
+    """A product in the photo's corner (GrabCut from the centred box mostly keeps nearly all of the box: nothing
+    cut out, the box searched): among the window cut-outs is the product, and the one the others agree with most
+    is it."""
+    from modeling.data.photos import cutout_candidates, kept_box, mask_consensus, query_photo
+
+    for seed in (0, 3):
+        photo, truth = corner_product(seed)
+        image = Image.fromarray(photo)
+        first = query_photo(image, refine=True)
+        assert first.applied
+        candidates = cutout_candidates(image, first)
+        assert len(candidates) >= 2 and all(c.found is not None for c in candidates)
+        assert max(mask_iou(c.mask, truth) for c in candidates) > 0.95
+        chosen = candidates[int(np.argmax(mask_consensus([c.mask for c in candidates])))]
+        assert mask_iou(chosen.mask, truth) > 0.9
+        assert kept_box(chosen.mask) == chosen.found
+
+
+def test_a_studio_shot_or_a_photo_searched_as_uploaded_has_no_other_cut_out():
+    from modeling.data.photos import cutout_candidates, query_photo
+
+    studio = Image.fromarray(studio_photo())
+    first = query_photo(studio, refine=True)
+    assert cutout_candidates(studio, first) == [first]
+    photo = Image.fromarray(corner_product()[0])
+    as_uploaded = query_photo(photo, isolate=False)
+    assert cutout_candidates(photo, as_uploaded) == [as_uploaded]
+
+
+def test_window_boxes_tile_the_photo_in_a_three_by_three_grid():
+    from modeling.data.photos import window_boxes
+
+    boxes = np.array(window_boxes(200, 300, side=0.8))
+    assert boxes.shape == (9, 4)
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= 200).all() and (boxes[:, 1] >= 0).all()
+    assert (boxes[:, 3] <= 300).all()
+    assert np.allclose(boxes[:, 2] - boxes[:, 0], 0.76 * 200) and np.allclose(boxes[:, 3] - boxes[:, 1], 0.76 * 300)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    assert sorted(set(np.round(centres[:, 0], 6))) == pytest.approx([80, 100, 120])
+    assert sorted(set(np.round(centres[:, 1], 6))) == pytest.approx([120, 150, 180])
+
+
+def test_mask_consensus_against_a_brute_force_reference():
+    from modeling.data.photos import mask_consensus
+
+    rng = np.random.default_rng(5)
+    for n, shape in ((2, (30, 40)), (5, (30, 40)), (4, (400, 300))):
+        masks = [rng.random(shape) < rng.uniform(0.1, 0.6) for _ in range(n)]
+        if n == 5:
+            masks[0][:] = False  # an empty mask: IoU 0 with the others
+        step = max(1, max(shape) // 160)
+        read = [m[::step, ::step] for m in masks]
+        expected = []
+        for i, a in enumerate(read):
+            ious = [(a & b).sum() / (a | b).sum() if (a | b).any() else 1.0 for j, b in enumerate(read) if j != i]
+            expected.append(np.mean(ious))
+        assert mask_consensus(masks) == pytest.approx(expected, abs=1e-6)
+    assert mask_consensus([masks[0]]).tolist() == [1.0]
+
+
+def load_benchmark(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cutout_benchmark_refuses_the_held_out_sets():
+    main = load_benchmark("cutout_iou").main
+    for argv in (["--backgrounds", "fresh2"], ["--backgrounds", "val,fresh"], ["--split", "test"]):
+        with pytest.raises(SystemExit, match="dev only"):
+            main(argv)
+
+
+@pytest.mark.slow
+def test_cutout_benchmark_on_a_tiny_model(tiny_model_dir, tiny_vae_dir, catalog_dir, tmp_path):
+    """benchmarks/cutout_iou.py: both variants measured on every photo, IoU summaries within [0, 1]."""
+    import json
+
+    out = tmp_path / "iou.json"
+    report = load_benchmark("cutout_iou").main([
+        "--model", str(tiny_model_dir), "--index", str(tmp_path / "index"), "--catalog", str(catalog_dir),
+        "--max-items", "300", "--queries", "3", "--photo-model", str(tiny_vae_dir), "--conditions", "photo,phone",
+        "--output", str(out)])
+    assert set(report) == {"default", "chosen"} and json.loads(out.read_text())["report"] == report
+    for row in report.values():
+        assert row["photos"] == 6 and 0 <= row["below_0.5"] <= 1
+        assert 0 <= row["mean"] <= 1 and 0 <= row["median"] <= 1 and row["seconds_per_photo"] > 0

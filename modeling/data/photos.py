@@ -11,6 +11,7 @@ numpy + SciPy + PIL; OpenCV only inside `isolate_product` (`opencv-python-headle
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,15 @@ GRABCUT_ITERATIONS = 5
 REFINE_MARGIN = 0.08
 # The default box when the user drew none: the centre of the photo, this share of each side left out.
 DEFAULT_MARGIN = 0.08
+# Other cut-outs to choose among (`cutout_candidates`): GrabCut (twice) from windows of this share of each side,
+# at the photo's 4 corners, 4 edge middles and centre. Dev, 200 phone-like and photo renders of 100 val products:
+# the best of these 10 cut-outs has mean mask IoU 0.82 against 0.74 for the centred box alone (windows of 0.6
+# instead: 0.81; both, 19 cut-outs: 0.84, and no better served P@10 once chosen among, 0.754 / 0.713 photo / phone).
+WINDOW_SIDE = 0.8
+# At most this many windows are cut out at once (threads; at most the machine's cores).
+CUTOUT_THREADS = 4
+# Cut-outs are compared (`mask_consensus`) on every n-th pixel, n such that a side reads at most about this many.
+CONSENSUS_SIDE = 160
 
 
 def near_white(array: np.ndarray) -> np.ndarray:
@@ -68,6 +78,7 @@ class Isolation:
     applied: bool
     reason: str
     found: tuple[int, int, int, int] | None = None  # the cut-out product's box in the input photo, when one was cut
+    mask: np.ndarray | None = None  # (H, W) bool: the cut-out product's pixels in the input photo, when one was cut
 
 
 def clamp_box(box, width: int, height: int) -> tuple[int, int, int, int]:
@@ -143,7 +154,7 @@ def isolate_product(image: Image.Image, box=None, *, force: bool = False,
         keep = np.asarray(Image.fromarray(keep.astype(np.uint8) * 255).resize((width, height),
                                                                             Image.Resampling.BILINEAR)) >= 128
     return Isolation(on_white(rgb, keep), (left, top, right, bottom), True, "product cut out and put on white",
-                     kept_box(keep))
+                     kept_box(keep), keep)
 
 
 def refine_isolation(image: Image.Image, first: Isolation, margin: float = REFINE_MARGIN) -> Isolation:
@@ -155,6 +166,49 @@ def refine_isolation(image: Image.Image, first: Isolation, margin: float = REFIN
     dx, dy = (right - left) * margin, (bottom - top) * margin
     second = isolate_product(image, box=(left - dx, top - dy, right + dx, bottom + dy), force=True)
     return second if second.found is not None else first
+
+
+def window_boxes(width: int, height: int, side: float = WINDOW_SIDE) -> list[tuple[float, float, float, float]]:
+    """Boxes of `side` of each side of the photo at its corners, edge middles and centre (a 3x3 grid of places),
+    each shrunk by 2% of the photo's side so that GrabCut always has background around it."""
+    inset, boxes = 0.02, []
+    for fy in (0.0, 0.5, 1.0):
+        for fx in (0.0, 0.5, 1.0):
+            left, top = (1 - side) * fx + inset, (1 - side) * fy + inset
+            boxes.append((left * width, top * height, (left + side - 2 * inset) * width,
+                          (top + side - 2 * inset) * height))
+    return boxes
+
+
+def cutout_candidates(image: Image.Image, first: Isolation) -> list[Isolation]:
+    """Cut-outs of a photo with no box to choose among: `first` (the default cut-out), then GrabCut from each of
+    `window_boxes`, refined; only those that cut something out (`found`). [first] when it is not a cut-out (a
+    studio shot or a photo searched as uploaded), or when nothing was cut out at all."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not first.applied:
+        return [first]
+    boxes = window_boxes(image.width, image.height)
+    # OpenCV lets go of the GIL inside GrabCut: the windows are cut in parallel (0.88 -> 0.48 s a photo on 2 cores).
+    with ThreadPoolExecutor(max_workers=max(1, min(CUTOUT_THREADS, os.cpu_count() or 1))) as pool:
+        cut = list(pool.map(lambda box: refine_isolation(image, isolate_product(image, box=box, force=True)), boxes))
+    out = ([first] if first.found is not None else []) + [c for c in cut if c.found is not None]
+    return out or [first]
+
+
+def mask_consensus(masks) -> np.ndarray:
+    """For each (H, W) bool mask, its mean IoU with the other masks (1.0 for a single mask): the cut-out most
+    others agree with scores highest."""
+    step = max(1, max(np.shape(masks[0])) // CONSENSUS_SIDE)  # read at most about this many pixels a side
+    flat = np.stack([np.asarray(m, bool)[::step, ::step].ravel() for m in masks]).astype(np.float32)
+    n = len(flat)
+    if n == 1:
+        return np.ones(1)
+    inter = flat @ flat.T
+    sizes = flat.sum(axis=1)
+    union = sizes[:, None] + sizes[None, :] - inter
+    iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    return (iou.sum(axis=1) - np.diag(iou)) / (n - 1)
 
 
 def parse_box(value) -> tuple[float, float, float, float] | None:
@@ -188,5 +242,6 @@ def query_photo(image, box=None, isolate: bool = True, refine: bool = False) -> 
     return refine_isolation(image, isolation) if refine and box is None else isolation
 
 
-__all__ = ["Isolation", "centred_box", "clamp_box", "is_studio_shot", "isolate_product", "kept_box", "near_white",
-           "parse_box", "query_photo", "refine_isolation", "studio_background_mask"]
+__all__ = ["Isolation", "centred_box", "clamp_box", "cutout_candidates", "is_studio_shot", "isolate_product",
+           "kept_box", "mask_consensus", "near_white", "parse_box", "query_photo", "refine_isolation",
+           "studio_background_mask", "window_boxes"]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from modeling.data.photos import Isolation, query_photo
+from modeling.data.photos import Isolation
 from modeling.encoders.sentence import SentenceEncoder
 from modeling.retrieval.backends.faiss.index import CatalogIndex
 from modeling.retrieval.backends.faiss.ranking import FaissBackend
@@ -26,6 +26,7 @@ from modeling.retrieval.common.ranking import LocalCatalog, RankRequest, Scope, 
 from modeling.retrieval.common.types import QueryError, SearchResult, composed_query_text, validate_text
 from modeling.retrieval.engine.catalog import CatalogPositions
 from modeling.retrieval.engine.composed import compose, keep_reference, reference_of
+from modeling.retrieval.engine.cutouts import prepared_photo
 from modeling.retrieval.engine.dedup import DuplicateGroups
 from modeling.retrieval.engine.encoding import QueryEncoder
 from modeling.retrieval.engine.exact_ranking import DEFAULT_QUERY_EXPANSION, expand_queries, query_expansion
@@ -155,8 +156,8 @@ class FashionSearchEngine:
         the photo (its product: `prepare_photo`, inside `box` when given) expanded with its `expansion` nearest
         allowed items, plus its colour and type agreement (`consistency` weights, default the settings'; {} = off);
         with `rerank_weight > 0` the top `rerank_depth` re-scored (hybrid search)."""
-        image = self.prepare_photo(image, box).image
         scope = self.catalog.scope(filters, exclude_ids)
+        image = self.prepare_photo(image, box, scope).image
         photo = self.encode_images([image])[0]
         second, fusion = self._second_view(image)
         if second is None:
@@ -196,9 +197,9 @@ class FashionSearchEngine:
         return neighbour_values(self.index.items, near, scores, ("articleType", "gender"), NEIGHBOUR_TEMPERATURE,
                                 ATTRIBUTE_CONFIDENCE)
 
-    def prepare_photo(self, image, box=None) -> Isolation:
-        """What a photo search encodes (`query_photo`: the user's box, the product cut out, or the photo as is)."""
-        return query_photo(image, box, self.settings.isolate_photos, self.settings.refine_photos)
+    def prepare_photo(self, image, box=None, scope: Scope | None = None) -> Isolation:
+        """What a photo search encodes: `query_photo`, or the best cut-out by its nearest items in `scope`."""
+        return prepared_photo(self, image, box, scope)
 
     def search_item(self, item_id: str, k: int = 10, filters: Mapping | None = None, rerank_weight: float = 0.0,
                     rerank_depth: int = DEFAULT_RERANK_DEPTH, expansion: int | None = None,
@@ -236,7 +237,8 @@ class FashionSearchEngine:
         words ask and, where they do not change them, the reference's values. The reference never comes back."""
         text = validate_text(text)
         self.encoder.require_text()
-        image = self.prepare_photo(image, box).image if image is not None and item_id is None else image
+        scope = self.catalog.scope(filters, exclude_ids)  # where a reference photo's cut-out is chosen
+        image = self.prepare_photo(image, box, scope).image if image is not None and item_id is None else image
         position, image_embeds, reference = reference_of(self, image, item_id)
         excluded = [str(i) for i in (exclude_ids or ())] + ([str(item_id)] if item_id is not None else [])
         asked = self.queries.intent(text, None if intent is None else bool(intent), learned=False)  # the type is known

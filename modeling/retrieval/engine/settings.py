@@ -48,6 +48,9 @@ class EngineSettings:
             (`modeling.data.photos.query_photo`); studio shots and a user's box are handled either way.
         refine_photos: the product isolated without a user's box is cut a second time, from the box the first cut
             found (`modeling.data.photos.refine_isolation`).
+        choose_cutout: without a user's box, the product is cut out from 9 windows besides the centred box and the
+            cut-out that the others agree with most and that looks most like a catalog item is searched
+            (`modeling.retrieval.engine.cutouts`; False: the centred cut-out alone).
         photo_fusion: weight of the second image encoder's cosine in photo search, where the engine has one
             (`modeling.retrieval.engine.photo_fusion`; 0 = the model alone): the photo's nearest items and the
             re-scored candidates use `(1 - w) * model + w * second`.
@@ -64,6 +67,7 @@ class EngineSettings:
     image_consistency: Mapping[str, float] = field(default_factory=lambda: _frozen(IMAGE_CONSISTENCY_WEIGHTS))
     isolate_photos: bool = True
     refine_photos: bool = True
+    choose_cutout: bool = True
     photo_fusion: float = DEFAULT_PHOTO_FUSION
     photo_fusion_depth: int = DEFAULT_RERANK_DEPTH
     photo_type_vote: float = DEFAULT_PHOTO_TYPE_VOTE

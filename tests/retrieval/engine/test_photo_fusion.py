@@ -149,6 +149,64 @@ def test_a_reference_photo_is_named_by_its_fused_neighbours(photo_engine, monkey
     assert engine.photo_attributes(path, photo) == {}
 
 
+def test_cutout_scores_and_choice_against_a_brute_force_reference():
+    from modeling.data.photos import Isolation
+    from modeling.retrieval.engine.cutouts import choose_cutout, cutout_scores
+
+    rng = np.random.default_rng(4)
+    masks = [rng.random((20, 30)) < p for p in (0.2, 0.3, 0.5, 0.6)]
+    similarities = rng.uniform(0.2, 0.9, 4)
+    consensus = [np.mean([(a & b).sum() / (a | b).sum() for j, b in enumerate(masks) if j != i])
+                 for i, a in enumerate(masks)]
+    for weight in (0.0, 1.0, 3.0):
+        expected = np.array(consensus) + weight * similarities
+        assert cutout_scores(masks, similarities, weight) == pytest.approx(expected)
+    candidates = [Isolation(f"cut {i}", (0, 0, 30, 20), True, "", (0, 0, 30, 20), m) for i, m in enumerate(masks)]
+    asked = []
+    chosen = choose_cutout(candidates, lambda images: asked.append(images) or similarities)
+    assert asked == [[c.image for c in candidates]]  # one call, every cut-out at once
+    assert chosen is candidates[int(np.argmax(np.array(consensus) + similarities))]
+    assert choose_cutout(candidates[:1], lambda images: pytest.fail("nothing to choose")) is candidates[0]
+
+
+def test_the_engine_searches_the_cut_out_its_nearest_items_choose(photo_engine, monkeypatch):
+    """With `choose_cutout`: among the cut-outs of a photo, the one with the highest mask consensus + weight x fused
+    cosine to its nearest allowed item (the excluded item left out) is searched; a user's box is cut out as before;
+    without `choose_cutout`, the centred cut-out alone."""
+    from PIL import Image
+
+    import modeling.retrieval.engine.cutouts as cutouts
+    from modeling.data.photos import cutout_candidates, mask_consensus, query_photo
+
+    engine = photo_engine
+    rng = np.random.default_rng(3)
+    photo = np.kron(rng.integers(40, 160, size=(31, 26, 3)), np.ones((8, 8, 1))).astype(np.uint8)[:240, :200]
+    with Image.open(engine.index.items["image_path"].iloc[5]) as product:
+        photo[8:120, 6:90] = np.asarray(product.convert("RGB").resize((84, 112)))
+    image = Image.fromarray(photo)
+    candidates = cutout_candidates(image, query_photo(image, refine=True))
+    assert len(candidates) >= 2
+    monkeypatch.setattr(cutouts, "cutout_candidates", lambda image, first: candidates)  # GrabCut drawn once
+    monkeypatch.setattr(engine, "settings", replace(engine.settings, choose_cutout=True, photo_fusion=0.6))
+    excluded = engine.index.items["id"].iloc[5]
+    allowed = np.array([p != 5 for p in range(len(engine.ids))])
+    first, second = engine.item_vectors(), engine.photo_fusion.vectors()
+    images = [c.image for c in candidates]
+    fused = 0.4 * engine.encode_images(images) @ first.T + 0.6 * engine.photo_fusion.encode_images(images) @ second.T
+    scores = mask_consensus([c.mask for c in candidates]) + cutouts.SIMILARITY_WEIGHT * fused[:, allowed].max(axis=1)
+    expected = candidates[int(np.argmax(scores))]
+    assert engine.prepare_photo(image, scope=engine.catalog.scope(None, [excluded])) is expected
+    monkeypatch.setattr(cutouts, "cutout_candidates", lambda image, first: candidates[::-1])  # the order is no rule
+    assert engine.prepare_photo(image, scope=engine.catalog.scope(None, [excluded])) is expected
+    monkeypatch.setattr(cutouts, "cutout_candidates", lambda image, first: candidates)
+    results = engine.search_image(image, k=5, exclude_ids=[excluded])
+    assert [r.id for r in results] == [r.id for r in engine.search_image(expected, k=5, exclude_ids=[excluded])]
+    monkeypatch.setattr(cutouts, "cutout_candidates", lambda image, first: pytest.fail("a box is cut out as drawn"))
+    assert engine.prepare_photo(image, box=(0, 0, 100, 130)).box == (0, 0, 100, 130)
+    monkeypatch.setattr(engine, "settings", replace(engine.settings, choose_cutout=False))
+    assert engine.prepare_photo(image).applied  # the centred cut-out alone: no other cut-out was asked for
+
+
 def test_efficientnet_reads_photos_at_the_chosen_size(catalog_dir, tmp_path):
     """The default second encoder: ImageNet EfficientNet-Lite0 at PHOTO_IMAGE_SIZE, its index of 1,280-number unit
     vectors named by that size, equal to encoding the catalog photos one by one."""
