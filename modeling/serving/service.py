@@ -282,17 +282,17 @@ class SearchService:
         elif image is None:
             raise QueryError("Upload a photo of a product first (or pick a random product).")
         else:
-            photo = self._photo(engine, image, box)
+            photo = self._photo(engine, image, box, engine.catalog.scope(filters))  # chosen among what may come back
             results = self._run(engine.search_image, photo, k=k, filters=filters, rerank_weight=weight)
             return self._answer(results, name, "image", start, {"image": "upload", **searched(photo)}, photo=photo)
         return self._answer(results, name, "image", start, query)
 
-    def _photo(self, engine, image, box):
-        """The uploaded photo as the engine will search it (`prepare_photo`), decoded with bounded memory
-        (`load_upload`) on the search threads (so at most `search_slots` photos are decoded at once); the
-        answer's box is in the upload's pixels. A bad box is refused."""
+    def _photo(self, engine, image, box, scope=None):
+        """The uploaded photo as the engine will search it (`prepare_photo`, its cut-out chosen among the items of
+        `scope`), decoded with bounded memory (`load_upload`) on the search threads (so at most `search_slots`
+        photos are decoded at once); the answer's box is in the upload's pixels. A bad box is refused."""
         try:
-            return self._run(prepare_upload, engine, image, parse_box(box))
+            return self._run(prepare_upload, engine, image, parse_box(box), scope)
         except ValueError as error:
             if isinstance(error, REFUSED):
                 raise
@@ -478,13 +478,14 @@ class SearchService:
 REFUSED = (QueryError, ImageError)
 
 
-def prepare_upload(engine, image, box):
+def prepare_upload(engine, image, box, scope=None):
     """`engine.prepare_photo` of an upload (a file path or bytes: decoded by `load_upload`, at most `WORKING_SIDE`
-    pixels a side) or of an image already in memory; the returned box is in the upload's pixels."""
+    pixels a side) or of an image already in memory, its cut-out chosen among the items of `scope` (None: every
+    item); the returned box is in the upload's pixels."""
     if not isinstance(image, (str, os.PathLike, bytes, bytearray)):
-        return engine.prepare_photo(image, box)
+        return engine.prepare_photo(image, box, scope)
     upload = load_upload(image)
-    photo = engine.prepare_photo(upload.image, upload.to_image(box))
+    photo = engine.prepare_photo(upload.image, upload.to_image(box), scope)
     return dataclasses.replace(photo, box=upload.to_upload(photo.box)) if upload.scale != 1 else photo
 
 

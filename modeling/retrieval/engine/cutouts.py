@@ -45,7 +45,8 @@ def prepared_photo(engine, image, box=None, scope=None) -> Isolation:
         return query_photo(image, box, settings.isolate_photos, settings.refine_photos)
     image = load_image(image)
     first = query_photo(image, None, settings.isolate_photos, settings.refine_photos)
-    return choose_cutout(cutout_candidates(image, first), lambda images: nearest_cosines(engine, images, scope))
+    return choose_cutout(cutout_candidates(image, first, refine=settings.refine_photos),
+                         lambda images: nearest_cosines(engine, images, scope))
 
 
 def nearest_cosines(engine, images, scope) -> np.ndarray:

@@ -237,7 +237,7 @@ class FashionSearchEngine:
         words ask and, where they do not change them, the reference's values. The reference never comes back."""
         text = validate_text(text)
         self.encoder.require_text()
-        scope = self.catalog.scope(filters, exclude_ids)  # where a reference photo's cut-out is chosen
+        scope = self.catalog.scope(None, exclude_ids)  # the reference's cut-out: filters describe results, not it
         image = self.prepare_photo(image, box, scope).image if image is not None and item_id is None else image
         position, image_embeds, reference = reference_of(self, image, item_id)
         excluded = [str(i) for i in (exclude_ids or ())] + ([str(item_id)] if item_id is not None else [])

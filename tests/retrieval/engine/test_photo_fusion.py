@@ -186,7 +186,7 @@ def test_the_engine_searches_the_cut_out_its_nearest_items_choose(photo_engine, 
     image = Image.fromarray(photo)
     candidates = cutout_candidates(image, query_photo(image, refine=True))
     assert len(candidates) >= 2
-    monkeypatch.setattr(cutouts, "cutout_candidates", lambda image, first: candidates)  # GrabCut drawn once
+    monkeypatch.setattr(cutouts, "cutout_candidates", lambda image, first, **_: candidates)  # GrabCut drawn once
     monkeypatch.setattr(engine, "settings", replace(engine.settings, choose_cutout=True, photo_fusion=0.6))
     excluded = engine.index.items["id"].iloc[5]
     allowed = np.array([p != 5 for p in range(len(engine.ids))])
@@ -196,12 +196,31 @@ def test_the_engine_searches_the_cut_out_its_nearest_items_choose(photo_engine, 
     scores = mask_consensus([c.mask for c in candidates]) + cutouts.SIMILARITY_WEIGHT * fused[:, allowed].max(axis=1)
     expected = candidates[int(np.argmax(scores))]
     assert engine.prepare_photo(image, scope=engine.catalog.scope(None, [excluded])) is expected
-    monkeypatch.setattr(cutouts, "cutout_candidates", lambda image, first: candidates[::-1])  # the order is no rule
+    monkeypatch.setattr(cutouts, "cutout_candidates", lambda image, first, **_: candidates[::-1])  # the order is no rule
     assert engine.prepare_photo(image, scope=engine.catalog.scope(None, [excluded])) is expected
-    monkeypatch.setattr(cutouts, "cutout_candidates", lambda image, first: candidates)
+    monkeypatch.setattr(cutouts, "cutout_candidates", lambda image, first, **_: candidates)
+    # filters choose too: the brute-force choice among each gender's items; some filter changes it, and the app's
+    # upload path (SearchService.image) searches the cut-out its filters choose
+    flipped = []
+    for gender in engine.index.items["gender"].unique():
+        mask = (engine.index.items["gender"] == gender).to_numpy()
+        within = candidates[int(np.argmax(mask_consensus([c.mask for c in candidates])
+                                          + cutouts.SIMILARITY_WEIGHT * fused[:, mask].max(axis=1)))]
+        assert engine.prepare_photo(image, scope=engine.catalog.scope({"gender": gender})) is within
+        flipped.append(within is not expected)
+    assert any(flipped)
+    from modeling.serving.registry import EngineRegistry
+    from modeling.serving.service import SearchService
+
+    gender = engine.index.items["gender"].unique()[flipped.index(True)]
+    searched, search_image = [], engine.search_image
+    monkeypatch.setattr(engine, "search_image", lambda photo, **kw: searched.append(photo) or [])
+    SearchService(EngineRegistry.from_engines({"m": engine})).image(image, gender=gender)
+    assert searched == [engine.prepare_photo(image, scope=engine.catalog.scope({"gender": gender}))]
+    monkeypatch.setattr(engine, "search_image", search_image)
     results = engine.search_image(image, k=5, exclude_ids=[excluded])
     assert [r.id for r in results] == [r.id for r in engine.search_image(expected, k=5, exclude_ids=[excluded])]
-    monkeypatch.setattr(cutouts, "cutout_candidates", lambda image, first: pytest.fail("a box is cut out as drawn"))
+    monkeypatch.setattr(cutouts, "cutout_candidates", lambda image, first, **_: pytest.fail("a box is cut out as drawn"))
     assert engine.prepare_photo(image, box=(0, 0, 100, 130)).box == (0, 0, 100, 130)
     monkeypatch.setattr(engine, "settings", replace(engine.settings, choose_cutout=False))
     assert engine.prepare_photo(image).applied  # the centred cut-out alone: no other cut-out was asked for
