@@ -28,7 +28,7 @@ from modeling.data.catalog import load_catalog  # noqa: E402
 from modeling.evaluation.photo_render import CONDITIONS, background_photos, background_sets, render  # noqa: E402
 from modeling.retrieval.engine.search import DEFAULT_PHOTO_MODEL, FashionSearchEngine  # noqa: E402
 
-HELD_OUT = ("fresh", "fresh2")
+HELD_OUT = ("fresh", "fresh2")  # the held-out sets of earlier rounds (each run once): kept out of cut-out tuning
 
 
 def parse_args(argv=None):

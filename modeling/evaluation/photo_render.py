@@ -21,7 +21,7 @@ REMEDIES = ("none", "isolate", "box")
 # a flower; CC BY 2.0, sklearn/datasets/images/README.txt) and matplotlib's portrait of Grace Hopper (public domain,
 # U.S. Navy photograph). "fresh2" is the held-out set of the third round: the photographs bundled with Gradio (its
 # media assets and test data, Apache-2.0 package): a cheetah in grass (two shots), a lion, a tower against the sky and
-# a figure in a garden (groot.jpeg).
+# a figure in a garden (groot.jpeg); run once with the third round's served default, dev since.
 BACKGROUNDS = {
     "val": ("coffee.png", "chelsea.png", "rocket.jpg", "brick.png", "gravel.png", "text.png"),
     "test": ("astronaut.png", "motorcycle_left.png", "motorcycle_right.png", "grass.png", "camera.png",

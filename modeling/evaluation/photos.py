@@ -18,7 +18,8 @@ The backgrounds are real photographs bundled with installed packages, in sets (`
 own): `val` and `test`, scikit-image's (a table, a cat on a carpet, a rocket launch, a brick wall / an astronaut,
 motorbikes, grass, ...; greyscale ones tinted), both dev now (the first round ran `test` once); `fresh`, the held-out
 set of the second round, from other packages (scikit-learn's and matplotlib's sample photographs), dev since it ran
-once; `fresh2`, the third round's held-out set (the photographs bundled with Gradio). Training never
+once; `fresh2`, the third round's held-out set (the photographs bundled with Gradio), dev since it ran once
+(docs/results.md: a next round needs backgrounds of its own). Training never
 sees any of them: its backgrounds are solid colours, gradients, procedural patterns and blurred catalog photos
 (`modeling.training.augment`).
 
@@ -103,7 +104,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="query products (and, without --backgrounds, the background set of the same name)")
     p.add_argument("--backgrounds", default=None,
                    help=f"background sets, comma-separated, of {', '.join(BACKGROUNDS)} (default: the split's; "
-                        "val, test and fresh are dev now, fresh2 is the held-out set)")
+                        "every set has run once and is dev now: a next held-out round needs a new set)")
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--max-items", type=int, default=None, help="the catalog's first N items only (quick runs)")
     p.add_argument("--conditions", default=",".join(CONDITIONS))
