@@ -24,28 +24,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from modeling.data.catalog import load_catalog  # noqa: E402
+from benchmarks.photo_settings import add_engine_arguments, load_engine, query_positions  # noqa: E402
 from modeling.evaluation.photo_render import CONDITIONS, background_photos, background_sets, render  # noqa: E402
-from modeling.retrieval.engine.search import DEFAULT_PHOTO_MODEL, FashionSearchEngine  # noqa: E402
 
 HELD_OUT = ("fresh", "fresh2")  # the held-out sets of earlier rounds (each run once): kept out of cut-out tuning
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="runs/world-40-p035-composed")
-    p.add_argument("--index", default=None)
-    p.add_argument("--photo-model", default=DEFAULT_PHOTO_MODEL)
-    p.add_argument("--photo-index", default=None)
-    p.add_argument("--photo-size", default=None, help="HEIGHT,WIDTH the second encoder reads (default its own)")
-    p.add_argument("--catalog", default="../shared/data")
-    p.add_argument("--split", default="val")
-    p.add_argument("--backgrounds", default="val,test")
-    p.add_argument("--queries", type=int, default=150)
-    p.add_argument("--max-items", type=int, default=None)
+    add_engine_arguments(p, queries=150)
     p.add_argument("--conditions", default="photo,phone")
     p.add_argument("--output", default="runs/photo24-cutout-iou.json")
-    p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
 
@@ -75,15 +64,9 @@ def main(argv=None) -> dict:
     sets = background_sets(args.backgrounds, args.split)
     if args.split == "test" or any(s in HELD_OUT for s in sets):
         raise SystemExit(f"dev only: the test split and the held-out backgrounds {HELD_OUT} are not measured here")
-    catalog = load_catalog(args.catalog, max_items=args.max_items)
-    engine = FashionSearchEngine.load(args.model, args.index or Path(args.model) / "index", catalog=catalog,
-                                      photo_model=args.photo_model, photo_index=args.photo_index)
-    if args.photo_size and engine.photo_fusion is not None:
-        engine.photo_fusion.processor.image_size = [int(v) for v in args.photo_size.split(",")]
+    catalog, engine = load_engine(args)
     ids = np.array(catalog["id"])
-    in_split = np.flatnonzero(np.array(catalog["split"]) == args.split)
-    query_pos = np.sort(np.random.default_rng(args.seed).choice(in_split, size=min(args.queries, len(in_split)),
-                                                                replace=False))
+    query_pos = query_positions(catalog, args)  # photo_settings.py's draw
     photos = background_photos(",".join(sets))
     variants = {"default": replace(engine.settings, choose_cutout=False),
                 "chosen": replace(engine.settings, choose_cutout=True)}

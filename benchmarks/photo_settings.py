@@ -32,22 +32,45 @@ from modeling.evaluation.photo_render import (CONDITIONS, background_photos, bac
 from modeling.retrieval.engine.search import DEFAULT_PHOTO_MODEL, FashionSearchEngine  # noqa: E402
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_engine_arguments(p: argparse.ArgumentParser, queries: int) -> None:
+    """The arguments the photo benchmarks share: the served engine, the catalog, the query products' draw."""
     p.add_argument("--model", default="runs/world-40-p035-composed")
     p.add_argument("--index", default=None)
     p.add_argument("--photo-model", default=DEFAULT_PHOTO_MODEL)
     p.add_argument("--photo-index", default=None)
     p.add_argument("--photo-size", default=None, help="HEIGHT,WIDTH the second encoder reads (default its own)")
+    p.add_argument("--catalog", default="../shared/data")
+    p.add_argument("--split", default="val")
+    p.add_argument("--backgrounds", default="val,test")
+    p.add_argument("--queries", type=int, default=queries)
+    p.add_argument("--max-items", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def load_engine(args):
+    """(catalog, the served engine over it, its second encoder reading `--photo-size`)."""
+    catalog = load_catalog(args.catalog, max_items=args.max_items)
+    engine = FashionSearchEngine.load(args.model, args.index or Path(args.model) / "index", catalog=catalog,
+                                      photo_model=args.photo_model, photo_index=args.photo_index)
+    if args.photo_size and engine.photo_fusion is not None:
+        engine.photo_fusion.processor.image_size = [int(v) for v in args.photo_size.split(",")]
+    return catalog, engine
+
+
+def query_positions(catalog, args) -> np.ndarray:
+    """The query products: `--queries` catalog positions of `--split`, drawn with `--seed` (sorted)."""
+    in_split = np.flatnonzero(np.array(catalog["split"]) == args.split)
+    rng = np.random.default_rng(args.seed)
+    return np.sort(rng.choice(in_split, size=min(args.queries, len(in_split)), replace=False))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_engine_arguments(p, queries=200)
     p.add_argument("--refine", action="store_true", help="photos isolated twice (EngineSettings.refine_photos)")
     p.add_argument("--one-cutout", action="store_true", help="the centred cut-out alone, not the best of several "
                    "(EngineSettings.choose_cutout off: the default before it)")
     p.add_argument("--flip", action="store_true", help="each photo's vectors averaged with its mirror image's")
-    p.add_argument("--catalog", default="../shared/data")
-    p.add_argument("--split", default="val")
-    p.add_argument("--backgrounds", default="val,test")
-    p.add_argument("--queries", type=int, default=200)
-    p.add_argument("--max-items", type=int, default=None)
     p.add_argument("--conditions", default="clean,photo,phone")
     p.add_argument("--remedies", default="none,box", help="none (the engine's own isolation), box (GrabCut from the "
                    "product's jittered box), oracle (the product's true mask on white: an upper bound for cut-outs)")
@@ -55,7 +78,6 @@ def parse_args(argv=None):
     p.add_argument("--type-vote", default="0,0.5")
     p.add_argument("--type-weight", default="0.3,0.6")
     p.add_argument("--output", default="runs/photos2-grid.json")
-    p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
 
@@ -75,16 +97,10 @@ def encode(encoder, images, flip: bool) -> np.ndarray:
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
-    catalog = load_catalog(args.catalog, max_items=args.max_items)
-    engine = FashionSearchEngine.load(args.model, args.index or Path(args.model) / "index", catalog=catalog,
-                                      photo_model=args.photo_model, photo_index=args.photo_index)
+    catalog, engine = load_engine(args)
     engine.settings = replace(engine.settings, refine_photos=args.refine, choose_cutout=not args.one_cutout)
-    if args.photo_size:
-        engine.photo_fusion.processor.image_size = [int(v) for v in args.photo_size.split(",")]
     types, colours, ids = (np.array(catalog[c]) for c in ("articleType", "baseColour", "id"))
-    in_split = np.flatnonzero(np.array(catalog["split"]) == args.split)
-    rng = np.random.default_rng(args.seed)
-    query_pos = np.sort(rng.choice(in_split, size=min(args.queries, len(in_split)), replace=False))
+    query_pos = query_positions(catalog, args)
     photos = background_photos(",".join(background_sets(args.backgrounds, args.split)))
     queries = {}
     for c in args.conditions.split(","):
